@@ -1,0 +1,5 @@
+"""Allow ``python -m emae``."""
+
+from emae.cli import main
+
+raise SystemExit(main())

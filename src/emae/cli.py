@@ -1,0 +1,85 @@
+"""The ``emae`` command line: parse flags, call the API, print where results are.
+
+Every command is a thin mirror of a Python function; no computation lives here. Problems with
+the user's input arrive as :class:`~emae.errors.EmaeError` and are printed as one line
+(``emae: error: ...``) with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from emae import __version__
+from pydantic import ValidationError
+
+from emae.errors import EmaeError, config_error
+
+
+def _sample_data(args: argparse.Namespace) -> None:
+    from emae.synth.sample_data import SampleDataConfig, tiny_config, write_sample_data
+
+    config = tiny_config(args.seed) if args.tiny else SampleDataConfig(seed=args.seed)
+    manifest = write_sample_data(args.dir, config, overwrite=args.overwrite)
+    print(
+        f"wrote {manifest['n_labels']} labels, an unlabeled volume of "
+        f"{'x'.join(map(str, manifest['unlabeled_shape']))} and "
+        f"{manifest['test_shape'][0]} test sections to {args.dir} (see {args.dir}/README.md)"
+    )
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from emae.demo import run_demo
+
+    summary = run_demo(args.out, seed=args.seed, quick=args.quick, overwrite=args.overwrite)
+    print(f"demo results in {Path(args.out).resolve()}:")
+    for name, path in summary["outputs"].items():
+        print(f"  {name:<12} {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``emae`` command, one sub-command per API entry point."""
+    parser = argparse.ArgumentParser(
+        prog="emae", description="Find artifacts and anomalies in EM images with autoencoders."
+    )
+    parser.add_argument("--version", action="version", version=f"emae {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Log warnings only.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("sample-data", help="Write a small synthetic EM dataset with labels.")
+    p.add_argument("dir", type=Path, help="Destination folder (must not exist or be empty).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--tiny", action="store_true", help="A few-second dataset for quick tries.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
+    p.set_defaults(func=_sample_data)
+
+    p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
+    p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")
+    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--quick", action="store_true", help="Smaller data, for a fast look.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing results folder.")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``emae`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except ValidationError as exc:
+        print(f"emae: error: {config_error(exc, 'options')}", file=sys.stderr)
+        return 2
+    except EmaeError as exc:
+        print(f"emae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emae: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,97 @@
+"""Atomic writes: a result appears whole under its final name, or not at all.
+
+Everything emae writes (TIFFs, zarr stores, CSVs, run folders) is first written to a hidden
+temporary sibling in the same folder, then renamed into place with :func:`os.replace`, which is
+atomic on POSIX and Windows file systems. An interrupted write leaves the user's existing data
+untouched and at most a ``.<name>.tmp-*`` sibling behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from emae.errors import EmaeError
+
+
+def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse to replace existing data unless asked to.
+
+    Parameters
+    ----------
+    path
+        Destination file or folder.
+    overwrite
+        Allow replacing an existing destination.
+
+    Returns
+    -------
+    Path
+        The destination as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        if path.is_dir() and not any(path.iterdir()):
+            return path
+        raise EmaeError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if not path.parent.exists():
+        raise EmaeError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise EmaeError(f"cannot write {path}: folder {path.parent} is not writable")
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_file(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path that is renamed to ``path`` when the block succeeds.
+
+    Examples
+    --------
+    >>> with atomic_file("scores.csv") as tmp:  # doctest: +SKIP
+    ...     tmp.write_text("image,score\\n")
+    """
+    path = check_writable(path, overwrite=overwrite)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if path.is_dir():
+            _remove(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``path`` when the block succeeds.
+
+    An existing destination is removed only after the new content is complete.
+    """
+    path = check_writable(path, overwrite=overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            _remove(tmp)

@@ -1,0 +1,100 @@
+"""The lazy image type every reader returns.
+
+An :class:`Image` wraps an array-like (a ``zarr.Array``, a ``numpy.memmap``, an ``h5py.Dataset``,
+a TIFF page store, ...) that supports ``shape``, ``dtype`` and basic slicing, and remembers its
+axes. Slicing reads only the chunks that intersect the request and returns a ``numpy.ndarray``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from emae.errors import EmaeError
+
+AXES = ("YX", "ZYX")
+
+
+@dataclass(frozen=True)
+class Image:
+    """A lazily read 2D or 3D grayscale image.
+
+    Parameters
+    ----------
+    data
+        Array-like with ``shape``, ``dtype`` and ``__getitem__`` accepting a tuple of slices.
+        It is never read whole by this class.
+    axes
+        ``"YX"`` for a 2D image or ``"ZYX"`` for a stack of sections.
+    path
+        Where the image came from, used in error messages.
+    """
+
+    data: Any
+    axes: str
+    path: str
+
+    def __post_init__(self) -> None:
+        if self.axes not in AXES:
+            raise EmaeError(f"{self.path}: axes must be one of {AXES}, got {self.axes!r}")
+        if len(self.data.shape) != len(self.axes):
+            raise EmaeError(
+                f"{self.path}: expected a {len(self.axes)}D array for axes {self.axes!r}, "
+                f"got shape {tuple(self.data.shape)}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape in the order of :attr:`axes`."""
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Pixel dtype of the stored data."""
+        return np.dtype(self.data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes (2 or 3)."""
+        return len(self.axes)
+
+    @property
+    def n_sections(self) -> int:
+        """Number of 2D sections: 1 for ``"YX"``, the Z size for ``"ZYX"``."""
+        return 1 if self.axes == "YX" else self.shape[0]
+
+    @property
+    def yx_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of one section."""
+        return self.shape[-2], self.shape[-1]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Read a region; only the chunks it touches are loaded."""
+        return np.asarray(self.data[key])
+
+    def section(self, z: int) -> np.ndarray:
+        """Read the whole 2D section ``z`` as ``(H, W)``; ``z`` must be 0 for a ``"YX"`` image."""
+        if self.axes == "YX":
+            if z != 0:
+                raise EmaeError(f"{self.path}: a 2D image has only section 0, got z={z}")
+            return self[:, :]
+        if not 0 <= z < self.shape[0]:
+            raise EmaeError(f"{self.path}: section z={z} outside 0..{self.shape[0] - 1}")
+        return self[z, :, :]
+
+    def read_patch(self, z: int, y: int, x: int, size: int) -> np.ndarray:
+        """Read the ``(size, size)`` patch whose top-left corner is ``(y, x)`` in section ``z``."""
+        h, w = self.yx_shape
+        if y < 0 or x < 0 or y + size > h or x + size > w:
+            raise EmaeError(
+                f"{self.path}: patch of size {size} at y={y}, x={x} crosses the border of an "
+                f"image of {h}x{w}"
+            )
+        if self.axes == "YX":
+            return self[y : y + size, x : x + size]
+        return self[z, y : y + size, x : x + size]
+
+    def __repr__(self) -> str:
+        return f"Image(path={self.path!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,1 @@
+"""Synthetic EM images with artifacts."""
