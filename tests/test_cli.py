@@ -1,0 +1,57 @@
+"""The CLI mirrors the API and reports bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from emae.cli import build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # the registered sub-commands
+    assert {"sample-data", "demo"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert "usage: emae" in capsys.readouterr().out
+
+
+def test_sample_data_command(tmp_path, capsys):
+    assert main(["-q", "sample-data", str(tmp_path / "d"), "--tiny", "--seed", "4"]) == 0
+    assert "labels" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 4
+
+
+def test_existing_output_is_one_error_line(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["sample-data", str(out), "--tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emae: error:") and "already exists" in err[0]
+
+
+def test_invalid_option_is_one_error_line(tmp_path, capsys):
+    assert main(["sample-data", str(tmp_path / "d"), "--seed", "-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed" in err[0] and "Traceback" not in err[0]
+
+
+def test_demo_quick(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "emae", "-q", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "gallery.png").stat().st_size > 10_000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outputs"]["gallery"].endswith("gallery.png")
+    assert str(out) in proc.stdout
