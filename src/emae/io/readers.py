@@ -1,0 +1,417 @@
+"""Open any supported image file lazily as an :class:`~emae.io.image.Image`.
+
+What is lazy for which format:
+
+- TIFF (``.tif``/``.tiff``; BigTIFF, tiled or striped, single page or multi-page stack):
+  uncompressed contiguous data is memory-mapped; anything else is read through tifffile's zarr
+  store, which decodes only the tiles or strips a region touches. A striped TIFF stored as one
+  strip per page decodes the whole page for any region.
+- zarr v2/v3 arrays and OME-Zarr groups (NGFF v0.4 and v0.5): read chunk by chunk.
+- HDF5 (``file.h5:/dataset``; also ``.hdf5``/``.hdf``): the h5py dataset, read by region. The file
+  stays open for as long as the image is alive. h5py is imported only when needed.
+- ``.npy``: memory-mapped.
+- PNG/JPEG: decoded eagerly (they are small); RGB is converted to gray with a logged warning.
+- A folder of 2D TIFF/PNG/JPEG files, sorted naturally (``2`` before ``10``): a ``"ZYX"`` stack
+  whose sections are read on demand, one file per section.
+
+Singleton dimensions are dropped; what remains must be ``"YX"`` or ``"ZYX"``. Images with several
+channels or samples (RGB TIFF, OME ``c`` > 1) are refused. Pixels must be integers or floats.
+Images pickle by source: unpickling (in a worker process, say) opens the source again from its
+path instead of copying pixels or open file handles. Big-endian data is returned in native byte
+order.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from emae.errors import EmaeError
+from emae.io.image import Image
+from emae.io.ome_zarr import is_zarr, open_zarr
+
+logger = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+SECTION_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+SUPPORTED = ", ".join((*SECTION_SUFFIXES, *HDF5_SUFFIXES, ".npy", ".zarr", "a folder of sections"))
+_HDF5_SOURCE = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
+_READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, zlib.error)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key treating digit runs as numbers: ``s2.tif`` sorts before ``s10.tif``."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def _reopen(source: str, scale: int) -> _View:
+    return open_image(source, scale=scale).data
+
+
+class _View:
+    """Array-like view of ``data`` keeping dimensions ``keep`` (the others have size 1).
+
+    Reads return new, writable, native-byte-order ``numpy`` arrays; a failing read (corrupt
+    chunk, truncated file, missing codec) becomes an :class:`EmaeError` naming the file. ``owner``
+    keeps an open file handle alive. Pickling stores only ``(path, scale)``.
+    """
+
+    def __init__(
+        self, data: Any, keep: Sequence[int], path: str, scale: int = 0, owner: Any = None
+    ) -> None:
+        self._data, self._keep, self._path, self._owner = data, tuple(keep), path, owner
+        self._scale = scale
+        self.shape = tuple(int(data.shape[i]) for i in self._keep)
+        self.dtype = np.dtype(data.dtype).newbyteorder("=")
+        self.ndim = len(self.shape)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:
+        return _reopen, (os.path.abspath(self._path), self._scale)
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """Chunk shape of the stored data along the kept dimensions, if chunked."""
+        chunks = getattr(self._data, "chunks", None)
+        return None if chunks is None else tuple(int(chunks[i]) for i in self._keep)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            fill = (slice(None),) * (self.ndim - len(key) + 1)
+            key = key[:i] + fill + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        full: list[Any] = [0] * len(self._data.shape)
+        for i, k in zip(self._keep, key, strict=True):
+            full[i] = k
+        try:
+            out = np.asarray(self._data[tuple(full)])
+        except _READ_ERRORS as exc:
+            raise EmaeError(f"{self._path}: cannot read region {key}: {exc}") from exc
+        # A view into a memory map or an eagerly read image is copied, so every read returns an
+        # independent, writable array whatever the format.
+        if out.dtype != self.dtype:
+            return out.astype(self.dtype)
+        return out if out.flags.owndata and out.flags.writeable else out.copy()
+
+
+def _image(data: Any, labels: str | None, path: str, *, scale: int = 0, owner: Any = None) -> Image:
+    """Wrap ``data`` as a ``"YX"``/``"ZYX"`` Image, dropping singleton dims.
+
+    ``labels`` has one letter per dimension (tifffile/NGFF style: ``Y``, ``X``, ``C``/``S`` for
+    channels and samples, anything else for a stack axis); ``None`` means unknown, in which case
+    all singleton dimensions are dropped and the last two are taken as Y and X.
+    """
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "uif":
+        raise EmaeError(f"{path}: unsupported pixel dtype {dtype}; expected integers or floats")
+    shape = tuple(int(s) for s in data.shape)
+    what = f"got shape {shape}" + (f" with axes {labels!r}" if labels else "")
+    if labels is None:
+        kept = [i for i, s in enumerate(shape) if s > 1]
+        if len(kept) < 2:
+            raise EmaeError(f"{path}: expected a 2D (YX) or 3D (ZYX) image, {what}")
+        yi, xi = kept[-2], kept[-1]
+        labels = "".join("Y" if i == yi else "X" if i == xi else "Q" for i in range(len(shape)))
+    if "Y" not in labels or "X" not in labels:
+        raise EmaeError(f"{path}: image has no Y and X axes, {what}")
+    yi, xi = labels.index("Y"), labels.index("X")
+    extra = [i for i, s in enumerate(shape) if s > 1 and i not in (yi, xi)]
+    channels = [i for i in extra if labels[i] in "CS"]
+    if channels:
+        raise EmaeError(
+            f"{path}: image has {shape[channels[0]]} channels or samples per pixel (e.g. RGB), "
+            f"{what}; emae reads single-channel grayscale images"
+        )
+    if len(extra) > 1 or not yi < xi or any(i > yi for i in extra):
+        raise EmaeError(f"{path}: expected a 2D (YX) or 3D (ZYX) image, {what}")
+    keep = [*extra, yi, xi]
+    return Image(_View(data, keep, path, scale, owner), "ZYX" if extra else "YX", path)
+
+
+def _open_tiff(path: str, scale: int) -> Image:
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError) as exc:
+        raise EmaeError(f"{path}: not a readable TIFF file ({exc})") from exc
+    try:
+        series = tif.series[0]
+        levels = series.levels
+        if not 0 <= scale < len(levels):
+            raise EmaeError(
+                f"{path}: scale level {scale} out of range; TIFF levels: 0..{len(levels) - 1}"
+            )
+        level = levels[scale]
+        page = level.keyframe
+        try:
+            tifffile.TIFF.DECOMPRESSORS[page.compression]
+        except KeyError as exc:
+            name = getattr(page.compression, "name", page.compression)
+            raise EmaeError(f"{path}: TIFF compression {name} is unsupported without the "
+                            "'imagecodecs' package (pip install imagecodecs)") from exc  # fmt: skip
+        size = os.path.getsize(path)
+        last = (level.pages[-1] if len(level.pages) else None) or page
+        ends = [
+            o + n
+            for p in (page, last)
+            for o, n in zip(p.dataoffsets, p.databytecounts, strict=True)
+        ]
+        if level.dataoffset is not None:
+            ends.append(level.dataoffset + level.nbytes)
+        if max(ends, default=0) > size:
+            raise EmaeError(f"{path}: TIFF is truncated: pixel data ends past the end of the file")
+        if level.dataoffset is not None and scale == 0:
+            data = tifffile.memmap(path, series=0, mode="r")
+            tif.close()
+            return _image(data, level.axes, path)
+        import zarr
+
+        data = zarr.open(store=tif.aszarr(series=0, level=scale), mode="r")
+        return _image(data, level.axes, path, scale=scale, owner=tif)
+    except EmaeError:
+        tif.close()
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+        tif.close()
+        raise EmaeError(f"{path}: not a readable TIFF file ({exc})") from exc
+
+
+def _open_pil(path: str) -> Image:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(path) as im:
+            if im.mode not in ("L", "I", "I;16", "I;16B", "F"):
+                logger.warning("%s: converting %s image to 8-bit gray", path, im.mode)
+                im = im.convert("L")
+            data = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EmaeError(f"{path}: not a readable PNG/JPEG image ({exc})") from exc
+    if data.ndim != 2:
+        raise EmaeError(f"{path}: expected a 2D image, got shape {data.shape}")
+    return _image(data, "YX", path)
+
+
+def _open_hdf5(path: str, dataset: str | None) -> Image:
+    try:
+        import h5py
+    except ImportError as exc:
+        raise EmaeError(f"{path}: reading HDF5 needs h5py (pip install 'emae[hdf5]')") from exc
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise EmaeError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    names: list[str] = []
+    f.visititems(
+        lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None
+    )
+    if dataset is None and len(names) == 1:
+        dataset = names[0]
+    node = f.get(dataset) if dataset else None
+    if not isinstance(node, h5py.Dataset):
+        f.close()
+        wanted = f"dataset {dataset!r} not found" if dataset else "name a dataset as file.h5:/path"
+        raise EmaeError(f"{path}: {wanted}; available datasets: {', '.join(names) or 'none'}")
+    try:
+        return _image(node, None, f"{path}:{node.name}", owner=f)
+    except EmaeError:
+        f.close()
+        raise
+
+
+def _open_npy(path: str) -> Image:
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise EmaeError(f"{path}: not a readable .npy file ({exc})") from exc
+    return _image(data, None, path)
+
+
+def _section_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a 2D section file, read from its header where possible."""
+    if path.lower().endswith(PIL_SUFFIXES):
+        from PIL import Image as PILImage
+
+        try:
+            with PILImage.open(path) as im:
+                mode, (w, h) = im.mode, im.size
+        except OSError as exc:
+            raise EmaeError(f"{path}: not a readable PNG/JPEG image ({exc})") from exc
+        dtypes = {"I": "int32", "I;16": "uint16", "I;16B": "uint16", "F": "float32"}
+        return (h, w), np.dtype(dtypes.get(mode, "uint8"))
+    image = open_image(path)
+    return image.shape, image.dtype
+
+
+class SectionFolder:
+    """A ``(Z, H, W)`` array-like over 2D image files, one per section, read on demand.
+
+    Parameters
+    ----------
+    files
+        Section files in Z order. Every file must hold a 2D image of the same shape and dtype.
+    path
+        The folder, for error messages.
+    """
+
+    def __init__(self, files: Sequence[str], path: str) -> None:
+        shape, dtype = _section_header(files[0])
+        for f in files:
+            f_shape, f_dtype = _section_header(f) if f != files[0] else (shape, dtype)
+            if len(f_shape) != 2 or f_shape != shape or f_dtype != dtype:
+                raise EmaeError(
+                    f"{f}: section of shape {f_shape} and dtype {f_dtype} differs from the first "
+                    f"section of {path} ({files[0]}: shape {shape}, dtype {dtype})"
+                )
+        self.files, self.path = list(files), path
+        self.shape = (len(self.files), *shape)
+        self.dtype = dtype
+        self.chunks = (1, *shape)
+
+    def _read(self, z: int, y: Any, x: Any) -> np.ndarray:
+        data = open_image(self.files[z])[y, x]
+        if data.dtype != self.dtype:
+            raise EmaeError(f"{self.files[z]}: dtype {data.dtype} differs from {self.dtype}")
+        return data
+
+    def __getitem__(self, key: tuple[Any, Any, Any]) -> np.ndarray:
+        z, y, x = key
+        if isinstance(z, (int, np.integer)):
+            return self._read(int(z), y, x)
+        zs = range(self.shape[0])[z]
+        if len(zs) == 0:
+            template = np.empty(self.shape[1:], dtype=self.dtype)[y, x]
+            return np.empty((0, *template.shape), dtype=self.dtype)
+        return np.stack([self._read(i, y, x) for i in zs])
+
+
+def _section_files(folder: Path) -> list[str]:
+    files = [
+        str(p)
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SECTION_SUFFIXES
+    ]
+    return sorted(files, key=lambda f: natural_key(Path(f).name))
+
+
+def open_image(source: str | Path, *, scale: int = 0) -> Image:
+    """Open an image file, store or folder lazily.
+
+    Parameters
+    ----------
+    source
+        A TIFF, PNG or JPEG file; a ``.npy`` file; a zarr array or OME-Zarr image folder
+        (``store.zarr``, ``store.zarr/anomaly``); an HDF5 dataset as ``file.h5:/path/to/dataset``
+        (the dataset may be omitted when the file holds exactly one); or a folder of 2D
+        TIFF/PNG/JPEG sections, stacked in natural name order.
+    scale
+        Pyramid level to open for OME-Zarr images and pyramidal TIFFs (0 is full resolution).
+
+    Returns
+    -------
+    Image
+        Axes ``"YX"`` (shape ``(H, W)``) or ``"ZYX"`` (shape ``(Z, H, W)``), with the stored
+        integer or float dtype. Nothing is read until the image is sliced.
+
+    Raises
+    ------
+    EmaeError
+        One line naming ``source`` and the problem: missing, empty, corrupt or truncated file,
+        unsupported extension, dtype or dimensions, missing dataset or pyramid level, ...
+    """
+    text = str(source)
+    if scale < 0:
+        raise EmaeError(f"{text}: scale must be >= 0, got {scale}")
+    match = _HDF5_SOURCE.match(text)
+    if match and not Path(text).is_dir():
+        file = match.group(1)
+        if not Path(file).is_file():
+            raise EmaeError(f"{file}: no such file")
+        if scale:
+            raise EmaeError(f"{text}: scale={scale} requested but HDF5 datasets have no levels")
+        return _open_hdf5(file, match.group(2) or None)
+    path = Path(text)
+    if not path.exists():
+        raise EmaeError(f"{text}: no such file or folder")
+    if path.is_dir():
+        if is_zarr(path) or path.suffix.lower() == ".zarr":
+            array, labels = open_zarr(path, scale=scale)
+            return _image(array, labels, text, scale=scale)
+        files = _section_files(path)
+        if not files:
+            raise EmaeError(
+                f"{text}: folder holds no zarr store and no {', '.join(SECTION_SUFFIXES)} files"
+            )
+        if scale:
+            raise EmaeError(f"{text}: scale={scale} requested but a folder of sections has none")
+        return _image(SectionFolder(files, text), "ZYX", text)
+    suffix = path.suffix.lower()
+    if suffix not in (*SECTION_SUFFIXES, ".npy"):
+        raise EmaeError(f"{text}: unsupported file type {suffix!r}; supported: {SUPPORTED}")
+    if path.stat().st_size == 0:
+        raise EmaeError(f"{text}: file is empty (0 bytes)")
+    if suffix in TIFF_SUFFIXES:
+        return _open_tiff(text, scale)
+    if scale:
+        raise EmaeError(f"{text}: scale={scale} requested but {suffix} files have no levels")
+    return _open_npy(text) if suffix == ".npy" else _open_pil(text)
+
+
+def _expand_path(text: str, from_glob: bool) -> list[str]:
+    match = _HDF5_SOURCE.match(text)
+    path = Path(match.group(1) if match else text)
+    if not path.exists():
+        raise EmaeError(f"{text}: no such file or folder")
+    if path.is_file():
+        if match or path.suffix.lower() in (*SECTION_SUFFIXES, ".npy"):
+            return [text]
+        if from_glob:
+            return []
+        raise EmaeError(f"{text}: unsupported file type {path.suffix!r}; supported: {SUPPORTED}")
+    if is_zarr(path) or path.suffix.lower() == ".zarr" or _section_files(path):
+        return [text]
+    if from_glob:
+        return []
+    raise EmaeError(
+        f"{text}: folder holds no zarr store and no {', '.join(SECTION_SUFFIXES)} files"
+    )
+
+
+def expand_inputs(patterns: Sequence[str | Path]) -> list[str]:
+    """Turn files, folders and glob patterns into a list of sources for :func:`open_image`.
+
+    Each file, zarr store and ``file.h5:/dataset`` is one source. A folder that holds 2D
+    TIFF/PNG/JPEG files is one ``"ZYX"`` stack source (other files in it are ignored); to treat
+    the files of a folder as separate images, pass a glob such as ``"folder/*.tif"``. Glob matches
+    are sorted naturally; matches of unsupported types are skipped. Duplicates are dropped,
+    keeping the first occurrence.
+
+    Raises
+    ------
+    EmaeError
+        When a path does not exist, has an unsupported type, or a glob matches no source.
+    """
+    sources: list[str] = []
+    for pattern in patterns:
+        text = str(pattern)
+        if re.search(r"[*?[]", text):
+            matches = sorted(glob.glob(text), key=natural_key)
+            found = [s for m in matches for s in _expand_path(m, from_glob=True)]
+            if not found:
+                raise EmaeError(f"{text}: pattern matches no image file, zarr store or folder")
+            sources.extend(found)
+        else:
+            sources.extend(_expand_path(text, from_glob=False))
+    return list(dict.fromkeys(sources))

@@ -1,0 +1,101 @@
+"""Write images as TIFF files or OME-Zarr stores, atomically and without silent overwrites.
+
+A TIFF is written to a temporary file in the destination folder and moved into place with
+``os.replace`` (:mod:`emae.io.atomic`), so a crash never leaves a half-written file under the
+final name. Uncompressed
+TIFFs are contiguous (they can be memory-mapped when read back); compressed ones are tiled in
+512x512 tiles, so reading a region decodes only the tiles it touches. BigTIFF is used above 2 GB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from emae.errors import EmaeError
+from emae.io.atomic import atomic_file
+from emae.io.ome_zarr import write_ome_zarr
+
+BIGTIFF_BYTES = 2**31
+TIFF_TILE = 512
+COMPRESSIONS = (None, "zlib")
+
+
+def _check_array(path: Path, array: np.ndarray, axes: str) -> None:
+    if axes not in ("YX", "ZYX") or array.ndim != len(axes):
+        raise EmaeError(
+            f"{path}: axes must be 'YX' or 'ZYX' matching the array, got {axes!r} for shape "
+            f"{array.shape}"
+        )
+    if array.dtype.kind not in "uif" or array.dtype.itemsize > 8:
+        raise EmaeError(f"{path}: cannot write dtype {array.dtype}; expected integers or floats")
+
+
+def write_tiff(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    axes: str,
+    compression: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a 2D image or a stack of sections as a grayscale TIFF, atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.tif``/``.tiff`` file.
+    array
+        ``(H, W)`` for ``axes="YX"`` or ``(Z, H, W)`` for ``axes="ZYX"`` (one page per section);
+        integer or float dtype, written unchanged.
+    axes
+        ``"YX"`` or ``"ZYX"``; stored in the TIFF description so readers recover the axes.
+    compression
+        ``None`` (contiguous, memory-mappable) or ``"zlib"`` (tiled, lossless).
+    overwrite
+        Replace an existing file; otherwise an existing ``path`` is an error.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    _check_array(path, array, axes)
+    if compression not in COMPRESSIONS:
+        raise EmaeError(f"{path}: compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if path.is_dir():
+        raise EmaeError(f"{path}: is a folder, not a file")
+    tile = None
+    if compression and min(array.shape[-2:]) >= TIFF_TILE:
+        tile = (TIFF_TILE, TIFF_TILE)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(
+            tmp,
+            array,
+            bigtiff=array.nbytes > BIGTIFF_BYTES,
+            photometric="minisblack",
+            metadata={"axes": axes},
+            compression=compression,
+            tile=tile,
+        )
+    return path
+
+
+def write_image(path: str | Path, array: np.ndarray, *, axes: str, overwrite: bool = False) -> Path:
+    """Write ``array`` as a TIFF (``.tif``/``.tiff``) or an OME-Zarr image (``.zarr``).
+
+    ``array`` is ``(H, W)`` for ``axes="YX"`` or ``(Z, H, W)`` for ``axes="ZYX"``. TIFFs are
+    written zlib-compressed; OME-Zarr stores with the defaults of
+    :func:`~emae.io.ome_zarr.write_ome_zarr`. Returns ``path``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return write_tiff(path, array, axes=axes, compression="zlib", overwrite=overwrite)
+    if suffix == ".zarr":
+        return write_ome_zarr(path, array, axes=axes, overwrite=overwrite)
+    raise EmaeError(f"{path}: cannot write {suffix!r} files; use .tif, .tiff or .zarr")
