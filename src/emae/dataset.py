@@ -4,7 +4,7 @@ Both datasets are map-style and hold only paths and plans, so they pickle cheapl
 ``DataLoader`` worker processes; each process opens an image the first time it needs it and
 keeps it open (a process started by ``fork`` reopens its images rather than sharing handles).
 
-- :class:`PatchDataset` reads a fixed list of :class:`~emae.sampling.PatchLocation`.
+- :class:`PatchDataset` reads a fixed list of :class:`~emae.patches.PatchLocation`.
 - :class:`RandomPatchDataset` is a stream of random patches counted in samples seen rather than
   epochs: item ``i`` is sample ``i`` of :func:`~emae.sampling.sample_patches` for the seed, so it
   does not depend on workers, batch size or shuffling, and training resumes at item ``k`` exactly.
@@ -26,7 +26,9 @@ from torch.utils.data import Dataset
 
 from emae.errors import EmaeError
 from emae.io.image import Image
-from emae.sampling import PatchCheck, PatchLocation, not_empty, read_patches, sample_patches
+from emae.patches import PatchLocation, read_patches
+from emae.sampling import sample_patches
+from emae.validity import PatchCheck, not_empty
 
 Source = str | os.PathLike | Image
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -131,7 +133,7 @@ class RandomPatchDataset(Dataset):
         Seed; item ``i`` equals sample ``i`` of :func:`~emae.sampling.sample_patches`.
     masks
         One validity mask or None per source: a path (opened at full resolution), an array or an
-        :class:`Image` (nonzero = valid, possibly downsampled; see :mod:`emae.sampling`).
+        :class:`Image` (nonzero = valid, possibly downsampled; see :mod:`emae.validity`).
     min_valid_fraction
         Smallest fraction of a patch's pixels that its mask must mark valid.
     is_valid

@@ -38,12 +38,13 @@ import numpy as np
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 from emae.io.image import Image
-from emae.sampling import PatchLocation, read_patches
+from emae.io.readers import open_image
+from emae.io.sources import split_source
+from emae.patches import PatchLocation, read_patches
 
 FEATURE_PREFIX = "feat_"
 KNOWN_COLUMNS = ("image", "x", "y", "z", "label", "group")
 _INTEGER = re.compile(r"\+?\d+")
-_HDF5 = re.compile(r"(?i)^(.+?\.(?:h5|hdf5|hdf))(:.*)?$")
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,10 @@ class LabeledSet:
         return np.array([index[s.label] for s in self.samples], dtype=np.int64)
 
 
-def _open(image: str) -> Image:
-    from emae.io.readers import open_image
-
-    return open_image(image)
-
-
 def _resolve(image: str, folder: Path) -> tuple[str, Path]:
     """The image as an absolute reference, and the file or folder that must exist."""
-    match = _HDF5.match(image)
-    file, inner = (match[1], match[2] or "") if match else (image, "")
+    file, dataset = split_source(image)
+    inner = "" if dataset is None else f":{dataset}"
     path = Path(file).expanduser()
     path = path if path.is_absolute() else folder / path
     return f"{path}{inner}", path
@@ -258,7 +253,7 @@ def load_labels(
                 raise EmaeError(f"{where}: image {file.name!r} not found (looked in {file.parent})")
             if sample.image not in images:
                 try:
-                    images[sample.image] = _open(sample.image)
+                    images[sample.image] = open_image(sample.image)
                 except (EmaeError, OSError) as err:
                     raise EmaeError(f"{where}: {err}") from None
             name = repr(cells[header.index("image")].strip())
@@ -296,7 +291,7 @@ def read_labeled_patches(labeled_set: LabeledSet, patch_size: int) -> tuple[np.n
     """
     paths = sorted({s.image for s in labeled_set.samples})
     index = {p: i for i, p in enumerate(paths)}
-    images = [_open(p) for p in paths]
+    images = [open_image(p) for p in paths]
     locations = []
     for n, sample in enumerate(labeled_set.samples):
         image = images[index[sample.image]]

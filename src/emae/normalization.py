@@ -24,7 +24,8 @@ import numpy as np
 
 from emae.errors import EmaeError
 from emae.io.image import Image
-from emae.sampling import PatchCheck, not_empty, sample_patches
+from emae.sampling import sample_patches
+from emae.validity import PatchCheck, not_empty
 
 DEFAULT_N_SAMPLES = 1_000_000
 DEFAULT_PATCH_SIZE = 64

@@ -2,8 +2,10 @@
 and atomic TIFF and OME-Zarr writers."""
 
 from emae.io.image import Image
-from emae.io.ome_zarr import build_pyramid, create_ome_zarr, validate_ngff, write_ome_zarr
-from emae.io.readers import expand_inputs, open_image
+from emae.io.ngff import validate_ngff
+from emae.io.ome_zarr import build_pyramid, create_ome_zarr, write_ome_zarr
+from emae.io.readers import open_image
+from emae.io.sources import expand_inputs
 from emae.io.writers import write_image, write_tiff
 
 __all__ = [

@@ -74,27 +74,37 @@ class Image:
         """Read a region; only the chunks it touches are loaded."""
         return np.asarray(self.data[key])
 
-    def section(self, z: int) -> np.ndarray:
-        """Read the whole 2D section ``z`` as ``(H, W)``; ``z`` must be 0 for a ``"YX"`` image."""
-        if self.axes == "YX":
-            if z != 0:
-                raise EmaeError(f"{self.path}: a 2D image has only section 0, got z={z}")
-            return self[:, :]
-        if not 0 <= z < self.shape[0]:
-            raise EmaeError(f"{self.path}: section z={z} outside 0..{self.shape[0] - 1}")
-        return self[z, :, :]
+    def check_section(self, z: int) -> None:
+        """Raise an :class:`EmaeError` unless ``0 <= z < n_sections``."""
+        if not 0 <= z < self.n_sections:
+            raise EmaeError(f"{self.path}: section z={z} outside 0..{self.n_sections - 1}")
 
-    def read_patch(self, z: int, y: int, x: int, size: int) -> np.ndarray:
-        """Read the ``(size, size)`` patch whose top-left corner is ``(y, x)`` in section ``z``."""
+    def check_patch(self, y: int, x: int, size: int) -> None:
+        """Raise an :class:`EmaeError` unless the ``(size, size)`` patch at ``(y, x)`` fits."""
         h, w = self.yx_shape
         if y < 0 or x < 0 or y + size > h or x + size > w:
             raise EmaeError(
                 f"{self.path}: patch of size {size} at y={y}, x={x} crosses the border of an "
                 f"image of {h}x{w}"
             )
+
+    def section(self, z: int) -> np.ndarray:
+        """Read the whole 2D section ``z`` as ``(H, W)``; ``z`` must be 0 for a ``"YX"`` image."""
+        if self.axes == "YX":
+            if z != 0:
+                raise EmaeError(f"{self.path}: a 2D image has only section 0, got z={z}")
+            return self[:, :]
+        self.check_section(z)
+        return self[z, :, :]
+
+    def read_patch(self, z: int, y: int, x: int, size: int) -> np.ndarray:
+        """Read the ``(size, size)`` patch whose top-left corner is ``(y, x)`` in section ``z``."""
+        self.check_patch(y, x, size)
         if self.axes == "YX":
             return self[y : y + size, x : x + size]
         return self[z, y : y + size, x : x + size]
 
     def __repr__(self) -> str:
-        return f"Image(path={self.path!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype})"
+        return (
+            f"Image(path={self.path!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype})"
+        )

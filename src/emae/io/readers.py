@@ -23,10 +23,8 @@ order.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,22 +35,13 @@ import tifffile
 
 from emae.errors import EmaeError
 from emae.io.image import Image
-from emae.io.ome_zarr import is_zarr, open_zarr
+from emae.io.ngff import is_zarr, open_zarr
+from emae.io.sections import SECTION_SUFFIXES, TIFF_SUFFIXES, SectionFolder, section_files
+from emae.io.sources import HDF5_SUFFIXES, SUPPORTED, split_source
 
 logger = logging.getLogger(__name__)
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-SECTION_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-SUPPORTED = ", ".join((*SECTION_SUFFIXES, *HDF5_SUFFIXES, ".npy", ".zarr", "a folder of sections"))
-_HDF5_SOURCE = re.compile(r"^(.*?\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
 _READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, zlib.error)
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key treating digit runs as numbers: ``s2.tif`` sorts before ``s10.tif``."""
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
 
 def _reopen(source: str, scale: int) -> _View:
@@ -239,73 +228,6 @@ def _open_npy(path: str) -> Image:
     return _image(data, None, path)
 
 
-def _section_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a 2D section file, read from its header where possible."""
-    if path.lower().endswith(PIL_SUFFIXES):
-        from PIL import Image as PILImage
-
-        try:
-            with PILImage.open(path) as im:
-                mode, (w, h) = im.mode, im.size
-        except OSError as exc:
-            raise EmaeError(f"{path}: not a readable PNG/JPEG image ({exc})") from exc
-        dtypes = {"I": "int32", "I;16": "uint16", "I;16B": "uint16", "F": "float32"}
-        return (h, w), np.dtype(dtypes.get(mode, "uint8"))
-    image = open_image(path)
-    return image.shape, image.dtype
-
-
-class SectionFolder:
-    """A ``(Z, H, W)`` array-like over 2D image files, one per section, read on demand.
-
-    Parameters
-    ----------
-    files
-        Section files in Z order. Every file must hold a 2D image of the same shape and dtype.
-    path
-        The folder, for error messages.
-    """
-
-    def __init__(self, files: Sequence[str], path: str) -> None:
-        shape, dtype = _section_header(files[0])
-        for f in files:
-            f_shape, f_dtype = _section_header(f) if f != files[0] else (shape, dtype)
-            if len(f_shape) != 2 or f_shape != shape or f_dtype != dtype:
-                raise EmaeError(
-                    f"{f}: section of shape {f_shape} and dtype {f_dtype} differs from the first "
-                    f"section of {path} ({files[0]}: shape {shape}, dtype {dtype})"
-                )
-        self.files, self.path = list(files), path
-        self.shape = (len(self.files), *shape)
-        self.dtype = dtype
-        self.chunks = (1, *shape)
-
-    def _read(self, z: int, y: Any, x: Any) -> np.ndarray:
-        data = open_image(self.files[z])[y, x]
-        if data.dtype != self.dtype:
-            raise EmaeError(f"{self.files[z]}: dtype {data.dtype} differs from {self.dtype}")
-        return data
-
-    def __getitem__(self, key: tuple[Any, Any, Any]) -> np.ndarray:
-        z, y, x = key
-        if isinstance(z, (int, np.integer)):
-            return self._read(int(z), y, x)
-        zs = range(self.shape[0])[z]
-        if len(zs) == 0:
-            template = np.empty(self.shape[1:], dtype=self.dtype)[y, x]
-            return np.empty((0, *template.shape), dtype=self.dtype)
-        return np.stack([self._read(i, y, x) for i in zs])
-
-
-def _section_files(folder: Path) -> list[str]:
-    files = [
-        str(p)
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SECTION_SUFFIXES
-    ]
-    return sorted(files, key=lambda f: natural_key(Path(f).name))
-
-
 def open_image(source: str | Path, *, scale: int = 0) -> Image:
     """Open an image file, store or folder lazily.
 
@@ -334,14 +256,13 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
     text = str(source)
     if scale < 0:
         raise EmaeError(f"{text}: scale must be >= 0, got {scale}")
-    match = _HDF5_SOURCE.match(text)
-    if match and not Path(text).is_dir():
-        file = match.group(1)
+    file, dataset = split_source(text)
+    if file.lower().endswith(HDF5_SUFFIXES) and not Path(text).is_dir():
         if not Path(file).is_file():
             raise EmaeError(f"{file}: no such file")
         if scale:
             raise EmaeError(f"{text}: scale={scale} requested but HDF5 datasets have no levels")
-        return _open_hdf5(file, match.group(2) or None)
+        return _open_hdf5(file, dataset or None)
     path = Path(text)
     if not path.exists():
         raise EmaeError(f"{text}: no such file or folder")
@@ -349,7 +270,7 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
         if is_zarr(path) or path.suffix.lower() == ".zarr":
             array, labels = open_zarr(path, scale=scale)
             return _image(array, labels, text, scale=scale)
-        files = _section_files(path)
+        files = section_files(path)
         if not files:
             raise EmaeError(
                 f"{text}: folder holds no zarr store and no {', '.join(SECTION_SUFFIXES)} files"
@@ -367,51 +288,3 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
     if scale:
         raise EmaeError(f"{text}: scale={scale} requested but {suffix} files have no levels")
     return _open_npy(text) if suffix == ".npy" else _open_pil(text)
-
-
-def _expand_path(text: str, from_glob: bool) -> list[str]:
-    match = _HDF5_SOURCE.match(text)
-    path = Path(match.group(1) if match else text)
-    if not path.exists():
-        raise EmaeError(f"{text}: no such file or folder")
-    if path.is_file():
-        if match or path.suffix.lower() in (*SECTION_SUFFIXES, ".npy"):
-            return [text]
-        if from_glob:
-            return []
-        raise EmaeError(f"{text}: unsupported file type {path.suffix!r}; supported: {SUPPORTED}")
-    if is_zarr(path) or path.suffix.lower() == ".zarr" or _section_files(path):
-        return [text]
-    if from_glob:
-        return []
-    raise EmaeError(
-        f"{text}: folder holds no zarr store and no {', '.join(SECTION_SUFFIXES)} files"
-    )
-
-
-def expand_inputs(patterns: Sequence[str | Path]) -> list[str]:
-    """Turn files, folders and glob patterns into a list of sources for :func:`open_image`.
-
-    Each file, zarr store and ``file.h5:/dataset`` is one source. A folder that holds 2D
-    TIFF/PNG/JPEG files is one ``"ZYX"`` stack source (other files in it are ignored); to treat
-    the files of a folder as separate images, pass a glob such as ``"folder/*.tif"``. Glob matches
-    are sorted naturally; matches of unsupported types are skipped. Duplicates are dropped,
-    keeping the first occurrence.
-
-    Raises
-    ------
-    EmaeError
-        When a path does not exist, has an unsupported type, or a glob matches no source.
-    """
-    sources: list[str] = []
-    for pattern in patterns:
-        text = str(pattern)
-        if re.search(r"[*?[]", text):
-            matches = sorted(glob.glob(text), key=natural_key)
-            found = [s for m in matches for s in _expand_path(m, from_glob=True)]
-            if not found:
-                raise EmaeError(f"{text}: pattern matches no image file, zarr store or folder")
-            sources.extend(found)
-        else:
-            sources.extend(_expand_path(text, from_glob=False))
-    return list(dict.fromkeys(sources))
