@@ -48,8 +48,11 @@ def test_demo_quick(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "emae", "-q", "demo", "--quick", "--out", str(out)],
-        capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (out / "gallery.png").stat().st_size > 10_000
     summary = json.loads((out / "summary.json").read_text())

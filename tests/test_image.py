@@ -26,7 +26,9 @@ def test_read_patch_matches_slicing():
 @pytest.mark.parametrize(("y", "x"), [(-1, 0), (0, -1), (13, 0), (0, 23)])
 def test_patch_crossing_the_border_is_refused(y, x):
     img = Image(np.zeros((20, 30), np.uint8), "YX", "img.tif")
-    with pytest.raises(EmaeError, match=r"img\.tif: patch of size 8 .* crosses the border of an image of 20x30"):
+    with pytest.raises(
+        EmaeError, match=r"img\.tif: patch of size 8 .* crosses the border of an image of 20x30"
+    ):
         img.read_patch(0, y, x, 8)
 
 
@@ -38,7 +40,7 @@ def test_axes_must_match_dimensions():
 
 
 def test_section_out_of_range():
-    with pytest.raises(EmaeError, match="section z=5 outside 0..1"):
+    with pytest.raises(EmaeError, match=r"section z=5 outside 0\.\.1"):
         Image(np.zeros((2, 3, 4)), "ZYX", "v").section(5)
     with pytest.raises(EmaeError, match="only section 0"):
         Image(np.zeros((3, 4)), "YX", "v").section(1)

@@ -31,8 +31,15 @@ def _digest(folder):
 
 def test_documented_files_exist(tiny):
     out, _ = tiny
-    for name in ("README.md", "labels.csv", "classes.json", "manifest.json",
-                 "unlabeled/volume.tif", "unlabeled/truth.tif", "labeled/sections.tif"):  # fmt: skip
+    for name in (
+        "README.md",
+        "labels.csv",
+        "classes.json",
+        "manifest.json",
+        "unlabeled/volume.tif",
+        "unlabeled/truth.tif",
+        "labeled/sections.tif",
+    ):
         assert (out / name).is_file(), name
     images = sorted(p.name for p in (out / "test/images").iterdir())
     masks = sorted(p.name for p in (out / "test/masks").iterdir())

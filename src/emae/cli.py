@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from emae import __version__
+import numpy as np
 from pydantic import ValidationError
 
+from emae import __version__
 from emae.errors import EmaeError, config_error
 
 
@@ -29,6 +30,34 @@ def _sample_data(args: argparse.Namespace) -> None:
         f"{'x'.join(map(str, manifest['unlabeled_shape']))} and "
         f"{manifest['test_shape'][0]} test sections to {args.dir} (see {args.dir}/README.md)"
     )
+
+
+def _info(args: argparse.Namespace) -> None:
+    from emae.io import expand_inputs, open_image
+
+    for source in expand_inputs(args.inputs):
+        image = open_image(source, scale=args.scale)
+        chunks = getattr(image.data, "chunks", None)
+        size_mb = image.dtype.itemsize * int(np.prod(image.shape)) / 1e6
+        print(
+            f"{source}: axes={image.axes} shape={'x'.join(map(str, image.shape))} "
+            f"dtype={image.dtype} chunks={tuple(chunks) if chunks else None} ({size_mb:,.1f} MB)"
+        )
+
+
+def _labels(args: argparse.Namespace) -> None:
+    from emae.labels import load_labels
+
+    labeled = load_labels(args.csv, patch_size=args.patch_size)
+    counts = labeled.class_counts()
+    groups = {s.group for s in labeled.samples if s.group is not None}
+    print(
+        f"{args.csv}: {len(labeled.samples)} {labeled.kind} samples, {len(counts)} classes, "
+        f"{len(groups)} groups, features: {', '.join(labeled.features) or 'none'}"
+    )
+    largest = max(counts.values())
+    for name, n in counts.items():
+        print(f"  {name:<20} {n:>6}  (1:{largest / max(n, 1):.1f} to the largest class)")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -56,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="A few-second dataset for quick tries.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
     p.set_defaults(func=_sample_data)
+
+    p = commands.add_parser("info", help="Show axes, shape, dtype and chunks of images.")
+    p.add_argument("inputs", nargs="+", help="Files, folders or globs.")
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.set_defaults(func=_info)
+
+    p = commands.add_parser("labels", help="Validate a labels CSV and show its class balance.")
+    p.add_argument("csv", type=Path, help="The labels CSV.")
+    p.add_argument("--patch-size", type=int, default=None, help="Check patches of this size fit.")
+    p.set_defaults(func=_labels)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

@@ -20,17 +20,17 @@ Layout of the output folder (see the README written into it)::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from pydantic import BaseModel, ConfigDict, Field
 
 from emae import __version__
 from emae.io.atomic import atomic_dir
+from emae.io.writers import write_tiff
+from emae.labels import LabeledSample, write_labels
 from emae.synth.artifacts import ARTIFACT_TYPES, inject
 from emae.synth.tissue import make_volume, to_uint8
 
@@ -41,9 +41,17 @@ CLASSES: tuple[str, ...] = (CLEAN, *ARTIFACT_TYPES)
 
 #: Annotated patches per artifact class in the default dataset: imbalanced like real labels.
 DEFAULT_LABEL_COUNTS: dict[str, int] = {
-    "scratch": 40, "dust": 35, "ring": 25, "defocus": 25, "charging": 22, "horseshoe": 20,
-    "fold": 20, "seam": 18, "stripes": 16, "tile": 15,
-}  # fmt: skip
+    "scratch": 40,
+    "dust": 35,
+    "ring": 25,
+    "defocus": 25,
+    "charging": 22,
+    "horseshoe": 20,
+    "fold": 20,
+    "seam": 18,
+    "stripes": 16,
+    "tile": 15,
+}
 
 
 class SampleDataConfig(BaseModel):
@@ -53,7 +61,9 @@ class SampleDataConfig(BaseModel):
 
     seed: int = Field(0, ge=0, description="Seed of every random draw.")
     section_size: int = Field(1024, ge=128, le=8192, description="Height = width of sections.")
-    unlabeled_sections: int = Field(16, ge=1, le=512, description="Sections in the unlabeled volume.")
+    unlabeled_sections: int = Field(
+        16, ge=1, le=512, description="Sections in the unlabeled volume."
+    )
     unlabeled_artifacts_per_section: float = Field(
         0.75, ge=0, le=20, description="Mean artifacts per unlabeled section (Poisson)."
     )
@@ -65,22 +75,37 @@ class SampleDataConfig(BaseModel):
     )
     test_sections: int = Field(8, ge=1, le=512, description="Held-out test sections.")
     test_size: int = Field(512, ge=128, le=8192, description="Height = width of test sections.")
-    test_artifacts_per_section: int = Field(3, ge=0, le=20, description="Artifacts per test section.")
+    test_artifacts_per_section: int = Field(
+        3, ge=0, le=20, description="Artifacts per test section."
+    )
     margin: int = Field(64, ge=16, description="Label centres keep this distance to the border.")
 
 
 def tiny_config(seed: int = 0) -> SampleDataConfig:
     """A few-second dataset with the same layout, for tests and ``--quick`` runs."""
     return SampleDataConfig(
-        seed=seed, section_size=256, unlabeled_sections=3, label_sections=4, n_clean_labels=24,
-        label_counts={kind: 2 for kind in ARTIFACT_TYPES}, test_sections=2, test_size=192,
-    )  # fmt: skip
+        seed=seed,
+        section_size=256,
+        unlabeled_sections=3,
+        label_sections=4,
+        n_clean_labels=24,
+        label_counts={kind: 2 for kind in ARTIFACT_TYPES},
+        test_sections=2,
+        test_size=192,
+    )
 
 
 def _artifact_size(kind: str, side: int, rng: np.random.Generator) -> float:
     """A size in pixels that keeps an artifact local on a section of ``side`` pixels."""
-    scale = {"scratch": 0.35, "seam": 0.5, "stripes": 0.12, "tile": 0.1, "charging": 0.12,
-             "defocus": 0.12, "fold": 0.3}.get(kind, 0.08)  # fmt: skip
+    scale = {
+        "scratch": 0.35,
+        "seam": 0.5,
+        "stripes": 0.12,
+        "tile": 0.1,
+        "charging": 0.12,
+        "defocus": 0.12,
+        "fold": 0.3,
+    }.get(kind, 0.08)
     return float(np.clip(side * scale * rng.uniform(0.7, 1.3), 12, side / 2))
 
 
@@ -118,7 +143,9 @@ def _inject_many(
     return section, truth, placed
 
 
-def _label_centre(mask: np.ndarray, margin: int, rng: np.random.Generator) -> tuple[int, int] | None:
+def _label_centre(
+    mask: np.ndarray, margin: int, rng: np.random.Generator
+) -> tuple[int, int] | None:
     """A random artifact pixel at least ``margin`` from the border, as ``(y, x)``."""
     inner = np.zeros_like(mask)
     inner[margin:-margin, margin:-margin] = mask[margin:-margin, margin:-margin]
@@ -144,19 +171,14 @@ def _clean_centres(
     return centres
 
 
-def _write_labels_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["image", "x", "y", "z", "label", "group"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _make_unlabeled(cfg: SampleDataConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     shape = (cfg.unlabeled_sections, cfg.section_size, cfg.section_size)
     volume = make_volume(shape, seed=rng)
     truth = np.zeros(shape, dtype=np.uint8)
     for z in range(shape[0]):
-        kinds = list(rng.choice(ARTIFACT_TYPES, size=rng.poisson(cfg.unlabeled_artifacts_per_section)))
+        kinds = list(
+            rng.choice(ARTIFACT_TYPES, size=rng.poisson(cfg.unlabeled_artifacts_per_section))
+        )
         volume[z], truth[z], _ = _inject_many(volume[z], kinds, rng, cfg.margin)
     return to_uint8(volume), truth
 
@@ -167,7 +189,9 @@ def _make_labeled(
     """Sections with artifacts placed for annotation, and the label rows (patch centres)."""
     unknown = sorted(set(cfg.label_counts) - set(ARTIFACT_TYPES))
     if unknown:
-        raise ValueError(f"label_counts names unknown artifact types {unknown}; known: {ARTIFACT_TYPES}")
+        raise ValueError(
+            f"label_counts names unknown artifact types {unknown}; known: {ARTIFACT_TYPES}"
+        )
     shape = (cfg.label_sections, cfg.section_size, cfg.section_size)
     volume = make_volume(shape, seed=rng)
     todo = [kind for kind, count in cfg.label_counts.items() for _ in range(count)]
@@ -180,11 +204,27 @@ def _make_labeled(
         for kind, mask in placed:
             centre = _label_centre(mask, cfg.margin, rng)
             if centre is not None:
-                rows.append({"image": "labeled/sections.tif", "x": centre[1], "y": centre[0],
-                             "z": z, "label": kind, "group": f"section{z:03d}"})  # fmt: skip
+                rows.append(
+                    {
+                        "image": "labeled/sections.tif",
+                        "x": centre[1],
+                        "y": centre[0],
+                        "z": z,
+                        "label": kind,
+                        "group": f"section{z:03d}",
+                    }
+                )
         for y, x in _clean_centres(truth, len(clean_per_section[z]), cfg.margin, rng):
-            rows.append({"image": "labeled/sections.tif", "x": x, "y": y, "z": z,
-                         "label": CLEAN, "group": f"section{z:03d}"})  # fmt: skip
+            rows.append(
+                {
+                    "image": "labeled/sections.tif",
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                    "label": CLEAN,
+                    "group": f"section{z:03d}",
+                }
+            )
     return to_uint8(volume), rows
 
 
@@ -218,11 +258,12 @@ Synthetic serial-section EM of neuropil with artifacts, written by `emae sample-
 Label counts (imbalanced, like real annotation):
 
 {label_table}
-"""
+"""  # noqa: E501
 
 
-def write_sample_data(out: str | Path, config: SampleDataConfig | None = None,
-                      *, overwrite: bool = False) -> dict[str, object]:  # fmt: skip
+def write_sample_data(
+    out: str | Path, config: SampleDataConfig | None = None, *, overwrite: bool = False
+) -> dict[str, object]:
     """Generate the sample dataset into the folder ``out``.
 
     The folder is written atomically: it appears complete or not at all, and an existing
@@ -266,24 +307,49 @@ def write_sample_data(out: str | Path, config: SampleDataConfig | None = None,
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for sub in ("unlabeled", "labeled", "test/images", "test/masks"):
             (tmp / sub).mkdir(parents=True)
-        tiff = {"compression": "zlib", "metadata": {"axes": "ZYX"}}
-        tifffile.imwrite(tmp / "unlabeled/volume.tif", unlabeled, **tiff)
-        tifffile.imwrite(tmp / "unlabeled/truth.tif", unlabeled_truth, **tiff)
-        tifffile.imwrite(tmp / "labeled/sections.tif", labeled, **tiff)
+        for name, array in (
+            ("unlabeled/volume.tif", unlabeled),
+            ("unlabeled/truth.tif", unlabeled_truth),
+            ("labeled/sections.tif", labeled),
+        ):
+            write_tiff(tmp / name, array, axes="ZYX", compression="zlib")
         for z in range(test.shape[0]):
-            tifffile.imwrite(tmp / f"test/images/test_{z:03d}.tif", test[z], compression="zlib")
-            tifffile.imwrite(tmp / f"test/masks/test_{z:03d}.tif", test_truth[z], compression="zlib")
-        _write_labels_csv(tmp / "labels.csv", rows)
+            write_tiff(
+                tmp / f"test/images/test_{z:03d}.tif", test[z], axes="YX", compression="zlib"
+            )
+            write_tiff(
+                tmp / f"test/masks/test_{z:03d}.tif", test_truth[z], axes="YX", compression="zlib"
+            )
+        samples = [
+            LabeledSample(
+                image=str(tmp / r["image"]),
+                x=r["x"],
+                y=r["y"],
+                z=r["z"],
+                label=r["label"],
+                group=r["group"],
+            )
+            for r in rows
+        ]
+        write_labels(tmp / "labels.csv", samples)
         (tmp / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES)), indent=2) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        table = "\n".join(["| class | patches |", "|---|---|"]
-                          + [f"| {name} | {n} |" for name, n in counts.items()])  # fmt: skip
-        (tmp / "README.md").write_text(_README.format(
-            seed=cfg.seed, version=__version__, n_labels=len(rows), n_test=test.shape[0],
-            unlabeled_fraction=manifest["unlabeled_artifact_fraction"],
-            test_fraction=manifest["test_artifact_fraction"],
-            unlabeled_shape="x".join(map(str, unlabeled.shape)),
-            labeled_shape="x".join(map(str, labeled.shape)),
-            test_shape="x".join(map(str, test.shape[1:])), label_table=table,
-        ))  # fmt: skip
+        table = "\n".join(
+            ["| class | patches |", "|---|---|"]
+            + [f"| {name} | {n} |" for name, n in counts.items()]
+        )
+        (tmp / "README.md").write_text(
+            _README.format(
+                seed=cfg.seed,
+                version=__version__,
+                n_labels=len(rows),
+                n_test=test.shape[0],
+                unlabeled_fraction=manifest["unlabeled_artifact_fraction"],
+                test_fraction=manifest["test_artifact_fraction"],
+                unlabeled_shape="x".join(map(str, unlabeled.shape)),
+                labeled_shape="x".join(map(str, labeled.shape)),
+                test_shape="x".join(map(str, test.shape[1:])),
+                label_table=table,
+            )
+        )
     return manifest
