@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +45,11 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
     return path
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """A fresh hidden name beside ``path``; created by the writer with the usual permissions."""
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -62,9 +67,7 @@ def atomic_file(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     ...     tmp.write_text("image,score\\n")
     """
     path = check_writable(path, overwrite=overwrite)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _temporary_sibling(path)
     try:
         yield tmp
         if path.is_dir():
@@ -82,7 +85,8 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     An existing destination is removed only after the new content is complete.
     """
     path = check_writable(path, overwrite=overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = _temporary_sibling(path)
+    tmp.mkdir()
     try:
         yield tmp
         if path.exists():

@@ -90,6 +90,7 @@ def tiny_config(seed: int = 0) -> SampleDataConfig:
         label_sections=4,
         n_clean_labels=24,
         label_counts={kind: 2 for kind in ARTIFACT_TYPES},
+        margin=32,
         test_sections=2,
         test_size=192,
     )
