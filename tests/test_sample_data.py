@@ -100,4 +100,4 @@ def test_config_rejects_unknown_fields_and_artifacts():
     with pytest.raises(ValueError, match="extra"):
         SampleDataConfig(sections=3)
     with pytest.raises(ValueError, match="unknown artifact types"):
-        write_sample_data("/nonexistent/never", SampleDataConfig(label_counts={"smudge": 3}))
+        SampleDataConfig(label_counts={"smudge": 3})

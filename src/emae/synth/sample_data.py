@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emae import __version__
 from emae.io.atomic import atomic_dir
@@ -65,7 +65,7 @@ class SampleDataConfig(BaseModel):
         16, ge=1, le=512, description="Sections in the unlabeled volume."
     )
     unlabeled_artifacts_per_section: float = Field(
-        0.75, ge=0, le=20, description="Mean artifacts per unlabeled section (Poisson)."
+        3.0, ge=0, le=50, description="Mean artifacts per unlabeled section (Poisson)."
     )
     label_sections: int = Field(12, ge=1, le=512, description="Sections holding labeled patches.")
     n_clean_labels: int = Field(280, ge=1, description="Annotated clean patches.")
@@ -79,6 +79,17 @@ class SampleDataConfig(BaseModel):
         3, ge=0, le=20, description="Artifacts per test section."
     )
     margin: int = Field(64, ge=16, description="Label centres keep this distance to the border.")
+
+    @field_validator("label_counts")
+    @classmethod
+    def _known_artifacts(cls, counts: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(counts) - set(ARTIFACT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown artifact types {unknown}; known: {list(ARTIFACT_TYPES)}")
+        if any(n < 0 for n in counts.values()):
+            raise ValueError(f"counts must be >= 0, got {counts}")
+        return counts
+
 
 
 def tiny_config(seed: int = 0) -> SampleDataConfig:
@@ -188,11 +199,6 @@ def _make_labeled(
     cfg: SampleDataConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[dict[str, object]]]:
     """Sections with artifacts placed for annotation, and the label rows (patch centres)."""
-    unknown = sorted(set(cfg.label_counts) - set(ARTIFACT_TYPES))
-    if unknown:
-        raise ValueError(
-            f"label_counts names unknown artifact types {unknown}; known: {ARTIFACT_TYPES}"
-        )
     shape = (cfg.label_sections, cfg.section_size, cfg.section_size)
     volume = make_volume(shape, seed=rng)
     todo = [kind for kind, count in cfg.label_counts.items() for _ in range(count)]
