@@ -1,0 +1,19 @@
+"""Autoencoders: bare ``nn.Module``s mapping ``(N, C, H, W)`` images to reconstructions.
+
+Build them by name through the registry (:func:`build_model`); each model's module shows its
+architecture top to bottom with tensor shapes.
+"""
+
+from emae.models.conv_ae import ConvAutoencoder
+from emae.models.registry import MODELS, ModelSpec, available_models, build_model, model_spec
+from emae.models.vae import VariationalAutoencoder
+
+__all__ = [
+    "MODELS",
+    "ConvAutoencoder",
+    "ModelSpec",
+    "VariationalAutoencoder",
+    "available_models",
+    "build_model",
+    "model_spec",
+]

@@ -1,0 +1,102 @@
+"""The model registry: one name per autoencoder, and how it is trained.
+
+Each entry is a :class:`ModelSpec`: the constructor of a bare ``nn.Module`` plus what the
+training loss must know about it (denoising: corrupt the inputs, keep clean targets;
+variational: add ``beta * KL``). Adding a model means one module and one entry here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from emae.errors import EmaeError
+from emae.models.conv_ae import ConvAutoencoder
+from emae.models.vae import VariationalAutoencoder
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes
+    ----------
+    name
+        Registry name, as written in configs and on the command line.
+    build
+        Constructor taking keyword arguments only, returning the ``nn.Module``.
+    denoising
+        Train on corrupted inputs (:class:`emae.corruption.Corruption`) against clean targets.
+    variational
+        The module is a :class:`VariationalAutoencoder`; train with :func:`emae.losses.vae_loss`.
+    beta
+        Default weight of the KL term in the training loss (0 for non-variational models).
+    description
+        One line for ``--help`` and listings.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    denoising: bool = False
+    variational: bool = False
+    beta: float = 0.0
+    description: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "conv-ae", ConvAutoencoder,
+            description="convolutional autoencoder trained to reconstruct its input",
+        ),
+        ModelSpec(
+            "denoising-ae", ConvAutoencoder, denoising=True,
+            description="convolutional autoencoder trained to restore corrupted inputs",
+        ),
+        ModelSpec(
+            "vae", VariationalAutoencoder, variational=True, beta=1.0,
+            description="variational autoencoder (beta = 1, the ELBO)",
+        ),
+        ModelSpec(
+            "beta-vae", VariationalAutoencoder, variational=True, beta=4.0,
+            description="variational autoencoder with a stronger KL term (beta = 4)",
+        ),
+    )
+}  # fmt: skip
+
+
+def available_models() -> tuple[str, ...]:
+    """Names of the registered models, in registration order."""
+    return tuple(MODELS)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered as ``name``; an :class:`EmaeError` names unknown ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ", ".join(MODELS)
+        raise EmaeError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def build_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``.
+
+    Raises
+    ------
+    EmaeError
+        For an unknown name, an argument the constructor does not take, or a bad value.
+    """
+    spec = model_spec(name)
+    accepted = inspect.signature(spec.build).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise EmaeError(
+            f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted)}"
+        )
+    return spec.build(**kwargs)
