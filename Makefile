@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/emae demo --out $(OUT)
+	$(BIN)/emae demo --out $(OUT) --overwrite
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench scripts
