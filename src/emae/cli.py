@@ -60,6 +60,36 @@ def _labels(args: argparse.Namespace) -> None:
         print(f"  {name:<20} {n:>6}  (1:{largest / max(n, 1):.1f} to the largest class)")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from emae.pretrain import load_config, pretrain
+
+    config = load_config(
+        args.config,
+        model=args.model,
+        steps=args.steps,
+        patch_size=args.patch_size,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.workers,
+    )
+    summary = pretrain(
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    best = summary["best_val"]
+    print(
+        f"trained {config.model} for {summary['steps_done']} steps in {summary['seconds']:.0f} s "
+        f"({summary['samples_per_s']:.0f} patches/s on {summary['device']}, "
+        f"{summary['precision']}); best validation loss {best:.4g}; model folder {args.out}"
+    )
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
@@ -95,6 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("csv", type=Path, help="The labels CSV.")
     p.add_argument("--patch-size", type=int, default=None, help="Check patches of this size fit.")
     p.set_defaults(func=_labels)
+
+    p = commands.add_parser("pretrain", help="Train an autoencoder on unlabeled images.")
+    p.add_argument("data", nargs="+", help="Files, folders or globs of unlabeled images.")
+    p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
+    p.add_argument("--model", help="conv-ae, denoising-ae, vae or beta-vae (default conv-ae).")
+    p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
+    p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
+    p.add_argument("--batch-size", type=int, help="Patches per step.")
+    p.add_argument("--patch-size", type=int, help="Side of the square training patches.")
+    p.add_argument("--latent-dim", type=int, help="Size of a vector latent.")
+    p.add_argument("--seed", type=int, help="Random seed.")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes.")
+    p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")
+    p.set_defaults(func=_pretrain)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

@@ -1,0 +1,339 @@
+"""``emae pretrain``: learn what normal EM looks like from unlabeled images.
+
+:func:`pretrain` streams random patches from any number of large images (never loading one
+whole), fits the intensity normalization on a sample, trains a registered autoencoder with the
+plain loop of :mod:`emae.training`, and writes the model folder.
+
+While training, state lives in the sibling folder ``RUN.training/`` (checkpoint, normalization,
+configuration); the model folder ``RUN/`` appears only when training has finished, atomically. A
+run that was interrupted continues exactly with ``resume=True`` (``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from emae.corruption import Corruption
+from emae.dataset import RandomPatchDataset
+from emae.errors import EmaeError, config_error
+from emae.io import expand_inputs, open_image
+from emae.io.atomic import atomic_file, check_writable
+from emae.io.sources import split_source
+from emae.losses import kl_weight, reconstruction_loss, vae_loss
+from emae.models import available_models, build_model, model_spec
+from emae.normalization import PercentileNormalizer
+from emae.training import LoopSettings, LossFn, train_loop
+
+logger = logging.getLogger(__name__)
+
+#: Seed offset of the validation patches, so they differ from every training patch draw.
+VALIDATION_SEED_OFFSET = 7_919
+
+
+class PretrainConfig(BaseModel):
+    """Everything that defines a pretraining run; one flat level, validated at the edge.
+
+    The defaults train the default convolutional autoencoder in about 5-8 minutes on a 2-core CPU
+    (64,000 patches of 64 x 64) and in well under a minute on a GPU.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("conv-ae", description="Registered model name (see `emae.models`).")
+    patch_size: int = Field(64, ge=16, le=1024, description="Side of the square patches.")
+    channels: tuple[int, ...] = Field((32, 64, 128), description="Channels per encoder level.")
+    latent: Literal["spatial", "vector"] = Field("spatial", description="Latent map or vector.")
+    latent_channels: int = Field(16, ge=1, le=1024, description="Channels of a spatial latent.")
+    latent_dim: int = Field(128, ge=1, le=65536, description="Size of a vector latent.")
+    norm: Literal["batch", "group", "none"] = Field(
+        "batch", description="Normalization; batch keeps inference local and tile-independent."
+    )
+    loss: Literal["mse", "l1", "ssim", "mse+ssim"] = Field("mse", description="Reconstruction.")
+    beta: float | None = Field(None, ge=0, description="KL weight; None: the model's default.")
+    kl_warmup_steps: int = Field(500, ge=0, description="Steps of linear KL warm-up (VAEs).")
+    steps: int = Field(2000, ge=1, description="Optimizer steps; patches seen = steps x batch.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Patches per step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warm-up steps.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip; 0 disables.")
+    val_patches: int = Field(256, ge=1, description="Validation patches (a separate draw).")
+    val_every: int = Field(250, ge=1, description="Validate and log every N steps.")
+    patience: int = Field(0, ge=0, description="Stop after N validations without gain; 0: off.")
+    checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps.")
+    seed: int = Field(0, ge=0, description="Seed of sampling, initialization and noise.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Autocast dtype.")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    low_percentile: float = Field(1.0, ge=0, lt=50, description="Maps to 0 when normalizing.")
+    high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
+    scale: int = Field(0, ge=0, description="Pyramid level of multiscale inputs.")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in available_models():
+            raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        return name
+
+    @model_validator(mode="after")
+    def _patch_fits_depth(self) -> PretrainConfig:
+        multiple = 2 ** len(self.channels)
+        if self.patch_size % multiple:
+            raise ValueError(
+                f"patch_size must be a multiple of {multiple} for {len(self.channels)} levels, "
+                f"got patch_size={self.patch_size}"
+            )
+        return self
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the registered model's constructor."""
+        kwargs: dict[str, Any] = {
+            "channels": tuple(self.channels),
+            "norm": self.norm,
+            "latent": self.latent,
+            "latent_channels": self.latent_channels,
+            "latent_dim": self.latent_dim,
+        }
+        if self.latent == "vector":
+            kwargs["patch_size"] = self.patch_size
+        return kwargs
+
+    def loop_settings(self, progress: bool = True) -> LoopSettings:
+        """The loop's settings: plain keyword arguments, made once here."""
+        return LoopSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            grad_clip=self.grad_clip,
+            val_every=self.val_every,
+            patience=self.patience,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            device=self.device,
+            precision=self.precision,
+            progress=progress,
+        )
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> PretrainConfig:
+    """Read a YAML run configuration and apply flag overrides (``None`` values are ignored).
+
+    Unknown keys are errors, in the file and in the overrides alike.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "options"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise EmaeError(f"{path}: configuration file not found") from None
+        except yaml.YAMLError as exc:
+            raise EmaeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise EmaeError(f"{path}: expected a mapping of option: value at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return PretrainConfig(**data)
+    except Exception as exc:
+        raise config_error(exc, source) from None
+
+
+def _loss_function(config: PretrainConfig) -> LossFn:
+    spec = model_spec(config.model)
+    recon = reconstruction_loss(config.loss)
+    corrupt = Corruption() if spec.denoising else None
+    beta = spec.beta if config.beta is None else config.beta
+
+    def loss_fn(
+        model: torch.nn.Module, x: torch.Tensor, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if spec.variational:
+            weight = kl_weight(step, beta=beta, warmup_steps=config.kl_warmup_steps)
+            total, rec, kl = vae_loss(model, x, beta=weight, recon_loss=recon, generator=generator)
+            return total, {"recon": rec.item(), "kl": kl.item(), "beta": weight}
+        inputs = corrupt(x, generator) if corrupt is not None else x
+        return recon(model(inputs), x), {}
+
+    return loss_fn
+
+
+def _build(config: PretrainConfig) -> torch.nn.Module:
+    """The model, initialized from the run's seed without touching torch's global state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_model(config.model, **config.model_kwargs())
+
+
+def _absolute(source: str) -> str:
+    """The source with an absolute file path, so a resumed run finds the same inputs."""
+    path, dataset = split_source(source)
+    return str(Path(path).resolve()) + (f":{dataset}" if dataset is not None else "")
+
+
+def _training_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".training")
+
+
+def _prepare(
+    out: Path, config: PretrainConfig, sources: list[str], resume: bool, overwrite: bool
+) -> tuple[Path, PercentileNormalizer]:
+    """Create or check the training folder; returns it and the normalizer."""
+    work = _training_dir(out)
+    saved_config = work / "config.json"
+    if resume:
+        if not saved_config.exists():
+            raise EmaeError(f"nothing to resume: {work} holds no interrupted run")
+        saved = json.loads(saved_config.read_text())
+        if saved["config"] != config.model_dump(mode="json") or saved["sources"] != sources:
+            differ = sorted(
+                k for k, v in config.model_dump(mode="json").items() if saved["config"].get(k) != v
+            )
+            raise EmaeError(
+                f"cannot resume {out}: the configuration or inputs differ from the "
+                f"interrupted run (options: {differ or 'inputs'})"
+            )
+        return work, PercentileNormalizer.from_dict(
+            json.loads((work / "normalization.json").read_text())
+        )
+    check_writable(out, overwrite=overwrite)
+    if work.exists():
+        if not overwrite:
+            raise EmaeError(
+                f"{work} holds an interrupted run; pass --resume to continue it or "
+                "--overwrite to start again"
+            )
+        shutil.rmtree(work)
+    work.mkdir()
+    images = [open_image(s, scale=config.scale) for s in sources]
+    normalizer = PercentileNormalizer.fit(
+        images,
+        low=config.low_percentile,
+        high=config.high_percentile,
+        seed=config.seed,
+        patch_size=config.patch_size,
+    )
+    with atomic_file(work / "normalization.json") as tmp:
+        tmp.write_text(json.dumps(normalizer.to_dict(), indent=2))
+    with atomic_file(saved_config) as tmp:
+        tmp.write_text(
+            json.dumps({"config": config.model_dump(mode="json"), "sources": sources}, indent=2)
+        )
+    return work, normalizer
+
+
+def pretrain(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    config: PretrainConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train an autoencoder on random patches of unlabeled images.
+
+    Parameters
+    ----------
+    sources
+        Files, folders or globs of 2D images or ``"ZYX"`` stacks (any format of
+        :func:`emae.io.open_image`).
+    out
+        The model folder to create.
+    config
+        Run configuration; :class:`PretrainConfig` defaults when None.
+    resume
+        Continue the interrupted run of ``out`` (same configuration and inputs).
+    overwrite
+        Replace an existing model folder or interrupted run.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        The training summary (also saved as ``out/training.json``): history, timings, device.
+    """
+    from emae.bundle import save_bundle
+
+    config = config or PretrainConfig()
+    out = Path(out)
+    paths = [_absolute(s) for s in expand_inputs([str(s) for s in sources])]
+    if not paths:
+        raise EmaeError(f"no input images found in {', '.join(map(str, sources))}")
+    work, normalizer = _prepare(out, config, paths, resume, overwrite)
+
+    n_train = config.steps * config.batch_size
+    train = RandomPatchDataset(
+        paths,
+        config.patch_size,
+        n_train,
+        seed=config.seed,
+        transform=normalizer,
+        scale=config.scale,
+    )
+    val_set = RandomPatchDataset(
+        paths,
+        config.patch_size,
+        config.val_patches,
+        seed=config.seed + VALIDATION_SEED_OFFSET,
+        transform=normalizer,
+        scale=config.scale,
+    )
+    val = torch.stack([val_set[i] for i in range(len(val_set))])
+    recon = reconstruction_loss(config.loss)
+
+    def val_fn(model: torch.nn.Module) -> float:
+        device = next(model.parameters()).device
+        losses = [float(recon(model(b.to(device)), b.to(device))) for b in val.split(64)]
+        return sum(losses) / len(losses)
+
+    model = _build(config)
+    logger.info(
+        "training %s for %d steps of %d patches (%d patches of %dx%d) from %d input(s)",
+        config.model,
+        config.steps,
+        config.batch_size,
+        n_train,
+        config.patch_size,
+        config.patch_size,
+        len(paths),
+    )
+    summary = train_loop(
+        model,
+        _loss_function(config),
+        train,
+        config.loop_settings(progress),
+        val_fn=val_fn,
+        checkpoint=work / "checkpoint.pt",
+        resume=resume,
+    )
+    summary["sources"] = paths
+    model.to("cpu").eval()
+    save_bundle(
+        out,
+        model=model,
+        model_name=config.model,
+        model_kwargs=config.model_kwargs(),
+        normalizer=normalizer,
+        config=config.model_dump(mode="json"),
+        overwrite=overwrite,
+    )
+    with atomic_file(out / "training.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    shutil.rmtree(work)
+    return summary

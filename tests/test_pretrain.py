@@ -1,0 +1,124 @@
+"""Pretraining from files: the model folder, exact resume, configuration errors, every model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emae.cli import main
+from emae.dataset import RandomPatchDataset
+from emae.errors import EmaeError
+from emae.io import write_tiff
+from emae.models import available_models
+from emae.pretrain import PretrainConfig, load_config, pretrain
+from emae.synth.tissue import make_volume, to_uint8
+
+TINY = dict(
+    steps=4,
+    batch_size=4,
+    patch_size=32,
+    channels=(8, 16),
+    latent_channels=4,
+    val_patches=8,
+    val_every=2,
+    checkpoint_every=2,
+    precision="fp32",
+    warmup_steps=1,
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "stack.tif"
+    write_tiff(path, to_uint8(make_volume((2, 96, 96), seed=0)), axes="ZYX")
+    return path
+
+
+@pytest.mark.parametrize("model", available_models())
+def test_every_model_pretrains_into_a_model_folder(tmp_path, stack, model):
+    run = tmp_path / "run"
+    summary = pretrain([stack], run, PretrainConfig(model=model, **TINY), progress=False)
+    assert summary["steps_done"] == 4 and summary["best_val"] > 0
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "model.safetensors", "normalization.json", "training.json"} <= names
+    assert not (tmp_path / "run.training").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, monkeypatch):
+    config = PretrainConfig(**{**TINY, "steps": 6})
+    pretrain([stack], tmp_path / "a", config, progress=False)
+
+    original = RandomPatchDataset.__getitem__
+
+    def crash(self, index):
+        if len(self) > config.val_patches and index >= 3 * config.batch_size:
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    monkeypatch.setattr(RandomPatchDataset, "__getitem__", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain([stack], tmp_path / "b", config, progress=False)
+    monkeypatch.setattr(RandomPatchDataset, "__getitem__", original)
+    assert not (tmp_path / "b").exists() and (tmp_path / "b.training" / "checkpoint.pt").exists()
+
+    with pytest.raises(EmaeError, match="interrupted run; pass --resume"):
+        pretrain([stack], tmp_path / "b", config, progress=False)
+    with pytest.raises(EmaeError, match="options: \\['seed'\\]"):
+        pretrain([stack], tmp_path / "b", config.model_copy(update={"seed": 5}), resume=True)
+    pretrain([stack], tmp_path / "b", config, resume=True, progress=False)
+    a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_existing_model_folder_is_kept(tmp_path, stack):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(EmaeError, match="already exists"):
+        pretrain([stack], run, PretrainConfig(**TINY), progress=False)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_config_file_and_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: vae\nsteps: 10\n")
+    config = load_config(path, steps=20, seed=None)
+    assert (config.model, config.steps, config.seed) == ("vae", 20, 0)
+    path.write_text("model: vae\nstepz: 10\n")
+    with pytest.raises(EmaeError, match="stepz: Extra inputs are not permitted"):
+        load_config(path)
+    with pytest.raises(EmaeError, match="unknown model 'unet'"):
+        load_config(None, model="unet")
+    with pytest.raises(EmaeError, match="patch_size must be a multiple of 8"):
+        load_config(None, patch_size=60)
+
+
+def test_cli_pretrain(tmp_path, stack, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "\n".join(
+            f"{k}: {list(v) if isinstance(v, tuple) else v}"
+            for k, v in TINY.items()
+            if k != "steps"
+        )
+    )
+    code = main(
+        [
+            "-q",
+            "pretrain",
+            str(stack),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(config),
+            "--steps",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert "trained conv-ae for 2 steps" in capsys.readouterr().out
+    assert main(["pretrain", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "r2")]) == 2
+    assert "missing.tif: no such file" in capsys.readouterr().err
