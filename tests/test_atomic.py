@@ -53,3 +53,21 @@ def test_empty_existing_folder_may_be_filled(tmp_path):
 def test_missing_parent_is_named(tmp_path):
     with pytest.raises(EmaeError, match="does not exist"):
         check_writable(tmp_path / "nope" / "a.txt")
+
+
+def test_overwrite_never_replaces_foreign_data(tmp_path):
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "raw.tif").write_text("user data")
+
+    def is_run(path):
+        return (path / "config.json").is_file()
+
+    with pytest.raises(EmaeError, match="exists and is not a model folder; refusing"):
+        with atomic_dir(target, overwrite=True, replaceable=is_run, kind="a model folder") as tmp:
+            (tmp / "config.json").write_text("{}")
+    assert [p.name for p in target.iterdir()] == ["raw.tif"]
+    (target / "config.json").write_text("{}")
+    with atomic_dir(target, overwrite=True, replaceable=is_run, kind="a model folder") as tmp:
+        (tmp / "config.json").write_text("new")
+    assert (target / "config.json").read_text() == "new"

@@ -301,3 +301,12 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.undo()
     pickle.loads(payload)  # the trap is real: unpickling it does create the marker
     assert marker.exists()
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stack.tif").write_text("user data")
+    with pytest.raises(EmaeError, match="not an emae model folder; refusing to replace it"):
+        save(data, overwrite=True)
+    assert [p.name for p in data.iterdir()] == ["stack.tif"]

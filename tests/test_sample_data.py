@@ -101,3 +101,16 @@ def test_config_rejects_unknown_fields_and_artifacts():
         SampleDataConfig(sections=3)
     with pytest.raises(ValueError, match="unknown artifact types"):
         SampleDataConfig(label_counts={"smudge": 3})
+
+
+def test_overwrite_replaces_sample_data_but_not_other_folders(tmp_path):
+    cfg = tiny_config(seed=1).model_copy(update={"unlabeled_sections": 1, "label_sections": 2})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "raw.tif").write_text("user data")
+    with pytest.raises(EmaeError, match="not an emae sample-data folder"):
+        write_sample_data(mine, cfg, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["raw.tif"]
+    write_sample_data(tmp_path / "d", cfg)
+    write_sample_data(tmp_path / "d", cfg.model_copy(update={"seed": 2}), overwrite=True)
+    assert json.loads((tmp_path / "d/manifest.json").read_text())["config"]["seed"] == 2

@@ -88,6 +88,15 @@ class Bundle:
     emae_version: str
 
 
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` is an emae model folder (the only kind of folder a save replaces)."""
+    return (Path(path) / CONFIG).is_file()
+
+
+#: What ``overwrite=True`` may replace: model folders, never other data.
+BUNDLE_ONLY: dict[str, Any] = {"replaceable": is_bundle, "kind": "an emae model folder"}
+
+
 def _json_value(value: Any, what: str) -> Any:
     """``value`` after a JSON round trip (tuples become lists), or an error naming ``what``."""
     try:
@@ -207,7 +216,7 @@ def save_bundle(
     threshold
         A :class:`~emae.thresholds.Threshold` or its dict (``threshold.json``), when chosen.
     overwrite
-        Replace an existing non-empty folder.
+        Replace an existing model folder (other non-empty folders are never replaced).
 
     Returns
     -------
@@ -227,7 +236,7 @@ def save_bundle(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _check_state(build_model(model_name, **kwargs).state_dict(), state, f"model {model_name!r}")
     optional = _optional_files(scoring, arrays, threshold, path)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
         _write_json(tmp / CONFIG, header)
         safetensors.torch.save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         _write_json(tmp / NORMALIZATION, normalizer.to_dict())

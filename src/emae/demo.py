@@ -40,7 +40,12 @@ def run_demo(
     dict
         The summary (also written to ``out/summary.json``): timings and output paths.
     """
-    out = check_writable(out, overwrite=overwrite)
+    out = check_writable(
+        out,
+        overwrite=overwrite,
+        replaceable=lambda p: (p / "summary.json").is_file(),
+        kind="an emae demo folder",
+    )
     out.mkdir(exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -50,10 +55,7 @@ def run_demo(
     timings["sample_data_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    gallery = out / "gallery.png"
-    if gallery.exists():
-        gallery.unlink()
-    write_gallery(gallery, seed=seed)
+    gallery = write_gallery(out / "gallery.png", seed=seed)
     timings["gallery_s"] = time.perf_counter() - start
 
     summary: dict[str, object] = {

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emae.bundle import BUNDLE_ONLY, save_bundle
 from emae.corruption import Corruption
 from emae.dataset import RandomPatchDataset
 from emae.errors import EmaeError, config_error
@@ -210,7 +211,7 @@ def _prepare(
         return work, PercentileNormalizer.from_dict(
             json.loads((work / "normalization.json").read_text())
         )
-    check_writable(out, overwrite=overwrite)
+    check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
     if work.exists():
         if not overwrite:
             raise EmaeError(
@@ -268,8 +269,6 @@ def pretrain(
     dict
         The training summary (also saved as ``out/training.json``): history, timings, device.
     """
-    from emae.bundle import save_bundle
-
     config = config or PretrainConfig()
     out = Path(out)
     paths = [_absolute(s) for s in expand_inputs([str(s) for s in sources])]

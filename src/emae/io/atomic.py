@@ -11,15 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from emae.errors import EmaeError
 
 
-def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
-    """Refuse to replace existing data unless asked to.
+def check_writable(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+    kind: str = "emae output",
+) -> Path:
+    """Refuse to replace existing data unless asked to, and never replace foreign data.
 
     Parameters
     ----------
@@ -27,6 +33,12 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
         Destination file or folder.
     overwrite
         Allow replacing an existing destination.
+    replaceable
+        ``replaceable(path) -> bool`` tells whether an existing, non-empty destination is of the
+        kind this writer produces (a zarr store, an emae model folder, ...). When given, anything
+        else is refused even with ``overwrite``, so a mistyped path never deletes user data.
+    kind
+        What ``replaceable`` accepts, for the error message.
 
     Returns
     -------
@@ -34,10 +46,14 @@ def check_writable(path: str | Path, *, overwrite: bool = False) -> Path:
         The destination as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        if path.is_dir() and not any(path.iterdir()):
-            return path
-        raise EmaeError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    empty_dir = path.is_dir() and not any(path.iterdir())
+    if path.exists() and not empty_dir:
+        if not overwrite:
+            raise EmaeError(
+                f"{path} already exists; pass overwrite=True (--overwrite) to replace it"
+            )
+        if replaceable is not None and not replaceable(path):
+            raise EmaeError(f"{path} exists and is not {kind}; refusing to replace it")
     if not path.parent.exists():
         raise EmaeError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -79,12 +95,19 @@ def atomic_file(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+    kind: str = "emae output",
+) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``path`` when the block succeeds.
 
-    An existing destination is removed only after the new content is complete.
+    An existing destination is removed only after the new content is complete; ``overwrite``,
+    ``replaceable`` and ``kind`` are those of :func:`check_writable`.
     """
-    path = check_writable(path, overwrite=overwrite)
+    path = check_writable(path, overwrite=overwrite, replaceable=replaceable, kind=kind)
     tmp = _temporary_sibling(path)
     tmp.mkdir()
     try:

@@ -52,12 +52,8 @@ def _default_n_levels(shape: Sequence[int], chunks: Sequence[int]) -> int:
     return n
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty ``path`` unless ``overwrite``, and never replace a folder
-    that is not a zarr store."""
-    check_writable(path, overwrite=overwrite)
-    if path.is_dir() and any(path.iterdir()) and not is_zarr(path):
-        raise EmaeError(f"{path}: exists and is not a zarr store; refusing to replace it")
+#: Only a zarr store is ever replaced by these writers, even with ``overwrite``.
+_ZARR_ONLY = {"replaceable": is_zarr, "kind": "a zarr store"}
 
 
 def create_ome_zarr(
@@ -120,7 +116,7 @@ def create_ome_zarr(
     if n_levels < 1:
         raise EmaeError(f"{path}: n_levels must be >= 1, got {n_levels}")
     attrs = multiscales_attrs(axes, n_levels, pixel_size, name or path.name)
-    _check_target(path, overwrite)
+    check_writable(path, overwrite=overwrite, **_ZARR_ONLY)
     if path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
@@ -203,8 +199,7 @@ def write_ome_zarr(
     """
     path = Path(path)
     array = np.asarray(array)
-    _check_target(path, overwrite)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, **_ZARR_ONLY) as tmp:
         group = create_ome_zarr(
             tmp, array.shape, array.dtype, axes=axes, chunks=chunks, n_levels=n_levels,
             pixel_size=pixel_size, name=name or path.name,

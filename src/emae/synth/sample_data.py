@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -37,6 +38,12 @@ from emae.synth.tissue import make_volume, to_uint8
 logger = logging.getLogger(__name__)
 
 CLEAN = "clean"
+
+#: What ``overwrite=True`` may replace: an earlier sample-data folder, never other data.
+SAMPLE_DATA_ONLY: dict[str, Any] = {
+    "replaceable": lambda path: (path / "manifest.json").is_file(),
+    "kind": "an emae sample-data folder",
+}
 CLASSES: tuple[str, ...] = (CLEAN, *ARTIFACT_TYPES)
 
 #: Annotated patches per artifact class in the default dataset: imbalanced like real labels.
@@ -89,7 +96,6 @@ class SampleDataConfig(BaseModel):
         if any(n < 0 for n in counts.values()):
             raise ValueError(f"counts must be >= 0, got {counts}")
         return counts
-
 
 
 def tiny_config(seed: int = 0) -> SampleDataConfig:
@@ -283,7 +289,7 @@ def write_sample_data(
     config
         Sizes and seed; :class:`SampleDataConfig` defaults when None.
     overwrite
-        Replace an existing non-empty ``out``.
+        Replace an earlier sample-data folder at ``out`` (other data is never replaced).
 
     Returns
     -------
@@ -311,7 +317,7 @@ def write_sample_data(
         "test_shape": list(test.shape),
         "test_artifact_fraction": float((test_truth > 0).mean()),
     }
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, **SAMPLE_DATA_ONLY) as tmp:
         for sub in ("unlabeled", "labeled", "test/images", "test/masks"):
             (tmp / sub).mkdir(parents=True)
         for name, array in (
