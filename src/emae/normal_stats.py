@@ -3,14 +3,13 @@
 :class:`FeatureStatistics` (score ``"feature"``) and :class:`ErrorStatistics` (score
 ``"error-z"``) are fitted on normal patches (scikit-learn contract: ``fit`` returns ``self``,
 learned attributes end in ``_``) and round-trip exactly through ``to_arrays`` and
-``from_arrays`` for the model folder. Both are re-exported by :mod:`emae.scoring`, which
-dispatches to them.
+``from_arrays`` for the model folder. They build on :mod:`emae.error_maps`;
+:mod:`emae.scoring` re-exports them and dispatches to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emae.error_maps import as_images, batched_apply, local_std, pixel_error_map, reconstruct
 from emae.errors import EmaeError, NotFittedError
 from emae.models.blocks import center_crop
 
@@ -27,13 +27,6 @@ STD_FLOOR = 0.01
 MIN_EIGENVALUE = 1e-12
 
 _S = TypeVar("_S", bound="_NormalStatistics")
-
-
-def _maps() -> ModuleType:
-    """:mod:`emae.scoring`, imported on use: it imports this module to re-export its classes."""
-    from emae import scoring
-
-    return scoring
 
 
 def shrunk_covariance(vectors: Any, shrinkage: float | None = None) -> tuple[np.ndarray, float]:
@@ -162,8 +155,8 @@ class FeatureStatistics(_NormalStatistics):
         """Estimate the statistics from normal ``patches``: ``(N, H, W)`` normalized float32."""
         if self.shrinkage is not None and not 0.0 <= self.shrinkage <= 1.0:
             raise EmaeError(f"shrinkage must be None or in [0, 1], got {self.shrinkage!r}")
-        patches = _maps()._images(patches, "patches")
-        features = _maps()._batched(
+        patches = as_images(patches, "patches")
+        features = batched_apply(
             model, model.features, patches, batch_size=batch_size, device=device
         )
         vectors = features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])  # (N*h*w, C)
@@ -198,8 +191,8 @@ class FeatureStatistics(_NormalStatistics):
         cropped like the model crops its reconstruction, so they align with ``x``.
         """
         _check_fitted(self, "precision_")
-        x = _maps()._images(x)
-        features = _maps()._batched(model, model.features, x, batch_size=batch_size, device=device)
+        x = as_images(x)
+        features = batched_apply(model, model.features, x, batch_size=batch_size, device=device)
         if features.shape[1] != self.mean_.size:
             raise EmaeError(
                 f"the model gives {features.shape[1]} feature channels; these "
@@ -281,9 +274,9 @@ class ErrorStatistics(_NormalStatistics):
     def _error_and_structure(
         self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        recon = _maps().reconstruct(model, x, batch_size=batch_size, device=device)
-        error = _maps().pixel_error_map(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
-        return error, _maps().local_std(x, self.structure_sigma)
+        recon = reconstruct(model, x, batch_size=batch_size, device=device)
+        error = pixel_error_map(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
+        return error, local_std(x, self.structure_sigma)
 
     def fit(
         self,
@@ -298,7 +291,7 @@ class ErrorStatistics(_NormalStatistics):
             raise EmaeError(f"n_bins must be a positive int, got {self.n_bins!r}")
         if not self.structure_sigma > 0:
             raise EmaeError(f"structure_sigma must be > 0 pixels, got {self.structure_sigma!r}")
-        patches = _maps()._images(patches, "patches")
+        patches = as_images(patches, "patches")
         error, structure = self._error_and_structure(model, patches, batch_size, device)
         error, structure = error.ravel().astype(np.float64), structure.ravel().astype(np.float64)
         edges = np.unique(np.quantile(structure, np.linspace(0, 1, self.n_bins + 1)))
@@ -326,7 +319,7 @@ class ErrorStatistics(_NormalStatistics):
     ) -> np.ndarray:
         """The z-scored reconstruction error of ``x``: ``(N, H, W)`` float32."""
         _check_fitted(self, "std_")
-        error, structure = self._error_and_structure(model, _maps()._images(x), batch_size, device)
+        error, structure = self._error_and_structure(model, as_images(x), batch_size, device)
         mean = np.interp(structure, self.centers_, self.mean_)
         std = np.interp(structure, self.centers_, self.std_)
         return ((error - mean) / std).astype(np.float32)
