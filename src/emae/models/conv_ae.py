@@ -45,8 +45,10 @@ class ConvAutoencoder(nn.Module):
         Channels of the spatial latent map (and of :meth:`features` in both modes).
     norm
         ``"group"`` (default: independent of the batch, so it works with the batches of 4-16
-        that fit on a laptop and behaves the same in training and evaluation), ``"batch"`` or
-        ``"none"``.
+        that fit on a laptop), ``"batch"`` or ``"none"``. GroupNorm normalizes each feature map
+        over the whole input, so every output pixel depends on the whole tile; ``"batch"``
+        (running statistics at inference) and ``"none"`` keep inference local and independent
+        of the tile size, which feature-space anomaly scores and tiled inference need.
     latent
         ``"spatial"`` (a latent map, fully convolutional) or ``"vector"`` (a latent vector of
         ``latent_dim`` for fixed-size patches).
@@ -69,6 +71,8 @@ class ConvAutoencoder(nn.Module):
     downsample_factor : int
         ``m = 2**depth``.
     """
+
+    _heads = 1  # latent tensors the encoder emits per unit (see VariationalAutoencoder)
 
     def __init__(
         self,
@@ -94,13 +98,14 @@ class ConvAutoencoder(nn.Module):
         self.latent_channels = latent_channels
         self.latent_dim = latent_dim
         self.downsample_factor = 2 ** len(channels)
-        self.feature_channels = latent_channels
+        # A VAE's encoder emits a mean and a log-variance per latent unit: _heads = 2.
+        self.feature_channels = latent_channels * (self._heads if latent == "spatial" else 1)
         blocks = {"norm": norm, "activation": activation}
-        self.encoder = Encoder(in_channels, channels, latent_channels, **blocks)
+        self.encoder = Encoder(in_channels, channels, self.feature_channels, **blocks)
         if latent == "vector":
             side = patch_size // self.downsample_factor
             flat = latent_channels * side * side
-            self.to_vector = nn.Sequential(nn.Flatten(), nn.Linear(flat, latent_dim))
+            self.to_vector = nn.Sequential(nn.Flatten(), nn.Linear(flat, latent_dim * self._heads))
             self.from_vector = nn.Sequential(
                 nn.Linear(latent_dim, flat), nn.Unflatten(1, (latent_channels, side, side))
             )
@@ -109,7 +114,7 @@ class ConvAutoencoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """The encoder's last spatial feature map.
 
-        ``(N, C, H, W) float -> (N, latent_channels, ceil(H/m), ceil(W/m))``; in spatial mode
+        ``(N, C, H, W) float -> (N, feature_channels, ceil(H/m), ceil(W/m))``; in spatial mode
         this is the latent map itself.
         """
         if self.patch_size is not None:

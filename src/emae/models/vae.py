@@ -16,25 +16,18 @@ Shapes (``m = 2**len(channels)``, ``h, w = ceil(H/m), ceil(W/m)``)::
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from emae.errors import EmaeError
-from emae.models.blocks import (
-    Activation,
-    Decoder,
-    Encoder,
-    Latent,
-    Norm,
-    center_crop,
-    check_architecture,
-    check_patch,
-)
+from emae.models.blocks import center_crop
+from emae.models.conv_ae import ConvAutoencoder
 
 
-class VariationalAutoencoder(nn.Module):
+class VariationalAutoencoder(ConvAutoencoder):
     """Convolutional VAE without skip connections.
 
-    Parameters are those of :class:`emae.models.ConvAutoencoder`; the latent is Gaussian.
+    Parameters, :meth:`features` and :meth:`decode` are those of
+    :class:`emae.models.ConvAutoencoder`; the latent is Gaussian.
 
     Attributes
     ----------
@@ -49,47 +42,7 @@ class VariationalAutoencoder(nn.Module):
         ``m = 2**depth``.
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int = 1,
-        channels: tuple[int, ...] = (32, 64, 128),
-        latent_channels: int = 64,
-        norm: Norm = "group",
-        latent: Latent = "spatial",
-        latent_dim: int = 128,
-        patch_size: int | None = None,
-        activation: Activation = "leaky_relu",
-    ) -> None:
-        super().__init__()
-        channels = check_architecture(
-            in_channels=in_channels, channels=channels, latent_channels=latent_channels,
-            norm=norm, latent=latent, latent_dim=latent_dim, patch_size=patch_size,
-            activation=activation,
-        )  # fmt: skip
-        self.latent = latent
-        self.patch_size = patch_size if latent == "vector" else None
-        self.in_channels = in_channels
-        self.latent_channels = latent_channels
-        self.latent_dim = latent_dim
-        self.downsample_factor = 2 ** len(channels)
-        self.feature_channels = latent_channels * (2 if latent == "spatial" else 1)
-        blocks = {"norm": norm, "activation": activation}
-        self.encoder = Encoder(in_channels, channels, self.feature_channels, **blocks)
-        if latent == "vector":
-            side = patch_size // self.downsample_factor
-            flat = latent_channels * side * side
-            self.to_vector = nn.Sequential(nn.Flatten(), nn.Linear(flat, 2 * latent_dim))
-            self.from_vector = nn.Sequential(
-                nn.Linear(latent_dim, flat), nn.Unflatten(1, (latent_channels, side, side))
-            )
-        self.decoder = Decoder(latent_channels, channels, in_channels, **blocks)
-
-    def features(self, x: Tensor) -> Tensor:
-        """The encoder's last spatial feature map: ``(N, feature_channels, h, w)``."""
-        if self.patch_size is not None:
-            check_patch(x, self.patch_size)
-        return self.encoder(x)
+    _heads = 2  # the encoder emits mu and logvar for every latent unit
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(N, C, H, W) -> (mu, logvar)`` of q(z|x), each ``(N, latent_channels, h, w)``
@@ -112,12 +65,6 @@ class VariationalAutoencoder(nn.Module):
         device = generator.device if generator is not None else mu.device
         eps = torch.randn(mu.shape, generator=generator, device=device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps.to(mu.device)
-
-    def decode(self, z: Tensor) -> Tensor:
-        """``z -> (N, C, h*m, w*m)``; see :meth:`emae.models.ConvAutoencoder.decode`."""
-        if self.latent == "vector":
-            z = self.from_vector(z)  # (N, latent_channels, P/m, P/m)
-        return self.decoder(z)
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruct ``x`` from the posterior mean: ``(N, C, H, W) -> (N, C, H, W)``."""
