@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from emae.errors import EmaeError
+from emae.seeding import as_generator
 
 #: Outside an artifact's mask no pixel changes by more than this.
 MASK_LEVEL = 0.1
@@ -268,14 +269,6 @@ INJECTORS: dict[str, _Kind] = {
 ARTIFACT_TYPES: tuple[str, ...] = tuple(INJECTORS)
 
 
-def _generator(seed: int | np.random.Generator) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise EmaeError(f"seed must be an int or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(int(seed))
-
-
 def _check_image(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 2 or 0 in image.shape:
         raise EmaeError(f"image must be a non-empty 2D numpy array (YX), got {np.shape(image)}")
@@ -333,7 +326,7 @@ def inject(
         raise EmaeError(f"unknown artifact kind {kind!r}; expected one of {', '.join(INJECTORS)}")
     spec = INJECTORS[kind]
     image = _check_image(image)
-    rng = _generator(seed)
+    rng = as_generator(seed)
     h, w = image.shape
     side = min(h, w)
     if center is None:
