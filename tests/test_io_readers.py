@@ -233,3 +233,24 @@ def test_big_endian_data_reads_in_native_order(tmp_path: Path) -> None:
         image = open_image(tmp_path / name)
         assert image.dtype == np.dtype("=u2") and image[:].dtype == np.dtype("=u2")
         np.testing.assert_array_equal(image[:], STACK)
+
+
+def test_opening_warns_when_every_read_decodes_a_huge_chunk(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import zarr
+
+    from emae.io import readers
+
+    small = zarr.create_array(tmp_path / "small.zarr", shape=(64, 64), chunks=(32, 32), dtype="u1")
+    big = zarr.create_array(tmp_path / "big.zarr", shape=(64, 64), chunks=(64, 64), dtype="u1")
+    small[:] = big[:] = 1
+    with caplog.at_level(logging.WARNING, logger="emae.io.readers"):
+        readers.LARGE_CHUNK_BYTES, old = 2048, readers.LARGE_CHUNK_BYTES
+        try:
+            open_image(tmp_path / "small.zarr")
+            assert not caplog.records
+            open_image(tmp_path / "big.zarr")
+        finally:
+            readers.LARGE_CHUNK_BYTES = old
+    assert "every read decodes a whole chunk of 64x64" in caplog.text

@@ -41,6 +41,9 @@ from emae.io.sources import HDF5_SUFFIXES, SUPPORTED, split_source
 
 logger = logging.getLogger(__name__)
 
+#: Chunks larger than this (bytes) make every random patch read slow; opening warns.
+LARGE_CHUNK_BYTES = 64 * 2**20
+
 _READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, zlib.error)
 
 
@@ -126,7 +129,30 @@ def _image(data: Any, labels: str | None, path: str, *, scale: int = 0, owner: A
     if len(extra) > 1 or not yi < xi or any(i > yi for i in extra):
         raise EmaeError(f"{path}: expected a 2D (YX) or 3D (ZYX) image, {what}")
     keep = [*extra, yi, xi]
+    _warn_large_chunks(data, path)
     return Image(_View(data, keep, path, scale, owner), "ZYX" if extra else "YX", path)
+
+
+def _warn_large_chunks(data: Any, path: str) -> None:
+    """Warn when the smallest readable unit is so large that random patches will be slow.
+
+    A compressed TIFF written as one strip per page, or a zarr array with huge chunks, decodes
+    the whole unit for every patch read: training or tiled inference over such files runs many
+    times slower than over a chunked copy.
+    """
+    chunks = getattr(data, "chunks", None)
+    if not chunks:
+        return
+    nbytes = int(np.prod(chunks)) * np.dtype(data.dtype).itemsize
+    if nbytes > LARGE_CHUNK_BYTES:
+        logger.warning(
+            "%s: every read decodes a whole chunk of %s (%.0f MB); random patches will be slow. "
+            "Rewrite it in smaller chunks, e.g. as OME-Zarr (emae.io.write_ome_zarr) or a tiled "
+            "TIFF (emae.io.write_tiff with compression='zlib')",
+            path,
+            "x".join(map(str, chunks)),
+            nbytes / 1e6,
+        )
 
 
 def _open_tiff(path: str, scale: int) -> Image:
@@ -147,8 +173,10 @@ def _open_tiff(path: str, scale: int) -> Image:
             tifffile.TIFF.DECOMPRESSORS[page.compression]
         except KeyError as exc:
             name = getattr(page.compression, "name", page.compression)
-            raise EmaeError(f"{path}: TIFF compression {name} is unsupported without the "
-                            "'imagecodecs' package (pip install imagecodecs)") from exc  # fmt: skip
+            raise EmaeError(
+                f"{path}: TIFF compression {name} is unsupported without the "
+                "'imagecodecs' package (pip install imagecodecs)"
+            ) from exc
         size = os.path.getsize(path)
         last = (level.pages[-1] if len(level.pages) else None) or page
         ends = [
