@@ -75,7 +75,7 @@ def select_precision(device: torch.device, name: str = "auto") -> torch.dtype | 
     """The autocast dtype: ``None`` for fp32, else ``torch.bfloat16``.
 
     ``"auto"`` uses bf16 on GPUs that support it and on CPUs with native bf16 instructions
-    (AVX512-BF16 or AMX), where it roughly doubles convolution throughput; fp32 elsewhere.
+    (AVX512-BF16 or AMX), where it is usually faster than fp32; fp32 elsewhere.
     """
     if name == "fp32":
         return None

@@ -62,7 +62,7 @@ DEFAULT_LABEL_COUNTS: dict[str, int] = {
 
 
 class SampleDataConfig(BaseModel):
-    """Sizes of the generated dataset. The defaults give about 500 labels and ~40 MB of data."""
+    """Sizes of the generated dataset. The defaults give about 500 labels and 30 MB of data."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
