@@ -38,6 +38,8 @@ from emae.synth.tissue import make_volume, to_uint8
 logger = logging.getLogger(__name__)
 
 CLEAN = "clean"
+#: The stack holding the labeled patches, relative to the dataset folder (as in labels.csv).
+LABELED_IMAGE = "labeled/sections.tif"
 
 #: What ``overwrite=True`` may replace: an earlier sample-data folder, never other data.
 SAMPLE_DATA_ONLY: dict[str, Any] = {
@@ -203,42 +205,29 @@ def _make_unlabeled(cfg: SampleDataConfig, rng: np.random.Generator) -> tuple[np
 
 def _make_labeled(
     cfg: SampleDataConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, list[dict[str, object]]]:
-    """Sections with artifacts placed for annotation, and the label rows (patch centres)."""
+) -> tuple[np.ndarray, list[LabeledSample]]:
+    """Sections with artifacts placed for annotation, and their labels (patch centres).
+
+    Image paths are relative to the dataset folder (:data:`LABELED_IMAGE`).
+    """
     shape = (cfg.label_sections, cfg.section_size, cfg.section_size)
     volume = make_volume(shape, seed=rng)
     todo = [kind for kind, count in cfg.label_counts.items() for _ in range(count)]
     rng.shuffle(todo)
     per_section = np.array_split(np.array(todo, dtype=object), shape[0])
     clean_per_section = np.array_split(np.arange(cfg.n_clean_labels), shape[0])
-    rows: list[dict[str, object]] = []
+    samples: list[LabeledSample] = []
     for z in range(shape[0]):
         volume[z], truth, placed = _inject_many(volume[z], list(per_section[z]), rng, cfg.margin)
-        for kind, mask in placed:
-            centre = _label_centre(mask, cfg.margin, rng)
-            if centre is not None:
-                rows.append(
-                    {
-                        "image": "labeled/sections.tif",
-                        "x": centre[1],
-                        "y": centre[0],
-                        "z": z,
-                        "label": kind,
-                        "group": f"section{z:03d}",
-                    }
-                )
-        for y, x in _clean_centres(truth, len(clean_per_section[z]), cfg.margin, rng):
-            rows.append(
-                {
-                    "image": "labeled/sections.tif",
-                    "x": x,
-                    "y": y,
-                    "z": z,
-                    "label": CLEAN,
-                    "group": f"section{z:03d}",
-                }
-            )
-    return to_uint8(volume), rows
+        centres = [(kind, _label_centre(mask, cfg.margin, rng)) for kind, mask in placed]
+        clean = _clean_centres(truth, len(clean_per_section[z]), cfg.margin, rng)
+        centres += [(CLEAN, centre) for centre in clean]
+        samples += [
+            LabeledSample(LABELED_IMAGE, x=c[1], y=c[0], z=z, label=kind, group=f"section{z:03d}")
+            for kind, c in centres
+            if c is not None
+        ]
+    return to_uint8(volume), samples
 
 
 def _make_test(cfg: SampleDataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -301,17 +290,17 @@ def write_sample_data(
     logger.info("generating the unlabeled volume (%d sections)", cfg.unlabeled_sections)
     unlabeled, unlabeled_truth = _make_unlabeled(cfg, rng)
     logger.info("generating the labeled sections")
-    labeled, rows = _make_labeled(cfg, rng)
+    labeled, samples = _make_labeled(cfg, rng)
     logger.info("generating the test sections")
     test, test_truth = _make_test(cfg, rng)
 
-    counts = {name: sum(r["label"] == name for r in rows) for name in CLASSES}
+    counts = {name: sum(s.label == name for s in samples) for name in CLASSES}
     manifest: dict[str, object] = {
         "emae_version": __version__,
         "config": cfg.model_dump(),
         "classes": list(CLASSES),
         "label_counts": counts,
-        "n_labels": len(rows),
+        "n_labels": len(samples),
         "unlabeled_shape": list(unlabeled.shape),
         "unlabeled_artifact_fraction": float((unlabeled_truth > 0).mean()),
         "test_shape": list(test.shape),
@@ -323,7 +312,7 @@ def write_sample_data(
         for name, array in (
             ("unlabeled/volume.tif", unlabeled),
             ("unlabeled/truth.tif", unlabeled_truth),
-            ("labeled/sections.tif", labeled),
+            (LABELED_IMAGE, labeled),
         ):
             write_tiff(tmp / name, array, axes="ZYX", compression="zlib")
         for z in range(test.shape[0]):
@@ -333,17 +322,6 @@ def write_sample_data(
             write_tiff(
                 tmp / f"test/masks/test_{z:03d}.tif", test_truth[z], axes="YX", compression="zlib"
             )
-        samples = [
-            LabeledSample(
-                image=str(tmp / r["image"]),
-                x=r["x"],
-                y=r["y"],
-                z=r["z"],
-                label=r["label"],
-                group=r["group"],
-            )
-            for r in rows
-        ]
         write_labels(tmp / "labels.csv", samples)
         (tmp / "classes.json").write_text(json.dumps(dict(enumerate(CLASSES)), indent=2) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -355,7 +333,7 @@ def write_sample_data(
             _README.format(
                 seed=cfg.seed,
                 version=__version__,
-                n_labels=len(rows),
+                n_labels=len(samples),
                 n_test=test.shape[0],
                 unlabeled_fraction=manifest["unlabeled_artifact_fraction"],
                 test_fraction=manifest["test_artifact_fraction"],
