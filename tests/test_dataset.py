@@ -97,3 +97,27 @@ def test_masks_can_be_paths(sources, tmp_path):
     dataset = RandomPatchDataset(paths, 16, 30, seed=0, masks=[None, str(tmp_path / "mask.tif")])
     locs = [dataset.location(i) for i in range(30)]
     assert all(loc.x >= 50 for loc in locs if loc.source_index == 1)
+
+
+def test_random_dataset_builds_its_sampler_once_and_pickles_without_it(tmp_path, monkeypatch):
+    from emae import dataset as dataset_module
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.npy")
+        np.save(paths[-1], np.random.default_rng(i).integers(1, 255, (40, 40), dtype=np.uint8))
+    built = []
+    original = dataset_module.PatchSampler
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "PatchSampler", counting)
+    ds = dataset_module.RandomPatchDataset([str(p) for p in paths], 16, 20, seed=1)
+    items = [ds[i] for i in range(20)]
+    assert len(built) == 1
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._built is None
+    for i in (0, 7, 19):
+        assert torch.equal(clone[i], items[i])

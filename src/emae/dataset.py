@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from emae.errors import EmaeError
 from emae.io.image import Image
 from emae.patches import PatchLocation, read_patches
-from emae.sampling import sample_patches
+from emae.sampling import PatchSampler, draw_patches
 from emae.validity import PatchCheck, not_empty
 
 Source = str | os.PathLike | Image
@@ -169,24 +169,28 @@ class RandomPatchDataset(Dataset):
         self.patch_size, self.n_patches, self.seed = patch_size, int(n_patches), seed
         self.min_valid_fraction, self.is_valid = min_valid_fraction, is_valid
         self.transform = transform
+        self._built: tuple[int, PatchSampler] | None = None
         self._sample(0, 0)  # check sources, masks and arguments here rather than in a worker
 
     def __len__(self) -> int:
         return self.n_patches
 
+    def _sampler(self) -> PatchSampler:
+        """The sampler over this process's images, built once per process."""
+        if self._built is None or self._built[0] != os.getpid():
+            sampler = PatchSampler(
+                self.images, self.patch_size, self.masks, self.min_valid_fraction, self.is_valid
+            )
+            self._built = (os.getpid(), sampler)
+        return self._built[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_built": None}
+
     def _sample(self, index: int, n: int = 1) -> tuple[list[PatchLocation], np.ndarray]:
         if n and not 0 <= index < self.n_patches:
             raise IndexError(f"index {index} out of range for {self.n_patches} patches")
-        return sample_patches(
-            self.images,
-            n,
-            self.patch_size,
-            seed=self.seed,
-            start=index,
-            masks=self.masks,
-            min_valid_fraction=self.min_valid_fraction,
-            is_valid=self.is_valid,
-        )
+        return draw_patches(self._sampler(), n, seed=self.seed, start=index)
 
     def location(self, index: int) -> PatchLocation:
         """Where item ``index`` comes from."""

@@ -28,6 +28,8 @@ from emae.validity import PatchCheck, not_empty, validity_masks
 __all__ = [
     "PatchCheck",
     "PatchLocation",
+    "PatchSampler",
+    "draw_patches",
     "grid_locations",
     "not_empty",
     "random_locations",
@@ -57,8 +59,12 @@ def _check_patch_size(images: Sequence[Image], patch_size: int) -> None:
             )
 
 
-class _Sampler:
-    """Draws candidates uniformly over all top-left positions and checks them."""
+class PatchSampler:
+    """Draws candidates uniformly over all top-left positions of some images and checks them.
+
+    Built once from the images' shapes (cheap per image, but not free for thousands of them),
+    then :func:`draw_patches` draws from it any number of times; drawing never changes it.
+    """
 
     def __init__(
         self,
@@ -150,12 +156,32 @@ def _sample(
     max_attempts: int,
     keep_pixels: bool,
 ) -> tuple[list[PatchLocation], np.ndarray]:
+    sampler = PatchSampler(images, patch_size, masks, min_valid_fraction, is_valid)
+    return draw_patches(
+        sampler, n, seed=seed, start=start, max_attempts=max_attempts, keep_pixels=keep_pixels
+    )
+
+
+def draw_patches(
+    sampler: PatchSampler,
+    n: int,
+    *,
+    seed: int,
+    start: int = 0,
+    max_attempts: int = 1000,
+    keep_pixels: bool = True,
+) -> tuple[list[PatchLocation], np.ndarray]:
+    """Samples ``start .. start + n - 1`` of ``sampler``: what :func:`sample_patches` returns.
+
+    For callers that draw many times from the same images (a dataset drawing one item at a
+    time), so the sampler is built once. ``keep_pixels=False`` returns an empty pixel array.
+    """
     for name, value in (("n", n), ("seed", seed), ("start", start)):
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise EmaeError(f"{name} must be a non-negative integer, got {value!r}")
     if max_attempts < 1:
         raise EmaeError(f"max_attempts must be >= 1, got {max_attempts}")
-    sampler = _Sampler(images, patch_size, masks, min_valid_fraction, is_valid)
+    patch_size = sampler.patch_size
     out = np.empty((n if keep_pixels else 0, patch_size, patch_size), dtype=sampler.dtype)
     batch = max(1, BATCH_BYTES // (patch_size * patch_size * sampler.dtype.itemsize))
     locations: list[PatchLocation] = []
