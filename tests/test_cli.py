@@ -58,3 +58,17 @@ def test_demo_quick(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outputs"]["gallery"].endswith("gallery.png")
     assert str(out) in proc.stdout
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from emae.synth import sample_data
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "d/volume.tif"))
+
+    monkeypatch.setattr(sample_data, "write_sample_data", full_disk)
+    assert main(["sample-data", str(tmp_path / "d"), "--tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"emae: error: {tmp_path / 'd/volume.tif'}: No space left on device"]

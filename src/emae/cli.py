@@ -164,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmaeError as exc:
         print(f"emae: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system said no: disk full, permission denied, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"emae: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("emae: interrupted", file=sys.stderr)
         return 130
