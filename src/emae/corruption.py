@@ -216,9 +216,12 @@ class Corruption:
             return mask_pixels(x, self.mask_fraction, generator=generator, fill=self.fill)
         if kind == "blank":
             return blank_patches(
-                x, generator=generator, count=self.blank_count, size=self.blank_size,
+                x,
+                generator=generator,
+                count=self.blank_count,
+                size=self.blank_size,
                 fill=self.fill,
-            )  # fmt: skip
+            )
         raise EmaeError(f"unknown corruption {kind!r}; known: {', '.join(KINDS)}")
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:

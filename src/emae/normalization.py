@@ -67,8 +67,10 @@ def check_finite(
             bad = np.argwhere(~np.isfinite(image.section(z)))
             if len(bad):
                 y, x = bad[0]
-                raise EmaeError(f"{image.path}: holds NaN or infinite values (section {z}, "
-                                f"y={y}, x={x}); replace them before processing")  # fmt: skip
+                raise EmaeError(
+                    f"{image.path}: holds NaN or infinite values (section {z}, "
+                    f"y={y}, x={x}); replace them before processing"
+                )
         return
     size = _patch_size([image], patch_size)
     n = _n_patches(n_samples, size)
@@ -120,8 +122,9 @@ class PercentileNormalizer:
                 f"high_value={self.high_value}"
             )
         if not 0.0 <= self.low < self.high <= 100.0:
-            raise EmaeError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, "
-                            f"{self.high}")  # fmt: skip
+            raise EmaeError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
+            )
 
     @classmethod
     def fit(

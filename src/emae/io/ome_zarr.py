@@ -201,9 +201,15 @@ def write_ome_zarr(
     array = np.asarray(array)
     with atomic_dir(path, overwrite=overwrite, **_ZARR_ONLY) as tmp:
         group = create_ome_zarr(
-            tmp, array.shape, array.dtype, axes=axes, chunks=chunks, n_levels=n_levels,
-            pixel_size=pixel_size, name=name or path.name,
-        )  # fmt: skip
+            tmp,
+            array.shape,
+            array.dtype,
+            axes=axes,
+            chunks=chunks,
+            n_levels=n_levels,
+            pixel_size=pixel_size,
+            name=name or path.name,
+        )
         group["0"][...] = array
         build_pyramid(tmp)
     return path

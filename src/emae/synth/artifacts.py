@@ -153,8 +153,12 @@ def _dust(image: np.ndarray, rng: np.random.Generator, p: _Params) -> tuple[np.n
     u, v = _frame(image.shape, center, angle)
     core_r = size / 2 * rng.uniform(0.45, 0.65)
     phi = np.arctan2(v, u)
-    edge = core_r * (1 + sum(rng.normal(0, 0.1 / k**0.5) * np.cos(k * phi + rng.uniform(0, 6.3))
-                             for k in range(2, 8)))  # fmt: skip
+    edge = core_r * (
+        1
+        + sum(
+            rng.normal(0, 0.1 / k**0.5) * np.cos(k * phi + rng.uniform(0, 6.3)) for k in range(2, 8)
+        )
+    )
     outside = np.hypot(u, v) - edge  # < 0 inside the particle
     for _ in range(rng.integers(0, 4)):  # small satellite specks
         a, d = rng.uniform(0, 2 * np.pi), rng.uniform(1.0, 1.5) * core_r

@@ -73,23 +73,44 @@ def _sample_organelles(
     a = np.minimum(b * rng.uniform(1.1, 2.0, len(owners)), 1.0 * cells.radius[owners])
     off = 0.12 * cells.radius[owners, None] * rng.standard_normal((len(owners), 2))
     m = len(owners)
-    mito = np.column_stack([
-        owners, off, rng.uniform(0, np.pi, m), a, b, rng.uniform(-8, nz + 7, m),
-        rng.uniform(3, 10, m), rng.uniform(4.5, 7.5, m), rng.uniform(0, 2 * np.pi, m),
-    ])  # fmt: skip
+    mito = np.column_stack(
+        [
+            owners,
+            off,
+            rng.uniform(0, np.pi, m),
+            a,
+            b,
+            rng.uniform(-8, nz + 7, m),
+            rng.uniform(3, 10, m),
+            rng.uniform(4.5, 7.5, m),
+            rng.uniform(0, 2 * np.pi, m),
+        ]
+    )
     owners = np.flatnonzero((cells.radius > 0.7 * SPACING) & (rng.random(n) < 0.12))
     m = len(owners)
     angle = rng.uniform(0, 2 * np.pi, m)
     reach = 0.22 * cells.radius[owners]
-    clusters = np.column_stack([
-        owners, reach * np.sin(angle), reach * np.cos(angle), 0.35 * cells.radius[owners],
-        rng.uniform(-5, nz + 4, m), rng.uniform(1.5, 5, m),
-    ])  # fmt: skip
+    clusters = np.column_stack(
+        [
+            owners,
+            reach * np.sin(angle),
+            reach * np.cos(angle),
+            0.35 * cells.radius[owners],
+            rng.uniform(-5, nz + 4, m),
+            rng.uniform(1.5, 5, m),
+        ]
+    )
     m = rng.poisson(h * w / 170.0**2 * (nz + 6) / 3.0)
-    densities = np.column_stack([
-        rng.uniform(0, h, m), rng.uniform(0, w, m), rng.uniform(-3, nz + 2, m),
-        rng.uniform(0.8, 3, m), rng.uniform(3, 9, m), rng.uniform(0.12, 0.35, m),
-    ])  # fmt: skip
+    densities = np.column_stack(
+        [
+            rng.uniform(0, h, m),
+            rng.uniform(0, w, m),
+            rng.uniform(-3, nz + 2, m),
+            rng.uniform(0.8, 3, m),
+            rng.uniform(3, 9, m),
+            rng.uniform(0.12, 0.35, m),
+        ]
+    )
     return _Organelles(mito, clusters, densities)
 
 
@@ -119,9 +140,14 @@ def _radial(radii: np.ndarray, half: int) -> np.ndarray:
 
 
 def _draw_mitochondria(
-    image: np.ndarray, z: int, cells: Neurites, rows: np.ndarray, fields: Fields,
-    owner: np.ndarray, dist: np.ndarray,
-) -> None:  # fmt: skip
+    image: np.ndarray,
+    z: int,
+    cells: Neurites,
+    rows: np.ndarray,
+    fields: Fields,
+    owner: np.ndarray,
+    dist: np.ndarray,
+) -> None:
     """Darken mitochondria with cristae into ``image`` in place, clipped to their cell."""
     visible = rows[np.abs(z - rows[:, 6]) < rows[:, 7]]
     if len(visible) == 0:
@@ -155,9 +181,14 @@ def _draw_mitochondria(
 
 
 def _vesicles(
-    rng: np.random.Generator, z: int, cells: Neurites, rows: np.ndarray, fields: Fields,
-    owner: np.ndarray, dist: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    rng: np.random.Generator,
+    z: int,
+    cells: Neurites,
+    rows: np.ndarray,
+    fields: Fields,
+    owner: np.ndarray,
+    dist: np.ndarray,
+) -> np.ndarray:
     """Darkening by synaptic vesicles (dark rims, greyish lumen), ``(H, W)``: dense clusters in
     boutons plus sparse single vesicles everywhere."""
     visible = rows[np.abs(z - rows[:, 4]) < rows[:, 5]]
@@ -215,9 +246,14 @@ def _specks_and_densities(
 
 
 def _section(
-    rng: np.random.Generator, z: int, shape: tuple[int, int], cells: Neurites,
-    organelles: _Organelles, fields: Fields, white: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+    rng: np.random.Generator,
+    z: int,
+    shape: tuple[int, int],
+    cells: Neurites,
+    organelles: _Organelles,
+    fields: Fields,
+    white: np.ndarray,
+) -> np.ndarray:
     """Render section ``z``: float32 ``(H, W)`` in ``[0, 1]``."""
     dist, cell, other = geometry(z, shape, cells, fields)
 
