@@ -12,6 +12,7 @@ from emae.models import (
     MODELS,
     ConvAutoencoder,
     ModelSpec,
+    PCAAutoencoder,
     VariationalAutoencoder,
     available_models,
     build_model,
@@ -20,6 +21,8 @@ from emae.models import (
 from emae.models.blocks import count_parameters
 
 NAMES = available_models()
+#: The networks trained by gradient descent (PCA is fitted in closed form; see test_pca.py).
+TRAINED = tuple(n for n in NAMES if not MODELS[n].fitted_in_closed_form)
 #: A small architecture that keeps the contract tests fast.
 SMALL = {"channels": (8, 16), "latent_channels": 8}
 
@@ -45,18 +48,21 @@ def training_loss(
 
 
 def test_registry_entries():
-    assert set(NAMES) == {"conv-ae", "denoising-ae", "vae", "beta-vae"}
+    assert set(NAMES) == {"conv-ae", "denoising-ae", "vae", "beta-vae", "pca"}
     assert model_spec("denoising-ae").denoising and not model_spec("conv-ae").denoising
     assert (model_spec("vae").beta, model_spec("beta-vae").beta) == (1.0, 4.0)
     for name, spec in MODELS.items():
         assert spec.name == name and spec.description
+        if spec.fitted_in_closed_form:
+            assert type(build_model(name)) is PCAAutoencoder
+            continue
         expected = VariationalAutoencoder if spec.variational else ConvAutoencoder
         assert type(build_model(name, **SMALL)) is expected
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(EmaeError, match=r"unknown model 'pca'; known models: conv-ae, denoising"):
-        build_model("pca")
+    with pytest.raises(EmaeError, match=r"unknown model 'ica'; known models: conv-ae, denoising"):
+        build_model("ica")
 
 
 def test_unknown_argument_is_refused():
@@ -77,7 +83,7 @@ def test_unknown_argument_is_refused():
         ({"latent": "vector", "patch_size": 60}, r"multiple of 8 .* got patch_size=60"),
     ],
 )
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_bad_architecture_is_refused(name, kwargs, message):
     with pytest.raises(EmaeError, match=message):
         build_model(name, **kwargs)
@@ -86,7 +92,7 @@ def test_bad_architecture_is_refused(name, kwargs, message):
 # --- shapes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 @pytest.mark.parametrize("size", [(64, 64), (96, 128), (50, 70)])
 def test_default_model_keeps_the_shape(name, size):
     model = build_model(name)
@@ -103,7 +109,7 @@ def test_default_model_keeps_the_shape(name, size):
         assert model.decode(mu).shape == (2, 1, h * 8, w * 8)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_vector_latent_shapes(name):
     model = build_model(name, **SMALL, latent="vector", latent_dim=10, patch_size=32)
     x = batch(3, 1, 32, 32)
@@ -117,7 +123,7 @@ def test_vector_latent_shapes(name):
         model(batch(3, 1, 64, 64))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_multichannel_input(name):
     model = build_model(name, **SMALL, in_channels=3)
     x = batch(2, 3, 16, 24)
@@ -125,7 +131,7 @@ def test_multichannel_input(name):
         assert model(x).shape == x.shape
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_bad_input_is_refused(name):
     model = build_model(name, **SMALL)
     with pytest.raises(EmaeError, match=r"H and W must be >= 4 .* got an input of 3x40"):
@@ -140,7 +146,7 @@ def test_bad_input_is_refused(name):
 
 
 @pytest.mark.parametrize("norm", ["group", "batch", "none"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_gradients_reach_every_parameter(name, norm):
     spec = model_spec(name)
     torch.manual_seed(0)
@@ -151,7 +157,7 @@ def test_gradients_reach_every_parameter(name, norm):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_vector_latent_gradients(name):
     spec = model_spec(name)
     model = build_model(name, **SMALL, latent="vector", latent_dim=6, patch_size=16)
@@ -159,7 +165,7 @@ def test_vector_latent_gradients(name):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_eval_mode_is_deterministic(name):
     model = build_model(name, **SMALL, norm="batch").eval()
     x = batch(3, 1, 24, 16)
@@ -167,7 +173,7 @@ def test_eval_mode_is_deterministic(name):
         torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_group_norm_keeps_samples_independent(name):
     model = build_model(name, **SMALL).train()
     x = batch(4, 1, 16, 16)
@@ -175,7 +181,7 @@ def test_group_norm_keeps_samples_independent(name):
         torch.testing.assert_close(model(x)[:1], model(x[:1]))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_construction_is_reproducible_under_a_seed(name):
     torch.manual_seed(0)
     a = build_model(name, **SMALL).state_dict()
@@ -186,7 +192,7 @@ def test_construction_is_reproducible_under_a_seed(name):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_overfits_a_few_patches(name):
     spec = model_spec(name)
     torch.manual_seed(0)

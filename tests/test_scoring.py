@@ -10,7 +10,7 @@ from torch import nn
 
 from emae.errors import EmaeError, NotFittedError
 from emae.losses import mse
-from emae.models import available_models, build_model
+from emae.models import available_models, build_model, model_spec
 from emae.scoring import (
     SCORES,
     STATISTICS,
@@ -43,11 +43,18 @@ def normal_patches() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def models() -> dict[str, nn.Module]:
-    """Every registered model, small and with seeded random weights."""
+def models(normal_patches) -> dict[str, nn.Module]:
+    """Every registered model, small and with seeded random weights (PCA fitted on patches)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return {name: build_model(name, **SMALL).eval() for name in available_models()}
+        built = {}
+        for name in available_models():
+            if model_spec(name).fitted_in_closed_form:
+                pca = build_model(name, patch_size=8, n_components=8)
+                built[name] = pca.fit_patches(normal_patches).eval()
+            else:
+                built[name] = build_model(name, **SMALL).eval()
+        return built
 
 
 @pytest.fixture(scope="module")

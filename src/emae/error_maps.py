@@ -65,9 +65,9 @@ def batched_apply(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EmaeError(f"batch_size must be a positive int, got {batch_size!r}")
-    if device is None:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
+    if device is None:  # where the weights are (PCA holds buffers only)
+        tensor = next(iter(model.state_dict().values()), None)
+        device = tensor.device if tensor is not None else torch.device("cpu")
     else:
         model.to(device)
     outputs = []

@@ -5,6 +5,7 @@ architecture top to bottom with tensor shapes.
 """
 
 from emae.models.conv_ae import ConvAutoencoder
+from emae.models.pca import PCAAutoencoder
 from emae.models.registry import MODELS, ModelSpec, available_models, build_model, model_spec
 from emae.models.vae import VariationalAutoencoder
 
@@ -12,6 +13,7 @@ __all__ = [
     "MODELS",
     "ConvAutoencoder",
     "ModelSpec",
+    "PCAAutoencoder",
     "VariationalAutoencoder",
     "available_models",
     "build_model",

@@ -88,10 +88,15 @@ class ConvAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         channels = check_architecture(
-            in_channels=in_channels, channels=channels, latent_channels=latent_channels,
-            norm=norm, latent=latent, latent_dim=latent_dim, patch_size=patch_size,
+            in_channels=in_channels,
+            channels=channels,
+            latent_channels=latent_channels,
+            norm=norm,
+            latent=latent,
+            latent_dim=latent_dim,
+            patch_size=patch_size,
             activation=activation,
-        )  # fmt: skip
+        )
         self.latent = latent
         self.patch_size = patch_size if latent == "vector" else None
         self.in_channels = in_channels

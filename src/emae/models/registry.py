@@ -2,7 +2,9 @@
 
 Each entry is a :class:`ModelSpec`: the constructor of a bare ``nn.Module`` plus what the
 training loss must know about it (denoising: corrupt the inputs, keep clean targets;
-variational: add ``beta * KL``). Adding a model means one module and one entry here.
+variational: add ``beta * KL``; fitted in closed form: no gradient loop at all, see
+:meth:`emae.models.pca.PCAAutoencoder.fit_patches`). Adding a model means one module and one
+entry here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from emae.errors import EmaeError
 from emae.models.conv_ae import ConvAutoencoder
+from emae.models.pca import PCAAutoencoder
 from emae.models.vae import VariationalAutoencoder
 
 
@@ -34,6 +37,9 @@ class ModelSpec:
         The module is a :class:`VariationalAutoencoder`; train with :func:`emae.losses.vae_loss`.
     beta
         Default weight of the KL term in the training loss (0 for non-variational models).
+    fitted_in_closed_form
+        The module has no trainable parameters and is fitted on normal patches by its
+        ``fit_patches(patches, *, seed)`` method instead of the gradient loop.
     description
         One line for ``--help`` and listings.
     """
@@ -43,6 +49,7 @@ class ModelSpec:
     denoising: bool = False
     variational: bool = False
     beta: float = 0.0
+    fitted_in_closed_form: bool = False
     description: str = ""
 
 
@@ -50,23 +57,38 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            "conv-ae", ConvAutoencoder,
+            "conv-ae",
+            ConvAutoencoder,
             description="convolutional autoencoder trained to reconstruct its input",
         ),
         ModelSpec(
-            "denoising-ae", ConvAutoencoder, denoising=True,
+            "denoising-ae",
+            ConvAutoencoder,
+            denoising=True,
             description="convolutional autoencoder trained to restore corrupted inputs",
         ),
         ModelSpec(
-            "vae", VariationalAutoencoder, variational=True, beta=1.0,
+            "vae",
+            VariationalAutoencoder,
+            variational=True,
+            beta=1.0,
             description="variational autoencoder (beta = 1, the ELBO)",
         ),
         ModelSpec(
-            "beta-vae", VariationalAutoencoder, variational=True, beta=4.0,
+            "beta-vae",
+            VariationalAutoencoder,
+            variational=True,
+            beta=4.0,
             description="variational autoencoder with a stronger KL term (beta = 4)",
         ),
+        ModelSpec(
+            "pca",
+            PCAAutoencoder,
+            fitted_in_closed_form=True,
+            description="PCA: the linear autoencoder baseline, fitted in closed form on tiles",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def available_models() -> tuple[str, ...]:
