@@ -1,4 +1,4 @@
-"""One plain training loop for every emae model.
+"""One plain training loop for every emae model, in one process or several.
 
 The loop knows nothing about autoencoders or classifiers: it is given a model, a loss function
 ``loss_fn(model, batch, step, generator) -> (loss, logs)``, a dataset whose item ``i`` is fixed (so
@@ -10,6 +10,35 @@ Resuming is exact: batch ``k`` always holds dataset items ``k * B .. (k + 1) * B
 numbers of step ``k`` come from a generator seeded with ``(seed, k)``, and the checkpoint holds the
 model, optimizer and scheduler states. A resumed run therefore ends with the same weights as an
 uninterrupted one (bit for bit on CPU in fp32).
+
+Several GPUs (or CPU processes) train one model through PyTorch's ``DistributedDataParallel``
+when the loop runs inside a process group, e.g. one started by ``torchrun``::
+
+    torchrun --nproc_per_node 4 -m emae pretrain DATA --out RUN
+
+(the caller joins the group with :func:`emae.distributed.init_from_env`). With ``W`` processes,
+
+- ``batch_size`` ``B`` stays the *global* batch: process ``r`` loads items
+  ``k * B + r * B / W .. k * B + (r + 1) * B / W - 1`` of step ``k`` (``B`` must be a multiple of
+  ``W``), so the processes together see exactly the single-process batch and resuming stays
+  exact; a checkpoint of a run in ``W`` processes resumes in any number of processes;
+- each process runs on GPU ``LOCAL_RANK`` (on the CPU with ``device="cpu"`` or without CUDA);
+- DDP averages the gradients during ``backward``, so for a loss that is a mean over the batch
+  the update equals the single-process one. DDP only sees parameters used inside the wrapped
+  module's ``forward``, while loss functions call ``model.encode``/``decode`` too (the VAE
+  loss). The loop therefore wraps *the loss computation* (model and ``loss_fn`` together) in
+  DDP: ``loss_fn`` still receives the bare model and every use of a parameter is tracked. Every
+  parameter must take part in the loss (DDP's ``find_unused_parameters=False``);
+- the generator of step ``k`` on process ``r`` is seeded with ``(seed, k, r)``: different noise
+  on every process, the same on every run (process 0 draws what a single process draws);
+- BatchNorm layers become ``SyncBatchNorm`` on CUDA for the duration of the loop (batch
+  statistics over the global batch); on the CPU PyTorch refuses ``SyncBatchNorm`` and each
+  process uses the statistics of its own share (see :mod:`emae.distributed`);
+- rank 0 alone validates, writes checkpoints and calls ``on_log``; the other processes wait for
+  it. The validation score is broadcast, so every process takes the same early-stopping
+  decision and returns the same summary (losses in the history are averaged over processes;
+  ``samples_per_s`` counts the samples of all processes). Every process resumes from the same
+  checkpoint file.
 """
 
 from __future__ import annotations
@@ -24,9 +53,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from emae import distributed
+from emae.distributed import DistInfo
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 
@@ -92,9 +124,34 @@ def select_precision(device: torch.device, name: str = "auto") -> torch.dtype | 
     return torch.bfloat16 if supported else None
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of step ``step``: independent of how the run was interrupted."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of step ``step`` on process ``rank``: independent of how the run was
+    interrupted; rank 0 draws what a single process draws.
+
+    Torch's CPU generator keeps the low 32 bits of a seed, so ranks are spread over that range
+    by multiples of the 32-bit golden ratio, far from the nearby seeds of the next steps.
+    """
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 2_654_435_761)
+
+
+def process_device(name: str, info: DistInfo) -> torch.device:
+    """This process's device: :func:`select_device` in one process, else GPU ``local_rank``
+    (``"auto"``, ``"cuda"``) or the CPU (``"cpu"``, or ``"auto"`` without CUDA)."""
+    if info.world_size == 1:
+        return select_device(name)
+    if name not in ("auto", "cuda", "cpu"):
+        raise EmaeError(
+            f"with {info.world_size} processes each one uses GPU LOCAL_RANK or the CPU: "
+            f"device must be auto, cuda or cpu, got {name!r}"
+        )
+    if name != "cpu" and select_device(name).type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    if torch.distributed.get_backend() == "nccl":
+        raise EmaeError(
+            "device 'cpu' needs the gloo backend, but the process group uses nccl; "
+            "train on the GPUs (device auto or cuda) or hide them with CUDA_VISIBLE_DEVICES="
+        )
+    return torch.device("cpu")
 
 
 def _schedule(settings: LoopSettings) -> Callable[[int], float]:
@@ -138,6 +195,29 @@ def _to(batch: Any, device: torch.device, channels_last: bool) -> Any:
     return batch
 
 
+class _LossModule(nn.Module):
+    """``model`` and ``loss_fn`` as one module whose ``forward`` is the loss, so that DDP tracks
+    every use of the parameters, also through methods other than ``model.forward``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(
+        self, batch: Any, step: int, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        return self.loss_fn(self.model, batch, step, generator)
+
+
+def _mean_logs(logs: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The loss function's logs averaged over all processes; unchanged in one process."""
+    if not logs or not distributed.is_initialized():
+        return logs
+    values = torch.tensor([float(v) for v in logs.values()], dtype=torch.float64, device=device)
+    return dict(zip(logs, distributed.mean(values).tolist(), strict=True))
+
+
 def train_loop(
     model: nn.Module,
     loss_fn: LossFn,
@@ -151,6 +231,9 @@ def train_loop(
 ) -> dict[str, Any]:
     """Train ``model`` in place and return the run's history.
 
+    Inside a process group of ``W > 1`` processes (``torchrun``) every process calls this with
+    the same arguments; see the module docstring for how the work is shared.
+
     Parameters
     ----------
     model
@@ -158,28 +241,36 @@ def train_loop(
     loss_fn
         ``loss_fn(model, batch, step, generator) -> (scalar loss, {name: float})``; ``batch`` is
         what the ``DataLoader`` yields, already on the device; ``generator`` is the step's own.
+        The loss should be a mean over the batch (what DDP's gradient average assumes).
     dataset
         Map-style dataset with at least ``steps * batch_size`` fixed items.
     settings
-        Optimization settings.
+        Optimization settings; ``batch_size`` is the global batch of all processes.
     val_fn
         ``val_fn(model) -> float`` (lower is better), called in eval mode every
-        ``val_every`` steps and at the end; the best weights are restored at the end and
-        training stops after ``patience`` validations without improvement (0: never).
+        ``val_every`` steps and at the end, on rank 0 only; the best weights are restored at
+        the end and training stops after ``patience`` validations without improvement (0:
+        never).
     checkpoint
-        File for atomic checkpoints every ``checkpoint_every`` steps and at the end.
+        File for atomic checkpoints every ``checkpoint_every`` steps and at the end (written by
+        rank 0).
     resume
         Continue from ``checkpoint``.
     on_log
-        Called every ``val_every`` steps with ``(step, logs, model)`` (e.g. TensorBoard).
+        Called every ``val_every`` steps with ``(step, logs, model)`` (e.g.
+        :class:`emae.tensorboard.TensorBoardLogger`), on rank 0 only, with the model in train
+        mode.
 
     Returns
     -------
     dict
         ``{"history": [...], "steps_done": int, "best_val": float | None, "stopped_early": bool,
-        "seconds": float, "samples_per_s": float, "device": str, "precision": str}``.
+        "seconds": float, "samples_per_s": float, "device": str, "precision": str,
+        "processes": int}``, the same on every process.
     """
-    device = select_device(settings.device)
+    info = distributed.current()
+    main = info.rank == 0
+    device = process_device(settings.device, info)
     amp_dtype = select_precision(device, settings.precision)
     channels_last = device.type == "cpu"  # faster convolutions on CPU in fp32 and bf16 alike
     model.to(device)
@@ -189,6 +280,11 @@ def train_loop(
         raise EmaeError(
             f"the dataset holds {len(dataset)} items, fewer than steps x batch_size = "  # type: ignore[arg-type]
             f"{settings.steps} x {settings.batch_size}"
+        )
+    if settings.batch_size % info.world_size:
+        raise EmaeError(
+            f"batch_size must be a multiple of the number of processes, got "
+            f"batch_size={settings.batch_size} for {info.world_size} processes"
         )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
@@ -210,10 +306,15 @@ def train_loop(
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update({k: saved[k] for k in state if k in saved})
-        logger.info("resuming at step %d of %d from %s", state["step"], settings.steps, checkpoint)
+        if main:
+            logger.info(
+                "resuming at step %d of %d from %s", state["step"], settings.steps, checkpoint
+            )
 
     def save() -> None:
-        if checkpoint is not None:
+        if checkpoint is None:
+            return
+        if main:
             _save_checkpoint(
                 Path(checkpoint),
                 {
@@ -223,14 +324,21 @@ def train_loop(
                     "scheduler": scheduler.state_dict(),
                 },
             )
+        distributed.barrier()
 
     def validate(step: int, logs: dict[str, float]) -> None:
         if val_fn is None:
             return
-        model.eval()
-        with torch.no_grad(), torch.autocast(device.type, amp_dtype, enabled=amp_dtype is not None):
-            val = float(val_fn(model))
-        model.train()
+        val = torch.tensor(float("nan"), dtype=torch.float64, device=device)
+        if main:
+            model.eval()
+            with (
+                torch.no_grad(),
+                torch.autocast(device.type, amp_dtype, enabled=amp_dtype is not None),
+            ):
+                val.fill_(float(val_fn(model)))
+            model.train()
+        val = float(distributed.broadcast(val))  # rank 0's score: one decision everywhere
         logs["val_loss"] = val
         if state["best_val"] is None or val < state["best_val"]:
             state["best_val"], state["bad_evals"] = val, 0
@@ -239,42 +347,56 @@ def train_loop(
             state["bad_evals"] += 1
         if settings.patience and state["bad_evals"] >= settings.patience:
             state["stopped_early"] = True
-            logger.info(
-                "early stop at step %d: no improvement in %d validations", step, settings.patience
-            )
+            if main:
+                logger.info(
+                    "early stop at step %d: no improvement in %d validations",
+                    step,
+                    settings.patience,
+                )
 
     start = state["step"]
-    indices = range(start * settings.batch_size, settings.steps * settings.batch_size)
+    size, share = settings.batch_size, settings.batch_size // info.world_size
+    batches = (  # this process's share of step k: one range of item indices per step
+        range(k * size + info.rank * share, k * size + (info.rank + 1) * share)
+        for k in range(start, settings.steps)
+    )
     loader = DataLoader(
         dataset,
-        batch_size=settings.batch_size,
-        sampler=indices,
+        batch_sampler=batches,  # type: ignore[arg-type]
         num_workers=settings.num_workers,
-        drop_last=True,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    model.train()
     began = time.perf_counter()
-    bar = tqdm(
-        total=settings.steps,
-        initial=start,
-        disable=not settings.progress,
-        desc="training",
-        unit="step",
-        dynamic_ncols=True,
-    )
     step = start
-    try:
+    with (
+        distributed.sync_batchnorm(model, enabled=info.world_size > 1 and device.type == "cuda"),
+        tqdm(
+            total=settings.steps,
+            initial=start,
+            disable=not (settings.progress and main),
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+        ) as bar,
+    ):
+        compute: nn.Module = _LossModule(model, loss_fn)
+        if info.world_size > 1:  # averages the gradients during backward
+            compute = DistributedDataParallel(
+                compute, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        model.train()
         for step, batch in enumerate(loader, start=start):
             if state["stopped_early"]:
                 break
             batch = _to(batch, device, channels_last)
+            generator = step_generator(settings.seed, step, info.rank)
             with torch.autocast(device.type, amp_dtype, enabled=amp_dtype is not None):
-                loss, logs = loss_fn(model, batch, step, step_generator(settings.seed, step))
-            if not torch.isfinite(loss):
+                loss, logs = compute(batch, step, generator)
+            mean_loss = float(distributed.mean(loss.detach().float()))  # over all processes
+            if not math.isfinite(mean_loss):
                 raise EmaeError(
-                    f"training diverged at step {step}: loss is {loss.item()}; "
+                    f"training diverged at step {step}: loss is {mean_loss}; "
                     "lower the learning rate or check the input normalization"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -285,8 +407,8 @@ def train_loop(
             scheduler.step()
             state["step"] = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)
-            if step == start + 4:
+            bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
+            if step == start + 4 and main:
                 per_step = (time.perf_counter() - began) / 5
                 logger.info(
                     "estimated %.1f min for the remaining %d steps on %s",
@@ -298,21 +420,23 @@ def train_loop(
             if done % settings.val_every == 0 or done == settings.steps:
                 logs = {
                     "step": done,
-                    "loss": float(loss.item()),
+                    "loss": mean_loss,
                     "lr": scheduler.get_last_lr()[0],
-                    **logs,
+                    **_mean_logs(logs, device),
                 }
+                distributed.broadcast_buffers(model)  # e.g. BatchNorm statistics of rank 0
                 validate(done, logs)
                 state["history"].append(logs)
-                if on_log is not None:
+                if on_log is not None and main:
                     on_log(done, logs, model)
             if done % settings.checkpoint_every == 0 or done == settings.steps:
                 save()
-    finally:
-        bar.close()
     if state["stopped_early"]:
         save()
     seconds = time.perf_counter() - began
+    seconds = float(
+        distributed.broadcast(torch.tensor(seconds, dtype=torch.float64, device=device))
+    )
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     samples = (state["step"] - start) * settings.batch_size
@@ -323,6 +447,7 @@ def train_loop(
         "stopped_early": state["stopped_early"],
         "seconds": seconds,
         "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
-        "device": str(device),
+        "device": str(device) if info.world_size == 1 else device.type,
         "precision": "bf16" if amp_dtype is not None else "fp32",
+        "processes": info.world_size,
     }
