@@ -10,7 +10,7 @@ from emae.cli import main
 from emae.dataset import RandomPatchDataset
 from emae.errors import EmaeError
 from emae.io import write_tiff
-from emae.models import available_models
+from emae.models import available_models, model_spec
 from emae.pretrain import PretrainConfig, load_config, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
@@ -39,14 +39,19 @@ def stack(tmp_path_factory):
 def test_every_model_pretrains_into_a_model_folder(tmp_path, stack, model):
     run = tmp_path / "run"
     summary = pretrain([stack], run, PretrainConfig(model=model, **TINY), progress=False)
-    assert summary["steps_done"] == 4 and summary["best_val"] > 0
+    steps = 0 if model_spec(model).fitted_in_closed_form else 4  # PCA: fitted, not trained
+    assert summary["steps_done"] == steps and summary["best_val"] > 0
+    assert summary["threshold"]["method"] == "fpr" and summary["threshold"]["n_normal"] > 0
     names = {p.name for p in run.iterdir()}
     assert {"config.json", "model.safetensors", "normalization.json", "training.json"} <= names
     assert not (tmp_path / "run.training").exists()
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, monkeypatch):
-    config = PretrainConfig(**{**TINY, "steps": 6})
+@pytest.mark.parametrize(
+    "model", [m for m in available_models() if not model_spec(m).fitted_in_closed_form]
+)
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, monkeypatch, model):
+    config = PretrainConfig(**{**TINY, "steps": 6, "model": model})
     pretrain([stack], tmp_path / "a", config, progress=False)
 
     original = RandomPatchDataset.__getitem__
@@ -122,3 +127,56 @@ def test_cli_pretrain(tmp_path, stack, capsys):
     assert "trained conv-ae for 2 steps" in capsys.readouterr().out
     assert main(["pretrain", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "r2")]) == 2
     assert "missing.tif: no such file" in capsys.readouterr().err
+
+
+def test_tensorboard_logs_land_in_the_model_folder(tmp_path, stack):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    pretrain([stack], run, PretrainConfig(**TINY, tensorboard=True), progress=False)
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "channels": [8, 16], "norm": "none"}))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "emae",
+        "-q",
+        "pretrain",
+        str(stack),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert summary["processes"] == 2 and summary["steps_done"] == TINY["steps"]
+    assert not (tmp_path / "run.training").exists()
+    # The same global batch in one process gives the same weights (no BatchNorm here).
+    pretrain(
+        [stack], tmp_path / "single", PretrainConfig(**{**TINY, "norm": "none"}), progress=False
+    )
+    two = load_file(tmp_path / "run" / "model.safetensors")
+    one = load_file(tmp_path / "single" / "model.safetensors")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5, msg=key)

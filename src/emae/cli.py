@@ -61,6 +61,7 @@ def _labels(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    from emae import distributed
     from emae.pretrain import load_config, pretrain
 
     config = load_config(
@@ -73,20 +74,54 @@ def _pretrain(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         num_workers=args.workers,
+        score=args.score,
+        tensorboard=args.tensorboard or None,
     )
-    summary = pretrain(
-        args.data,
-        args.out,
-        config,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    info = distributed.init_from_env()  # a process group when started by torchrun
+    try:
+        summary = pretrain(
+            args.data,
+            args.out,
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet and info.rank == 0,
+        )
+    finally:
+        distributed.cleanup()
+    if info.rank != 0:
+        return
     best = summary["best_val"]
     print(
         f"trained {config.model} for {summary['steps_done']} steps in {summary['seconds']:.0f} s "
         f"({summary['samples_per_s']:.0f} patches/s on {summary['device']}, "
         f"{summary['precision']}); best validation loss {best:.4g}; model folder {args.out}"
+    )
+    threshold = summary["threshold"]
+    print(
+        f"anomaly score {threshold['score']}: threshold {threshold['value']:.4g} flags "
+        f"{100 * threshold['target_fpr']:g}% of {threshold['n_normal']} held-out patches"
+    )
+
+
+def _score(args: argparse.Namespace) -> None:
+    from emae.score import score_images
+
+    result = score_images(
+        args.model,
+        args.inputs,
+        args.out,
+        overwrite=args.overwrite,
+        device=args.device,
+        batch_size=args.batch_size,
+        scale=args.scale,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote the {result['axes']} anomaly map {result['map']} "
+        f"({'x'.join(map(str, result['shape']))}, float32, larger = more anomalous) and "
+        f"{result['scores']}; {result['anomalous_sections']} of {result['sections']} "
+        f"section(s) above the model's threshold"
     )
 
 
@@ -129,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("pretrain", help="Train an autoencoder on unlabeled images.")
     p.add_argument("data", nargs="+", help="Files, folders or globs of unlabeled images.")
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
-    p.add_argument("--model", help="conv-ae, denoising-ae, vae or beta-vae (default conv-ae).")
+    p.add_argument("--model", help="conv-ae, denoising-ae, vae, beta-vae or pca (default conv-ae).")
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
     p.add_argument("--batch-size", type=int, help="Patches per step.")
@@ -138,9 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="Random seed.")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
     p.add_argument("--workers", type=int, help="DataLoader worker processes.")
+    p.add_argument("--score", help="Anomaly score: pixel, ssim, feature or error-z.")
+    p.add_argument("--tensorboard", action="store_true", help="Log to RUN/tensorboard.")
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")
     p.set_defaults(func=_pretrain)
+
+    p = commands.add_parser("score", help="Write the anomaly map of images and their scores.")
+    p.add_argument("model", type=Path, help="Model folder written by `emae pretrain`.")
+    p.add_argument("inputs", nargs="+", help="Files, folders or globs of images.")
+    p.add_argument("--out", type=Path, required=True, help="Map to write: .tif or .zarr.")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+    p.add_argument("--batch-size", type=int, default=8, help="Sections per forward pass.")
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
+    p.set_defaults(func=_score)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

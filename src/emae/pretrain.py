@@ -7,6 +7,11 @@ plain loop of :mod:`emae.training`, and writes the model folder.
 While training, state lives in the sibling folder ``RUN.training/`` (checkpoint, normalization,
 configuration); the model folder ``RUN/`` appears only when training has finished, atomically. A
 run that was interrupted continues exactly with ``resume=True`` (``--resume``).
+
+Several GPUs (or CPU processes) train one model through torchrun, e.g.
+``torchrun --nproc_per_node 4 -m emae pretrain DATA --out RUN``: ``batch_size`` is then the
+batch of all processes together (see :mod:`emae.training`); rank 0 prepares the training folder,
+fits the anomaly score and writes the model folder.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emae import distributed
 from emae.bundle import BUNDLE_ONLY, save_bundle
 from emae.corruption import Corruption
 from emae.dataset import RandomPatchDataset
+from emae.detector import DEFAULT_SCORE, AutoencoderDetector
 from emae.errors import EmaeError, config_error
 from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_file, check_writable
@@ -31,12 +39,17 @@ from emae.io.sources import split_source
 from emae.losses import kl_weight, reconstruction_loss, vae_loss
 from emae.models import available_models, build_model, model_spec
 from emae.normalization import PercentileNormalizer
+from emae.sampling import sample_patches
+from emae.tensorboard import TensorBoardLogger
 from emae.training import LoopSettings, LossFn, train_loop
 
 logger = logging.getLogger(__name__)
 
-#: Seed offset of the validation patches, so they differ from every training patch draw.
+#: Seed offsets of the validation and scoring patches, so they differ from every training draw.
 VALIDATION_SEED_OFFSET = 7_919
+SCORING_SEED_OFFSET = 15_485_863
+#: At most this many patches fit a model in closed form (PCA).
+MAX_CLOSED_FORM_PATCHES = 4_096
 
 
 class PretrainConfig(BaseModel):
@@ -77,6 +90,18 @@ class PretrainConfig(BaseModel):
     low_percentile: float = Field(1.0, ge=0, lt=50, description="Maps to 0 when normalizing.")
     high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
     scale: int = Field(0, ge=0, description="Pyramid level of multiscale inputs.")
+    pca_tile: int = Field(16, ge=2, le=256, description="pca: side of the tiles PCA works on.")
+    score: Literal["pixel", "ssim", "feature", "error-z"] = Field(
+        DEFAULT_SCORE, description="Anomaly score fitted after training (see emae.scoring)."
+    )
+    reduce: Literal["mean", "max", "p99"] = Field("mean", description="Map -> patch score.")
+    target_fpr: float = Field(
+        0.01, ge=0, lt=1, description="Thresholds flag this fraction of normal held-out data."
+    )
+    score_patches: int = Field(
+        512, ge=8, description="Patches drawn after training to fit the score and thresholds."
+    )
+    tensorboard: bool = Field(False, description="Write TensorBoard logs to RUN/tensorboard.")
 
     @field_validator("model")
     @classmethod
@@ -87,6 +112,12 @@ class PretrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _patch_fits_depth(self) -> PretrainConfig:
+        if model_spec(self.model).fitted_in_closed_form:
+            if self.pca_tile > self.patch_size:
+                raise ValueError(
+                    f"pca_tile={self.pca_tile} must not exceed patch_size={self.patch_size}"
+                )
+            return self
         multiple = 2 ** len(self.channels)
         if self.patch_size % multiple:
             raise ValueError(
@@ -96,7 +127,12 @@ class PretrainConfig(BaseModel):
         return self
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the registered model's constructor."""
+        """Keyword arguments of the registered model's constructor.
+
+        For ``pca``: tiles of ``pca_tile`` pixels and ``latent_channels`` components.
+        """
+        if model_spec(self.model).fitted_in_closed_form:
+            return {"patch_size": self.pca_tile, "n_components": self.latent_channels}
         kwargs: dict[str, Any] = {
             "channels": tuple(self.channels),
             "norm": self.norm,
@@ -193,8 +229,26 @@ def _training_dir(out: Path) -> Path:
 def _prepare(
     out: Path, config: PretrainConfig, sources: list[str], resume: bool, overwrite: bool
 ) -> tuple[Path, PercentileNormalizer]:
-    """Create or check the training folder; returns it and the normalizer."""
+    """Create or check the training folder; returns it and the normalizer.
+
+    Under torchrun, rank 0 prepares the folder while the other processes wait, then read it.
+    """
     work = _training_dir(out)
+    if not distributed.is_main():
+        distributed.barrier()
+        return work, PercentileNormalizer.from_dict(
+            json.loads((work / "normalization.json").read_text())
+        )
+    try:
+        return _prepare_main(work, out, config, sources, resume, overwrite)
+    finally:
+        distributed.barrier()
+
+
+def _prepare_main(
+    work: Path, out: Path, config: PretrainConfig, sources: list[str], resume: bool, overwrite: bool
+) -> tuple[Path, PercentileNormalizer]:
+    """What rank 0 (or the only process) does in :func:`_prepare`."""
     saved_config = work / "config.json"
     if resume:
         if not saved_config.exists():
@@ -235,6 +289,65 @@ def _prepare(
             json.dumps({"config": config.model_dump(mode="json"), "sources": sources}, indent=2)
         )
     return work, normalizer
+
+
+def _fit_closed_form(
+    model: torch.nn.Module,
+    train: RandomPatchDataset,
+    val_fn: Callable[[torch.nn.Module], float],
+    config: PretrainConfig,
+) -> dict[str, Any]:
+    """Fit a closed-form model (PCA) on the first training patches; the loop's summary keys."""
+    n = min(len(train), MAX_CLOSED_FORM_PATCHES)
+    logger.info("fitting %s on %d patches of %dx%d", config.model, n, *(config.patch_size,) * 2)
+    began = time.perf_counter()
+    patches = torch.stack([train[i] for i in range(n)])  # (n, 1, P, P)
+    model.fit_patches(patches[:, 0].numpy(), seed=config.seed)
+    seconds = time.perf_counter() - began
+    with torch.no_grad():
+        val = float(val_fn(model.eval()))
+    return {
+        "history": [{"step": 0, "val_loss": val}],
+        "steps_done": 0,
+        "best_val": val,
+        "stopped_early": False,
+        "seconds": seconds,
+        "samples_per_s": n / seconds if seconds > 0 else float("nan"),
+        "device": "cpu",
+        "precision": "fp32",
+    }
+
+
+def fit_detector(
+    model: torch.nn.Module,
+    normalizer: PercentileNormalizer,
+    sources: Sequence[str],
+    config: PretrainConfig,
+) -> AutoencoderDetector:
+    """Fit the run's anomaly score and thresholds on fresh random patches of ``sources``.
+
+    The patches are a separate draw (seed offset :data:`SCORING_SEED_OFFSET`) of
+    ``config.score_patches`` raw patches. The inputs are unlabeled, so a few of these patches
+    may hold artifacts; with artifacts on a few percent of the area, the thresholds at
+    ``target_fpr`` move little.
+    """
+    images = [open_image(s, scale=config.scale) for s in sources]
+    _, patches = sample_patches(
+        images,
+        config.score_patches,
+        config.patch_size,
+        seed=config.seed + SCORING_SEED_OFFSET,
+    )
+    logger.info("fitting the %r score and thresholds on %d patches", config.score, len(patches))
+    return AutoencoderDetector(
+        model,
+        normalizer,
+        score=config.score,
+        reduce=config.reduce,
+        target_fpr=config.target_fpr,
+        batch_size=min(config.batch_size, 64),
+        seed=config.seed,
+    ).fit(patches)
 
 
 def pretrain(
@@ -297,32 +410,48 @@ def pretrain(
     recon = reconstruction_loss(config.loss)
 
     def val_fn(model: torch.nn.Module) -> float:
-        device = next(model.parameters()).device
+        device = next(iter(model.state_dict().values())).device  # PCA has buffers only
         losses = [float(recon(model(b.to(device)), b.to(device))) for b in val.split(64)]
         return sum(losses) / len(losses)
 
     model = _build(config)
-    logger.info(
-        "training %s for %d steps of %d patches (%d patches of %dx%d) from %d input(s)",
-        config.model,
-        config.steps,
-        config.batch_size,
-        n_train,
-        config.patch_size,
-        config.patch_size,
-        len(paths),
-    )
-    summary = train_loop(
-        model,
-        _loss_function(config),
-        train,
-        config.loop_settings(progress),
-        val_fn=val_fn,
-        checkpoint=work / "checkpoint.pt",
-        resume=resume,
-    )
+    if model_spec(config.model).fitted_in_closed_form:
+        summary = _fit_closed_form(model, train, val_fn, config)
+    else:
+        logger.info(
+            "training %s for %d steps of %d patches (%d patches of %dx%d) from %d input(s)",
+            config.model,
+            config.steps,
+            config.batch_size,
+            n_train,
+            config.patch_size,
+            config.patch_size,
+            len(paths),
+        )
+        board = None
+        if config.tensorboard:
+            board = TensorBoardLogger(work / "tensorboard", panels=val[:4])
+        try:
+            summary = train_loop(
+                model,
+                _loss_function(config),
+                train,
+                config.loop_settings(progress),
+                val_fn=val_fn,
+                checkpoint=work / "checkpoint.pt",
+                resume=resume,
+                on_log=board,
+            )
+        finally:
+            if board is not None:
+                board.close()
     summary["sources"] = paths
-    model.to("cpu").eval()
+    if not distributed.is_main():
+        return summary  # rank 0 fits the score and writes the model folder
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    detector = fit_detector(model, normalizer, paths, config)
+    summary["threshold"] = detector.threshold_record_.to_dict()
+    summary["pixel_threshold"] = detector.pixel_threshold_.to_dict()
     save_bundle(
         out,
         model=model,
@@ -331,8 +460,11 @@ def pretrain(
         normalizer=normalizer,
         config=config.model_dump(mode="json"),
         overwrite=overwrite,
+        **detector.bundle_parts(),
     )
     with atomic_file(out / "training.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=float))
+    if (work / "tensorboard").is_dir():
+        shutil.move(work / "tensorboard", out / "tensorboard")
     shutil.rmtree(work)
     return summary

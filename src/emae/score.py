@@ -1,0 +1,163 @@
+"""``emae score``: anomaly maps of images under a trained model, and one score row per image.
+
+:func:`score_images` loads the fitted :class:`~emae.detector.AutoencoderDetector` of a model
+folder, computes the anomaly map of every section of the inputs (larger = more anomalous,
+float32) and writes
+
+- the map, with the spatial shape of the input: ``"YX"`` for one 2D image, ``"ZYX"`` for a 3D
+  stack, a folder of sections or several 2D images of one size (in input order); a TIFF when
+  the path ends in ``.tif``/``.tiff``, an OME-Zarr image when it ends in ``.zarr``;
+- ``<map name>_scores.csv`` beside it: one row per section with its source, section index,
+  the image score (the detector's reduction of the map), the mean, 99th percentile and maximum
+  of the map, and the fraction of pixels above the model's pixel threshold.
+
+Each section is scored whole, so this command is meant for images that fit in memory
+(sections up to a few thousand pixels a side); ``emae detect`` maps whole volumes tile by tile.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from emae.detector import AutoencoderDetector
+from emae.errors import EmaeError
+from emae.io import expand_inputs, open_image
+from emae.io.atomic import atomic_file, check_writable
+from emae.io.image import Image
+from emae.io.ngff import is_zarr
+from emae.io.writers import write_image
+from emae.training import select_device
+
+logger = logging.getLogger(__name__)
+
+MAP_SUFFIXES = (".tif", ".tiff", ".zarr")
+CSV_FIELDS = (
+    "image",
+    "section",
+    "score",
+    "mean",
+    "p99",
+    "max",
+    "anomalous_fraction",
+)
+
+
+def scores_path(map_path: str | Path) -> Path:
+    """The scores CSV written beside a map: ``maps/run.tif`` -> ``maps/run_scores.csv``."""
+    path = Path(map_path)
+    return path.with_name(path.name.split(".")[0] + "_scores.csv")
+
+
+def _open_inputs(inputs: Sequence[str | Path], scale: int) -> tuple[list[Image], list[str]]:
+    sources = expand_inputs([str(s) for s in inputs])
+    if not sources:
+        raise EmaeError(f"no input images found in {', '.join(map(str, inputs))}")
+    return [open_image(s, scale=scale) for s in sources], sources
+
+
+def _map_axes(images: list[Image], sources: list[str]) -> str:
+    """``"YX"`` for a single 2D image, else ``"ZYX"``; all sections must share one size."""
+    shapes = {im.yx_shape for im in images}
+    if len(shapes) > 1:
+        raise EmaeError(
+            f"the {len(images)} inputs have different section sizes {sorted(shapes)}; one map "
+            f"holds sections of one size, so score them separately (e.g. {sources[0]})"
+        )
+    return "YX" if len(images) == 1 and images[0].ndim == 2 else "ZYX"
+
+
+def score_images(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    device: str = "auto",
+    batch_size: int = 8,
+    scale: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
+
+    Parameters
+    ----------
+    model_dir
+        A model folder written by ``emae pretrain`` (with its fitted score and thresholds).
+    inputs
+        Files, folders or globs of 2D images or ``"ZYX"`` stacks, read in the given order.
+    out
+        The map to write: ``*.tif``/``*.tiff`` or ``*.zarr``. Neither it nor the scores CSV
+        may exist unless ``overwrite`` is set (and then only maps and CSVs are replaced).
+    overwrite
+        Replace an existing map and scores CSV.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    batch_size
+        Sections per forward pass.
+    scale
+        Pyramid level of multiscale inputs.
+    progress
+        Show a progress bar over sections.
+
+    Returns
+    -------
+    dict
+        ``{"map": path, "scores": csv path, "axes": "YX" | "ZYX", "shape": [...],
+        "sections": int, "anomalous_sections": int}``; a section counts as anomalous when its
+        image score is above the model's image threshold.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in MAP_SUFFIXES:
+        raise EmaeError(f"{out}: the map must end in .tif, .tiff or .zarr")
+    csv_path = scores_path(out)
+    is_map = is_zarr if out.suffix.lower() == ".zarr" else Path.is_file
+    check_writable(out, overwrite=overwrite, replaceable=is_map, kind="an image map")
+    check_writable(csv_path, overwrite=overwrite, replaceable=Path.is_file, kind="a CSV file")
+    detector = AutoencoderDetector.from_bundle(
+        model_dir, batch_size=batch_size, device=select_device(device)
+    )
+    images, sources = _open_inputs(inputs, scale)
+    axes = _map_axes(images, sources)
+    sections = [
+        (im, src, z) for im, src in zip(images, sources, strict=True) for z in range(im.n_sections)
+    ]
+    height, width = images[0].yx_shape
+    maps = np.empty((len(sections), height, width), dtype=np.float32)
+    rows = []
+    for i, (image, source, z) in enumerate(tqdm(sections, desc="scoring", disable=not progress)):
+        maps[i] = detector.anomaly_map(image.section(z)[None])[0]
+        m = maps[i]
+        rows.append(
+            {
+                "image": source,
+                "section": z,
+                "score": float(detector.reduce_maps(m[None])[0]),
+                "mean": float(m.mean(dtype=np.float64)),
+                "p99": float(np.percentile(m, 99)),
+                "max": float(m.max()),
+                "anomalous_fraction": float((m > detector.pixel_threshold_.value).mean()),
+            }
+        )
+    write_image(out, maps[0] if axes == "YX" else maps, axes=axes, overwrite=overwrite)
+    with atomic_file(csv_path, overwrite=overwrite) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    anomalous = sum(r["score"] > detector.threshold_ for r in rows)
+    logger.info("scored %d section(s); %d above the image threshold", len(rows), anomalous)
+    return {
+        "map": str(out),
+        "scores": str(csv_path),
+        "axes": axes,
+        "shape": list(maps[0].shape if axes == "YX" else maps.shape),
+        "sections": len(rows),
+        "anomalous_sections": int(anomalous),
+    }
