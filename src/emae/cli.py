@@ -125,6 +125,38 @@ def _score(args: argparse.Namespace) -> None:
     )
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from emae.finetune import finetune, load_finetune_config
+
+    freeze = None
+    if args.unfreeze_after is not None:
+        freeze = "unfreeze"
+    elif args.freeze is not None:
+        freeze = "frozen" if args.freeze else "finetune"
+    config = load_finetune_config(
+        args.config,
+        freeze=freeze,
+        unfreeze_after=args.unfreeze_after,
+        balance=args.balance,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    if args.model is None and not args.scratch:
+        raise EmaeError("give the autoencoder folder to fine-tune, or --scratch")
+    encoder = None if args.scratch else args.model
+    summary = finetune(
+        encoder, args.labels, args.out, config, overwrite=args.overwrite, progress=not args.quiet
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    print(
+        f"trained a {len(summary['class_counts'])}-class classifier ({config.freeze} encoder, "
+        f"balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
+        f"classifier folder {args.out}"
+    )
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
@@ -188,6 +220,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
     p.set_defaults(func=_score)
+
+    p = commands.add_parser("finetune", help="Train encoder + classifier head on few labels.")
+    p.add_argument("model", type=Path, nargs="?", help="Autoencoder folder (emae pretrain).")
+    p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
+    p.add_argument("--out", type=Path, required=True, help="Classifier folder to create.")
+    p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
+    freeze = p.add_mutually_exclusive_group()
+    freeze.add_argument(
+        "--freeze",
+        dest="freeze",
+        action="store_true",
+        default=None,
+        help="Keep the encoder frozen (default).",
+    )
+    freeze.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="Fine-tune the encoder at a lower learning rate.",
+    )
+    freeze.add_argument("--unfreeze-after", type=int, help="Unfreeze the encoder after N steps.")
+    freeze.add_argument(
+        "--scratch",
+        action="store_true",
+        help="Ignore MODEL: train the same network from random weights.",
+    )
+    p.add_argument(
+        "--balance", help="none, weights (default), oversample, undersample, artificial."
+    )
+    p.add_argument("--steps", type=int, help="Optimizer steps.")
+    p.add_argument("--batch-size", type=int, help="Patches per step.")
+    p.add_argument("--seed", type=int, help="Random seed.")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
+    p.set_defaults(func=_finetune)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

@@ -166,6 +166,15 @@ def _schedule(settings: LoopSettings) -> Callable[[int], float]:
     return factor
 
 
+def _group_schedule(
+    schedule: Callable[[int], float], scale: float, start: int
+) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return scale * schedule(step) if step >= start else 0.0
+
+    return factor
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, overwrite=True) as tmp:
@@ -228,6 +237,7 @@ def train_loop(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     on_log: Callable[[int, dict[str, float], nn.Module], None] | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place and return the run's history.
 
@@ -256,6 +266,11 @@ def train_loop(
         rank 0).
     resume
         Continue from ``checkpoint``.
+    param_groups
+        Parameter groups with their own learning rate: ``[{"params": [...], "lr_scale": 0.1,
+        "start_step": 200}, ...]``: a group's rate is ``lr_scale`` times the schedule from
+        ``start_step`` on, and 0 before (e.g. a pretrained encoder fine-tuned more gently and
+        later than a new head). Default: every parameter of ``model``, one group.
     on_log
         Called every ``val_every`` steps with ``(step, logs, model)`` (e.g.
         :class:`emae.tensorboard.TensorBoardLogger`), on rank 0 only, with the model in train
@@ -286,10 +301,17 @@ def train_loop(
             f"batch_size must be a multiple of the number of processes, got "
             f"batch_size={settings.batch_size} for {info.world_size} processes"
         )
+    groups = param_groups or [{"params": list(model.parameters())}]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        [{"params": list(g["params"])} for g in groups],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    schedule = _schedule(settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        [_group_schedule(schedule, g.get("lr_scale", 1.0), g.get("start_step", 0)) for g in groups],
+    )
     state: dict[str, Any] = {
         "step": 0,
         "best_val": None,

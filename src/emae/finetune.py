@@ -1,0 +1,296 @@
+"""``emae finetune``: a pretrained encoder plus a 1x1-conv head, trained on a few labels.
+
+:func:`finetune` reads the labeled patches of a labels CSV, normalizes them like the encoder's
+training data, and trains an :class:`~emae.models.classifier.EncoderClassifier` with the plain
+loop of :mod:`emae.training`: frozen encoder (``freeze="frozen"``, default), fine-tuned encoder
+at ``encoder_lr_scale`` times the head's rate (``"finetune"``), or frozen for ``unfreeze_after``
+steps then fine-tuned (``"unfreeze"``). Class imbalance, augmentation and regularization are
+options of :class:`FinetuneConfig`. The classifier folder (:mod:`emae.classifier_bundle`) holds
+everything needed to classify new patches and to map whole images.
+
+With ``encoder=None`` the same architecture starts from random weights and trains end to end:
+the "CNN from scratch" baseline of ``emae compare``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from emae.bundle import load_bundle
+from emae.classifier_bundle import FittedClassifier, save_classifier
+from emae.errors import EmaeError, config_error
+from emae.labeled_stream import LabeledPatchStream, class_weights
+from emae.labels import load_labels, read_labeled_patches
+from emae.models import build_model
+from emae.models.classifier import EncoderClassifier
+from emae.normalization import PercentileNormalizer
+from emae.training import LoopSettings, train_loop
+
+logger = logging.getLogger(__name__)
+
+
+class FinetuneConfig(BaseModel):
+    """Everything that defines a classifier run; one flat level, validated at the edge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    freeze: Literal["frozen", "finetune", "unfreeze"] = Field(
+        "frozen", description="Encoder: frozen, fine-tuned, or unfrozen after unfreeze_after."
+    )
+    unfreeze_after: int = Field(200, ge=0, description="Steps with a frozen encoder (unfreeze).")
+    encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="Encoder rate / head rate.")
+    balance: Literal["none", "weights", "oversample", "undersample", "artificial"] = Field(
+        "weights", description="Class-imbalance handling (see emae.labeled_stream)."
+    )
+    augment: bool = Field(True, description="Flips, rotations, intensity jitter, noise.")
+    hidden: int = Field(64, ge=1, le=4096, description="Channels of the hidden 1x1 conv.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the last 1x1 conv.")
+    label_smoothing: float = Field(0.05, ge=0, lt=1, description="Cross-entropy smoothing.")
+    steps: int = Field(400, ge=1, description="Optimizer steps (items seen = steps x batch).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Patches per step.")
+    lr: float = Field(3e-3, gt=0, le=1, description="Peak learning rate of the head.")
+    weight_decay: float = Field(1e-3, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
+    seed: int = Field(0, ge=0, description="Seed of initialization, draws and augmentation.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Autocast dtype.")
+    clean_class: str = Field("clean", description="The artifact-free class (balance artificial).")
+    scratch_channels: tuple[int, ...] = Field(
+        (32, 64, 128), description="Encoder channels when training from scratch (no encoder)."
+    )
+    patch_size: int | None = Field(
+        None, ge=8, description="Patch side; default the encoder's training patch size."
+    )
+
+
+def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
+    """A YAML file's options with flag overrides (``None`` ignored); unknown keys are errors."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise EmaeError(f"{path}: configuration file not found") from None
+        if not isinstance(data, dict):
+            raise EmaeError(f"{path}: expected a mapping of option: value at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return FinetuneConfig(**data)
+    except Exception as exc:
+        raise config_error(exc, str(path or "options")) from None
+
+
+def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, ...]:
+    """``(backbone, name, kwargs, normalizer or None, patch size)``."""
+    if encoder is None:
+        kwargs = {"channels": list(config.scratch_channels), "latent_channels": 16, "norm": "batch"}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            backbone = build_model("conv-ae", **kwargs)
+        return backbone, "conv-ae", kwargs, None, config.patch_size or 64
+    bundle = load_bundle(encoder)
+    patch = config.patch_size or int(bundle.config.get("patch_size", 64))
+    return bundle.model, bundle.model_name, bundle.model_kwargs, bundle.normalizer, patch
+
+
+def train_classifier(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    config: FinetuneConfig,
+    *,
+    encoder: str | Path | None,
+    extra: np.ndarray | None = None,
+    feature_names: tuple[str, ...] = (),
+    progress: bool = False,
+) -> tuple[FittedClassifier, dict[str, Any]]:
+    """Train a classifier on raw patches in memory; the one computation of finetune and compare.
+
+    Parameters
+    ----------
+    patches
+        ``(N, P, P)`` raw patches (intensities as read).
+    labels
+        ``(N,)`` int class indices into ``classes``.
+    classes
+        Class names.
+    config
+        Run configuration.
+    encoder
+        A pretrained model folder, or None to train the same architecture from scratch.
+    extra
+        ``(N, F)`` extra numeric features (``feat_*`` columns), or None.
+    feature_names
+        Names of the extra features.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    (FittedClassifier, dict)
+        The classifier, ready to predict, and the training summary.
+    """
+    backbone, name, kwargs, normalizer, patch_size = _backbone(encoder, config)
+    if patches.shape[-1] != patch_size or patches.shape[-2] != patch_size:
+        raise EmaeError(f"patches must be {patch_size}x{patch_size}, got {patches.shape[-2:]}")
+    if normalizer is None:
+        low, high = np.percentile(patches, [1.0, 99.0])
+        if not high > low:
+            raise EmaeError("the labeled patches are constant; cannot normalize them")
+        normalizer = PercentileNormalizer(float(low), float(high), source_dtype=str(patches.dtype))
+    extra_mean = extra_std = None
+    if extra is not None:
+        extra_mean = extra.mean(axis=0)
+        extra_std = np.where(extra.std(axis=0) > 0, extra.std(axis=0), 1.0)
+        extra = ((extra - extra_mean) / extra_std).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = EncoderClassifier(
+            backbone,
+            n_classes=len(classes),
+            patch_size=patch_size,
+            hidden=config.hidden,
+            dropout=config.dropout,
+            n_extra=0 if extra is None else extra.shape[1],
+        )
+    pretrained = encoder is not None
+    frozen_from_start = pretrained and config.freeze != "finetune"
+    model.freeze(frozen_from_start)
+    stream = LabeledPatchStream(
+        normalizer(patches),
+        labels,
+        classes,
+        config.steps * config.batch_size,
+        seed=config.seed,
+        extra=extra,
+        balance=config.balance,
+        augment_items=config.augment,
+        clean_class=config.clean_class,
+    )
+    weight = None
+    if config.balance == "weights":
+        weight = torch.from_numpy(class_weights(labels, len(classes)))
+    unfreeze = pretrained and config.freeze == "unfreeze"
+
+    def loss_fn(net, batch, step, generator):
+        x, y, *rest = batch
+        if unfreeze:
+            net.freeze(step < config.unfreeze_after)
+        # Dropout draws from torch's global generator: seed it from the step's own, so a run
+        # (and a resumed run) draws the same masks, without touching the caller's RNG state.
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            logits = net(x, rest[0] if rest else None).float()
+        w = None if weight is None else weight.to(logits.device)
+        loss = F.cross_entropy(logits, y, weight=w, label_smoothing=config.label_smoothing)
+        return loss, {}
+
+    head = list(model.head.parameters())
+    groups = [{"params": head}]
+    encoder_params = list(model.backbone.parameters())
+    if not pretrained:
+        groups = [{"params": head + encoder_params}]
+    elif config.freeze != "frozen" and encoder_params:
+        start = config.unfreeze_after if config.freeze == "unfreeze" else 0
+        groups.append(
+            {"params": encoder_params, "lr_scale": config.encoder_lr_scale, "start_step": start}
+        )
+    settings = LoopSettings(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        val_every=max(config.steps // 4, 1),
+        checkpoint_every=config.steps,
+        seed=config.seed,
+        device=config.device,
+        precision=config.precision,
+        progress=progress,
+    )
+    summary = train_loop(model, loss_fn, stream, settings, param_groups=groups)
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
+    fitted = FittedClassifier(
+        model=model,
+        classes=tuple(classes),
+        normalizer=normalizer,
+        backbone_name=name,
+        backbone_kwargs=kwargs,
+        feature_names=tuple(feature_names),
+        extra_mean=extra_mean,
+        extra_std=extra_std,
+    )
+    return fitted, summary
+
+
+def finetune(
+    encoder: str | Path | None,
+    labels_csv: str | Path,
+    out: str | Path,
+    config: FinetuneConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a classifier on every sample of a labels CSV and write its folder.
+
+    Parameters
+    ----------
+    encoder
+        Model folder of a pretrained autoencoder (``emae pretrain``), or None (from scratch).
+    labels_csv
+        The labels CSV (see :mod:`emae.labels`).
+    out
+        Classifier folder to create.
+    config
+        Run configuration; defaults when None.
+    overwrite
+        Replace an existing model folder.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        The training summary, with the class counts.
+    """
+    config = config or FinetuneConfig()
+    from emae.bundle import BUNDLE_ONLY
+    from emae.io.atomic import check_writable
+
+    check_writable(Path(out), overwrite=overwrite, **BUNDLE_ONLY)
+    patch_size = _backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
+    labeled = load_labels(labels_csv, patch_size=patch_size)
+    if len(labeled.classes) < 2:
+        raise EmaeError(f"{labels_csv}: a classifier needs at least 2 classes")
+    patches, labels = read_labeled_patches(labeled, patch_size)
+    extra = None
+    if labeled.features:
+        extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
+    fitted, summary = train_classifier(
+        patches,
+        labels,
+        labeled.classes,
+        config,
+        encoder=encoder,
+        extra=extra,
+        feature_names=labeled.features,
+        progress=progress,
+    )
+    summary["class_counts"] = labeled.class_counts()
+    summary["labels"] = str(Path(labels_csv).resolve())
+    summary["encoder"] = None if encoder is None else str(Path(encoder).resolve())
+    save_classifier(
+        out, fitted, config=config.model_dump(mode="json"), summary=summary, overwrite=overwrite
+    )
+    return summary

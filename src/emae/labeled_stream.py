@@ -1,0 +1,168 @@
+"""Training items drawn from a few hundred labeled patches: balancing and augmentation.
+
+The training loop counts samples seen, not epochs, and needs item ``i`` to be the same on every
+run (:mod:`emae.training`). :class:`LabeledPatchStream` turns a small labeled set into such a
+stream: item ``i`` picks a sample with a generator seeded by ``(seed, i)``, then augments it.
+
+Class imbalance (``balance``):
+
+``"none"``, ``"weights"``
+    Samples are drawn uniformly (for ``"weights"`` the loss weighs classes instead,
+    :func:`class_weights`).
+``"oversample"``
+    A class is drawn uniformly, then one of its samples: rare classes are repeated.
+``"undersample"``
+    Training uses a fixed random subset with as many samples of each class as the rarest has
+    (imbalanced-learn's ``RandomUnderSampler``).
+``"artificial"``
+    A class is drawn uniformly; for a class named like one of the synthetic artifact kinds
+    (:data:`emae.synth.artifacts.ARTIFACT_TYPES`), half of its items are a clean sample with that
+    artifact drawn on it (clipped to [0, 1] first), the other half its real samples.
+
+Augmentation (``augment=True``): flips and 90-degree rotations (EM has no preferred
+orientation), contrast and brightness jitter, and Gaussian noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emae.errors import EmaeError
+from emae.synth.artifacts import INJECTORS, inject
+
+Balance = Literal["none", "weights", "oversample", "undersample", "artificial"]
+BALANCES: tuple[str, ...] = ("none", "weights", "oversample", "undersample", "artificial")
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse class frequencies, scaled so the weighted samples still sum to N: ``(K,)`` float32.
+
+    A class absent from ``labels`` gets weight 0.
+    """
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return weights.astype(np.float32)
+
+
+def augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random flip / 90-degree rotation, contrast and brightness jitter, and mild noise.
+
+    ``patch`` is ``(P, P)`` float32, normalized; returns a new ``(P, P)`` float32 array.
+    """
+    out = np.rot90(patch, k=int(rng.integers(4)))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    mean = float(out.mean())
+    out = (out - mean) * rng.uniform(0.85, 1.15) + mean + rng.uniform(-0.05, 0.05)
+    if rng.random() < 0.5:
+        out = out + rng.normal(0.0, rng.uniform(0.0, 0.03), out.shape)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class LabeledPatchStream(Dataset):
+    """``n_items`` training items from labeled patches; item ``i`` is fixed for a seed.
+
+    Parameters
+    ----------
+    patches
+        ``(N, P, P)`` float32 normalized patches.
+    labels
+        ``(N,)`` int class indices in ``[0, K)``.
+    classes
+        The K class names (for ``balance="artificial"``).
+    n_items
+        Length of the stream (steps x batch size).
+    seed
+        Seed of the draws.
+    extra
+        ``(N, F)`` float32 extra features, or None.
+    balance
+        See the module docstring.
+    augment_items
+        Apply :func:`augment` to every item.
+    clean_class
+        Name of the artifact-free class, the canvas for ``balance="artificial"``.
+
+    Items are ``(patch (1, P, P) float32, label int64[, extra (F,) float32])`` tensors.
+    """
+
+    def __init__(
+        self,
+        patches: np.ndarray,
+        labels: np.ndarray,
+        classes: tuple[str, ...],
+        n_items: int,
+        *,
+        seed: int,
+        extra: np.ndarray | None = None,
+        balance: Balance = "none",
+        augment_items: bool = True,
+        clean_class: str = "clean",
+    ) -> None:
+        if balance not in BALANCES:
+            raise EmaeError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        if len(patches) != len(labels) or (extra is not None and len(extra) != len(labels)):
+            raise EmaeError("patches, labels and extra features must have one row per sample")
+        self.patches = np.ascontiguousarray(patches, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.extra = None if extra is None else np.asarray(extra, dtype=np.float32)
+        self.classes, self.n_items, self.seed = tuple(classes), int(n_items), seed
+        self.balance, self.augment_items = balance, augment_items
+        pool = np.arange(len(labels))
+        if balance == "undersample":
+            from imblearn.under_sampling import RandomUnderSampler
+
+            sampler = RandomUnderSampler(random_state=seed)
+            sampler.fit_resample(pool[:, None], self.labels)
+            pool = np.sort(sampler.sample_indices_)
+        self.by_class = [pool[self.labels[pool] == k] for k in range(len(self.classes))]
+        self.pool = pool
+        self.clean = None
+        if balance == "artificial":
+            if clean_class not in self.classes:
+                raise EmaeError(
+                    f"balance 'artificial' draws artifacts on the clean class {clean_class!r}, "
+                    f"which is not among the classes {list(self.classes)}"
+                )
+            self.clean = self.by_class[self.classes.index(clean_class)]
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def _pick(self, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+        """``(patch, label, source index)`` before augmentation."""
+        if self.balance in ("oversample", "artificial"):
+            present = [k for k, members in enumerate(self.by_class) if len(members)]
+            k = present[int(rng.integers(len(present)))]
+            name = self.classes[k]
+            if (
+                self.balance == "artificial"
+                and name in INJECTORS
+                and self.clean is not None
+                and len(self.clean)
+                and rng.random() < 0.5
+            ):
+                j = int(self.clean[rng.integers(len(self.clean))])
+                canvas = np.clip(self.patches[j], 0.0, 1.0)
+                drawn, _ = inject(canvas, name, seed=rng)
+                return drawn, k, j
+            j = int(self.by_class[k][rng.integers(len(self.by_class[k]))])
+        else:
+            j = int(self.pool[rng.integers(len(self.pool))])
+        return self.patches[j], int(self.labels[j]), j
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        if not 0 <= index < self.n_items:
+            raise IndexError(f"index {index} out of range for {self.n_items} items")
+        rng = np.random.default_rng((self.seed, index))
+        patch, label, j = self._pick(rng)
+        if self.augment_items:
+            patch = augment(patch, rng)
+        item = (torch.from_numpy(np.array(patch, dtype=np.float32)[None]), torch.tensor(label))
+        if self.extra is not None:
+            return (*item, torch.from_numpy(self.extra[j]))
+        return item

@@ -1,0 +1,138 @@
+"""A pretrained encoder with a small fully convolutional classifier head.
+
+The autoencoder learned what EM looks like from unlabeled data; a few hundred labeled patches
+then only have to teach a small head which features mean which artifact::
+
+    x (N, 1, H, W) -> backbone.features -> f (N, C, h, w)
+                   -> average over a window of the patch's cells -> (N, C, h', w')
+                   [-> concatenate extra numeric features, broadcast -> (N, C + F, h', w')]
+                   -> 1x1 conv -> LeakyReLU -> dropout -> 1x1 conv -> logits (N, K, h', w')
+
+On a patch of the training size the window is the whole feature map (``h' = w' = 1``): one class
+vector per patch. On a larger image the same window slides one cell at a time, so each output
+cell holds what the classifier says about the patch there: a dense map of class probabilities at
+``1 / downsample_factor`` of the input resolution, computed in one pass. It equals classifying
+each patch alone up to the encoder's padding (in the map, a patch's border cells see the
+patch's true surroundings rather than padding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emae.errors import EmaeError
+
+
+class EncoderClassifier(nn.Module):
+    """Classifier head on the features of an autoencoder.
+
+    Parameters
+    ----------
+    backbone
+        A registered autoencoder (anything with ``features(x) -> (N, C, h, w)``,
+        ``feature_channels`` and ``downsample_factor``); only its features are used.
+    n_classes
+        Number of classes K.
+    patch_size
+        Side of the training patches; sets the pooling window (``patch_size / m`` cells).
+    hidden
+        Channels of the hidden 1x1 convolution.
+    dropout
+        Dropout rate before the last 1x1 convolution.
+    n_extra
+        Number of extra numeric features per sample (the labels CSV's ``feat_*`` columns),
+        concatenated to the pooled features.
+
+    Attributes
+    ----------
+    frozen : bool
+        Whether the backbone is frozen: no gradients, and BatchNorm statistics kept in eval
+        mode even while the head trains.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        n_classes: int,
+        patch_size: int,
+        hidden: int = 64,
+        dropout: float = 0.1,
+        n_extra: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise EmaeError(f"a classifier needs at least 2 classes, got {n_classes}")
+        m = int(backbone.downsample_factor)
+        if patch_size < m or patch_size % m:
+            raise EmaeError(
+                f"patch_size must be a positive multiple of the encoder's downsampling {m}, "
+                f"got {patch_size}"
+            )
+        self.backbone = backbone
+        self.n_classes = n_classes
+        self.patch_size = patch_size
+        self.n_extra = n_extra
+        self.window = patch_size // m
+        self.downsample_factor = m
+        self.head = nn.Sequential(
+            nn.Conv2d(int(backbone.feature_channels) + n_extra, hidden, 1),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+            nn.Conv2d(hidden, n_classes, 1),
+        )
+        self.frozen = False
+
+    def freeze(self, frozen: bool = True) -> EncoderClassifier:
+        """Freeze (or unfreeze) the backbone; returns ``self``."""
+        self.frozen = frozen
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> EncoderClassifier:
+        """Train mode for the head; the backbone stays in eval mode while frozen."""
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def pooled_features(self, x: Tensor, window: int | None = None) -> Tensor:
+        """Backbone features averaged over the patch window: ``(N, C, h', w')``.
+
+        ``window=None`` averages over the patch size's window with stride 1 (a dense map on
+        large inputs); a patch of the training size gives ``(N, C, 1, 1)``.
+        """
+        f = self.backbone.features(x)  # (N, C, h, w)
+        k = self.window if window is None else window
+        k = min(k, f.shape[-2], f.shape[-1])
+        return F.avg_pool2d(f.float(), kernel_size=k, stride=1)
+
+    def logits_from_features(self, pooled: Tensor, extra: Tensor | None = None) -> Tensor:
+        """Head on pooled ``(N, C, h', w')`` features (+ extra ``(N, F)``): ``(N, K, h', w')``."""
+        if self.n_extra:
+            if extra is None or extra.shape != (pooled.shape[0], self.n_extra):
+                got = None if extra is None else tuple(extra.shape)
+                raise EmaeError(
+                    f"this classifier takes {self.n_extra} extra features per sample, got {got}"
+                )
+            tiled = extra.to(pooled)[:, :, None, None].expand(-1, -1, *pooled.shape[-2:])
+            pooled = torch.cat([pooled, tiled], dim=1)
+        return self.head(pooled)
+
+    def dense_logits(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        """Logits of the patch centred at every feature cell: ``(N, K, h', w')``."""
+        return self.logits_from_features(self.pooled_features(x), extra)
+
+    def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        """One logit vector per input: ``(N, 1, H, W) -> (N, K)``, pooled over the whole input."""
+        f = self.backbone.features(x)
+        pooled = F.adaptive_avg_pool2d(f.float(), 1)  # (N, C, 1, 1)
+        return self.logits_from_features(pooled, extra)[:, :, 0, 0]
+
+    def dense_probabilities(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
+        """Softmax of :meth:`dense_logits`: ``(N, K, h', w')`` summing to 1 over K."""
+        return torch.softmax(self.dense_logits(x, extra), dim=1)

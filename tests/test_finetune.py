@@ -1,0 +1,179 @@
+"""Few-label classification: the encoder + 1x1-conv head, its training modes and its folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emae.classifier_bundle import is_classifier, load_classifier
+from emae.errors import EmaeError
+from emae.finetune import FinetuneConfig, finetune, train_classifier
+from emae.labeled_stream import LabeledPatchStream, augment, class_weights
+from emae.labels import load_labels, read_labeled_patches
+from emae.models import build_model
+from emae.models.classifier import EncoderClassifier
+from emae.pretrain import PretrainConfig, pretrain
+from emae.synth.sample_data import tiny_config, write_sample_data
+
+FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny sample data and an encoder pretrained on it for a few steps."""
+    root = tmp_path_factory.mktemp("finetune")
+    write_sample_data(root / "data", tiny_config(0))
+    config = PretrainConfig(
+        steps=4,
+        batch_size=4,
+        patch_size=32,
+        channels=(8, 16),
+        latent_channels=4,
+        val_patches=8,
+        val_every=2,
+        checkpoint_every=2,
+        precision="fp32",
+        warmup_steps=1,
+        score_patches=16,
+        score="pixel",
+    )
+    pretrain([root / "data" / "unlabeled" / "volume.tif"], root / "ae", config, progress=False)
+    return root
+
+
+def test_head_is_fully_convolutional():
+    backbone = build_model("conv-ae", channels=(8, 16), latent_channels=4, norm="batch")
+    model = EncoderClassifier(backbone, n_classes=3, patch_size=32).eval()
+    x = torch.rand(2, 1, 32, 32)
+    assert model(x).shape == (2, 3)
+    # On the patch size, the dense map has one cell equal to the patch prediction.
+    torch.testing.assert_close(model.dense_logits(x)[:, :, 0, 0], model(x))
+    big = torch.rand(1, 1, 96, 64)
+    probs = model.dense_probabilities(big)
+    assert probs.shape == (1, 3, 96 // 4 - 8 + 1, 64 // 4 - 8 + 1)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, *probs.shape[-2:]))
+    # Cell (i, j) of the dense map classifies the patch whose top-left is (4 i, 4 j), up to
+    # the encoder's padding: in the map the patch's border cells see its true surroundings.
+    dense, alone = model.dense_logits(big)[0, :, 2, 3], model(big[:, :, 8:40, 12:44])[0]
+    torch.testing.assert_close(dense, alone, atol=1e-3, rtol=0)
+    other = model(big[:, :, 40:72, 12:44])[0]
+    assert (dense - alone).abs().max() < (dense - other).abs().max()
+
+
+def test_frozen_encoder_gets_no_gradient_and_keeps_batchnorm_statistics():
+    backbone = build_model("conv-ae", channels=(8, 16), latent_channels=4, norm="batch")
+    model = EncoderClassifier(backbone, n_classes=2, patch_size=32).freeze()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model.train()
+    model(torch.rand(4, 1, 32, 32)).sum().backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert all(p.grad is not None for p in model.head.parameters())
+    for k, v in backbone.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+
+
+def test_stream_items_are_fixed_and_balanced():
+    rng = np.random.default_rng(0)
+    patches = rng.random((30, 16, 16), dtype=np.float32)
+    labels = np.array([0] * 24 + [1] * 4 + [2] * 2)
+    stream = LabeledPatchStream(
+        patches, labels, ("clean", "a", "b"), 600, seed=1, balance="oversample"
+    )
+    torch.testing.assert_close(stream[5][0], stream[5][0])
+    counts = np.bincount([int(stream[i][1]) for i in range(600)], minlength=3)
+    assert counts.min() > 150  # about 200 each, not 480 / 80 / 40
+    under = LabeledPatchStream(
+        patches, labels, ("clean", "a", "b"), 10, seed=1, balance="undersample"
+    )
+    assert len(under.pool) == 6 and np.bincount(labels[under.pool]).tolist() == [2, 2, 2]
+    weights = class_weights(labels, 3)
+    assert weights[2] > weights[1] > weights[0]
+    assert np.isclose((weights[labels]).sum(), len(labels))
+
+
+def test_artificial_items_draw_the_artifact_on_clean_patches():
+    patches = np.full((4, 32, 32), 0.5, dtype=np.float32)
+    labels = np.array([0, 0, 0, 1])
+    stream = LabeledPatchStream(
+        patches, labels, ("clean", "dust"), 200, seed=0, balance="artificial", augment_items=False
+    )
+    dust = [stream[i][0] for i in range(200) if int(stream[i][1]) == 1]
+    changed = [float((d - 0.5).abs().max()) > 0.05 for d in dust]
+    assert 0.2 < np.mean(changed) < 0.8  # about half are drawn, half are the real sample
+
+
+def test_augment_keeps_shape_and_statistics():
+    patch = np.random.default_rng(0).random((16, 16), dtype=np.float32)
+    out = augment(patch, np.random.default_rng(1))
+    assert out.shape == patch.shape and out.dtype == np.float32
+    assert abs(out.mean() - patch.mean()) < 0.1
+
+
+@pytest.mark.parametrize("freeze", ["frozen", "finetune", "unfreeze"])
+def test_finetune_writes_a_classifier_folder_that_predicts(tmp_path, tiny, freeze):
+    config = FinetuneConfig(**FAST, freeze=freeze, unfreeze_after=3, balance="oversample")
+    labels_csv = tiny / "data" / "labels.csv"
+    summary = finetune(tiny / "ae", labels_csv, tmp_path / "clf", config, progress=False)
+    assert summary["steps_done"] == 6 and is_classifier(tmp_path / "clf")
+    clf = load_classifier(tmp_path / "clf")
+    labeled = load_labels(labels_csv, patch_size=32)
+    patches, _ = read_labeled_patches(labeled, 32)
+    proba = clf.predict_proba(patches[:5])
+    assert proba.shape == (5, len(labeled.classes))
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert list(clf.classes_) == list(labeled.classes)
+    dense = clf.dense_probabilities(np.zeros((64, 48), dtype=np.uint8) + 128)
+    assert dense.shape == (len(labeled.classes), 64 // 4 - 8 + 1, 48 // 4 - 8 + 1)
+
+
+def test_frozen_training_leaves_the_encoder_untouched(tiny):
+    labeled = load_labels(tiny / "data" / "labels.csv", patch_size=32)
+    patches, labels = read_labeled_patches(labeled, 32)
+    config = FinetuneConfig(**FAST)
+    fitted, _ = train_classifier(patches, labels, labeled.classes, config, encoder=tiny / "ae")
+    from emae.bundle import load_bundle
+
+    original = load_bundle(tiny / "ae").model.state_dict()
+    for k, v in fitted.model.backbone.state_dict().items():
+        torch.testing.assert_close(v, original[k], msg=k)
+
+
+def test_training_is_reproducible_and_learns_an_easy_task():
+    rng = np.random.default_rng(0)
+    dark = rng.normal(80, 10, (20, 32, 32))
+    bright = rng.normal(170, 10, (20, 32, 32))
+    patches = np.concatenate([dark, bright]).astype(np.float32)
+    labels = np.array([0] * 20 + [1] * 20)
+    config = FinetuneConfig(**{**FAST, "steps": 30}, patch_size=32, scratch_channels=(8, 16))
+    a, _ = train_classifier(patches, labels, ("dark", "bright"), config, encoder=None)
+    b, _ = train_classifier(patches, labels, ("dark", "bright"), config, encoder=None)
+    np.testing.assert_array_equal(a.predict_proba(patches), b.predict_proba(patches))
+    assert (a.predict(patches) == labels).mean() > 0.9
+
+
+def test_bad_requests_are_refused(tmp_path, tiny):
+    with pytest.raises(EmaeError, match="not an emae model folder"):
+        load_classifier(tmp_path)
+    with pytest.raises(EmaeError, match="autoencoder folder, not a classifier"):
+        load_classifier(tiny / "ae")
+    with pytest.raises(EmaeError, match="at least 2 classes"):
+        EncoderClassifier(build_model("conv-ae"), n_classes=1, patch_size=64)
+    with pytest.raises(Exception, match="freeze"):
+        FinetuneConfig(freeze="sometimes")
+
+
+def test_cli_finetune_and_its_errors(tmp_path, tiny, capsys):
+    from emae.cli import main
+
+    argv = ["-q", "finetune", str(tiny / "ae"), "--labels", str(tiny / "data" / "labels.csv")]
+    argv += ["--steps", "4", "--batch-size", "8", "--device", "cpu", "--balance", "oversample"]
+    assert main([*argv, "--out", str(tmp_path / "clf")]) == 0
+    assert "classifier folder" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "clf")]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert main(["-q", "finetune", "--labels", "x.csv", "--out", str(tmp_path / "c")]) == 2
+    assert "--scratch" in capsys.readouterr().err
+    bad = [*argv[:-2], "--balance", "smote-ish", "--out", str(tmp_path / "d")]
+    assert main(bad) == 2
+    assert "balance" in capsys.readouterr().err
