@@ -177,3 +177,37 @@ def test_cli_finetune_and_its_errors(tmp_path, tiny, capsys):
     bad = [*argv[:-2], "--balance", "smote-ish", "--out", str(tmp_path / "d")]
     assert main(bad) == 2
     assert "balance" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("balance", ["smote", "artificial", "undersample", "none"])
+def test_frozen_head_trains_on_cached_features_with_every_balance(tiny, balance):
+    labeled = load_labels(tiny / "data" / "labels.csv", patch_size=32)
+    patches, labels = read_labeled_patches(labeled, 32)
+    config = FinetuneConfig(**FAST, balance=balance)
+    fitted, summary = train_classifier(
+        patches, labels, labeled.classes, config, encoder=tiny / "ae"
+    )
+    assert summary["steps_done"] == 6
+    assert fitted.predict_proba(patches[:3]).shape == (3, len(labeled.classes))
+
+
+def test_cached_features_cover_the_eight_flips_and_turns():
+    from emae.labeled_stream import FeatureStream, dihedral
+
+    patch = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    views = dihedral(patch)
+    assert views.shape == (8, 1, 4, 4)
+    assert len({v.tobytes() for v in views[:, 0]}) == 8  # all distinct for an asymmetric patch
+    vectors = np.random.default_rng(0).random((8, 10, 3), dtype=np.float32)
+    labels = np.array([0] * 8 + [1] * 2)
+    stream = FeatureStream(vectors, labels, 2, 50, seed=0, balance="smote")
+    assert np.bincount(stream.y).tolist() == [64, 64]  # 16 views of class 1 grown to 64
+    with pytest.raises(EmaeError, match="not available on cached"):
+        FeatureStream(vectors, labels, 2, 5, seed=0, balance="artificial")
+
+
+def test_smote_needs_a_frozen_pretrained_encoder(tiny):
+    config = FinetuneConfig(**FAST, balance="smote", freeze="finetune")
+    patches = np.zeros((4, 32, 32), dtype=np.float32) + np.arange(4)[:, None, None]
+    with pytest.raises(EmaeError, match="SMOTE|smote"):
+        train_classifier(patches, np.array([0, 0, 1, 1]), ("a", "b"), config, encoder=tiny / "ae")

@@ -26,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from emae.bundle import load_bundle
 from emae.classifier_bundle import FittedClassifier, save_classifier
 from emae.errors import EmaeError, config_error
-from emae.labeled_stream import LabeledPatchStream, class_weights
+from emae.labeled_stream import FeatureStream, LabeledPatchStream, class_weights, dihedral
 from emae.labels import load_labels, read_labeled_patches
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
+from emae.synth.artifacts import INJECTORS, inject
 from emae.training import LoopSettings, train_loop
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,11 @@ class FinetuneConfig(BaseModel):
     )
     unfreeze_after: int = Field(200, ge=0, description="Steps with a frozen encoder (unfreeze).")
     encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="Encoder rate / head rate.")
-    balance: Literal["none", "weights", "oversample", "undersample", "artificial"] = Field(
+    balance: Literal["none", "weights", "oversample", "undersample", "artificial", "smote"] = Field(
         "weights", description="Class-imbalance handling (see emae.labeled_stream)."
+    )
+    cache_features: bool = Field(
+        True, description="Frozen encoder: train the head on cached features of 8 flips/turns."
     )
     augment: bool = Field(True, description="Flips, rotations, intensity jitter, noise.")
     hidden: int = Field(64, ge=1, le=4096, description="Channels of the hidden 1x1 conv.")
@@ -100,6 +104,48 @@ def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, 
     bundle = load_bundle(encoder)
     patch = config.patch_size or int(bundle.config.get("patch_size", 64))
     return bundle.model, bundle.model_name, bundle.model_kwargs, bundle.normalizer, patch
+
+
+def _pooled_views(model: EncoderClassifier, patches: np.ndarray) -> np.ndarray:
+    """Globally pooled backbone features of the 8 flips/turns: ``(8, N, C)`` float32."""
+    views = dihedral(patches)  # (8, N, P, P)
+    flat = views.reshape(-1, 1, *patches.shape[-2:])
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(flat), 128):
+            f = model.backbone.features(torch.from_numpy(flat[start : start + 128]))
+            out.append(F.adaptive_avg_pool2d(f.float(), 1)[:, :, 0, 0].numpy())
+    return np.concatenate(out).reshape(8, len(patches), -1)
+
+
+def _with_artificial(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    extra: np.ndarray | None,
+    clean_class: str,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Add clean patches with synthetic artifacts drawn on them until each artifact class that
+    has a synthetic kind (:data:`~emae.synth.artifacts.INJECTORS`) is as large as the largest."""
+    if clean_class not in classes:
+        raise EmaeError(f"balance 'artificial' needs the clean class {clean_class!r}")
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=len(classes))
+    clean = np.flatnonzero(labels == classes.index(clean_class))
+    new_patches, new_labels, new_extra = [patches], [labels], [extra]
+    for k, name in enumerate(classes):
+        missing = int(counts.max() - counts[k])
+        if name not in INJECTORS or missing <= 0 or not len(clean):
+            continue
+        picks = rng.choice(clean, missing)
+        drawn = [inject(np.clip(patches[j], 0, 1), name, seed=rng)[0] for j in picks]
+        new_patches.append(np.stack(drawn).astype(np.float32))
+        new_labels.append(np.full(missing, k, dtype=labels.dtype))
+        new_extra.append(None if extra is None else extra[picks])
+    stacked_extra = None if extra is None else np.concatenate(new_extra)
+    return np.concatenate(new_patches), np.concatenate(new_labels), stacked_extra
 
 
 def train_classifier(
@@ -165,34 +211,65 @@ def train_classifier(
     pretrained = encoder is not None
     frozen_from_start = pretrained and config.freeze != "finetune"
     model.freeze(frozen_from_start)
-    stream = LabeledPatchStream(
-        normalizer(patches),
-        labels,
-        classes,
-        config.steps * config.batch_size,
-        seed=config.seed,
-        extra=extra,
-        balance=config.balance,
-        augment_items=config.augment,
-        clean_class=config.clean_class,
-    )
     weight = None
     if config.balance == "weights":
         weight = torch.from_numpy(class_weights(labels, len(classes)))
     unfreeze = pretrained and config.freeze == "unfreeze"
+    cached = pretrained and config.freeze == "frozen" and config.cache_features
+    if config.balance == "smote" and not cached:
+        raise EmaeError(
+            "balance 'smote' interpolates cached latent vectors: it needs a pretrained, "
+            "frozen encoder with cache_features on"
+        )
+    normalized = normalizer(patches)
+    n_items = config.steps * config.batch_size
+    if cached:
+        balance = config.balance
+        if balance == "artificial":
+            normalized, labels, extra = _with_artificial(
+                normalized, labels, classes, extra, config.clean_class, config.seed
+            )
+            balance = "none"
+        stream: Any = FeatureStream(
+            _pooled_views(model, normalized),
+            labels,
+            len(classes),
+            n_items,
+            seed=config.seed,
+            extra=extra,
+            balance=balance,
+        )
+    else:
+        stream = LabeledPatchStream(
+            normalized,
+            labels,
+            classes,
+            n_items,
+            seed=config.seed,
+            extra=extra,
+            balance=config.balance,
+            augment_items=config.augment,
+            clean_class=config.clean_class,
+        )
+
+    def forward(net: EncoderClassifier, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if cached:  # (vectors (B, C [+ F]), labels): the head alone
+            v, y = batch
+            return net.head(v[:, :, None, None])[:, :, 0, 0], y
+        x, y, *rest = batch
+        return net(x, rest[0] if rest else None), y
 
     def loss_fn(net, batch, step, generator):
-        x, y, *rest = batch
         if unfreeze:
             net.freeze(step < config.unfreeze_after)
         # Dropout draws from torch's global generator: seed it from the step's own, so a run
         # (and a resumed run) draws the same masks, without touching the caller's RNG state.
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        device = batch[0].device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            logits = net(x, rest[0] if rest else None).float()
+            logits, y = forward(net, batch)
         w = None if weight is None else weight.to(logits.device)
-        loss = F.cross_entropy(logits, y, weight=w, label_smoothing=config.label_smoothing)
+        loss = F.cross_entropy(logits.float(), y, weight=w, label_smoothing=config.label_smoothing)
         return loss, {}
 
     head = list(model.head.parameters())

@@ -166,3 +166,94 @@ class LabeledPatchStream(Dataset):
         if self.extra is not None:
             return (*item, torch.from_numpy(self.extra[j]))
         return item
+
+
+def dihedral(patches: np.ndarray) -> np.ndarray:
+    """The 8 flips and 90-degree rotations of every patch: ``(N, P, P) -> (8, N, P, P)``."""
+    turns = [np.rot90(patches, k, axes=(-2, -1)) for k in range(4)]
+    return np.ascontiguousarray(np.stack(turns + [t[..., ::-1] for t in turns]))
+
+
+class FeatureStream(Dataset):
+    """Training items from cached feature vectors of a frozen encoder; item ``i`` fixed by seed.
+
+    With the encoder frozen, a patch's pooled features never change, so they are computed once
+    for the 8 flips and rotations of every labeled patch (``vectors`` ``(8, N, C)``) and the head
+    trains on vectors: hundreds of times faster than re-encoding every item, and the natural
+    place for SMOTE, which interpolates between samples in the latent space.
+
+    Parameters
+    ----------
+    vectors
+        ``(V, N, C)`` float32: ``V`` augmented views of each of the ``N`` samples.
+    labels
+        ``(N,)`` int class indices.
+    n_classes
+        K.
+    n_items
+        Length of the stream.
+    seed
+        Seed of the draws.
+    extra
+        ``(N, F)`` float32 extra features, or None.
+    balance
+        ``"none"``/``"weights"`` (uniform), ``"oversample"``, ``"undersample"`` or ``"smote"``
+        (imbalanced-learn's SMOTE on the views' vectors, extra features included, until every
+        class has as many as the largest).
+
+    Items are ``(vector (C [+ F],) float32, label int64)`` tensors.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        n_items: int,
+        *,
+        seed: int,
+        extra: np.ndarray | None = None,
+        balance: str = "none",
+    ) -> None:
+        if balance not in ("none", "weights", "oversample", "undersample", "smote"):
+            raise EmaeError(f"balance {balance!r} is not available on cached features")
+        views, n, _ = vectors.shape
+        x = vectors.reshape(views * n, -1)
+        y = np.tile(np.asarray(labels, dtype=np.int64), views)
+        if extra is not None:
+            x = np.concatenate([x, np.tile(np.asarray(extra, dtype=np.float32), (views, 1))], 1)
+        if balance == "smote":
+            from imblearn.over_sampling import SMOTE
+
+            smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+            if smallest < 2:
+                raise EmaeError("SMOTE needs at least 2 views of every class")
+            smote = SMOTE(k_neighbors=min(5, smallest - 1), random_state=seed)
+            x, y = smote.fit_resample(x, y)
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.int64)
+        pool = np.arange(len(self.y))
+        if balance == "undersample":
+            from imblearn.under_sampling import RandomUnderSampler
+
+            sampler = RandomUnderSampler(random_state=seed)
+            sampler.fit_resample(pool[:, None], self.y)
+            pool = np.sort(sampler.sample_indices_)
+        self.pool = pool
+        self.by_class = [pool[self.y[pool] == k] for k in range(n_classes)]
+        self.balance, self.n_items, self.seed = balance, int(n_items), seed
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.n_items:
+            raise IndexError(f"index {index} out of range for {self.n_items} items")
+        rng = np.random.default_rng((self.seed, index))
+        if self.balance == "oversample":
+            present = [members for members in self.by_class if len(members)]
+            members = present[int(rng.integers(len(present)))]
+            j = int(members[rng.integers(len(members))])
+        else:
+            j = int(self.pool[rng.integers(len(self.pool))])
+        return torch.from_numpy(self.x[j]), torch.tensor(self.y[j])
