@@ -1,0 +1,5 @@
+"""Classic, non-deep baselines that the learned models are compared against."""
+
+from emae.baselines.svm_features import SVMOnFeatures
+
+__all__ = ["SVMOnFeatures"]
