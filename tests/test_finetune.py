@@ -209,5 +209,5 @@ def test_cached_features_cover_the_eight_flips_and_turns():
 def test_smote_needs_a_frozen_pretrained_encoder(tiny):
     config = FinetuneConfig(**FAST, balance="smote", freeze="finetune")
     patches = np.zeros((4, 32, 32), dtype=np.float32) + np.arange(4)[:, None, None]
-    with pytest.raises(EmaeError, match="balance .smote. interpolates"):
+    with pytest.raises(EmaeError, match="needs a pretrained, frozen encoder"):
         train_classifier(patches, np.array([0, 0, 1, 1]), ("a", "b"), config, encoder=tiny / "ae")
