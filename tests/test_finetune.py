@@ -211,3 +211,43 @@ def test_smote_needs_a_frozen_pretrained_encoder(tiny):
     patches = np.zeros((4, 32, 32), dtype=np.float32) + np.arange(4)[:, None, None]
     with pytest.raises(EmaeError, match="needs a pretrained, frozen encoder"):
         train_classifier(patches, np.array([0, 0, 1, 1]), ("a", "b"), config, encoder=tiny / "ae")
+
+
+def test_evaluate_writes_metrics_predictions_and_plots(tmp_path, tiny, capsys):
+    import csv
+    import json
+
+    from PIL import Image as PILImage
+
+    from emae.cli import main
+
+    labels_csv = tiny / "data" / "labels.csv"
+    finetune(tiny / "ae", labels_csv, tmp_path / "clf", FinetuneConfig(**FAST), progress=False)
+    argv = ["-q", "evaluate", str(tmp_path / "clf"), "--labels", str(labels_csv)]
+    assert main([*argv, "--out", str(tmp_path / "report")]) == 0
+    assert "macro-F1" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    classes = load_labels(labels_csv).classes
+    assert {"macro_f1", "balanced_accuracy", "accuracy"} <= set(metrics)
+    for name in classes:
+        assert {"tpr", "tnr", "ppv", "npv", "f1", "roc_auc"} <= set(metrics["per_class"][name])
+    with open(tmp_path / "report" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(load_labels(labels_csv).samples)
+    assert {f"p_{c}" for c in classes} <= set(rows[0])
+    predicted = [r["predicted"] for r in rows]
+    correct = np.mean([p == r["label"] for p, r in zip(predicted, rows, strict=True)])
+    assert correct == pytest.approx(metrics["accuracy"])
+    for png in ("confusion.png", "roc_pr.png", "panels.png"):
+        PILImage.open(tmp_path / "report" / png).verify()
+    # An existing report is kept unless --overwrite; an unknown class is one error line.
+    assert main([*argv, "--out", str(tmp_path / "report")]) == 2
+    lines = labels_csv.read_text().splitlines()
+    header, first = lines[0].split(","), lines[1].split(",")
+    first[header.index("label")] = "lint"
+    bad = labels_csv.with_name("unknown_class.csv")  # beside the CSV: image paths are relative
+    bad.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    argv = ["-q", "evaluate", str(tmp_path / "clf"), "--labels", str(bad)]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown to the classifier" in capsys.readouterr().err

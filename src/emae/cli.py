@@ -157,6 +157,17 @@ def _finetune(args: argparse.Namespace) -> None:
     )
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from emae.evaluate import evaluate
+
+    metrics = evaluate(args.classifier, args.labels, args.out, overwrite=args.overwrite)
+    print(
+        f"{sum(c['support'] for c in metrics['per_class'].values())} samples: macro-F1 "
+        f"{metrics['macro_f1']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"accuracy {metrics['accuracy']:.3f}; report in {args.out}"
+    )
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
@@ -255,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
     p.set_defaults(func=_finetune)
+
+    p = commands.add_parser("evaluate", help="Score a classifier on a labeled test set.")
+    p.add_argument("classifier", type=Path, help="Classifier folder (emae finetune).")
+    p.add_argument("--labels", type=Path, required=True, help="Test labels CSV.")
+    p.add_argument("--out", type=Path, required=True, help="Report folder to create.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
+    p.set_defaults(func=_evaluate)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")
