@@ -168,6 +168,30 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from emae.compare import compare
+    from emae.finetune import load_finetune_config
+    from emae.folds import parse_budgets
+
+    config = load_finetune_config(args.config, steps=args.steps)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    summary = compare(
+        args.labels,
+        args.out,
+        encoder=args.encoder,
+        unlabeled=args.unlabeled or (),
+        methods=methods,
+        folds=args.folds,
+        budgets=parse_budgets(args.budgets),
+        config=config,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"compared {', '.join(summary['methods'])}; results in {args.out}:")
+    print((Path(args.out) / "table.md").read_text(), end="")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
@@ -273,6 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="Report folder to create.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
     p.set_defaults(func=_evaluate)
+
+    p = commands.add_parser("compare", help="Cross-validate classifiers over label budgets.")
+    p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
+    p.add_argument("--unlabeled", nargs="+", help="Images to pretrain an encoder on.")
+    p.add_argument("--encoder", type=Path, help="A pretrained autoencoder folder.")
+    p.add_argument(
+        "--methods",
+        default="head,cnn-scratch,svm-features,latent-logreg",
+        help="Comma-separated: head, head-finetune, cnn-scratch, svm-features, "
+        "latent-logreg, latent-knn.",
+    )
+    p.add_argument("--folds", type=int, default=5, help="Cross-validation folds (default 5).")
+    p.add_argument("--budgets", default="5,10,25,50,all", help="Labels per class to try.")
+    p.add_argument("--config", type=Path, help="YAML options of the neural methods (finetune).")
+    p.add_argument("--steps", type=int, help="Optimizer steps of the neural methods.")
+    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--out", type=Path, required=True, help="Results folder (resumes if present).")
+    p.add_argument("--overwrite", action="store_true", help="Discard a different comparison.")
+    p.set_defaults(func=_compare)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

@@ -1,0 +1,84 @@
+"""``emae compare``: the same folds and budgets for every method, resumable, honest tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emae.cli import main
+from emae.compare import compare
+from emae.errors import EmaeError
+from emae.finetune import FinetuneConfig
+from emae.pretrain import PretrainConfig, pretrain
+from emae.synth.sample_data import tiny_config, write_sample_data
+
+FAST = FinetuneConfig(steps=4, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    write_sample_data(root / "data", tiny_config(0))
+    config = PretrainConfig(
+        steps=2,
+        batch_size=4,
+        patch_size=32,
+        channels=(8, 16),
+        latent_channels=4,
+        val_patches=8,
+        val_every=2,
+        checkpoint_every=2,
+        precision="fp32",
+        warmup_steps=1,
+        score_patches=16,
+        score="pixel",
+    )
+    pretrain([root / "data" / "unlabeled" / "volume.tif"], root / "ae", config, progress=False)
+    return root
+
+
+def test_compare_writes_every_fit_and_resumes(tmp_path, tiny, monkeypatch):
+    out = tmp_path / "cmp"
+    kwargs = dict(
+        encoder=tiny / "ae",
+        methods=["head", "svm-features", "latent-logreg", "cnn-scratch"],
+        folds=2,
+        budgets=[1, None],
+        config=FAST.model_copy(update={"scratch_channels": (8, 16)}),
+        progress=False,
+    )
+    summary = compare(tiny / "data" / "labels.csv", out, **kwargs)
+    results = sorted(p.name for p in (out / "results").glob("*.json"))
+    assert len(results) == 4 * 2 * 2
+    row = json.loads((out / "results" / "head__1__fold0.json").read_text())
+    n_classes = len(summary["class_counts"])
+    assert 1 <= row["n_train"] <= n_classes  # at most one label per class
+    for method in kwargs["methods"]:
+        assert summary["methods"][method]["all"]["n_folds"] == 2
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert "| head |" in (out / "table.md").read_text()
+
+    # A second run with the same settings only reads the finished fits.
+    import emae.compare as module
+
+    def refuse(*args, **kw):
+        raise AssertionError("refit a finished result")
+
+    monkeypatch.setattr(module, "fit_predict", refuse)
+    again = compare(tiny / "data" / "labels.csv", out, **kwargs)
+    assert again == summary
+    with pytest.raises(EmaeError, match="other settings"):
+        compare(tiny / "data" / "labels.csv", out, **{**kwargs, "folds": 3})
+
+
+def test_compare_refuses_what_it_cannot_do(tmp_path, tiny, capsys):
+    with pytest.raises(EmaeError, match="need a pretrained encoder"):
+        compare(tiny / "data" / "labels.csv", tmp_path / "a", methods=["head"])
+    with pytest.raises(EmaeError, match="unknown method"):
+        compare(tiny / "data" / "labels.csv", tmp_path / "b", methods=["forest"])
+    argv = ["-q", "compare", "--labels", str(tiny / "data" / "labels.csv"), "--methods"]
+    argv += ["svm-features", "--folds", "5", "--out", str(tmp_path / "c")]
+    assert main(argv) == 2  # the tiny set has 2 samples of each artifact class
+    err = capsys.readouterr().err
+    assert "fewer than the 5 folds" in err and len(err.strip().splitlines()) == 1
