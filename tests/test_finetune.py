@@ -50,6 +50,7 @@ def test_head_is_fully_convolutional():
     # On the patch size, the dense map has one cell equal to the patch prediction.
     torch.testing.assert_close(model.dense_logits(x)[:, :, 0, 0], model(x))
     big = torch.rand(1, 1, 96, 64)
+    big[:, :, 48:] += 5.0  # a very different lower half
     probs = model.dense_probabilities(big)
     assert probs.shape == (1, 3, 96 // 4 - 8 + 1, 64 // 4 - 8 + 1)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, *probs.shape[-2:]))
@@ -57,7 +58,7 @@ def test_head_is_fully_convolutional():
     # the encoder's padding: in the map the patch's border cells see its true surroundings.
     dense, alone = model.dense_logits(big)[0, :, 2, 3], model(big[:, :, 8:40, 12:44])[0]
     torch.testing.assert_close(dense, alone, atol=1e-3, rtol=0)
-    other = model(big[:, :, 40:72, 12:44])[0]
+    other = model(big[:, :, 56:88, 12:44])[0]
     assert (dense - alone).abs().max() < (dense - other).abs().max()
 
 
@@ -251,3 +252,32 @@ def test_evaluate_writes_metrics_predictions_and_plots(tmp_path, tiny, capsys):
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "r2")]) == 2
     assert "unknown to the classifier" in capsys.readouterr().err
+
+
+def test_interrupted_finetune_resumes_to_the_same_classifier(tmp_path, tiny, monkeypatch):
+    labels_csv = tiny / "data" / "labels.csv"
+    config = FinetuneConfig(**{**FAST, "steps": 8}, freeze="finetune")
+    finetune(tiny / "ae", labels_csv, tmp_path / "a", config, progress=False)
+    original = LabeledPatchStream.__getitem__
+
+    def crash(self, index):
+        if index >= 5 * config.batch_size:
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    monkeypatch.setattr(LabeledPatchStream, "__getitem__", crash)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny / "ae", labels_csv, tmp_path / "b", config, progress=False)
+    monkeypatch.setattr(LabeledPatchStream, "__getitem__", original)
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(EmaeError, match="interrupted run"):
+        finetune(tiny / "ae", labels_csv, tmp_path / "b", config, progress=False)
+    with pytest.raises(EmaeError, match="cannot resume"):
+        other = config.model_copy(update={"seed": 3})
+        finetune(tiny / "ae", labels_csv, tmp_path / "b", other, resume=True, progress=False)
+    finetune(tiny / "ae", labels_csv, tmp_path / "b", config, resume=True, progress=False)
+    a = load_classifier(tmp_path / "a").model.state_dict()
+    b = load_classifier(tmp_path / "b").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert not (tmp_path / "b.training").exists()

@@ -147,7 +147,13 @@ def _finetune(args: argparse.Namespace) -> None:
         raise EmaeError("give the autoencoder folder to fine-tune, or --scratch")
     encoder = None if args.scratch else args.model
     summary = finetune(
-        encoder, args.labels, args.out, config, overwrite=args.overwrite, progress=not args.quiet
+        encoder,
+        args.labels,
+        args.out,
+        config,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.quiet,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
     print(
@@ -288,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="Patches per step.")
     p.add_argument("--seed", type=int, help="Random seed.")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
     p.set_defaults(func=_finetune)
 

@@ -14,7 +14,9 @@ the "CNN from scratch" baseline of ``emae compare``.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +160,8 @@ def train_classifier(
     extra: np.ndarray | None = None,
     feature_names: tuple[str, ...] = (),
     progress: bool = False,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> tuple[FittedClassifier, dict[str, Any]]:
     """Train a classifier on raw patches in memory; the one computation of finetune and compare.
 
@@ -179,6 +183,8 @@ def train_classifier(
         Names of the extra features.
     progress
         Show a progress bar.
+    checkpoint, resume
+        Checkpoint file of the loop, and whether to continue from it.
 
     Returns
     -------
@@ -289,13 +295,21 @@ def train_classifier(
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
         val_every=max(config.steps // 4, 1),
-        checkpoint_every=config.steps,
+        checkpoint_every=max(config.steps // 4, 1),
         seed=config.seed,
         device=config.device,
         precision=config.precision,
         progress=progress,
     )
-    summary = train_loop(model, loss_fn, stream, settings, param_groups=groups)
+    summary = train_loop(
+        model,
+        loss_fn,
+        stream,
+        settings,
+        param_groups=groups,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     model.to("cpu", memory_format=torch.contiguous_format).eval()
     fitted = FittedClassifier(
         model=model,
@@ -317,9 +331,14 @@ def finetune(
     config: FinetuneConfig | None = None,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a classifier on every sample of a labels CSV and write its folder.
+
+    While training, the checkpoint lives in ``OUT.training/``; an interrupted run continues
+    with ``resume=True`` (same configuration, labels and encoder), and ``OUT`` appears only
+    when training has finished.
 
     Parameters
     ----------
@@ -333,6 +352,8 @@ def finetune(
         Run configuration; defaults when None.
     overwrite
         Replace an existing model folder.
+    resume
+        Continue the interrupted run of ``out``.
     progress
         Show a progress bar.
 
@@ -345,7 +366,31 @@ def finetune(
     from emae.bundle import BUNDLE_ONLY
     from emae.io.atomic import check_writable
 
-    check_writable(Path(out), overwrite=overwrite, **BUNDLE_ONLY)
+    out = Path(out)
+    check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
+    work = out.with_name(out.name + ".training")
+    identity = {
+        "config": config.model_dump(mode="json"),
+        "labels": str(Path(labels_csv).resolve()),
+        "encoder": None if encoder is None else str(Path(encoder).resolve()),
+    }
+    if resume:
+        saved = work / "run.json"
+        if not saved.is_file() or json.loads(saved.read_text()) != identity:
+            raise EmaeError(
+                f"cannot resume {out}: {work} holds no interrupted run with this configuration, "
+                f"labels and encoder"
+            )
+    else:
+        if work.exists():
+            if not overwrite:
+                raise EmaeError(
+                    f"{work} holds an interrupted run; pass --resume to continue it or "
+                    "--overwrite to start again"
+                )
+            shutil.rmtree(work)
+        work.mkdir()
+        (work / "run.json").write_text(json.dumps(identity, indent=2))
     patch_size = _backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     labeled = load_labels(labels_csv, patch_size=patch_size)
     if len(labeled.classes) < 2:
@@ -363,6 +408,8 @@ def finetune(
         extra=extra,
         feature_names=labeled.features,
         progress=progress,
+        checkpoint=work / "checkpoint.pt",
+        resume=resume,
     )
     summary["class_counts"] = labeled.class_counts()
     summary["labels"] = str(Path(labels_csv).resolve())
@@ -370,4 +417,5 @@ def finetune(
     save_classifier(
         out, fitted, config=config.model_dump(mode="json"), summary=summary, overwrite=overwrite
     )
+    shutil.rmtree(work)
     return summary
