@@ -138,6 +138,7 @@ def _finetune(args: argparse.Namespace) -> None:
         freeze=freeze,
         unfreeze_after=args.unfreeze_after,
         balance=args.balance,
+        input=args.input,
         steps=args.steps,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -288,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ignore MODEL: train the same network from random weights.",
     )
     p.add_argument(
-        "--balance", help="none, weights (default), oversample, undersample, artificial."
+        "--balance", help="none, weights (default), oversample, undersample, artificial, smote."
+    )
+    p.add_argument(
+        "--input", help="Object-centred images: surrounding (default), cropped or masked."
     )
     p.add_argument("--steps", type=int, help="Optimizer steps.")
     p.add_argument("--batch-size", type=int, help="Patches per step.")

@@ -37,8 +37,9 @@ from emae.errors import EmaeError
 from emae.finetune import FinetuneConfig, train_classifier
 from emae.folds import budget_subset, make_folds
 from emae.io.atomic import atomic_file
-from emae.labels import load_labels, read_labeled_patches
+from emae.labels import load_labels
 from emae.metrics import classification_metrics, summarize_folds
+from emae.objects import object_patches
 from emae.plots import plot_learning_curves
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def compare(
     patch_size = config.patch_size or _encoder_patch(encoder)
     config = config.model_copy(update={"patch_size": patch_size})
     labeled = load_labels(labels_csv, patch_size=patch_size)
-    patches, y = read_labeled_patches(labeled, patch_size)
+    patches, y = object_patches(labeled, patch_size, config.input)
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)

@@ -24,8 +24,9 @@ import numpy as np
 from emae.classifier_bundle import load_classifier
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_dir
-from emae.labels import load_labels, read_labeled_patches
+from emae.labels import load_labels
 from emae.metrics import classification_metrics
+from emae.objects import object_patches
 from emae.plots import plot_confusion_matrix, plot_panels, plot_roc_pr
 
 #: Most samples drawn in the panel figure.
@@ -72,7 +73,8 @@ def evaluate(
         )
     if not labeled.samples:
         raise EmaeError(f"{labels_csv}: no samples to evaluate")
-    patches, local = read_labeled_patches(labeled, patch_size)
+    run = json.loads((Path(classifier) / "config.json").read_text()).get("run", {})
+    patches, local = object_patches(labeled, patch_size, run.get("input", "surrounding"))
     y = np.array([clf.classes.index(labeled.classes[i]) for i in local])
     extra = None
     if clf.feature_names:

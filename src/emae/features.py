@@ -258,6 +258,16 @@ def _segment(smooth: np.ndarray) -> np.ndarray:
     return labels == 1 + np.argmax(np.bincount(labels.ravel())[1:])
 
 
+def segment_object(image: np.ndarray) -> np.ndarray:
+    """The object of an object-centred image: ``(H, W)`` -> ``(H, W)`` bool (maybe empty).
+
+    The largest 8-connected component on the object side of the Otsu threshold of the image
+    smoothed with a Gaussian of 1 pixel; the object side is the one touching the border less,
+    so dark and bright objects are both found.
+    """
+    return _segment(ndi.gaussian_filter(np.asarray(image, dtype=np.float64), 1.0))
+
+
 def _object(x: np.ndarray, obj: np.ndarray) -> list[float]:
     area = int(obj.sum())
     if area == 0:

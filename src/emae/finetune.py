@@ -29,10 +29,11 @@ from emae.bundle import load_bundle
 from emae.classifier_bundle import FittedClassifier, save_classifier
 from emae.errors import EmaeError, config_error
 from emae.labeled_stream import FeatureStream, LabeledPatchStream, class_weights, dihedral
-from emae.labels import load_labels, read_labeled_patches
+from emae.labels import load_labels
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
+from emae.objects import object_patches
 from emae.synth.artifacts import INJECTORS, inject
 from emae.training import LoopSettings, train_loop
 
@@ -73,6 +74,9 @@ class FinetuneConfig(BaseModel):
     )
     patch_size: int | None = Field(
         None, ge=8, description="Patch side; default the encoder's training patch size."
+    )
+    input: Literal["surrounding", "cropped", "masked"] = Field(
+        "surrounding", description="Object-centred images: what the classifier sees."
     )
 
 
@@ -395,7 +399,7 @@ def finetune(
     labeled = load_labels(labels_csv, patch_size=patch_size)
     if len(labeled.classes) < 2:
         raise EmaeError(f"{labels_csv}: a classifier needs at least 2 classes")
-    patches, labels = read_labeled_patches(labeled, patch_size)
+    patches, labels = object_patches(labeled, patch_size, config.input)
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)

@@ -15,6 +15,8 @@ One sample per row, comma-separated, with a header line. Two forms:
 :func:`~emae.io.readers.open_image` reads, e.g. ``stack.h5:/raw``. Optional columns:
 
 - ``group``: samples with the same group stay in one fold when splitting; empty means no group.
+- ``mask`` (whole-image form): a 2D image of the same size, nonzero on the object, for the
+  object-centred input variants of :mod:`emae.objects`; empty means no mask.
 - ``feat_*``: numeric features (e.g. ``feat_thickness``), finite numbers in every row.
 
 Any other column is an error, as are coordinates that are not non-negative integers. Class names
@@ -43,7 +45,7 @@ from emae.io.sources import split_source
 from emae.patches import PatchLocation, read_patches
 
 FEATURE_PREFIX = "feat_"
-KNOWN_COLUMNS = ("image", "x", "y", "z", "label", "group")
+KNOWN_COLUMNS = ("image", "x", "y", "z", "label", "group", "mask")
 _INTEGER = re.compile(r"\+?\d+")
 
 
@@ -53,7 +55,8 @@ class LabeledSample:
 
     ``image`` is the resolved path; ``x`` (column), ``y`` (row) and ``z`` (section, None for 2D)
     are the patch centre in pixels, all None for a whole-image sample. ``features`` holds the
-    values of the ``feat_*`` columns in the order of ``LabeledSet.features``.
+    values of the ``feat_*`` columns in the order of ``LabeledSet.features``; ``mask`` the
+    resolved path of the object's mask image, if any.
     """
 
     image: str
@@ -63,6 +66,7 @@ class LabeledSample:
     label: str
     group: str | None = None
     features: tuple[float, ...] = ()
+    mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,17 @@ def _check_geometry(
             )
 
 
+def _check_mask(mask: str, image: Image, where: str) -> None:
+    if not Path(split_source(mask)[0]).exists():
+        raise EmaeError(f"{where}: mask {Path(mask).name!r} not found")
+    try:
+        shape = open_image(mask).shape
+    except (EmaeError, OSError) as err:
+        raise EmaeError(f"{where}: {err}") from None
+    if shape != image.shape:
+        raise EmaeError(f"{where}: mask of shape {shape} differs from its image's {image.shape}")
+
+
 def _read_header(path: Path) -> tuple[list[str], Any]:
     if not path.is_file():
         raise EmaeError(f"{path}: labels file not found")
@@ -168,7 +183,7 @@ def _read_header(path: Path) -> tuple[list[str], Any]:
         raise EmaeError(f"{where}: missing required columns {missing} in header {header}")
     if unknown:
         raise EmaeError(
-            f"{where}: unknown columns {unknown}; expected image, x, y, z, label, group "
+            f"{where}: unknown columns {unknown}; expected image, x, y, z, label, group, mask "
             f"and numeric feature columns named {FEATURE_PREFIX}*"
         )
     return header, reader
@@ -188,6 +203,11 @@ def _parse_row(
         if c in row and coords[c] is None:
             raise EmaeError(f"{where}: empty {c}")
     resolved, file = _resolve(row["image"], folder)
+    mask = None
+    if row.get("mask"):
+        if "x" in row:
+            raise EmaeError(f"{where}: masks are for whole-image samples (image,label,mask)")
+        mask, _ = _resolve(row["mask"], folder)
     sample = LabeledSample(
         image=resolved,
         x=coords.get("x"),
@@ -196,6 +216,7 @@ def _parse_row(
         label=row["label"],
         group=row.get("group") or None,
         features=tuple(_feature(row[f], f, where) for f in features),
+        mask=mask,
     )
     return sample, file
 
@@ -258,6 +279,8 @@ def load_labels(
                     raise EmaeError(f"{where}: {err}") from None
             name = repr(cells[header.index("image")].strip())
             _check_geometry(sample, images[sample.image], name, patch_size, where)
+            if sample.mask is not None:
+                _check_mask(sample.mask, images[sample.image], where)
         samples.append(sample)
     if not samples:
         raise EmaeError(f"{path}: no samples, only a header")
@@ -347,21 +370,27 @@ def write_labels(
     coords = ["x", "y"] + (["z"] if any(s.z is not None for s in samples) else [])
     coords = coords if kinds == {True} else []
     group = ["group"] if any(s.group is not None for s in samples) else []
+    mask = ["mask"] if any(s.mask is not None for s in samples) else []
     folder = path.parent.resolve()
+
+    def relative(file: str) -> str:
+        p = Path(file)
+        return (
+            p.relative_to(folder) if p.is_absolute() and p.is_relative_to(folder) else p
+        ).as_posix()
+
     with atomic_file(path, overwrite=overwrite) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["image", *coords, "label", *group, *features])
+        writer.writerow(["image", *coords, "label", *group, *mask, *features])
         for s in samples:
-            image = Path(s.image)
-            if image.is_absolute() and image.is_relative_to(folder):
-                image = image.relative_to(folder)
             values = {"x": s.x, "y": s.y, "z": s.z}
             writer.writerow(
                 [
-                    image.as_posix(),
+                    relative(s.image),
                     *("" if values[c] is None else values[c] for c in coords),
                     s.label,
                     *([s.group or ""] if group else []),
+                    *([relative(s.mask) if s.mask else ""] if mask else []),
                     *(repr(float(v)) for v in s.features),
                 ]
             )
