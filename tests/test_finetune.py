@@ -281,3 +281,15 @@ def test_interrupted_finetune_resumes_to_the_same_classifier(tmp_path, tiny, mon
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     assert not (tmp_path / "b.training").exists()
+
+
+def test_tensorboard_shows_losses_and_prediction_panels(tmp_path, tiny):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = FinetuneConfig(**FAST, tensorboard=True)
+    finetune(tiny / "ae", tiny / "data" / "labels.csv", tmp_path / "clf", config, progress=False)
+    events = EventAccumulator(str(tmp_path / "clf" / "tensorboard"))
+    events.Reload()
+    assert "train/loss" in events.Tags()["scalars"]
+    assert "panels/figure" in events.Tags()["images"]

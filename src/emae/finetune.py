@@ -75,6 +75,7 @@ class FinetuneConfig(BaseModel):
     patch_size: int | None = Field(
         None, ge=8, description="Patch side; default the encoder's training patch size."
     )
+    tensorboard: bool = Field(False, description="Write TensorBoard logs to OUT/tensorboard.")
     input: Literal["surrounding", "cropped", "masked"] = Field(
         "surrounding", description="Object-centred images: what the classifier sees."
     )
@@ -166,6 +167,7 @@ def train_classifier(
     progress: bool = False,
     checkpoint: Path | None = None,
     resume: bool = False,
+    log_dir: Path | None = None,
 ) -> tuple[FittedClassifier, dict[str, Any]]:
     """Train a classifier on raw patches in memory; the one computation of finetune and compare.
 
@@ -189,6 +191,9 @@ def train_classifier(
         Show a progress bar.
     checkpoint, resume
         Checkpoint file of the loop, and whether to continue from it.
+    log_dir
+        TensorBoard folder: losses, and up to 2 samples per class titled with prediction and
+        target at every log step; None logs nothing.
 
     Returns
     -------
@@ -305,15 +310,27 @@ def train_classifier(
         precision=config.precision,
         progress=progress,
     )
-    summary = train_loop(
-        model,
-        loss_fn,
-        stream,
-        settings,
-        param_groups=groups,
-        checkpoint=checkpoint,
-        resume=resume,
-    )
+    board = None
+    if log_dir is not None and extra is None:  # panels need the patches alone
+        from emae.tensorboard import TensorBoardLogger, classification_figure
+
+        shown = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(len(classes))])
+        figure = classification_figure(normalized[shown][:, None], labels[shown], classes)
+        board = TensorBoardLogger(log_dir, figure_fn=figure)
+    try:
+        summary = train_loop(
+            model,
+            loss_fn,
+            stream,
+            settings,
+            param_groups=groups,
+            checkpoint=checkpoint,
+            resume=resume,
+            on_log=board,
+        )
+    finally:
+        if board is not None:
+            board.close()
     model.to("cpu", memory_format=torch.contiguous_format).eval()
     fitted = FittedClassifier(
         model=model,
@@ -414,6 +431,7 @@ def finetune(
         progress=progress,
         checkpoint=work / "checkpoint.pt",
         resume=resume,
+        log_dir=work / "tensorboard" if config.tensorboard else None,
     )
     summary["class_counts"] = labeled.class_counts()
     summary["labels"] = str(Path(labels_csv).resolve())
@@ -421,5 +439,7 @@ def finetune(
     save_classifier(
         out, fitted, config=config.model_dump(mode="json"), summary=summary, overwrite=overwrite
     )
+    if (work / "tensorboard").is_dir():
+        shutil.move(work / "tensorboard", out / "tensorboard")
     shutil.rmtree(work)
     return summary

@@ -17,6 +17,7 @@ TensorBoard is optional (``pip install "emae[tensorboard]"``); view the logs wit
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,6 +66,36 @@ def reconstruction_panels(model: nn.Module, patches: Tensor) -> np.ndarray:
     return np.concatenate([np.clip(images, 0, 1), np.clip(recon, 0, 1), error], axis=2)
 
 
+def classification_figure(
+    patches: Tensor, targets: Sequence[int], classes: Sequence[str]
+) -> Callable[[nn.Module], Any]:
+    """A ``figure_fn`` showing each patch titled ``pred <class> p=<prob> / true <class>``.
+
+    ``patches`` are ``(N, 1, H, W)`` normalized inputs of a classifier mapping them to
+    ``(N, K)`` logits; it is evaluated in eval mode without autograd, its mode restored.
+    """
+    from emae.plots import plot_panels
+
+    patches = torch.as_tensor(patches).detach().cpu().float()
+
+    def figure(model: nn.Module) -> Any:
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(iter(model.state_dict().values())).device
+            with torch.inference_mode():
+                probs = torch.softmax(model(patches.to(device)).float(), dim=1).cpu().numpy()
+        finally:
+            model.train(was_training)
+        titles = [
+            f"pred {classes[int(p.argmax())]} {p.max():.2f}\ntrue {classes[int(t)]}"
+            for p, t in zip(probs, targets, strict=True)
+        ]
+        return plot_panels(patches[:, 0].numpy(), titles, columns=min(len(titles), 8))
+
+    return figure
+
+
 def _summary_writer(log_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -88,6 +119,9 @@ class TensorBoardLogger:
         ``max_panels``), or ``None`` for scalars only.
     max_panels
         At most this many patches are shown.
+    figure_fn
+        ``figure_fn(model) -> matplotlib Figure`` drawn at every log step as ``panels/figure``
+        (e.g. :func:`classification_figure`: inputs titled with prediction and target).
 
     Notes
     -----
@@ -97,7 +131,11 @@ class TensorBoardLogger:
     """
 
     def __init__(
-        self, log_dir: str | Path, panels: Tensor | None = None, max_panels: int = 4
+        self,
+        log_dir: str | Path,
+        panels: Tensor | None = None,
+        max_panels: int = 4,
+        figure_fn: Callable[[nn.Module], Any] | None = None,
     ) -> None:
         if isinstance(max_panels, bool) or not isinstance(max_panels, int) or max_panels < 1:
             raise EmaeError(f"max_panels must be a positive int, got {max_panels!r}")
@@ -112,6 +150,7 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self.panels = panels
         self.max_panels = max_panels
+        self.figure_fn = figure_fn
         self._writer = _summary_writer(self.log_dir) if distributed.is_main() else None
 
     def __call__(self, step: int, logs: dict[str, float], model: nn.Module) -> None:
@@ -124,6 +163,8 @@ class TensorBoardLogger:
         if self.panels is not None:
             for i, panel in enumerate(reconstruction_panels(model, self.panels)):
                 self._writer.add_image(f"reconstruction/{i}", panel, step, dataformats="HW")
+        if self.figure_fn is not None:
+            self._writer.add_figure("panels/figure", self.figure_fn(model), step, close=False)
         self._writer.flush()
 
     def close(self) -> None:
