@@ -139,6 +139,7 @@ def _finetune(args: argparse.Namespace) -> None:
         unfreeze_after=args.unfreeze_after,
         balance=args.balance,
         input=args.input,
+        tensorboard=args.tensorboard or None,
         steps=args.steps,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="Patches per step.")
     p.add_argument("--seed", type=int, help="Random seed.")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
+    p.add_argument("--tensorboard", action="store_true", help="Log to OUT/tensorboard.")
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
     p.set_defaults(func=_finetune)
