@@ -65,7 +65,7 @@ def test_object_patches_from_a_labels_csv_with_and_without_masks(tmp_path):
     assert "mask" in (tmp_path / "labels.csv").read_text().splitlines()[0]
     labeled = load_labels(tmp_path / "labels.csv", patch_size=32)
     assert labeled.samples[0].mask == str(tmp_path / "m0.tif")
-    for variant in ("surrounding", "cropped", "masked"):
+    for variant in ("surrounding", "cropped", "masked", "whole"):
         patches, labels = object_patches(labeled, 32, variant)
         assert patches.shape == (3, 32, 32) and labels.tolist() == [1, 1, 0]
     # Without masks the object is segmented: the same crops within interpolation error.
@@ -89,3 +89,12 @@ def test_bad_masks_and_variants_are_refused(tmp_path):
     (tmp_path / "c.csv").write_text("image,label\nim.tif,x\nim.tif,y\n")
     with pytest.raises(EmaeError, match="variant must be"):
         object_patches(load_labels(tmp_path / "c.csv"), 32, "zoomed")
+
+
+def test_whole_variant_keeps_the_whole_image():
+    image, mask = _disc(shape=(60, 100))
+    whole = crop_object(image, np.ones_like(mask), 50, margin=0.0)
+    assert whole.shape == (50, 50)
+    # The 100-pixel side maps onto 50: the disc of radius 10 keeps about half its width.
+    bright = np.flatnonzero((whole > 125).any(axis=0))
+    assert 8 <= len(bright) <= 13

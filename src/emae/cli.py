@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--balance", help="none, weights (default), oversample, undersample, artificial, smote."
     )
     p.add_argument(
-        "--input", help="Object-centred images: surrounding (default), cropped or masked."
+        "--input", help="Whole-image labels: surrounding (default), cropped, masked or whole."
     )
     p.add_argument("--steps", type=int, help="Optimizer steps.")
     p.add_argument("--batch-size", type=int, help="Patches per step.")

@@ -76,7 +76,7 @@ class FinetuneConfig(BaseModel):
         None, ge=8, description="Patch side; default the encoder's training patch size."
     )
     tensorboard: bool = Field(False, description="Write TensorBoard logs to OUT/tensorboard.")
-    input: Literal["surrounding", "cropped", "masked"] = Field(
+    input: Literal["surrounding", "cropped", "masked", "whole"] = Field(
         "surrounding", description="Object-centred images: what the classifier sees."
     )
 

@@ -9,7 +9,10 @@ For whole-image labels (``image,label[,mask]``), what the classifier sees can be
     at a common scale;
 ``"masked"``
     the same crop with everything outside the object set to the median background intensity:
-    the object's own pixels only.
+    the object's own pixels only;
+``"whole"``
+    the whole image, reflect-padded to a square and resized to ``P x P``: for images whose
+    class is a property of all of it (e.g. the defect density of a fibre mat).
 
 The object is the sample's ``mask`` (labels CSV column) when given, else
 :func:`emae.features.segment_object` (Otsu threshold, largest component). An image in which no
@@ -31,8 +34,8 @@ from emae.labels import LabeledSet, read_labeled_patches
 
 logger = logging.getLogger(__name__)
 
-Variant = Literal["surrounding", "cropped", "masked"]
-VARIANTS: tuple[str, ...] = ("surrounding", "cropped", "masked")
+Variant = Literal["surrounding", "cropped", "masked", "whole"]
+VARIANTS: tuple[str, ...] = ("surrounding", "cropped", "masked", "whole")
 
 
 def object_box(mask: np.ndarray, margin: float) -> tuple[int, int, int]:
@@ -95,12 +98,15 @@ def object_patches(
     out, missing = [], 0
     for sample in labeled.samples:
         image = open_image(sample.image).section(0)
-        if sample.mask is not None:
+        if variant == "whole":
+            mask = np.ones(image.shape, dtype=bool)
+        elif sample.mask is not None:
             mask = open_image(sample.mask).section(0) > 0
         else:
             mask = segment_object(image)
         missing += not mask.any()
-        out.append(crop_object(image, mask, patch_size, masked=variant == "masked", margin=margin))
+        m = 0.0 if variant == "whole" else margin
+        out.append(crop_object(image, mask, patch_size, masked=variant == "masked", margin=m))
     if missing:
         logger.warning("%d of %d images show no object; using them whole", missing, len(out))
     return np.stack(out), labeled.label_indices()
