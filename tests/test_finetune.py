@@ -293,3 +293,23 @@ def test_tensorboard_shows_losses_and_prediction_panels(tmp_path, tiny):
     events.Reload()
     assert "train/loss" in events.Tags()["scalars"]
     assert "panels/figure" in events.Tags()["images"]
+
+
+def test_validation_split_and_early_stopping():
+    rng = np.random.default_rng(0)
+    patches = np.concatenate([rng.normal(80, 10, (20, 32, 32)), rng.normal(170, 10, (20, 32, 32))])
+    labels = np.array([0] * 20 + [1] * 20)
+    config = FinetuneConfig(
+        **{**FAST, "steps": 60},
+        patch_size=32,
+        scratch_channels=(8, 16),
+        val_fraction=0.25,
+        val_every=5,
+        patience=2,
+        lr=0.05,
+    )
+    _, summary = train_classifier(patches, labels, ("dark", "bright"), config, encoder=None)
+    assert all("val_loss" in h for h in summary["history"])
+    assert summary["best_val"] == min(h["val_loss"] for h in summary["history"])
+    with pytest.raises(EmaeError, match="cannot hold out"):
+        train_classifier(patches[:21], labels[:21], ("dark", "bright"), config, encoder=None)

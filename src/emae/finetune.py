@@ -76,6 +76,11 @@ class FinetuneConfig(BaseModel):
         None, ge=8, description="Patch side; default the encoder's training patch size."
     )
     tensorboard: bool = Field(False, description="Write TensorBoard logs to OUT/tensorboard.")
+    val_fraction: float = Field(
+        0.0, ge=0, le=0.5, description="Stratified share of labels held out for validation."
+    )
+    patience: int = Field(0, ge=0, description="Stop after N validations without gain; 0: off.")
+    val_every: int = Field(50, ge=1, description="Validate and log every N steps.")
     input: Literal["surrounding", "cropped", "masked", "whole"] = Field(
         "surrounding", description="Object-centred images: what the classifier sees."
     )
@@ -153,6 +158,40 @@ def _with_artificial(
         new_extra.append(None if extra is None else extra[picks])
     stacked_extra = None if extra is None else np.concatenate(new_extra)
     return np.concatenate(new_patches), np.concatenate(new_labels), stacked_extra
+
+
+def _hold_out(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    extra: np.ndarray | None,
+    weight: torch.Tensor | None,
+    config: FinetuneConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+    """Split off a stratified validation share; returns the rest and ``val_fn`` (weighted CE)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    try:
+        train, val = train_test_split(
+            index, test_size=config.val_fraction, stratify=labels, random_state=config.seed
+        )
+    except ValueError as exc:
+        raise EmaeError(
+            f"cannot hold out {config.val_fraction:.0%} for validation: {exc}"
+        ) from None
+    x_val = torch.from_numpy(patches[val][:, None])
+    y_val = torch.from_numpy(labels[val])
+    e_val = None if extra is None else torch.from_numpy(extra[val])
+
+    def val_fn(model: torch.nn.Module) -> float:
+        device = next(iter(model.state_dict().values())).device
+        e = None if e_val is None else e_val.to(device)
+        logits = model(x_val.to(device), e).float()
+        w = None if weight is None else weight.to(device)
+        return float(F.cross_entropy(logits, y_val.to(device), weight=w))
+
+    rest = None if extra is None else extra[train]
+    return patches[train], labels[train], rest, val_fn
 
 
 def train_classifier(
@@ -237,6 +276,9 @@ def train_classifier(
             "frozen encoder with cache_features on"
         )
     normalized = normalizer(patches)
+    val_fn = None
+    if config.val_fraction > 0:
+        normalized, labels, extra, val_fn = _hold_out(normalized, labels, extra, weight, config)
     n_items = config.steps * config.batch_size
     if cached:
         balance = config.balance
@@ -303,7 +345,8 @@ def train_classifier(
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
-        val_every=max(config.steps // 4, 1),
+        val_every=min(config.val_every, config.steps),
+        patience=config.patience,
         checkpoint_every=max(config.steps // 4, 1),
         seed=config.seed,
         device=config.device,
@@ -324,6 +367,7 @@ def train_classifier(
             stream,
             settings,
             param_groups=groups,
+            val_fn=val_fn,
             checkpoint=checkpoint,
             resume=resume,
             on_log=board,
