@@ -115,6 +115,8 @@ def _score(args: argparse.Namespace) -> None:
         device=args.device,
         batch_size=args.batch_size,
         scale=args.scale,
+        tile=args.tile,
+        overlap=args.overlap,
         progress=not args.quiet,
     )
     print(
@@ -259,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="Files, folders or globs of images.")
     p.add_argument("--out", type=Path, required=True, help="Map to write: .tif or .zarr.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
-    p.add_argument("--batch-size", type=int, default=8, help="Sections per forward pass.")
+    p.add_argument("--batch-size", type=int, default=8, help="Tiles per forward pass.")
+    p.add_argument("--tile", type=int, default=1024, help="Tile side in pixels (default 1024).")
+    p.add_argument("--overlap", type=int, default=64, help="Tile overlap in pixels (default 64).")
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
     p.set_defaults(func=_score)

@@ -11,8 +11,9 @@ float32) and writes
   the image score (the detector's reduction of the map), the mean, 99th percentile and maximum
   of the map, and the fraction of pixels above the model's pixel threshold.
 
-Each section is scored whole, so this command is meant for images that fit in memory
-(sections up to a few thousand pixels a side); ``emae detect`` maps whole volumes tile by tile.
+Each section is scored in overlapping tiles (:mod:`emae.tiling`, the code path of ``emae
+detect``); the maps of all sections are held in memory until written, so this command is meant
+for images of up to a few gigapixels; ``emae detect`` maps whole volumes chunk by chunk.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.image import Image
 from emae.io.ngff import is_zarr
 from emae.io.writers import write_image
+from emae.tiling import predict_tiled
 from emae.training import select_device
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def score_images(
     device: str = "auto",
     batch_size: int = 8,
     scale: int = 0,
+    tile: int = 1024,
+    overlap: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
@@ -100,9 +104,12 @@ def score_images(
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     batch_size
-        Sections per forward pass.
+        Tiles per forward pass.
     scale
         Pyramid level of multiscale inputs.
+    tile, overlap
+        Sections larger than ``tile`` pixels are scored in tiles overlapping by ``overlap``
+        and blended without seams (:mod:`emae.tiling`), so memory stays bounded by the tile.
     progress
         Show a progress bar over sections.
 
@@ -132,7 +139,13 @@ def score_images(
     maps = np.empty((len(sections), height, width), dtype=np.float32)
     rows = []
     for i, (image, source, z) in enumerate(tqdm(sections, desc="scoring", disable=not progress)):
-        maps[i] = detector.anomaly_map(image.section(z)[None])[0]
+        maps[i] = predict_tiled(
+            image.section(z),
+            lambda tiles: detector.anomaly_map(tiles)[:, None],
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+        )[0]
         m = maps[i]
         rows.append(
             {
