@@ -202,6 +202,32 @@ def _compare(args: argparse.Namespace) -> None:
     print((Path(args.out) / "table.md").read_text(), end="")
 
 
+def _detect(args: argparse.Namespace) -> None:
+    from emae.detect import detect
+
+    summary = detect(
+        args.model,
+        args.input,
+        args.out,
+        tile=args.tile,
+        overlap=args.overlap,
+        chunk=args.chunk,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        scale=args.scale,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    chunks = summary["chunks"]
+    rate = summary["megapixels_per_s"]
+    print(
+        f"{chunks['done']} chunks done, {chunks['skipped']} skipped in {summary['seconds']:.1f} s"
+        + (f" ({rate:.2f} MP/s)" if rate else "")
+        + f"; {summary['detections']} detections; map {summary['map']}, "
+        f"{summary['detections_csv']}, {summary['qc_csv']}, {summary['qc_png']}"
+    )
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
@@ -333,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="Results folder (resumes if present).")
     p.add_argument("--overwrite", action="store_true", help="Discard a different comparison.")
     p.set_defaults(func=_compare)
+
+    p = commands.add_parser("detect", help="Map a whole volume chunk by chunk (Dask, OME-Zarr).")
+    p.add_argument("model", type=Path, help="Autoencoder folder (emae pretrain).")
+    p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
+    p.add_argument("--out", type=Path, required=True, help="Output .zarr store.")
+    p.add_argument("--chunk", type=int, default=1024, help="Output chunk side (one task each).")
+    p.add_argument("--tile", type=int, default=512, help="Tile side within a chunk.")
+    p.add_argument("--overlap", type=int, default=64, help="Tile overlap and chunk halo.")
+    p.add_argument("--workers", type=int, help="Local Dask worker processes (default: cores).")
+    p.add_argument(
+        "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
+    )
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
+    p.set_defaults(func=_detect)
 
     p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")

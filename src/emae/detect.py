@@ -1,0 +1,376 @@
+"""``emae detect``: the anomaly map of a whole volume, chunk by chunk, on Dask.
+
+The output ``OUT.zarr`` is a zarr group holding ``anomaly``, an OME-Zarr image (NGFF v0.4,
+multiscale, axes as the input, float16, larger = more anomalous) chunked ``(1, C, C)`` per
+section, plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it (see :mod:`emae.qc`).
+
+Every output chunk is one task: it reads its region of the input plus a halo of ``overlap``
+pixels (only the input chunks it touches), maps it with the same tiled function as
+``emae score`` (:mod:`emae.tiling`), writes its own region of the store, and then writes a done
+marker holding its QC numbers and component pieces (:mod:`emae.components`). Memory per task is
+bounded by the chunk and tile sizes, whatever the volume size.
+
+Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one
+with ``scheduler="tcp://host:8786"`` (e.g. started by dask-jobqueue on SLURM), or in this process
+with ``scheduler="synchronous"``. The fitted detector is scattered to the workers once.
+Rerunning the same command skips chunks with a done marker, so a killed run resumes and ends
+with the same result; a failing chunk is retried, then reported with its coordinates while the
+finished chunks are kept. An existing output made with other settings is replaced only with
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from emae.components import ChunkComponents, chunk_components
+from emae.detector import AutoencoderDetector
+from emae.errors import EmaeError
+from emae.io import open_image
+from emae.io.atomic import atomic_file, check_writable
+from emae.io.ngff import is_zarr
+from emae.io.ome_zarr import build_pyramid, create_ome_zarr
+from emae.qc import write_reports
+from emae.tiling import predict_tiled
+
+logger = logging.getLogger(__name__)
+
+RUN = "emae_run.json"
+DONE = "emae_done"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output chunk ``z, y0:y1, x0:x1`` of the section grid."""
+
+    z: int
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    @property
+    def name(self) -> str:
+        return f"z{self.z}_y{self.y0}_x{self.x0}"
+
+
+def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
+    """Chunks of ``chunk x chunk`` pixels per section of a ``(Z, H, W)`` volume."""
+    z, h, w = shape
+    return [
+        Chunk(k, y, x, min(y + chunk, h), min(x + chunk, w))
+        for k in range(z)
+        for y in range(0, h, chunk)
+        for x in range(0, w, chunk)
+    ]
+
+
+def process_chunk(
+    c: Chunk,
+    detector: AutoencoderDetector,
+    source: str,
+    scale: int,
+    out: str,
+    *,
+    tile: int,
+    overlap: int,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Map one output chunk and write it with its done marker; returns its QC numbers."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    image = open_image(source, scale=scale)
+    h, w = image.yx_shape
+    ry0, rx0 = max(c.y0 - overlap, 0), max(c.x0 - overlap, 0)
+    ry1, rx1 = min(c.y1 + overlap, h), min(c.x1 + overlap, w)
+    key = (
+        (c.z, slice(ry0, ry1), slice(rx0, rx1))
+        if image.ndim == 3
+        else (slice(ry0, ry1), slice(rx0, rx1))
+    )
+    region = np.asarray(image.data[key])
+    maps = predict_tiled(
+        region, lambda t: detector.anomaly_map(t)[:, None], tile=tile, overlap=overlap
+    )[0]
+    core = maps[c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
+    array = zarr.open_array(f"{out}/anomaly/0", mode="r+")
+    target = (
+        (c.z, slice(c.y0, c.y1), slice(c.x0, c.x1))
+        if array.ndim == 3
+        else (slice(c.y0, c.y1), slice(c.x0, c.x1))
+    )
+    array[target] = core.astype(np.float16)
+    stored = core.astype(np.float16).astype(np.float32)  # decide on what was written
+    anomalous = stored > detector.pixel_threshold_.value
+    pieces = chunk_components(stored, anomalous, c.z, c.y0, c.x0)
+    qc = {
+        "z": c.z,
+        "y0": c.y0,
+        "x0": c.x0,
+        "height": c.y1 - c.y0,
+        "width": c.x1 - c.x0,
+        "mean_anomaly": float(stored.mean(dtype=np.float64)),
+        "anomalous_fraction": float(anomalous.mean()),
+    }
+    marker = Path(out) / DONE / f"{c.name}.npz"
+    with atomic_file(marker, overwrite=True) as tmp, tmp.open("wb") as f:
+        np.savez(
+            f,
+            qc=np.array(json.dumps(qc)),
+            stats=pieces.stats,
+            first_row=pieces.first_row,
+            last_row=pieces.last_row,
+            first_col=pieces.first_col,
+            last_col=pieces.last_col,
+        )
+    return qc
+
+
+def read_marker(path: Path) -> tuple[dict[str, Any], ChunkComponents]:
+    """The QC numbers and component pieces of a done chunk (never unpickles)."""
+    with np.load(path, allow_pickle=False) as f:
+        qc = json.loads(str(f["qc"]))
+        pieces = ChunkComponents(
+            qc["z"],
+            qc["y0"],
+            qc["x0"],
+            f["stats"],
+            f["first_row"],
+            f["last_row"],
+            f["first_col"],
+            f["last_col"],
+        )
+    return qc, pieces
+
+
+def _prepare(
+    out: Path,
+    settings: dict[str, Any],
+    shape: tuple[int, ...],
+    axes: str,
+    chunk: int,
+    overwrite: bool,
+) -> bool:
+    """Create the store, or check it holds this run; returns whether it resumes."""
+    run = out / RUN
+    if run.is_file():
+        if json.loads(run.read_text()) == settings:
+            return True
+        if not overwrite:
+            raise EmaeError(
+                f"{out} holds a detection with other settings; pass --overwrite to replace it"
+            )
+    check_writable(out, overwrite=overwrite, replaceable=is_zarr, kind="a zarr store")
+    if out.exists():
+        shutil.rmtree(out)
+    zarr.open_group(str(out), mode="w", zarr_format=2)
+    chunks = (1, chunk, chunk) if axes == "ZYX" else (chunk, chunk)
+    create_ome_zarr(out / "anomaly", shape, np.float16, axes=axes, chunks=chunks, name="anomaly")
+    (out / DONE).mkdir()
+    with atomic_file(run) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
+    return False
+
+
+def _client(workers: int | None, scheduler: str | None) -> Any:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise EmaeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    n = workers or max(1, os.cpu_count() or 1)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    return Client(cluster)
+
+
+def detect(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    chunk: int = 1024,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scale: int = 0,
+    retries: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Map a 2D image or ``"ZYX"`` volume and write ``out`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        An autoencoder folder from ``emae pretrain`` (with its fitted score and threshold).
+    source
+        Any input :func:`emae.io.open_image` reads (TIFF, OME-Zarr, HDF5, a folder of images).
+    out
+        The ``.zarr`` output.
+    tile, overlap
+        Tiles within a chunk and their overlap; ``overlap`` is also the halo read around a
+        chunk. Both in pixels.
+    chunk
+        Output chunk side; one task per chunk.
+    workers
+        Processes of the local Dask cluster (default: one per CPU core).
+    scheduler
+        Address of an existing Dask scheduler, or ``"synchronous"`` to run in this process.
+    scale
+        Pyramid level of a multiscale input.
+    retries
+        Retries of a failing chunk before it is reported.
+    overwrite
+        Replace an existing output made with other settings.
+    progress
+        Progress bar over chunks.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``megapixels_per_s``, ``chunks`` (done, skipped, failed), ``detections``,
+        and the paths written.
+    """
+    out = Path(out)
+    if out.suffix != ".zarr":
+        raise EmaeError(f"{out}: the output must be a .zarr store")
+    image = open_image(str(source), scale=scale)
+    detector = AutoencoderDetector.from_bundle(model, device="cpu")
+    if min(image.yx_shape) < 1:
+        raise EmaeError(f"{source}: empty image of shape {image.shape}")
+    settings = {
+        "model": str(Path(model).resolve()),
+        "source": str(source),
+        "shape": list(image.shape),
+        "scale": scale,
+        "tile": tile,
+        "overlap": overlap,
+        "chunk": chunk,
+        "score": detector.score,
+        "pixel_threshold": detector.pixel_threshold_.value,
+    }
+    resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite)
+    volume = (image.n_sections, *image.yx_shape)
+    chunks = plan_chunks(volume, chunk)
+    todo = [c for c in chunks if not (out / DONE / f"{c.name}.npz").is_file()]
+    skipped = len(chunks) - len(todo)
+    if resumed:
+        logger.info("resuming %s: %d of %d chunks already done", out, skipped, len(chunks))
+    began = time.perf_counter()
+    failed = _run(
+        todo,
+        detector,
+        str(source),
+        scale,
+        str(out),
+        tile,
+        overlap,
+        workers,
+        scheduler,
+        retries,
+        progress,
+    )
+    seconds = time.perf_counter() - began
+    if failed:
+        where = ", ".join(f"{c.name} ({err})" for c, err in failed[:5])
+        raise EmaeError(
+            f"{len(failed)} of {len(chunks)} chunks failed after {retries} retries: {where}; "
+            f"the {len(chunks) - len(failed)} finished chunks are kept; rerun to retry"
+        )
+    build_pyramid(out / "anomaly")
+    reports = write_reports(out, [read_marker(out / DONE / f"{c.name}.npz") for c in chunks])
+    pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
+    summary = {
+        "seconds": seconds,
+        "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 and pixels else None,
+        "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
+        **reports,
+        "map": str(out / "anomaly"),
+    }
+    logger.info(
+        "%d chunks done, %d skipped in %.1f s; %d detections",
+        len(todo),
+        skipped,
+        seconds,
+        reports["detections"],
+    )
+    return summary
+
+
+def _run(
+    todo: list[Chunk],
+    detector: AutoencoderDetector,
+    source: str,
+    scale: int,
+    out: str,
+    tile: int,
+    overlap: int,
+    workers: int | None,
+    scheduler: str | None,
+    retries: int,
+    progress: bool,
+) -> list[tuple[Chunk, str]]:
+    """Process the chunks; returns those that failed, with their error."""
+    if not todo:
+        return []
+    kwargs = {"tile": tile, "overlap": overlap}
+    bar = tqdm(total=len(todo), desc="detecting", unit="chunk", disable=not progress)
+    failed = []
+    if scheduler == "synchronous":
+        for c in todo:
+            for attempt in range(retries + 1):
+                try:
+                    process_chunk(c, detector, source, scale, out, **kwargs)
+                    break
+                except Exception as exc:  # reported with the chunk's coordinates
+                    if attempt == retries:
+                        failed.append((c, f"{type(exc).__name__}: {exc}"))
+            bar.update(1)
+        bar.close()
+        return failed
+    from distributed import as_completed
+
+    with _client(workers, scheduler) as client:
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        threads = max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None
+        shared = client.scatter(detector, broadcast=True)
+        futures = {
+            client.submit(
+                process_chunk,
+                c,
+                shared,
+                source,
+                scale,
+                out,
+                threads=threads,
+                retries=retries,
+                pure=False,
+                **kwargs,
+            ): c
+            for c in todo
+        }
+        for future in as_completed(futures):
+            if future.status == "error":
+                exc = future.exception()
+                failed.append((futures[future], f"{type(exc).__name__}: {exc}"))
+            bar.update(1)
+    bar.close()
+    return failed

@@ -1,0 +1,153 @@
+"""``emae detect``: chunked maps on Dask equal in-memory scoring, resume, reports, refusals."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from emae.detect import DONE, detect
+from emae.errors import EmaeError
+from emae.io import write_tiff
+from emae.io.ngff import validate_ngff
+from emae.pretrain import PretrainConfig, pretrain
+from emae.score import score_images
+from emae.synth.tissue import make_volume, to_uint8
+
+TINY = dict(
+    steps=2,
+    batch_size=4,
+    patch_size=32,
+    channels=(8, 16),
+    latent_channels=4,
+    val_patches=8,
+    val_every=2,
+    checkpoint_every=2,
+    precision="fp32",
+    warmup_steps=1,
+    score_patches=16,
+    score="pixel",
+    norm="none",
+)
+SMALL = dict(tile=48, overlap=16, chunk=40, scheduler="synchronous", progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("detect")
+    volume = to_uint8(make_volume((2, 90, 70), seed=4))
+    write_tiff(root / "clean.tif", volume, axes="ZYX")
+    volume[1, 30:50, 20:40] = 255  # a burnt square
+    write_tiff(root / "stack.tif", volume, axes="ZYX")
+    pretrain([root / "clean.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    return root
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
+    out = tmp_path / "out.zarr"
+    summary = detect(data / "run", data / "stack.tif", out, **SMALL)
+    assert summary["chunks"] == {"done": 2 * 3 * 2, "skipped": 0, "failed": 0}
+    group = zarr.open_group(str(out / "anomaly"), mode="r")
+    validate_ngff(group.attrs.asdict())
+    level0 = group["0"]
+    assert level0.shape == (2, 90, 70) and level0.dtype == np.float16
+    assert level0.chunks == (1, 40, 40)
+    maps = level0[:].astype(np.float32)
+    assert np.isfinite(maps).all()
+    # The burnt square is the strongest detection, in section 1, where it was drawn.
+    detections = _rows(tmp_path / "out_detections.csv")
+    top = detections[0]
+    assert top["z"] == "1" and 20 <= float(top["centroid_y"]) <= 60
+    assert 10 <= float(top["centroid_x"]) <= 50
+    qc = _rows(tmp_path / "out_qc.csv")
+    assert len(qc) == 2 * 3 * 2 + 2  # every tile and one row per section
+    section = {r["z"]: float(r["anomalous_fraction"]) for r in qc if r["tile"] == "all"}
+    assert section["1"] > section["0"]
+    assert (tmp_path / "out_qc.png").stat().st_size > 0
+
+
+def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
+    detect(data / "run", data / "stack.tif", tmp_path / "d.zarr", **SMALL)
+    score_images(data / "run", [data / "stack.tif"], tmp_path / "s.tif", tile=48, overlap=16)
+    chunked = zarr.open_array(str(tmp_path / "d.zarr" / "anomaly" / "0"), mode="r")[:]
+    whole = tifffile.imread(tmp_path / "s.tif")
+    assert np.corrcoef(chunked.astype(np.float32).ravel(), whole.ravel())[0, 1] > 0.95
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
+    detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
+    import emae.detect as module
+
+    original = module.process_chunk
+    calls = []
+
+    def fail_late(c, *args, **kwargs):
+        calls.append(c)
+        if c.z == 1:
+            raise RuntimeError("node lost")
+        return original(c, *args, **kwargs)
+
+    monkeypatch.setattr(module, "process_chunk", fail_late)
+    with pytest.raises(EmaeError, match=r"6 of 12 chunks failed .* z1_y0_x0"):
+        detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL, retries=1)
+    assert len(list((tmp_path / "b.zarr" / DONE).glob("*.npz"))) == 6
+    monkeypatch.setattr(module, "process_chunk", original)
+    summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL)
+    assert summary["chunks"] == {"done": 6, "skipped": 6, "failed": 0}
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    np.testing.assert_array_equal(a, b)
+    assert _rows(tmp_path / "a_detections.csv") == _rows(tmp_path / "b_detections.csv")
+
+
+def test_dask_workers_give_the_same_map(tmp_path, data):
+    detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
+    local = {**SMALL, "scheduler": None, "workers": 2}
+    detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **local)
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_and_settings_are_protected(tmp_path, data):
+    out = tmp_path / "o.zarr"
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    with pytest.raises(EmaeError, match="other settings"):
+        detect(data / "run", data / "stack.tif", out, **{**SMALL, "overlap": 8})
+    detect(data / "run", data / "stack.tif", out, **{**SMALL, "overlap": 8}, overwrite=True)
+    mine = tmp_path / "mine.zarr"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(EmaeError, match="already exists"):
+        detect(data / "run", data / "stack.tif", mine, **SMALL)
+    with pytest.raises(EmaeError, match="not a zarr store"):
+        detect(data / "run", data / "stack.tif", mine, **SMALL, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"
+    with pytest.raises(EmaeError, match=r"must be a \.zarr store"):
+        detect(data / "run", data / "stack.tif", tmp_path / "o.tif", **SMALL)
+    with pytest.raises(EmaeError, match="Dask scheduler"):
+        detect(
+            data / "run",
+            data / "stack.tif",
+            tmp_path / "x.zarr",
+            **{**SMALL, "scheduler": "tcp://127.0.0.1:9"},
+        )
+
+
+def test_cli_detect(tmp_path, data, capsys):
+    from emae.cli import main
+
+    argv = ["-q", "detect", str(data / "run"), str(data / "stack.tif"), "--out"]
+    argv += [str(tmp_path / "c.zarr"), "--chunk", "64", "--tile", "48", "--overlap", "16"]
+    assert main([*argv, "--scheduler", "synchronous"]) == 0
+    assert "detections" in capsys.readouterr().out
+    assert main([*argv, "--scheduler", "synchronous", "--overlap", "8"]) == 2
+    assert "other settings" in capsys.readouterr().err
