@@ -151,3 +151,26 @@ def test_cli_detect(tmp_path, data, capsys):
     assert "detections" in capsys.readouterr().out
     assert main([*argv, "--scheduler", "synchronous", "--overlap", "8"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, data):
+    small = tmp_path / "small.tif"
+    write_tiff(small, np.zeros((20, 300), dtype=np.uint8) + 100, axes="YX")
+    with pytest.raises(EmaeError, match="smaller than the 32x32 patches"):
+        detect(data / "run", small, tmp_path / "a.zarr", **SMALL)
+    wide = tmp_path / "u16.tif"
+    write_tiff(wide, np.zeros((64, 64), dtype=np.uint16) + 1000, axes="YX")
+    with pytest.raises(EmaeError, match="uint16 but the model .* uint8"):
+        detect(data / "run", wide, tmp_path / "b.zarr", **SMALL)
+    holes = zarr.open_array(
+        str(tmp_path / "holes.zarr"),
+        mode="w",
+        shape=(64, 64),
+        chunks=(32, 32),
+        dtype="uint8",
+        zarr_format=2,
+    )
+    holes[:32, :32] = 100
+    with pytest.raises(EmaeError, match="3 chunk"):
+        detect(data / "run", tmp_path / "holes.zarr", tmp_path / "c.zarr", **SMALL)
+    assert not any((tmp_path / n).exists() for n in ("a.zarr", "b.zarr", "c.zarr"))

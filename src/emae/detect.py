@@ -185,6 +185,29 @@ def _prepare(
     return False
 
 
+def _check_input(image: Any, detector: AutoencoderDetector, source: str, model: str) -> None:
+    """Refuse inputs the model cannot map meaningfully, before anything is written."""
+    patch = int(detector.model_config.get("patch_size", 1))
+    if min(image.yx_shape) < patch:
+        raise EmaeError(
+            f"{source}: sections of {image.yx_shape[0]}x{image.yx_shape[1]} are smaller than "
+            f"the {patch}x{patch} patches the model {model} learned from"
+        )
+    trained_on = detector.normalizer.source_dtype
+    if str(image.dtype) != trained_on:
+        raise EmaeError(
+            f"{source}: pixels are {image.dtype} but the model {model} was trained on "
+            f"{trained_on} images; its intensity normalization would not fit (convert the "
+            f"input or pretrain on {image.dtype} data)"
+        )
+    missing = getattr(image.data, "missing_chunks", None)
+    if missing:
+        raise EmaeError(
+            f"{source}: {missing} chunk(s) of the zarr array were never written (they read "
+            f"as the fill value); finish or repair the input before detecting"
+        )
+
+
 def _client(workers: int | None, scheduler: str | None) -> Any:
     from distributed import Client, LocalCluster
 
@@ -254,8 +277,7 @@ def detect(
         raise EmaeError(f"{out}: the output must be a .zarr store")
     image = open_image(str(source), scale=scale)
     detector = AutoencoderDetector.from_bundle(model, device="cpu")
-    if min(image.yx_shape) < 1:
-        raise EmaeError(f"{source}: empty image of shape {image.shape}")
+    _check_input(image, detector, str(source), str(model))
     settings = {
         "model": str(Path(model).resolve()),
         "source": str(source),

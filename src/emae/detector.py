@@ -75,6 +75,8 @@ class AutoencoderDetector:
         How ``threshold_`` was chosen (method, rate, number of scores).
     pixel_threshold_ : Threshold
         The same rule for single pixels of :meth:`anomaly_map`, used to outline anomalous regions.
+    model_config : dict
+        The run configuration of a detector loaded by :meth:`from_bundle` (empty otherwise).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class AutoencoderDetector:
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
+        self.model_config: dict[str, Any] = {}
 
     @property
     def score_name(self) -> str:
@@ -272,6 +275,7 @@ class AutoencoderDetector:
             seed=scoring.get("seed", 0),
         )
         detector._check_params()
+        detector.model_config = dict(bundle.config)
         stats_class = STATISTICS.get(detector.score)
         detector.stats_ = stats_class.from_arrays(bundle.arrays) if stats_class else None
         detector.pixel_threshold_ = Threshold.from_dict(scoring["pixel_threshold"])

@@ -77,6 +77,15 @@ class _View:
         chunks = getattr(self._data, "chunks", None)
         return None if chunks is None else tuple(int(chunks[i]) for i in self._keep)
 
+    @property
+    def missing_chunks(self) -> int | None:
+        """Chunks of a zarr array that were never written (read back as the fill value), or
+        None for other formats."""
+        total, written = getattr(self._data, "nchunks", None), None
+        if total is not None:
+            written = getattr(self._data, "nchunks_initialized", None)
+        return None if written is None else int(total) - int(written)
+
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
