@@ -224,3 +224,31 @@ def test_validate_ngff_names_what_is_wrong(change: str, message: str) -> None:
     with pytest.raises(EmaeError, match=message) as info:
         validate_ngff(_break(_valid_attrs(), change), path="img.zarr")
     assert str(info.value).startswith("img.zarr: ") and "\n" not in str(info.value)
+
+
+def test_channel_axis_images_carry_channel_names_and_build_pyramids(tmp_path):
+    import zarr
+
+    from emae.io.ngff import validate_ngff
+    from emae.io.ome_zarr import build_pyramid, create_ome_zarr
+
+    path = tmp_path / "probs.zarr"
+    create_ome_zarr(
+        path,
+        (3, 2, 40, 30),
+        "uint8",
+        axes="CZYX",
+        chunks=(1, 1, 16, 16),
+        channel_names=["clean", "dust", "fold"],
+    )
+    group = zarr.open_group(str(path), mode="r+")
+    validate_ngff(group.attrs.asdict())
+    axes = group.attrs["multiscales"][0]["axes"]
+    assert [a["type"] for a in axes] == ["channel", "space", "space", "space"]
+    assert [c["label"] for c in group.attrs["omero"]["channels"]] == ["clean", "dust", "fold"]
+    group["0"][1] = 200
+    build_pyramid(path)
+    assert group["1"].shape == (3, 2, 20, 15) and (group["1"][1] == 200).all()
+    assert (group["1"][0] == 0).all()
+    with pytest.raises(EmaeError, match="channel name"):
+        create_ome_zarr(tmp_path / "x.zarr", (2, 8, 8), "uint8", axes="CYX")

@@ -194,14 +194,18 @@ def _pixel_sizes(pixel_size: float | Sequence[float] | None, axes: str) -> list[
 
 
 def multiscales_attrs(
-    axes: str, n_levels: int, pixel_size: float | Sequence[float] | None, name: str
+    axes: str,
+    n_levels: int,
+    pixel_size: float | Sequence[float] | None,
+    name: str,
+    channel_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """NGFF v0.4 ``multiscales`` group attributes for a ``"YX"``/``"ZYX"`` 2x2-mean pyramid.
+    """NGFF v0.4 ``multiscales`` group attributes for a 2x2-mean pyramid.
 
     Parameters
     ----------
     axes
-        ``"YX"`` or ``"ZYX"``.
+        ``"YX"``, ``"ZYX"``, or with a leading channel axis ``"CYX"``, ``"CZYX"``.
     n_levels
         Number of levels; level ``k`` is level 0 averaged over ``2**k`` pixels in Y and X.
     pixel_size
@@ -209,15 +213,23 @@ def multiscales_attrs(
         with a scale of 1 per pixel.
     name
         Image name stored in the metadata.
+    channel_names
+        One label per channel (``"C"`` axes), stored as OMERO channel metadata, which napari
+        shows as layer names.
 
     Returns
     -------
     dict
-        ``{"multiscales": [...]}``, valid for :func:`validate_ngff`.
+        ``{"multiscales": [...]}`` (plus ``"omero"`` with channel names), valid for
+        :func:`validate_ngff`.
     """
-    sizes = _pixel_sizes(pixel_size, axes)
-    ngff_axes = []
+    space = axes.removeprefix("C")
+    sizes = [1.0] * (len(axes) - len(space)) + _pixel_sizes(pixel_size, space)
+    ngff_axes: list[dict[str, Any]] = []
     for a in axes.lower():
+        if a == "c":
+            ngff_axes.append({"name": "c", "type": "channel"})
+            continue
         axis = {"name": a, "type": "space"}
         if pixel_size is not None:
             axis["unit"] = "nanometer"
@@ -239,4 +251,19 @@ def multiscales_attrs(
         "type": "mean",
         "metadata": {"method": "emae.io.ome_zarr.build_pyramid", "kernel": "2x2 mean in YX"},
     }
-    return {"multiscales": [multiscale]}
+    attrs: dict[str, Any] = {"multiscales": [multiscale]}
+    if channel_names is not None:
+        attrs["omero"] = {
+            "name": name,
+            "version": NGFF_VERSION,
+            "channels": [
+                {
+                    "label": str(c),
+                    "active": True,
+                    "color": "FFFFFF",
+                    "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+                }
+                for c in channel_names
+            ],
+        }
+    return attrs

@@ -67,6 +67,7 @@ def create_ome_zarr(
     pixel_size: float | Sequence[float] | None = None,
     name: str | None = None,
     overwrite: bool = False,
+    channel_names: Sequence[str] | None = None,
 ) -> zarr.Group:
     """Create an empty NGFF v0.4 image: metadata plus every pyramid level, filled with zeros.
 
@@ -84,9 +85,9 @@ def create_ome_zarr(
     dtype
         Pixel dtype of every level.
     axes
-        ``"YX"`` or ``"ZYX"``.
+        ``"YX"`` or ``"ZYX"``, or with a leading channel axis ``"CYX"``/``"CZYX"``.
     chunks
-        Chunk shape of every level; default one section by 512x512.
+        Chunk shape of every level; default one section (and one channel) by 512x512.
     n_levels
         Number of levels; default: halve Y and X until a section fits in one chunk.
     pixel_size
@@ -95,6 +96,8 @@ def create_ome_zarr(
         Image name stored in the metadata; default the folder name.
     overwrite
         Replace an existing zarr store at ``path``; otherwise a non-empty ``path`` is an error.
+    channel_names
+        One label per channel, required with a ``C`` axis (OMERO metadata).
 
     Returns
     -------
@@ -102,8 +105,15 @@ def create_ome_zarr(
         The image group, opened for writing; arrays ``"0"``, ``"1"``, ...
     """
     path = Path(path)
-    if axes not in ("YX", "ZYX") or len(shape) != len(axes):
-        raise EmaeError(f"{path}: axes must be 'YX' or 'ZYX' matching shape, got {axes!r} {shape}")
+    if axes not in ("YX", "ZYX", "CYX", "CZYX") or len(shape) != len(axes):
+        raise EmaeError(
+            f"{path}: axes must be 'YX', 'ZYX', 'CYX' or 'CZYX' matching shape, got {axes!r} "
+            f"{shape}"
+        )
+    if (channel_names is not None) != axes.startswith("C") or (
+        channel_names is not None and len(channel_names) != shape[0]
+    ):
+        raise EmaeError(f"{path}: give one channel name per channel of a 'C' axis, and only then")
     if np.dtype(dtype).kind not in "uif":
         raise EmaeError(
             f"{path}: cannot write dtype {np.dtype(dtype)}; expected integers or floats"
@@ -115,7 +125,7 @@ def create_ome_zarr(
     n_levels = _default_n_levels(shape, chunks) if n_levels is None else int(n_levels)
     if n_levels < 1:
         raise EmaeError(f"{path}: n_levels must be >= 1, got {n_levels}")
-    attrs = multiscales_attrs(axes, n_levels, pixel_size, name or path.name)
+    attrs = multiscales_attrs(axes, n_levels, pixel_size, name or path.name, channel_names)
     check_writable(path, overwrite=overwrite, **_ZARR_ONLY)
     if path.is_dir():
         shutil.rmtree(path)
