@@ -313,3 +313,22 @@ def test_validation_split_and_early_stopping():
     assert summary["best_val"] == min(h["val_loss"] for h in summary["history"])
     with pytest.raises(EmaeError, match="cannot hold out"):
         train_classifier(patches[:21], labels[:21], ("dark", "bright"), config, encoder=None)
+
+
+def test_probability_maps_follow_the_image_at_full_resolution():
+    rng = np.random.default_rng(0)
+    dark = rng.normal(80, 10, (20, 32, 32))
+    bright = rng.normal(170, 10, (20, 32, 32))
+    patches = np.concatenate([dark, bright]).astype(np.float32)
+    labels = np.array([0] * 20 + [1] * 20)
+    config = FinetuneConfig(**{**FAST, "steps": 40}, patch_size=32, scratch_channels=(8, 16))
+    clf, _ = train_classifier(patches, labels, ("dark", "bright"), config, encoder=None)
+    image = np.concatenate([rng.normal(80, 10, (64, 48)), rng.normal(170, 10, (64, 48))], 1)
+    maps = clf.probability_maps(image[None].astype(np.float32))
+    assert maps.shape == (1, 2, 64, 96)
+    np.testing.assert_allclose(maps.sum(1), 1.0, rtol=1e-5)
+    assert (maps[0, 0, :, :32] > 0.5).mean() > 0.9  # dark side
+    assert (maps[0, 1, :, 64:] > 0.5).mean() > 0.9  # bright side
+    column = maps[0, 1].mean(0)
+    switch = int(np.argmax(column > 0.5))
+    assert 40 <= switch <= 56  # the boundary at x = 48, within a few cells

@@ -114,6 +114,32 @@ class FittedClassifier:
         self.model.eval()
         return self.model.dense_probabilities(x)[0].float().numpy()
 
+    def probability_maps(self, tiles: Any) -> np.ndarray:
+        """Full-resolution class probabilities of raw tiles ``(B, H, W)``: ``(B, K, H, W)`` float32.
+
+        The tiles are reflect-padded by half a patch, so the dense map's cell ``(i, j)`` classifies
+        the patch centred on pixel ``(m i, m j)`` (``m = downsample_factor``); the cells are then
+        upsampled bilinearly to pixels. Each pixel's probabilities are those of the patch around it.
+        """
+        if self.feature_names:
+            raise EmaeError("a classifier that uses extra features cannot map whole images")
+        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None])
+        h, w = x.shape[-2:]
+        half = self.model.patch_size // 2
+        mode = "reflect" if min(h, w) > half else "replicate"
+        padded = torch.nn.functional.pad(x, (half, half, half, half), mode=mode)
+        self.model.eval()
+        with torch.inference_mode():
+            cells = self.model.dense_probabilities(padded).float()  # (B, K, h', w')
+        m = self.model.downsample_factor
+        fine = torch.nn.functional.interpolate(
+            cells, scale_factor=m, mode="bilinear", align_corners=False
+        )
+        shift = (m - 1) // 2  # cell i covers pixels m i - m/2 .. m i + m/2 after upsampling
+        fine = torch.nn.functional.pad(fine, (0, w, 0, h), mode="replicate")
+        out = fine[:, :, shift : shift + h, shift : shift + w]
+        return (out / out.sum(dim=1, keepdim=True)).numpy()
+
 
 def save_classifier(
     path: str | Path,
