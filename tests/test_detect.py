@@ -160,7 +160,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, data):
         detect(data / "run", small, tmp_path / "a.zarr", **SMALL)
     wide = tmp_path / "u16.tif"
     write_tiff(wide, np.zeros((64, 64), dtype=np.uint16) + 1000, axes="YX")
-    with pytest.raises(EmaeError, match="uint16 but the model .* uint8"):
+    with pytest.raises(EmaeError, match=r"uint16 but the model .* uint8"):
         detect(data / "run", wide, tmp_path / "b.zarr", **SMALL)
     holes = zarr.open_array(
         str(tmp_path / "holes.zarr"),
@@ -174,3 +174,31 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, data):
     with pytest.raises(EmaeError, match="3 chunk"):
         detect(data / "run", tmp_path / "holes.zarr", tmp_path / "c.zarr", **SMALL)
     assert not any((tmp_path / n).exists() for n in ("a.zarr", "b.zarr", "c.zarr"))
+
+
+def test_classifier_models_write_named_probability_channels(tmp_path, data):
+    from emae.finetune import FinetuneConfig, finetune
+    from emae.labels import LabeledSample, write_labels
+
+    stack = str(data / "stack.tif")
+    samples = [LabeledSample(stack, x, y, 0, "clean") for x in (20, 35, 50) for y in (20, 45, 70)]
+    samples += [LabeledSample(stack, x, y, 1, "burnt") for x in (28, 30, 32) for y in (38, 40)]
+    write_labels(tmp_path / "labels.csv", samples)
+    config = FinetuneConfig(steps=20, batch_size=8, warmup_steps=1, precision="fp32")
+    finetune(data / "run", tmp_path / "labels.csv", tmp_path / "clf", config, progress=False)
+    summary = detect(tmp_path / "clf", data / "stack.tif", tmp_path / "p.zarr", **SMALL)
+    probs = zarr.open_group(str(tmp_path / "p.zarr" / "probabilities"), mode="r")
+    validate_ngff(probs.attrs.asdict())
+    assert [c["label"] for c in probs.attrs["omero"]["channels"]] == ["burnt", "clean"]
+    level0 = probs["0"]
+    assert level0.shape == (2, 2, 90, 70) and level0.dtype == np.uint8
+    total = level0[:].astype(int).sum(0)
+    assert np.abs(total - 255).max() <= 2  # probabilities scaled to 0-255 sum to 255
+    # The classifier's encoder had a fitted score, so the anomaly map is written too.
+    assert (tmp_path / "p.zarr" / "anomaly").is_dir()
+    qc = _rows(tmp_path / "p_qc.csv")
+    assert {"fraction_burnt", "fraction_clean", "anomalous_fraction"} <= set(qc[0])
+    classes = {r["class"] for r in _rows(tmp_path / "p_detections.csv")}
+    assert classes <= {"anomaly", "burnt"} and summary["detections"] == len(
+        _rows(tmp_path / "p_detections.csv")
+    )

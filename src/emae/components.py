@@ -25,7 +25,7 @@ class ChunkComponents:
     ``stats`` holds one row per local label ``1..n``: area, sum of y, sum of x, min y, min x,
     max y, max x (section pixel coordinates), peak value, and the class index of the piece.
     ``first_row``/``last_row`` and ``first_col``/``last_col`` are the local labels along the
-    chunk's borders (0 = background).
+    chunk's borders (0 = background). Pieces join only pieces of the same ``class_index``.
     """
 
     z: int
@@ -36,6 +36,7 @@ class ChunkComponents:
     last_row: np.ndarray
     first_col: np.ndarray
     last_col: np.ndarray
+    class_index: int = 0
     ids: list[int] = field(default_factory=list)
 
 
@@ -68,6 +69,7 @@ def chunk_components(
         labels[-1].copy(),
         labels[:, 0].copy(),
         labels[:, -1].copy(),
+        class_index,
     )
 
 
@@ -113,12 +115,13 @@ def merge_components(pieces: list[ChunkComponents]) -> list[dict[str, float]]:
         p.ids = list(range(offset, offset + len(p.stats)))
         offset += len(p.stats)
     uf = _UnionFind(offset)
-    where = {(p.z, p.y0, p.x0): p for p in pieces}
-    ending = {(p.z, p.y0, p.x0 + len(p.first_row)): p for p in pieces}  # keyed by right end
+    where = {(p.class_index, p.z, p.y0, p.x0): p for p in pieces}
+    ending = {(p.class_index, p.z, p.y0, p.x0 + len(p.first_row)): p for p in pieces}
     for p in pieces:
         h, w = len(p.first_col), len(p.first_row)
-        below = where.get((p.z, p.y0 + h, p.x0))
-        right = where.get((p.z, p.y0, p.x0 + w))
+        k = p.class_index
+        below = where.get((k, p.z, p.y0 + h, p.x0))
+        right = where.get((k, p.z, p.y0, p.x0 + w))
         for other, mine, theirs in (
             (below, p.last_row, None if below is None else below.first_row),
             (right, p.last_col, None if right is None else right.first_col),
@@ -130,8 +133,8 @@ def merge_components(pieces: list[ChunkComponents]) -> list[dict[str, float]]:
                     uf.union(p.ids[a - 1], other.ids[b - 1])
         # Diagonal neighbours below meet this chunk at one corner pixel each.
         corners = (
-            (where.get((p.z, p.y0 + h, p.x0 + w)), p.last_row[-1], 0),  # below right
-            (ending.get((p.z, p.y0 + h, p.x0)), p.last_row[0], -1),  # below left
+            (where.get((k, p.z, p.y0 + h, p.x0 + w)), p.last_row[-1], 0),  # below right
+            (ending.get((k, p.z, p.y0 + h, p.x0)), p.last_row[0], -1),  # below left
         )
         for other, a, corner in corners:
             if other is None or not a or not other.first_row[corner]:

@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from emae.components import ChunkComponents, chunk_components
+from emae.classifier_bundle import is_classifier, load_classifier
+from emae.detect_chunk import DONE, Chunk, Mapper, plan_chunks, process_chunk, read_marker
 from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
@@ -42,118 +42,10 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.ngff import is_zarr
 from emae.io.ome_zarr import build_pyramid, create_ome_zarr
 from emae.qc import write_reports
-from emae.tiling import predict_tiled
 
 logger = logging.getLogger(__name__)
 
 RUN = "emae_run.json"
-DONE = "emae_done"
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Output chunk ``z, y0:y1, x0:x1`` of the section grid."""
-
-    z: int
-    y0: int
-    x0: int
-    y1: int
-    x1: int
-
-    @property
-    def name(self) -> str:
-        return f"z{self.z}_y{self.y0}_x{self.x0}"
-
-
-def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
-    """Chunks of ``chunk x chunk`` pixels per section of a ``(Z, H, W)`` volume."""
-    z, h, w = shape
-    return [
-        Chunk(k, y, x, min(y + chunk, h), min(x + chunk, w))
-        for k in range(z)
-        for y in range(0, h, chunk)
-        for x in range(0, w, chunk)
-    ]
-
-
-def process_chunk(
-    c: Chunk,
-    detector: AutoencoderDetector,
-    source: str,
-    scale: int,
-    out: str,
-    *,
-    tile: int,
-    overlap: int,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Map one output chunk and write it with its done marker; returns its QC numbers."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    image = open_image(source, scale=scale)
-    h, w = image.yx_shape
-    ry0, rx0 = max(c.y0 - overlap, 0), max(c.x0 - overlap, 0)
-    ry1, rx1 = min(c.y1 + overlap, h), min(c.x1 + overlap, w)
-    key = (
-        (c.z, slice(ry0, ry1), slice(rx0, rx1))
-        if image.ndim == 3
-        else (slice(ry0, ry1), slice(rx0, rx1))
-    )
-    region = np.asarray(image.data[key])
-    maps = predict_tiled(
-        region, lambda t: detector.anomaly_map(t)[:, None], tile=tile, overlap=overlap
-    )[0]
-    core = maps[c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
-    array = zarr.open_array(f"{out}/anomaly/0", mode="r+")
-    target = (
-        (c.z, slice(c.y0, c.y1), slice(c.x0, c.x1))
-        if array.ndim == 3
-        else (slice(c.y0, c.y1), slice(c.x0, c.x1))
-    )
-    array[target] = core.astype(np.float16)
-    stored = core.astype(np.float16).astype(np.float32)  # decide on what was written
-    anomalous = stored > detector.pixel_threshold_.value
-    pieces = chunk_components(stored, anomalous, c.z, c.y0, c.x0)
-    qc = {
-        "z": c.z,
-        "y0": c.y0,
-        "x0": c.x0,
-        "height": c.y1 - c.y0,
-        "width": c.x1 - c.x0,
-        "mean_anomaly": float(stored.mean(dtype=np.float64)),
-        "anomalous_fraction": float(anomalous.mean()),
-    }
-    marker = Path(out) / DONE / f"{c.name}.npz"
-    with atomic_file(marker, overwrite=True) as tmp, tmp.open("wb") as f:
-        np.savez(
-            f,
-            qc=np.array(json.dumps(qc)),
-            stats=pieces.stats,
-            first_row=pieces.first_row,
-            last_row=pieces.last_row,
-            first_col=pieces.first_col,
-            last_col=pieces.last_col,
-        )
-    return qc
-
-
-def read_marker(path: Path) -> tuple[dict[str, Any], ChunkComponents]:
-    """The QC numbers and component pieces of a done chunk (never unpickles)."""
-    with np.load(path, allow_pickle=False) as f:
-        qc = json.loads(str(f["qc"]))
-        pieces = ChunkComponents(
-            qc["z"],
-            qc["y0"],
-            qc["x0"],
-            f["stats"],
-            f["first_row"],
-            f["last_row"],
-            f["first_col"],
-            f["last_col"],
-        )
-    return qc, pieces
 
 
 def _prepare(
@@ -163,6 +55,7 @@ def _prepare(
     axes: str,
     chunk: int,
     overwrite: bool,
+    mapper: Mapper,
 ) -> bool:
     """Create the store, or check it holds this run; returns whether it resumes."""
     run = out / RUN
@@ -178,23 +71,59 @@ def _prepare(
         shutil.rmtree(out)
     zarr.open_group(str(out), mode="w", zarr_format=2)
     chunks = (1, chunk, chunk) if axes == "ZYX" else (chunk, chunk)
-    create_ome_zarr(out / "anomaly", shape, np.float16, axes=axes, chunks=chunks, name="anomaly")
+    if mapper.detector is not None:
+        create_ome_zarr(
+            out / "anomaly", shape, np.float16, axes=axes, chunks=chunks, name="anomaly"
+        )
+    if mapper.classifier is not None:
+        classes = mapper.classes
+        create_ome_zarr(
+            out / "probabilities",
+            (len(classes), *shape),
+            np.uint8,
+            axes="C" + axes,
+            chunks=(len(classes), *chunks),
+            name="probabilities",
+            channel_names=classes,
+        )
     (out / DONE).mkdir()
     with atomic_file(run) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
     return False
 
 
-def _check_input(image: Any, detector: AutoencoderDetector, source: str, model: str) -> None:
+def _mapper(model: str | Path) -> tuple[Mapper, int]:
+    """The mapper of an autoencoder or classifier folder, and the model's patch size.
+
+    A classifier also maps anomalies when the autoencoder it was fine-tuned from is still
+    where its training summary says and holds a fitted score.
+    """
+    if not is_classifier(model):
+        detector = AutoencoderDetector.from_bundle(model, device="cpu")
+        return Mapper(detector=detector), int(detector.model_config.get("patch_size", 1))
+    classifier = load_classifier(model)
+    summary_path = Path(model) / "training.json"
+    encoder = (
+        json.loads(summary_path.read_text()).get("encoder") if summary_path.is_file() else None
+    )
+    run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
+    detector = None
+    if encoder and Path(encoder, "scoring.json").is_file():
+        detector = AutoencoderDetector.from_bundle(encoder, device="cpu")
+    clean = run.get("clean_class", "clean")
+    return Mapper(detector, classifier, clean), classifier.model.patch_size
+
+
+def _check_input(image: Any, mapper: Mapper, patch: int, source: str, model: str) -> None:
     """Refuse inputs the model cannot map meaningfully, before anything is written."""
-    patch = int(detector.model_config.get("patch_size", 1))
     if min(image.yx_shape) < patch:
         raise EmaeError(
             f"{source}: sections of {image.yx_shape[0]}x{image.yx_shape[1]} are smaller than "
             f"the {patch}x{patch} patches the model {model} learned from"
         )
-    trained_on = detector.normalizer.source_dtype
-    if str(image.dtype) != trained_on:
+    normalizer = (mapper.classifier or mapper.detector).normalizer
+    trained_on = normalizer.source_dtype
+    if str(image.dtype) != trained_on and mapper.classifier is None:
         raise EmaeError(
             f"{source}: pixels are {image.dtype} but the model {model} was trained on "
             f"{trained_on} images; its intensity normalization would not fit (convert the "
@@ -276,8 +205,8 @@ def detect(
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
     image = open_image(str(source), scale=scale)
-    detector = AutoencoderDetector.from_bundle(model, device="cpu")
-    _check_input(image, detector, str(source), str(model))
+    mapper, patch = _mapper(model)
+    _check_input(image, mapper, patch, str(source), str(model))
     settings = {
         "model": str(Path(model).resolve()),
         "source": str(source),
@@ -286,10 +215,9 @@ def detect(
         "tile": tile,
         "overlap": overlap,
         "chunk": chunk,
-        "score": detector.score,
-        "pixel_threshold": detector.pixel_threshold_.value,
+        "channels": (["anomaly"] if mapper.detector else []) + list(mapper.classes),
     }
-    resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite)
+    resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite, mapper)
     volume = (image.n_sections, *image.yx_shape)
     chunks = plan_chunks(volume, chunk)
     todo = [c for c in chunks if not (out / DONE / f"{c.name}.npz").is_file()]
@@ -299,7 +227,7 @@ def detect(
     began = time.perf_counter()
     failed = _run(
         todo,
-        detector,
+        mapper,
         str(source),
         scale,
         str(out),
@@ -317,15 +245,18 @@ def detect(
             f"{len(failed)} of {len(chunks)} chunks failed after {retries} retries: {where}; "
             f"the {len(chunks) - len(failed)} finished chunks are kept; rerun to retry"
         )
-    build_pyramid(out / "anomaly")
-    reports = write_reports(out, [read_marker(out / DONE / f"{c.name}.npz") for c in chunks])
+    for image_name in ("anomaly", "probabilities"):
+        if (out / image_name).is_dir():
+            build_pyramid(out / image_name)
+    markers = [read_marker(out / DONE / f"{c.name}.npz") for c in chunks]
+    reports = write_reports(out, markers, mapper.class_names())
     pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
     summary = {
         "seconds": seconds,
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 and pixels else None,
         "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
         **reports,
-        "map": str(out / "anomaly"),
+        "map": str(out),
     }
     logger.info(
         "%d chunks done, %d skipped in %.1f s; %d detections",
@@ -339,7 +270,7 @@ def detect(
 
 def _run(
     todo: list[Chunk],
-    detector: AutoencoderDetector,
+    mapper: Mapper,
     source: str,
     scale: int,
     out: str,
@@ -360,7 +291,7 @@ def _run(
         for c in todo:
             for attempt in range(retries + 1):
                 try:
-                    process_chunk(c, detector, source, scale, out, **kwargs)
+                    process_chunk(c, mapper, source, scale, out, **kwargs)
                     break
                 except Exception as exc:  # reported with the chunk's coordinates
                     if attempt == retries:
@@ -373,7 +304,7 @@ def _run(
     with _client(workers, scheduler) as client:
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         threads = max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None
-        shared = client.scatter(detector, broadcast=True)
+        shared = client.scatter(mapper, broadcast=True)
         futures = {
             client.submit(
                 process_chunk,

@@ -39,7 +39,7 @@ DETECTION_FIELDS = (
     "area",
     "peak",
 )
-QC_FIELDS = ("z", "tile", "x0", "y0", "width", "height", "anomalous_fraction", "mean_anomaly")
+QC_FIELDS = ("z", "tile", "x0", "y0", "width", "height")
 
 
 def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -48,6 +48,14 @@ def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) 
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def _artifact_fraction(qc: dict[str, Any]) -> float:
+    """The anomalous fraction, else the summed fractions of the classes other than clean."""
+    if "anomalous_fraction" in qc:
+        return float(qc["anomalous_fraction"])
+    fractions = {k: v for k, v in qc.items() if k.startswith("fraction_")}
+    return float(sum(v for k, v in fractions.items() if k != "fraction_clean"))
 
 
 def heatmap(fractions: np.ndarray, path: Path, title: str = "anomalous area per tile") -> None:
@@ -66,18 +74,24 @@ def heatmap(fractions: np.ndarray, path: Path, title: str = "anomalous area per 
 
 
 def write_reports(
-    out: Path, markers: list[tuple[dict[str, Any], ChunkComponents]], class_name: str = "anomaly"
+    out: Path,
+    markers: list[tuple[dict[str, Any], list[ChunkComponents]]],
+    class_names: list[str],
 ) -> dict[str, Any]:
-    """Write ``detections.csv``, ``qc.csv`` and ``qc.png`` beside ``out`` (``OUT.zarr``).
+    """Write ``OUT_detections.csv``, ``OUT_qc.csv`` and ``OUT_qc.png`` beside ``OUT.zarr``.
 
-    ``markers`` hold every chunk's ``(qc, pieces)`` in row-major order within each section.
+    ``markers`` hold every chunk's ``(qc, pieces)`` in row-major order within each section;
+    ``class_names[i]`` names component class index ``i``. The QC numbers are the keys of the
+    markers' ``qc`` besides the position: ``mean_anomaly``, ``anomalous_fraction`` and
+    ``fraction_<class>``. The heatmap shows the anomalous fraction, or for a classifier without
+    anomaly map the summed fractions of the classes other than ``clean``.
     Returns the number of detections and the three paths.
     """
     stem = out.with_suffix("")
-    components = merge_components([pieces for _, pieces in markers])
+    components = merge_components([p for _, pieces in markers for p in pieces])
     detections = [
         {
-            "class": class_name,
+            "class": class_names[c["class_index"]],
             "centroid_x": c["centroid_x"],
             "centroid_y": c["centroid_y"],
             "z": c["z"],
@@ -96,6 +110,7 @@ def write_reports(
         "qc_png": stem.with_name(stem.name + "_qc.png"),
     }
     _write_csv(paths["detections_csv"], DETECTION_FIELDS, detections)
+    numbers = [k for k in markers[0][0] if k not in ("z", "y0", "x0", "height", "width")]
     rows, by_section = [], {}
     for qc, _ in markers:
         by_section.setdefault(qc["z"], []).append(qc)
@@ -111,28 +126,13 @@ def write_reports(
                     "y0": t["y0"],
                     "width": t["width"],
                     "height": t["height"],
-                    "anomalous_fraction": t["anomalous_fraction"],
-                    "mean_anomaly": t["mean_anomaly"],
+                    **{k: t[k] for k in numbers},
                 }
             )
-        weights = [t["width"] * t["height"] / area for t in tiles]
-        rows.append(
-            {
-                "z": z,
-                "tile": "all",
-                "x0": 0,
-                "y0": 0,
-                "width": "",
-                "height": "",
-                "anomalous_fraction": sum(
-                    w * t["anomalous_fraction"] for w, t in zip(weights, tiles, strict=True)
-                ),
-                "mean_anomaly": sum(
-                    w * t["mean_anomaly"] for w, t in zip(weights, tiles, strict=True)
-                ),
-            }
-        )
-        grid.append([t["anomalous_fraction"] for t in tiles])
-    _write_csv(paths["qc_csv"], QC_FIELDS, rows)
+        weight = [t["width"] * t["height"] / area for t in tiles]
+        summary = {k: sum(w * t[k] for w, t in zip(weight, tiles, strict=True)) for k in numbers}
+        rows.append({"z": z, "tile": "all", "x0": 0, "y0": 0, "width": "", "height": "", **summary})
+        grid.append([_artifact_fraction(t) for t in tiles])
+    _write_csv(paths["qc_csv"], (*QC_FIELDS, *numbers), rows)
     heatmap(np.array(grid, dtype=np.float64), paths["qc_png"])
     return {"detections": len(detections), **{k: str(v) for k, v in paths.items()}}

@@ -1,0 +1,186 @@
+"""One task of ``emae detect``: map one output chunk, write it, leave a done marker.
+
+:class:`Mapper` turns raw tiles into the output channels: the anomaly map of an autoencoder
+(:class:`~emae.detector.AutoencoderDetector`) and/or the per-class probability maps of a
+classifier (:class:`~emae.classifier_bundle.FittedClassifier`). :func:`process_chunk` reads the
+chunk's region of the input plus a halo, maps it with :func:`emae.tiling.predict_tiled`, writes
+its region of ``anomaly`` (float16) and ``probabilities`` (uint8, 0-255), finds the connected
+regions in it (anomaly above the pixel threshold; each artifact class where it is the most
+probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
+and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from emae.classifier_bundle import FittedClassifier
+from emae.components import ChunkComponents, chunk_components
+from emae.detector import AutoencoderDetector
+from emae.io import open_image
+from emae.io.atomic import atomic_file
+from emae.tiling import predict_tiled
+
+DONE = "emae_done"
+#: Class index of the anomaly in component records; classifier class k has index k + 1.
+ANOMALY = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output chunk ``z, y0:y1, x0:x1`` of the section grid."""
+
+    z: int
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    @property
+    def name(self) -> str:
+        return f"z{self.z}_y{self.y0}_x{self.x0}"
+
+
+def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
+    """Chunks of ``chunk x chunk`` pixels per section of a ``(Z, H, W)`` volume."""
+    z, h, w = shape
+    return [
+        Chunk(k, y, x, min(y + chunk, h), min(x + chunk, w))
+        for k in range(z)
+        for y in range(0, h, chunk)
+        for x in range(0, w, chunk)
+    ]
+
+
+@dataclass
+class Mapper:
+    """Raw tiles ``(B, h, w)`` -> channels ``(B, C, h, w)``: anomaly first, then class maps."""
+
+    detector: AutoencoderDetector | None = None
+    classifier: FittedClassifier | None = None
+    clean_class: str = "clean"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return () if self.classifier is None else self.classifier.classes
+
+    def class_names(self) -> list[str]:
+        """Component class names by class index (see :data:`ANOMALY`)."""
+        return ["anomaly", *self.classes]
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        parts = []
+        if self.detector is not None:
+            parts.append(self.detector.anomaly_map(tiles)[:, None])
+        if self.classifier is not None:
+            parts.append(self.classifier.probability_maps(tiles))
+        return np.concatenate(parts, axis=1)
+
+
+def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
+    image = open_image(source, scale=scale)
+    h, w = image.yx_shape
+    ry0, rx0 = max(c.y0 - halo, 0), max(c.x0 - halo, 0)
+    ry1, rx1 = min(c.y1 + halo, h), min(c.x1 + halo, w)
+    yx = (slice(ry0, ry1), slice(rx0, rx1))
+    return np.asarray(image.data[(c.z, *yx) if image.ndim == 3 else yx]), ry0, rx0
+
+
+def _write(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> None:
+    array = zarr.open_array(array_path, mode="r+")
+    yx = (slice(c.y0, c.y1), slice(c.x0, c.x1))
+    spatial = array.ndim - (1 if channels else 0)
+    where = (c.z, *yx) if spatial == 3 else yx
+    array[(slice(None), *where) if channels else where] = values
+
+
+def process_chunk(
+    c: Chunk,
+    mapper: Mapper,
+    source: str,
+    scale: int,
+    out: str,
+    *,
+    tile: int,
+    overlap: int,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Map one output chunk, write it and its done marker; returns its QC numbers."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    region, ry0, rx0 = _read_region(source, scale, c, overlap)
+    maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
+    core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
+    qc: dict[str, Any] = {
+        "z": c.z,
+        "y0": c.y0,
+        "x0": c.x0,
+        "height": c.y1 - c.y0,
+        "width": c.x1 - c.x0,
+    }
+    pieces: list[ChunkComponents] = []
+    if mapper.detector is not None:
+        stored = core[0].astype(np.float16)
+        _write(f"{out}/anomaly/0", c, stored, channels=False)
+        values = stored.astype(np.float32)  # decide on what was written
+        anomalous = values > mapper.detector.pixel_threshold_.value
+        pieces.append(chunk_components(values, anomalous, c.z, c.y0, c.x0, ANOMALY))
+        qc["mean_anomaly"] = float(values.mean(dtype=np.float64))
+        qc["anomalous_fraction"] = float(anomalous.mean())
+        core = core[1:]
+    if mapper.classifier is not None:
+        stored = np.rint(np.clip(core, 0, 1) * 255).astype(np.uint8)
+        _write(f"{out}/probabilities/0", c, stored, channels=True)
+        best = stored.argmax(axis=0)
+        for k, name in enumerate(mapper.classes):
+            found = (best == k) & (stored[k] >= 128)
+            qc[f"fraction_{name}"] = float(found.mean())
+            if name != mapper.clean_class:
+                values = stored[k].astype(np.float32) / 255
+                pieces.append(chunk_components(values, found, c.z, c.y0, c.x0, k + 1))
+    arrays: dict[str, np.ndarray] = {"qc": np.array(json.dumps(qc))}
+    for i, p in enumerate(pieces):
+        arrays.update(
+            {
+                f"stats_{i}": p.stats,
+                f"first_row_{i}": p.first_row,
+                f"last_row_{i}": p.last_row,
+                f"first_col_{i}": p.first_col,
+                f"last_col_{i}": p.last_col,
+                f"class_{i}": np.array(p.class_index),
+            }
+        )
+    with atomic_file(Path(out) / DONE / f"{c.name}.npz", overwrite=True) as tmp:
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)
+    return qc
+
+
+def read_marker(path: Path) -> tuple[dict[str, Any], list[ChunkComponents]]:
+    """The QC numbers and component pieces of a done chunk (never unpickles)."""
+    with np.load(path, allow_pickle=False) as f:
+        qc = json.loads(str(f["qc"]))
+        n = sum(1 for k in f.files if k.startswith("stats_"))
+        pieces = [
+            ChunkComponents(
+                qc["z"],
+                qc["y0"],
+                qc["x0"],
+                f[f"stats_{i}"],
+                f[f"first_row_{i}"],
+                f[f"last_row_{i}"],
+                f[f"first_col_{i}"],
+                f[f"last_col_{i}"],
+                int(f[f"class_{i}"]),
+            )
+            for i in range(n)
+        ]
+    return qc, pieces
