@@ -91,7 +91,7 @@ class PretrainConfig(BaseModel):
     high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
     scale: int = Field(0, ge=0, description="Pyramid level of multiscale inputs.")
     pca_tile: int = Field(16, ge=2, le=256, description="pca: side of the tiles PCA works on.")
-    score: Literal["pixel", "ssim", "feature", "error-z"] = Field(
+    score: Literal["pixel", "ssim", "feature", "error-z", "typicality"] = Field(
         DEFAULT_SCORE, description="Anomaly score fitted after training (see emae.scoring)."
     )
     reduce: Literal["mean", "max", "p99"] = Field("mean", description="Map -> patch score.")

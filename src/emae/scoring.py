@@ -13,6 +13,10 @@ Every score maps normalized images ``(N, H, W)`` float32 (axes ``"NYX"``) to an 
 ``"error-z"``
     Reconstruction error z-scored by the error normal patches show for the same local
     structure (:class:`ErrorStatistics`).
+``"typicality"``
+    The squared z-score of the *log* error for the local structure, averaged over a
+    neighbourhood (:class:`~emae.typicality.TypicalityStatistics`): high where the error is
+    atypically high *or low*, which catches the smooth artifacts the others rank as normal.
 
 Reconstruction error alone tends to rank smooth artifacts as normal: a smooth region is easier
 to reconstruct than sharp tissue. The last two scores compare with what normal data looks like
@@ -46,6 +50,7 @@ from emae.normal_stats import (
     FeatureStatistics,
     shrunk_covariance,
 )
+from emae.typicality import TypicalityStatistics
 
 __all__ = [
     "MIN_EIGENVALUE",
@@ -56,6 +61,7 @@ __all__ = [
     "ErrorStatistics",
     "FeatureStatistics",
     "Reduce",
+    "TypicalityStatistics",
     "anomaly_maps",
     "local_std",
     "patch_scores",
@@ -66,14 +72,15 @@ __all__ = [
 ]
 
 Reduce = Literal["mean", "max", "p99"]
-SCORES: tuple[str, ...] = ("pixel", "ssim", "feature", "error-z")
+SCORES: tuple[str, ...] = ("pixel", "ssim", "feature", "error-z", "typicality")
 REDUCTIONS: tuple[str, ...] = ("mean", "max", "p99")
 
 
 #: The scores that need fitted statistics, and their class.
-STATISTICS: dict[str, type[FeatureStatistics] | type[ErrorStatistics]] = {
+STATISTICS: dict[str, Any] = {
     "feature": FeatureStatistics,
     "error-z": ErrorStatistics,
+    "typicality": TypicalityStatistics,
 }
 
 
@@ -82,7 +89,7 @@ def anomaly_maps(
     x: Any,
     *,
     score: str,
-    stats: FeatureStatistics | ErrorStatistics | None = None,
+    stats: FeatureStatistics | ErrorStatistics | TypicalityStatistics | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
@@ -95,8 +102,9 @@ def anomaly_maps(
     x
         ``(N, H, W)`` normalized images, float32.
     score
-        ``"pixel"`` or ``"ssim"`` (no statistics), ``"feature"`` or ``"error-z"`` (``stats``
-        must be a fitted instance of the class in :data:`STATISTICS`).
+        ``"pixel"`` or ``"ssim"`` (no statistics), ``"feature"``, ``"error-z"`` or
+        ``"typicality"`` (``stats`` must be a fitted instance of the class in
+        :data:`STATISTICS`).
     stats
         Fitted statistics for the scores that need them; must be ``None`` for the others.
     batch_size, device
