@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -180,3 +181,15 @@ def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack)
     one = load_file(tmp_path / "single" / "model.safetensors")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_images_on_a_black_background_train_with_the_padding_check_off(tmp_path):
+    rng = np.random.default_rng(0)
+    digits = np.zeros((20, 32, 32), dtype=np.uint8)
+    digits[:, 10:22, 12:20] = rng.integers(100, 255, (20, 12, 8))  # small bright objects
+    write_tiff(tmp_path / "digits.tif", digits, axes="ZYX")
+    config = PretrainConfig(**{**TINY, "steps": 2}, skip_padding=False, threads=1)
+    summary = pretrain([tmp_path / "digits.tif"], tmp_path / "run", config, progress=False)
+    assert summary["steps_done"] == 2
+    with pytest.raises(EmaeError, match="skip_padding: false"):
+        pretrain([tmp_path / "digits.tif"], tmp_path / "b", PretrainConfig(**TINY), progress=False)

@@ -42,6 +42,7 @@ from emae.normalization import PercentileNormalizer
 from emae.sampling import sample_patches
 from emae.tensorboard import TensorBoardLogger
 from emae.training import LoopSettings, LossFn, train_loop
+from emae.validity import PatchCheck, not_empty
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,14 @@ class PretrainConfig(BaseModel):
         512, ge=8, description="Patches drawn after training to fit the score and thresholds."
     )
     tensorboard: bool = Field(False, description="Write TensorBoard logs to RUN/tensorboard.")
+    skip_padding: bool = Field(
+        True,
+        description="Skip patches that are mostly 0 or the dtype maximum (scan padding); turn "
+        "off for images on a black background, e.g. isolated particles.",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads of torch; None: torch's default."
+    )
 
     @field_validator("model")
     @classmethod
@@ -190,6 +199,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PretrainCon
         raise config_error(exc, source) from None
 
 
+def _patch_check(config: PretrainConfig) -> PatchCheck | None:
+    """The padding check of patch sampling, or None when the run keeps every patch."""
+    return not_empty if config.skip_padding else None
+
+
 def _loss_function(config: PretrainConfig) -> LossFn:
     spec = model_spec(config.model)
     recon = reconstruction_loss(config.loss)
@@ -275,13 +289,21 @@ def _prepare_main(
         shutil.rmtree(work)
     work.mkdir()
     images = [open_image(s, scale=config.scale) for s in sources]
-    normalizer = PercentileNormalizer.fit(
-        images,
-        low=config.low_percentile,
-        high=config.high_percentile,
-        seed=config.seed,
-        patch_size=config.patch_size,
-    )
+    try:
+        normalizer = PercentileNormalizer.fit(
+            images,
+            low=config.low_percentile,
+            high=config.high_percentile,
+            seed=config.seed,
+            patch_size=config.patch_size,
+            is_valid=_patch_check(config),
+        )
+    except EmaeError as exc:
+        if not config.skip_padding or "valid patches" not in str(exc):
+            raise
+        raise EmaeError(
+            f"{exc}; for objects on a black background set skip_padding: false"
+        ) from None
     with atomic_file(work / "normalization.json") as tmp:
         tmp.write_text(json.dumps(normalizer.to_dict(), indent=2))
     with atomic_file(saved_config) as tmp:
@@ -337,6 +359,7 @@ def fit_detector(
         config.score_patches,
         config.patch_size,
         seed=config.seed + SCORING_SEED_OFFSET,
+        is_valid=_patch_check(config),
     )
     logger.info("fitting the %r score and thresholds on %d patches", config.score, len(patches))
     return AutoencoderDetector(
@@ -383,6 +406,8 @@ def pretrain(
         The training summary (also saved as ``out/training.json``): history, timings, device.
     """
     config = config or PretrainConfig()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     out = Path(out)
     paths = [_absolute(s) for s in expand_inputs([str(s) for s in sources])]
     if not paths:
@@ -397,6 +422,7 @@ def pretrain(
         seed=config.seed,
         transform=normalizer,
         scale=config.scale,
+        is_valid=_patch_check(config),
     )
     val_set = RandomPatchDataset(
         paths,
@@ -405,6 +431,7 @@ def pretrain(
         seed=config.seed + VALIDATION_SEED_OFFSET,
         transform=normalizer,
         scale=config.scale,
+        is_valid=_patch_check(config),
     )
     val = torch.stack([val_set[i] for i in range(len(val_set))])
     recon = reconstruction_loss(config.loss)
