@@ -331,4 +331,5 @@ def test_probability_maps_follow_the_image_at_full_resolution():
     assert (maps[0, 1, :, 64:] > 0.5).mean() > 0.9  # bright side
     column = maps[0, 1].mean(0)
     switch = int(np.argmax(column > 0.5))
-    assert 40 <= switch <= 56  # the boundary at x = 48, within a few cells
+    # The boundary is at x = 48; patches within half a patch (16 px) of it are mixed.
+    assert 48 - 16 <= switch <= 48 + 16

@@ -118,9 +118,10 @@ def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, 
     return bundle.model, bundle.model_name, bundle.model_kwargs, bundle.normalizer, patch
 
 
-def _pooled_views(model: EncoderClassifier, patches: np.ndarray) -> np.ndarray:
-    """Globally pooled backbone features of the 8 flips/turns: ``(8, N, C)`` float32."""
-    views = dihedral(patches)  # (8, N, P, P)
+def _pooled_views(model: EncoderClassifier, patches: np.ndarray, n: int = 8) -> np.ndarray:
+    """Globally pooled backbone features of the first ``n`` of the 8 flips/turns of every
+    patch: ``(n, N, C)`` float32."""
+    views = dihedral(patches)[:n]  # (n, N, P, P)
     flat = views.reshape(-1, 1, *patches.shape[-2:])
     out = []
     model.eval()
@@ -128,7 +129,7 @@ def _pooled_views(model: EncoderClassifier, patches: np.ndarray) -> np.ndarray:
         for start in range(0, len(flat), 128):
             f = model.backbone.features(torch.from_numpy(flat[start : start + 128]))
             out.append(F.adaptive_avg_pool2d(f.float(), 1)[:, :, 0, 0].numpy())
-    return np.concatenate(out).reshape(8, len(patches), -1)
+    return np.concatenate(out).reshape(n, len(patches), -1)
 
 
 def _with_artificial(
@@ -282,13 +283,15 @@ def train_classifier(
     n_items = config.steps * config.batch_size
     if cached:
         balance = config.balance
+        views = _pooled_views(model, normalized)
+        model.set_feature_statistics(torch.from_numpy(views.reshape(-1, views.shape[-1])))
         if balance == "artificial":
             normalized, labels, extra = _with_artificial(
                 normalized, labels, classes, extra, config.clean_class, config.seed
             )
             balance = "none"
         stream: Any = FeatureStream(
-            _pooled_views(model, normalized),
+            views if balance == config.balance else _pooled_views(model, normalized),
             labels,
             len(classes),
             n_items,
@@ -297,6 +300,7 @@ def train_classifier(
             balance=balance,
         )
     else:
+        model.set_feature_statistics(torch.from_numpy(_pooled_views(model, normalized, 1)[0]))
         stream = LabeledPatchStream(
             normalized,
             labels,
@@ -309,10 +313,13 @@ def train_classifier(
             clean_class=config.clean_class,
         )
 
+    channels = int(model.backbone.feature_channels)
+
     def forward(net: EncoderClassifier, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if cached:  # (vectors (B, C [+ F]), labels): the head alone
             v, y = batch
-            return net.head(v[:, :, None, None])[:, :, 0, 0], y
+            e = v[:, channels:] if v.shape[1] > channels else None
+            return net.logits_from_features(v[:, :channels, None, None], e)[:, :, 0, 0], y
         x, y, *rest = batch
         return net(x, rest[0] if rest else None), y
 

@@ -5,6 +5,7 @@ then only have to teach a small head which features mean which artifact::
 
     x (N, 1, H, W) -> backbone.features -> f (N, C, h, w)
                    -> average over a window of the patch's cells -> (N, C, h', w')
+                   -> standardize with the training features' mean and std
                    [-> concatenate extra numeric features, broadcast -> (N, C + F, h', w')]
                    -> 1x1 conv -> LeakyReLU -> dropout -> 1x1 conv -> logits (N, K, h', w')
 
@@ -50,6 +51,9 @@ class EncoderClassifier(nn.Module):
     frozen : bool
         Whether the backbone is frozen: no gradients, and BatchNorm statistics kept in eval
         mode even while the head trains.
+    feature_mean, feature_std : Tensor
+        ``(C,)`` buffers standardizing the pooled features before the head (0 and 1 until
+        :meth:`set_feature_statistics`), so the head's learning rate suits any encoder.
     """
 
     def __init__(
@@ -84,6 +88,16 @@ class EncoderClassifier(nn.Module):
             nn.Conv2d(hidden, n_classes, 1),
         )
         self.frozen = False
+        channels = int(backbone.feature_channels)
+        self.register_buffer("feature_mean", torch.zeros(channels))
+        self.register_buffer("feature_std", torch.ones(channels))
+
+    def set_feature_statistics(self, pooled: Tensor) -> EncoderClassifier:
+        """Standardize with the mean and std of pooled training features ``(N, C)``."""
+        std = pooled.float().std(dim=0)
+        self.feature_mean.copy_(pooled.float().mean(dim=0))
+        self.feature_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        return self
 
     def freeze(self, frozen: bool = True) -> EncoderClassifier:
         """Freeze (or unfreeze) the backbone; returns ``self``."""
@@ -113,6 +127,8 @@ class EncoderClassifier(nn.Module):
 
     def logits_from_features(self, pooled: Tensor, extra: Tensor | None = None) -> Tensor:
         """Head on pooled ``(N, C, h', w')`` features (+ extra ``(N, F)``): ``(N, K, h', w')``."""
+        mean = self.feature_mean.to(pooled)[None, :, None, None]
+        pooled = (pooled - mean) / self.feature_std.to(pooled)[None, :, None, None]
         if self.n_extra:
             if extra is None or extra.shape != (pooled.shape[0], self.n_extra):
                 got = None if extra is None else tuple(extra.shape)
