@@ -64,6 +64,30 @@ def shrunk_covariance(vectors: Any, shrinkage: float | None = None) -> tuple[np.
     return (1.0 - shrinkage) * cov + shrinkage * mu * np.eye(p), float(shrinkage)
 
 
+def binned_statistics(
+    values: np.ndarray, structure: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std of ``values`` per bin of ``structure`` (equal-count bins, fewer on ties).
+
+    Returns ``(centers, means, stds)``, ``(B,)`` float64 each: the median structure of each
+    bin, increasing, and the values' mean and standard deviation there (at least
+    :data:`STD_FLOOR` times the values' overall standard deviation).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    structure = np.asarray(structure, dtype=np.float64).ravel()
+    edges = np.unique(np.quantile(structure, np.linspace(0, 1, n_bins + 1)))
+    bins = np.clip(np.searchsorted(edges, structure, side="right") - 1, 0, len(edges) - 2)
+    used = np.unique(bins) if len(edges) > 1 else np.zeros(1, dtype=np.intp)
+    floor = STD_FLOOR * values.std() + np.finfo(np.float64).tiny
+    centers, means, stds = [], [], []
+    for b in used:
+        inside = bins == b
+        centers.append(np.median(structure[inside]))
+        means.append(values[inside].mean())
+        stds.append(max(values[inside].std(), floor))
+    return np.asarray(centers), np.asarray(means), np.asarray(stds)
+
+
 def _check_fitted(stats: object, attribute: str) -> None:
     if not hasattr(stats, attribute):
         name = type(stats).__name__
@@ -293,20 +317,7 @@ class ErrorStatistics(_NormalStatistics):
             raise EmaeError(f"structure_sigma must be > 0 pixels, got {self.structure_sigma!r}")
         patches = as_images(patches, "patches")
         error, structure = self._error_and_structure(model, patches, batch_size, device)
-        error, structure = error.ravel().astype(np.float64), structure.ravel().astype(np.float64)
-        edges = np.unique(np.quantile(structure, np.linspace(0, 1, self.n_bins + 1)))
-        bins = np.clip(np.searchsorted(edges, structure, side="right") - 1, 0, len(edges) - 2)
-        used = np.unique(bins) if len(edges) > 1 else np.zeros(1, dtype=np.intp)
-        floor = STD_FLOOR * error.std() + np.finfo(np.float64).tiny
-        centers, means, stds = [], [], []
-        for b in used:
-            inside = bins == b
-            centers.append(np.median(structure[inside]))
-            means.append(error[inside].mean())
-            stds.append(max(error[inside].std(), floor))
-        self.centers_ = np.asarray(centers)
-        self.mean_ = np.asarray(means)
-        self.std_ = np.asarray(stds)
+        self.centers_, self.mean_, self.std_ = binned_statistics(error, structure, self.n_bins)
         return self
 
     def anomaly_map(

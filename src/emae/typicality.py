@@ -30,7 +30,7 @@ from torch import nn
 
 from emae.error_maps import as_images, local_std, pixel_error_map, reconstruct
 from emae.errors import EmaeError
-from emae.normal_stats import STD_FLOOR, _check_fitted, _NormalStatistics
+from emae.normal_stats import _check_fitted, _NormalStatistics, binned_statistics
 
 #: Added to the squared error before the log, in squared normalized-intensity units.
 LOG_EPS = 1e-6
@@ -100,18 +100,7 @@ class TypicalityStatistics(_NormalStatistics):
             )
         patches = as_images(patches, "patches")
         log_error, structure = self._log_error_and_structure(model, patches, batch_size, device)
-        log_error, structure = log_error.ravel(), structure.ravel().astype(np.float64)
-        edges = np.unique(np.quantile(structure, np.linspace(0, 1, self.n_bins + 1)))
-        bins = np.clip(np.searchsorted(edges, structure, side="right") - 1, 0, len(edges) - 2)
-        used = np.unique(bins) if len(edges) > 1 else np.zeros(1, dtype=np.intp)
-        floor = STD_FLOOR * log_error.std() + np.finfo(np.float64).tiny
-        centers, means, stds = [], [], []
-        for b in used:
-            inside = bins == b
-            centers.append(np.median(structure[inside]))
-            means.append(log_error[inside].mean())
-            stds.append(max(log_error[inside].std(), floor))
-        self.centers_, self.mean_, self.std_ = map(np.asarray, (centers, means, stds))
+        self.centers_, self.mean_, self.std_ = binned_statistics(log_error, structure, self.n_bins)
         return self
 
     def anomaly_map(
