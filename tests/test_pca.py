@@ -12,9 +12,9 @@ from emae.bundle import load_bundle, save_bundle
 from emae.errors import EmaeError, NotFittedError
 from emae.models import PCAAutoencoder, build_model, model_spec
 from emae.models.blocks import center_crop
-from emae.normal_stats import ErrorStatistics, FeatureStatistics
+from emae.normal_stats import FeatureStatistics
 from emae.normalization import PercentileNormalizer
-from emae.scoring import SCORES, anomaly_maps
+from emae.scoring import SCORES, STATISTICS, anomaly_maps
 from emae.synth.tissue import make_section
 
 
@@ -201,7 +201,7 @@ def test_unfitted_model_raises():
 @pytest.mark.parametrize("score", SCORES)
 def test_every_score_runs(fitted, score):
     normal = sections(4, (32, 32), seed=10)
-    stats = {"feature": FeatureStatistics, "error-z": ErrorStatistics}.get(score)
+    stats = STATISTICS.get(score)
     stats = stats().fit(fitted, normal) if stats else None
     maps = anomaly_maps(fitted, sections(2, (40, 27), seed=20), score=score, stats=stats)
     assert maps.shape == (2, 40, 27) and maps.dtype == np.float32 and np.isfinite(maps).all()
