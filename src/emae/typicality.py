@@ -28,16 +28,18 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from emae.error_maps import as_images, local_std, pixel_error_map, reconstruct
 from emae.errors import EmaeError
-from emae.normal_stats import _check_fitted, _NormalStatistics, binned_statistics
+from emae.normal_stats import ErrorStatistics
 
 #: Added to the squared error before the log, in squared normalized-intensity units.
 LOG_EPS = 1e-6
 
 
-class TypicalityStatistics(_NormalStatistics):
+class TypicalityStatistics(ErrorStatistics):
     """Per-structure statistics of the log reconstruction error; anomaly = smoothed z squared.
+
+    The binning, fitting and storage of :class:`~emae.normal_stats.ErrorStatistics`, applied
+    to the log error; the map squares the z-score and averages it over a neighbourhood.
 
     Parameters
     ----------
@@ -59,8 +61,7 @@ class TypicalityStatistics(_NormalStatistics):
     """
 
     _PREFIX = "typicality_statistics"
-    _FITTED = "std_"
-    _NAMES = ("centers", "mean", "std", "structure_sigma", "smooth_sigma", "aggregate_sigma")
+    _NAMES = (*ErrorStatistics._NAMES, "aggregate_sigma")
 
     def __init__(
         self,
@@ -70,17 +71,15 @@ class TypicalityStatistics(_NormalStatistics):
         smooth_sigma: float = 2.0,
         aggregate_sigma: float = 6.0,
     ) -> None:
-        self.n_bins = n_bins
-        self.structure_sigma = structure_sigma
-        self.smooth_sigma = smooth_sigma
+        super().__init__(n_bins=n_bins, structure_sigma=structure_sigma, smooth_sigma=smooth_sigma)
         self.aggregate_sigma = aggregate_sigma
 
-    def _log_error_and_structure(
+    def _error_and_structure(
         self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        recon = reconstruct(model, x, batch_size=batch_size, device=device)
-        error = pixel_error_map(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
-        return np.log(error.astype(np.float64) + LOG_EPS), local_std(x, self.structure_sigma)
+        """The log of the smoothed squared error, and the local standard deviation."""
+        error, structure = super()._error_and_structure(model, x, batch_size, device)
+        return np.log(error.astype(np.float64) + LOG_EPS), structure
 
     def fit(
         self,
@@ -91,16 +90,9 @@ class TypicalityStatistics(_NormalStatistics):
         device: str | torch.device | None = None,
     ) -> TypicalityStatistics:
         """Learn the log error per structure bin from normal ``patches`` ``(N, H, W)``."""
-        if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 1:
-            raise EmaeError(f"n_bins must be a positive int, got {self.n_bins!r}")
-        if not (self.structure_sigma > 0 and self.aggregate_sigma >= 0):
-            raise EmaeError(
-                f"structure_sigma must be > 0 and aggregate_sigma >= 0 pixels, got "
-                f"{self.structure_sigma!r} and {self.aggregate_sigma!r}"
-            )
-        patches = as_images(patches, "patches")
-        log_error, structure = self._log_error_and_structure(model, patches, batch_size, device)
-        self.centers_, self.mean_, self.std_ = binned_statistics(log_error, structure, self.n_bins)
+        if not self.aggregate_sigma >= 0:
+            raise EmaeError(f"aggregate_sigma must be >= 0 pixels, got {self.aggregate_sigma!r}")
+        super().fit(model, patches, batch_size=batch_size, device=device)
         return self
 
     def anomaly_map(
@@ -112,49 +104,21 @@ class TypicalityStatistics(_NormalStatistics):
         device: str | torch.device | None = None,
     ) -> np.ndarray:
         """The smoothed squared z-score of the log error: ``(N, H, W)`` float32, >= 0."""
-        _check_fitted(self, "std_")
-        log_error, structure = self._log_error_and_structure(
-            model, as_images(x), batch_size, device
-        )
-        mean = np.interp(structure, self.centers_, self.mean_)
-        std = np.interp(structure, self.centers_, self.std_)
-        z2 = ((log_error - mean) / std) ** 2
+        z = super().anomaly_map(model, x, batch_size=batch_size, device=device)
+        z2 = z.astype(np.float64) ** 2
         if self.aggregate_sigma > 0:
             z2 = ndi.gaussian_filter(z2, (0, self.aggregate_sigma, self.aggregate_sigma))
         return z2.astype(np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
-            "centers": self.centers_,
-            "mean": self.mean_,
-            "std": self.std_,
-            "structure_sigma": np.array(self.structure_sigma, dtype=np.float64),
-            "smooth_sigma": np.array(self.smooth_sigma, dtype=np.float64),
+            **super()._state(),
             "aggregate_sigma": np.array(self.aggregate_sigma, dtype=np.float64),
         }
 
     @classmethod
-    def _from_state(
-        cls,
-        centers: np.ndarray,
-        mean: np.ndarray,
-        std: np.ndarray,
-        structure_sigma: np.ndarray,
-        smooth_sigma: np.ndarray,
-        aggregate_sigma: np.ndarray,
-    ) -> TypicalityStatistics:
-        if not (centers.ndim == 1 and centers.shape == mean.shape == std.shape and centers.size):
-            raise EmaeError(
-                f"typicality statistics: centers {centers.shape}, mean {mean.shape} and std "
-                f"{std.shape} should be three equal (B,) arrays"
-            )
-        stats = cls(
-            n_bins=centers.size,
-            structure_sigma=float(structure_sigma),
-            smooth_sigma=float(smooth_sigma),
-            aggregate_sigma=float(aggregate_sigma),
-        )
-        stats.centers_ = centers.astype(np.float64)
-        stats.mean_ = mean.astype(np.float64)
-        stats.std_ = std.astype(np.float64)
+    def _from_state(cls, *arrays: np.ndarray) -> TypicalityStatistics:
+        *error_state, aggregate_sigma = arrays
+        stats = super()._from_state(*error_state)
+        stats.aggregate_sigma = float(aggregate_sigma)
         return stats
