@@ -14,7 +14,7 @@ from emae.cli import build_parser, main
 def test_every_command_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # the registered sub-commands
-    assert {"sample-data", "demo"} <= set(commands)
+    assert {"sample-data", "demo", "pipeline", "report"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
@@ -44,6 +44,7 @@ def test_invalid_option_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and "seed" in err[0] and "Traceback" not in err[0]
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -51,13 +52,13 @@ def test_demo_quick(tmp_path):
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "gallery.png").stat().st_size > 10_000
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["outputs"]["gallery"].endswith("gallery.png")
-    assert str(out) in proc.stdout
+    record = json.loads((out / "pipeline.json").read_text())
+    assert "report" in record["steps"] and (out / "report.html").is_file()
+    assert str(out / "report.html") in proc.stdout
 
 
 def test_file_system_errors_are_one_line(tmp_path, capsys, monkeypatch):

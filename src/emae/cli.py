@@ -228,13 +228,44 @@ def _detect(args: argparse.Namespace) -> None:
     )
 
 
+def _print_steps(record: dict) -> None:
+    steps = record["steps"]
+    total = sum(s["seconds"] for s in steps.values())
+    print(
+        f"{len(steps)} steps in {total:.0f} s: "
+        + ", ".join(f"{name} {s['seconds']:.0f} s" for name, s in steps.items())
+    )
+
+
+def _pipeline(args: argparse.Namespace) -> None:
+    from emae.pipeline import run_pipeline
+    from emae.pipeline_config import load_pipeline_config
+
+    config = load_pipeline_config(args.config, seed=args.seed)
+    record = run_pipeline(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    _print_steps(record)
+    print(f"results in {args.out}; open {args.out / 'report.html'}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from emae.report import write_report
+
+    path = write_report(args.runs, args.out, title=args.title, overwrite=args.overwrite)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from emae.demo import run_demo
 
-    summary = run_demo(args.out, seed=args.seed, quick=args.quick, overwrite=args.overwrite)
-    print(f"demo results in {Path(args.out).resolve()}:")
-    for name, path in summary["outputs"].items():
-        print(f"  {name:<12} {path}")
+    record = run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    _print_steps(record)
+    print(f"demo results in {Path(args.out).resolve()}; open {args.out / 'report.html'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,10 +406,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     p.set_defaults(func=_detect)
 
-    p = commands.add_parser("demo", help="Run the demonstration on the embedded sample data.")
+    p = commands.add_parser(
+        "pipeline", help="Pretrain, score, fine-tune, evaluate, compare, detect and report."
+    )
+    p.add_argument("config", type=Path, help="Pipeline YAML (see configs/demo.yaml).")
+    p.add_argument("--out", type=Path, required=True, help="Run folder (continues if present).")
+    p.add_argument("--seed", type=int, help="Random seed (overrides the file's).")
+    p.add_argument("--overwrite", action="store_true", help="Start again; replaces a run.")
+    p.set_defaults(func=_pipeline)
+
+    p = commands.add_parser("report", help="Write one self-contained HTML report of runs.")
+    p.add_argument("runs", nargs="+", type=Path, help="Pipeline, model, evaluation, ... folders.")
+    p.add_argument("--out", type=Path, required=True, help="The .html file to write.")
+    p.add_argument("--title", default="emae report", help="Page title.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
+    p.set_defaults(func=_report)
+
+    p = commands.add_parser("demo", help="Run the whole pipeline on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")
     p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
-    p.add_argument("--quick", action="store_true", help="Smaller data, for a fast look.")
+    p.add_argument("--quick", action="store_true", help="Tiny data and fewer steps (< 3 min).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing results folder.")
     p.set_defaults(func=_demo)
     return parser

@@ -1,76 +1,117 @@
 """``emae demo``: the whole promise of emae on the embedded synthetic data.
 
-For now the demo generates the sample dataset, draws the gallery of artifact types and writes a
-summary. Training, scoring, classification, detection and the HTML report join as they land.
+Writes the sample dataset and the gallery of artifact types into ``OUT/data`` and
+``OUT/gallery.png``, then runs the pipeline of ``configs/demo.yaml`` (shipped in the package as
+``emae/configs/demo.yaml``) on it: pretrain an autoencoder on the unlabeled volume, score the
+test images, fine-tune the encoder + head on the labels and evaluate it on held-out sections,
+compare it with the baselines by cross-validation, detect over the whole test volume with Dask
+and write ``OUT/report.html``. ``quick`` uses a small dataset and fewer steps
+(:data:`QUICK_DATA`, :data:`QUICK`). Rerunning the same command continues an interrupted demo.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 import time
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from emae import __version__
 from emae.io.atomic import check_writable
+from emae.pipeline import is_pipeline, run_pipeline
+from emae.pipeline_config import PipelineConfig, load_pipeline_config
+from emae.synth.artifacts import ARTIFACT_TYPES
 from emae.synth.gallery import write_gallery
-from emae.synth.sample_data import SampleDataConfig, tiny_config, write_sample_data
+from emae.synth.sample_data import SampleDataConfig, write_sample_data
 
 logger = logging.getLogger(__name__)
 
+#: The dataset of ``--quick``: small sections, yet every class in several sections.
+QUICK_DATA = {
+    "section_size": 384,
+    "unlabeled_sections": 4,
+    "label_sections": 6,
+    "n_clean_labels": 60,
+    "label_counts": dict.fromkeys(ARTIFACT_TYPES, 6),
+    "margin": 32,
+    "test_sections": 3,
+    "test_size": 256,
+}
+
+#: What ``--quick`` changes in ``configs/demo.yaml`` (besides using :data:`QUICK_DATA`).
+QUICK: dict[str, Any] = {
+    "pretrain": {"model": "conv-ae", "steps": 120, "val_every": 40, "checkpoint_every": 40},
+    "finetune": {"freeze": "frozen", "balance": "weights", "steps": 120},
+    "compare_folds": 2,
+    "compare_budgets": "5,all",
+    "compare_steps": 60,
+    "detect_chunk": 256,
+    "detect_tile": 128,
+}
+
+
+def demo_config_path() -> Path:
+    """The packaged ``demo.yaml`` (the file ``configs/demo.yaml`` points to)."""
+    return Path(str(resources.files("emae") / "configs" / "demo.yaml"))
+
+
+def demo_config(data: str | Path, *, quick: bool = False, seed: int = 0) -> PipelineConfig:
+    """The demo's pipeline configuration for sample data written to ``data``."""
+    overrides = {"seed": seed, **(QUICK if quick else {})}
+    return load_pipeline_config(demo_config_path(), root=Path(data).resolve(), **overrides)
+
 
 def run_demo(
-    out: str | Path, *, seed: int = 0, quick: bool = False, overwrite: bool = False
-) -> dict[str, object]:
+    out: str | Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the demonstration pipeline into the folder ``out``.
 
     Parameters
     ----------
     out
-        Results folder; created, or replaced when ``overwrite`` is set.
+        Results folder; created, continued (the same demo), or replaced when ``overwrite``.
     seed
-        Seed of every random step.
+        Seed of the data and of every step.
     quick
-        Use the tiny dataset (seconds instead of about a minute).
+        A small dataset and fewer steps (:data:`QUICK_DATA`, :data:`QUICK`).
     overwrite
-        Replace existing results.
+        Replace an existing demo folder (never another kind of folder).
+    progress
+        Progress bars of the steps.
 
     Returns
     -------
     dict
-        The summary (also written to ``out/summary.json``): timings and output paths.
+        The pipeline record (also ``out/pipeline.json``): configuration, commands, timings.
     """
-    out = check_writable(
+    out = Path(out)
+    is_demo = lambda p: is_pipeline(p) or (p / "data" / "manifest.json").is_file()  # noqa: E731
+    if out.exists() and (overwrite or not is_demo(out)):
+        check_writable(out, overwrite=overwrite, replaceable=is_demo, kind="an emae demo")
+        shutil.rmtree(out)
+    data = out / "data"
+    config = demo_config(data, quick=quick, seed=seed)
+    began = time.perf_counter()
+    if not (data / "manifest.json").is_file() or not (out / "gallery.png").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        sample = SampleDataConfig(seed=seed, **(QUICK_DATA if quick else {}))
+        write_sample_data(data, sample, overwrite=True)
+        write_gallery(out / "gallery.png", seed=seed)
+    command = f"emae demo --out {out}{' --quick' if quick else ''} --seed {seed}"
+    record = run_pipeline(
+        config,
         out,
-        overwrite=overwrite,
-        replaceable=lambda p: (p / "summary.json").is_file(),
-        kind="an emae demo folder",
-    )
-    out.mkdir(exist_ok=True)
-    timings: dict[str, float] = {}
-
-    start = time.perf_counter()
-    config = tiny_config(seed) if quick else SampleDataConfig(seed=seed)
-    manifest = write_sample_data(out / "data", config, overwrite=True)
-    timings["sample_data_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    gallery = write_gallery(out / "gallery.png", seed=seed)
-    timings["gallery_s"] = time.perf_counter() - start
-
-    summary: dict[str, object] = {
-        "emae_version": __version__,
-        "seed": seed,
-        "quick": quick,
-        "label_counts": manifest["label_counts"],
-        "unlabeled_artifact_fraction": manifest["unlabeled_artifact_fraction"],
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "outputs": {
-            "data": str(out / "data"),
-            "gallery": str(gallery),
-            "summary": str(out / "summary.json"),
+        progress=progress,
+        extra={
+            "demo": {"data": "data", "command": command, "quick": quick},
+            "data_seconds": round(time.perf_counter() - began, 2),
         },
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    logger.info("demo finished in %.1f s", sum(timings.values()))
-    return summary
+        keep=("data", "gallery.png"),
+    )
+    return record

@@ -79,6 +79,7 @@ class LoopSettings:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     val_every: int = 250
+    log_every: int = 20
     patience: int = 0
     checkpoint_every: int = 500
     seed: int = 0
@@ -279,9 +280,11 @@ def train_loop(
     Returns
     -------
     dict
-        ``{"history": [...], "steps_done": int, "best_val": float | None, "stopped_early": bool,
-        "seconds": float, "samples_per_s": float, "device": str, "precision": str,
-        "processes": int}``, the same on every process.
+        ``{"history": [...], "curve": [...], "steps_done": int, "best_val": float | None,
+        "stopped_early": bool, "seconds": float, "samples_per_s": float, "device": str,
+        "precision": str, "processes": int}``, the same on every process. ``history`` holds
+        the logs of every validation; ``curve`` the training loss averaged over every
+        ``log_every`` steps (the learning curve a report draws).
     """
     info = distributed.current()
     main = info.rank == 0
@@ -317,6 +320,8 @@ def train_loop(
         "best_val": None,
         "bad_evals": 0,
         "history": [],
+        "curve": [],
+        "window": [0.0, 0],
         "best_model": None,
         "stopped_early": False,
     }
@@ -439,6 +444,11 @@ def train_loop(
                     device,
                 )
             done = state["step"]
+            state["window"] = [state["window"][0] + mean_loss, state["window"][1] + 1]
+            if done % settings.log_every == 0 or done == settings.steps:
+                total, count = state["window"]
+                state["curve"].append({"step": done, "loss": total / count})
+                state["window"] = [0.0, 0]
             if done % settings.val_every == 0 or done == settings.steps:
                 logs = {
                     "step": done,
@@ -464,6 +474,7 @@ def train_loop(
     samples = (state["step"] - start) * settings.batch_size
     return {
         "history": state["history"],
+        "curve": state["curve"],
         "steps_done": state["step"],
         "best_val": state["best_val"],
         "stopped_early": state["stopped_early"],

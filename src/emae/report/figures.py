@@ -1,0 +1,212 @@
+"""Figures of the HTML report, returned as ``data:`` URIs so the page needs no other file.
+
+Like :mod:`emae.plots`, every figure is drawn on the Agg canvas without ``pyplot``. Images are
+``"YX"`` arrays; overlays are drawn in red with opacity proportional to the value, ground-truth
+artifact outlines in cyan.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import ndimage
+
+_DPI = 100
+_RED = (1.0, 0.23, 0.19)
+_OUTLINE = (0.0, 0.9, 1.0)
+
+
+def figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure on its own Agg canvas (no global state)."""
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_uri(fig: Figure) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def file_uri(path: str | Path) -> str | None:
+    """A PNG file as a ``data:`` URI, or None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def grey(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """``(H, W)`` image scaled to [0, 1] between two of its percentiles."""
+    a = np.asarray(image, dtype=np.float64)
+    lo, hi = np.percentile(a, [low, high]) if a.size else (0.0, 1.0)
+    return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: the one-pixel border of the nonzero regions of ``mask``."""
+    m = np.asarray(mask) > 0
+    return m & ~ndimage.binary_erosion(m, iterations=1, border_value=0)
+
+
+def rgba(values: np.ndarray, colour: tuple[float, float, float], alpha: float) -> np.ndarray:
+    """``(H, W, 4)`` layer of one colour with opacity ``alpha * values`` (values in [0, 1])."""
+    layer = np.zeros((*values.shape, 4))
+    layer[..., :3] = colour
+    layer[..., 3] = alpha * np.clip(values, 0, 1)
+    return layer
+
+
+def curves_figure(curves: Mapping[str, Sequence[Mapping[str, float]]], title: str) -> Figure:
+    """Loss against optimizer step: one line per named series of ``{"step", <value>}`` points.
+
+    ``curves`` maps a label (e.g. ``"training loss"``) to its points; each point holds ``step``
+    and one value under ``"value"``.
+    """
+    fig = figure(6.0, 3.4)
+    ax = fig.subplots()
+    for i, (label, points) in enumerate(curves.items()):
+        pts = [p for p in points if p.get("value") is not None and np.isfinite(p["value"])]
+        if not pts:
+            continue
+        steps = [p["step"] for p in pts]
+        values = [p["value"] for p in pts]
+        ax.plot(
+            steps, values, marker="o" if len(pts) < 20 else None, ms=3, label=label, color=f"C{i}"
+        )
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    if all(p["value"] > 0 for pts in curves.values() for p in pts if p.get("value") is not None):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def panel_rows_figure(
+    rows: Sequence[Sequence[np.ndarray]],
+    columns: Sequence[str],
+    row_titles: Sequence[str],
+    outlines: Sequence[np.ndarray | None] | None = None,
+) -> Figure:
+    """A grid: one row per sample, one column per view (input, reconstruction, error, ...).
+
+    Parameters
+    ----------
+    rows
+        Per sample, one ``(H, W)`` image per column, each drawn in grey scaled to its own range,
+        except columns named ``"error"`` or ``"anomaly"`` (drawn with the ``magma`` colour map
+        and a shared range over that column) and ``"target"`` / ``"prediction"`` masks.
+    columns
+        Column titles.
+    row_titles
+        One label per row (e.g. the image and position).
+    outlines
+        Per row, an optional ground-truth mask whose outline is drawn on every panel.
+    """
+    n, k = len(rows), len(columns)
+    fig = figure(2.1 * k, 2.2 * n)
+    axes = fig.subplots(n, k, squeeze=False)
+    ranges = {}
+    for j, name in enumerate(columns):
+        if name in ("error", "anomaly"):
+            values = np.concatenate([np.ravel(r[j]) for r in rows])
+            ranges[j] = (float(np.percentile(values, 1)), float(np.percentile(values, 99.5)))
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j in ranges:
+                lo, hi = ranges[j]
+                ax.imshow(image, cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            elif columns[j] in ("target", "prediction"):
+                ax.imshow(np.asarray(image) > 0, cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(grey(image), cmap="gray", vmin=0, vmax=1)
+            if outlines is not None and outlines[i] is not None and outlines[i].any():
+                ax.imshow(rgba(outline(outlines[i]).astype(float), _OUTLINE, 1.0))
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(row_titles[i], fontsize=8)
+    return fig
+
+
+def overlay_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    titles: Sequence[str],
+    masks: Sequence[np.ndarray | None] | None = None,
+    threshold: float | None = None,
+    columns: int = 4,
+) -> Figure:
+    """Anomaly maps over their images, with the ground-truth outline where known.
+
+    The map is drawn in red with opacity rising from its 50th percentile to its 99.5th
+    percentile over all images (or from ``threshold`` upward when given, so red means
+    "flagged").
+    """
+    values = np.concatenate([np.ravel(m) for m in maps])
+    lo = float(np.percentile(values, 50)) if threshold is None else float(threshold)
+    hi = max(float(np.percentile(values, 99.5)), lo + 1e-6)
+    n = len(images)
+    cols = min(columns, n)
+    nrows = -(-n // cols)
+    fig = figure(3.0 * cols, 3.1 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(n):
+        ax = axes[i]
+        ax.imshow(grey(images[i]), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(rgba((np.asarray(maps[i], np.float64) - lo) / (hi - lo), _RED, 0.6))
+        if masks is not None and masks[i] is not None:
+            ax.imshow(rgba(outline(masks[i]).astype(float), _OUTLINE, 1.0))
+        ax.set_title(titles[i], fontsize=8)
+    return fig
+
+
+def thumbnails_figure(
+    crops: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    columns: int = 6,
+) -> Figure:
+    """Small crops around detections, the anomaly map in red where given."""
+    n = len(crops)
+    cols = min(columns, n)
+    nrows = -(-n // cols)
+    fig = figure(1.9 * cols, 2.1 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(n):
+        axes[i].imshow(grey(crops[i]), cmap="gray", vmin=0, vmax=1)
+        if maps[i] is not None:
+            m = np.asarray(maps[i], np.float64)
+            axes[i].imshow(rgba(m / max(float(m.max()), 1e-6), _RED, 0.45))
+        axes[i].set_title(titles[i], fontsize=7)
+    return fig
+
+
+def confusion_uri(matrix: Any, classes: Sequence[str], title: str) -> str:
+    """The row-normalized confusion matrix of :func:`emae.plots.plot_confusion_matrix`."""
+    from emae.plots import plot_confusion_matrix
+
+    fig = plot_confusion_matrix(matrix, classes)
+    fig.suptitle(title, fontsize=10)
+    return figure_uri(fig)
+
+
+def gather_images(images: Sequence[Any]) -> list[np.ndarray]:
+    """Plain float arrays of ``images`` (for figures only)."""
+    return [np.asarray(im, dtype=np.float32) for im in images]

@@ -1,0 +1,298 @@
+"""The report's sections, as plain data the template renders.
+
+A section is ``{"id", "title", "blocks"}``; a block is one of
+
+- ``{"type": "kv", "caption", "items": [(key, value), ...]}``,
+- ``{"type": "table", "caption", "id", "header": [...], "rows": [[...], ...]}``,
+- ``{"type": "figure", "caption", "uri", "alt"}`` (a ``data:`` PNG),
+- ``{"type": "code", "caption", "text"}``, ``{"type": "text", "text"}``.
+
+Every number comes from the output folders (or, for the anomaly-map AUROC and the example
+panels, is computed here from the maps, images and masks they name).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emae.report import figures
+from emae.report.sources import Runs
+
+Block = dict[str, Any]
+Section = dict[str, Any]
+METRIC_NAMES = {"tpr": "TPR", "tnr": "TNR", "ppv": "PPV", "npv": "NPV", "f1": "F1"}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _stat(stat: Any) -> str:
+    """``mean ± std`` of a comparison statistic (``{"mean", "std"}``), or one number."""
+    if isinstance(stat, dict):
+        std = stat.get("std")
+        return _fmt(stat.get("mean")) + (f" ± {std:.3f}" if std is not None else "")
+    return _fmt(stat)
+
+
+def _figure(fig: Any, caption: str, alt: str) -> Block:
+    return {"type": "figure", "caption": caption, "uri": figures.figure_uri(fig), "alt": alt}
+
+
+def _file(path: Path, caption: str, alt: str) -> list[Block]:
+    uri = figures.file_uri(path)
+    return [] if uri is None else [{"type": "figure", "caption": caption, "uri": uri, "alt": alt}]
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def test_sections(runs: Runs, limit: int = 8) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """Up to ``limit`` test sections as ``(name, image, mask or None)``, in scoring order."""
+    from emae.io import expand_inputs, open_image
+
+    if not runs.test_images:
+        return []
+    sections = []
+    for source in expand_inputs(runs.test_images):
+        image = open_image(source)
+        for z in range(image.n_sections):
+            sections.append((f"{Path(source).name}[{z}]", image.section(z)))
+    masks: list[np.ndarray | None] = [None] * len(sections)
+    if runs.test_masks and Path(runs.test_masks).exists():
+        stack = open_image(runs.test_masks)
+        if stack.n_sections == len(sections) and stack.yx_shape == sections[0][1].shape:
+            masks = [stack.section(z) for z in range(stack.n_sections)]
+    return [(n, im, m) for (n, im), m in zip(sections, masks, strict=True)][:limit]
+
+
+def data_section(runs: Runs) -> Section | None:
+    """Label counts and imbalance, the input images, the gallery of artifact types."""
+    from emae.io import expand_inputs, open_image
+    from emae.labels import load_labels
+
+    blocks: list[Block] = []
+    if runs.labels and Path(runs.labels).is_file():
+        labeled = load_labels(runs.labels, check_images=False)
+        counts = labeled.class_counts()
+        largest, total = max(counts.values()), sum(counts.values())
+        groups = {s.group for s in labeled.samples if s.group}
+        blocks.append(
+            {
+                "type": "table",
+                "id": "label-counts",
+                "caption": f"Labels: {total} {labeled.kind} samples in {len(counts)} classes"
+                + (f" from {len(groups)} groups" if groups else "")
+                + f" ({runs.labels}); imbalance largest : smallest class = "
+                f"{largest} : {min(counts.values())}",
+                "header": ["class", "samples", "share", "ratio to the largest"],
+                "rows": [
+                    [name, n, f"{100 * n / total:.1f}%", f"1 : {largest / max(n, 1):.1f}"]
+                    for name, n in counts.items()
+                ],
+            }
+        )
+    inputs = []
+    config = (runs.pipeline or {}).get("config", {})
+    named = [("unlabeled", s) for s in config.get("unlabeled", [])]
+    named += [("test", s) for s in runs.test_images]
+    if config.get("detect_input"):
+        named.append(("detect", config["detect_input"]))
+    for role, pattern in named:
+        for source in expand_inputs([pattern]):
+            image = open_image(source)
+            shape = " x ".join(map(str, image.shape))
+            inputs.append([role, source, image.axes, shape, str(image.dtype)])
+    if inputs:
+        blocks.append(
+            {
+                "type": "table",
+                "id": "inputs",
+                "caption": "Images",
+                "header": ["role", "source", "axes", "shape", "dtype"],
+                "rows": inputs,
+            }
+        )
+    if runs.gallery is not None:
+        blocks += _file(runs.gallery, "The artifact types of the sample data", "gallery")
+    return {"id": "data", "title": "Data", "blocks": blocks} if blocks else None
+
+
+def _curves(summary: dict[str, Any], title: str) -> Block | None:
+    curve = [{"step": p["step"], "value": p["loss"]} for p in summary.get("curve", [])]
+    val = [
+        {"step": p["step"], "value": p.get("val_loss")}
+        for p in summary.get("history", [])
+        if p.get("val_loss") is not None
+    ]
+    if not curve and not val:
+        return None
+    series = {"training loss": curve, "validation loss": val}
+    fig = figures.curves_figure({k: v for k, v in series.items() if v}, title)
+    return _figure(fig, title, "training curve")
+
+
+def autoencoder_section(runs: Runs, folder: Path) -> Section:
+    """Settings, training curve, and panels input / reconstruction / error / anomaly / target."""
+    from emae.detector import AutoencoderDetector
+    from emae.error_maps import reconstruct
+
+    config = _json(folder / "config.json").get("run", {})
+    summary = _json(folder / "training.json")
+    threshold = summary.get("threshold", {})
+    items = [
+        ("model", config.get("model")),
+        ("folder", str(folder)),
+        ("patch size", config.get("patch_size")),
+        ("channels", config.get("channels")),
+        ("latent", f"{config.get('latent')} ({config.get('latent_channels')} channels)"),
+        ("steps x batch", f"{summary.get('steps_done')} x {config.get('batch_size')}"),
+        ("training time", f"{summary.get('seconds', 0):.0f} s"),
+        ("throughput", f"{summary.get('samples_per_s', 0):.0f} patches/s"),
+        ("device, precision", f"{summary.get('device')}, {summary.get('precision')}"),
+        ("best validation loss", _fmt(summary.get("best_val"), 4)),
+        ("anomaly score", config.get("score")),
+        (
+            "image threshold",
+            f"{_fmt(threshold.get('value'))} ({threshold.get('method')}, target FPR "
+            f"{threshold.get('target_fpr')})",
+        ),
+    ]
+    blocks: list[Block] = [{"type": "kv", "caption": "Autoencoder", "items": items}]
+    curve = _curves(summary, "Autoencoder training")
+    if curve:
+        blocks.append(curve)
+    sections = test_sections(runs)
+    if sections:
+        detector = AutoencoderDetector.from_bundle(folder, device="cpu")
+        size = 128
+        rows, titles, outlines = [], [], []
+        for name, image, mask in _example_crops(sections, size, 4):
+            normalized = detector.normalizer(image[None].astype(np.float32))
+            recon = reconstruct(detector.model, normalized, batch_size=1)[0]
+            error = np.abs(normalized[0] - recon)
+            anomaly = detector.anomaly_map(image[None])[0]
+            row = [normalized[0], recon, error, anomaly]
+            if mask is not None:
+                row.append(mask > 0)
+            rows.append(row)
+            titles.append(name)
+            outlines.append(mask)
+        columns = ["input", "reconstruction", "error", "anomaly"]
+        columns += ["target"] if len(rows[0]) == 5 else []
+        fig = figures.panel_rows_figure(rows, columns, titles, outlines)
+        blocks.append(
+            _figure(
+                fig,
+                "Test crops: input, reconstruction, absolute error, anomaly map "
+                f"({config.get('score')}) and target (ground-truth outline in cyan)",
+                "autoencoder panels",
+            )
+        )
+    return {"id": "autoencoder", "title": "Autoencoder", "blocks": blocks}
+
+
+def _example_crops(
+    sections: list[tuple[str, np.ndarray, np.ndarray | None]], size: int, n: int
+) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """``n`` crops of ``size``: centred on the largest artifacts where masks exist."""
+    crops = []
+    for name, image, mask in sections:
+        h, w = image.shape
+        if h < size or w < size:
+            continue
+        if mask is not None and (mask > 0).any():
+            ys, xs = np.nonzero(mask > 0)
+            label = Counter(mask[mask > 0].tolist()).most_common(1)[0][0]
+            pick = mask == label
+            ys, xs = np.nonzero(pick)
+            cy, cx = int(ys.mean()), int(xs.mean())
+        else:
+            cy, cx = h // 2, w // 2
+        y0 = int(np.clip(cy - size // 2, 0, h - size))
+        x0 = int(np.clip(cx - size // 2, 0, w - size))
+        crop_mask = None if mask is None else mask[y0 : y0 + size, x0 : x0 + size]
+        crops.append((f"{name} y{y0} x{x0}", image[y0 : y0 + size, x0 : x0 + size], crop_mask))
+        if len(crops) == n:
+            break
+    return crops
+
+
+def anomaly_section(runs: Runs, folder: Path) -> Section | None:
+    """Anomaly maps over the test images with the ground-truth outline; per-image scores."""
+    import csv
+
+    import tifffile
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from emae.score import scores_path
+
+    if runs.score_map is None or not runs.score_map.is_file():
+        return None
+    maps = np.asarray(tifffile.imread(runs.score_map), dtype=np.float32)
+    maps = maps[None] if maps.ndim == 2 else maps
+    sections = test_sections(runs, limit=len(maps))
+    threshold = _json(folder / "training.json").get("pixel_threshold", {}).get("value")
+    blocks: list[Block] = []
+    if len(sections) == len(maps):
+        fig = figures.overlay_figure(
+            [s[1] for s in sections],
+            list(maps),
+            [s[0] for s in sections],
+            [s[2] for s in sections],
+            threshold=threshold,
+        )
+        blocks.append(
+            _figure(
+                fig,
+                "Anomaly maps (red: above the pixel threshold "
+                f"{_fmt(threshold)}) with the ground-truth artifact outlines (cyan)",
+                "anomaly overlays",
+            )
+        )
+    rows = []
+    if scores_path(runs.score_map).is_file():
+        with scores_path(runs.score_map).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    has_masks = len(sections) == len(maps) and all(s[2] is not None for s in sections)
+    table = []
+    for i, row in enumerate(rows):
+        cells = [
+            Path(row["image"]).name + f"[{row['section']}]",
+            _fmt(float(row["score"])),
+            _fmt(float(row["p99"])),
+            f"{100 * float(row['anomalous_fraction']):.2f}%",
+        ]
+        if has_masks and i < len(sections):
+            truth = sections[i][2] > 0
+            cells.append(f"{100 * truth.mean():.2f}%")
+            cells.append(
+                _fmt(roc_auc_score(truth.ravel(), maps[i].ravel())) if 0 < truth.mean() < 1 else "–"
+            )
+        table.append(cells)
+    if table:
+        header = ["section", "score", "p99", "flagged area"]
+        header += ["artifact area", "pixel AUROC"] if has_masks else []
+        caption = "Per-section scores (larger = more anomalous)"
+        if has_masks:
+            truth = np.concatenate([(s[2] > 0).ravel() for s in sections])
+            values = maps.reshape(-1)[: truth.size]
+            if 0 < truth.mean() < 1:
+                caption += (
+                    f"; all sections pooled: pixel AUROC {roc_auc_score(truth, values):.3f}, "
+                    f"average precision {average_precision_score(truth, values):.3f}"
+                )
+        blocks.append(
+            {"type": "table", "id": "scores", "caption": caption, "header": header, "rows": table}
+        )
+    return {"id": "anomaly", "title": "Anomaly maps", "blocks": blocks} if blocks else None

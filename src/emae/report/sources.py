@@ -1,0 +1,117 @@
+"""Which emae outputs the report is given, and where each of their parts lies.
+
+:func:`find_runs` sorts the folders given to ``emae report`` by kind (a pipeline or demo run
+folder expands to its parts); anything else is refused with a one-line error, so a mistyped
+path never produces an empty report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emae.errors import EmaeError
+
+KINDS = ("sample-data", "autoencoder", "classifier", "evaluation", "compare", "detect")
+
+
+@dataclass
+class Runs:
+    """The outputs to report on, by kind, and what a pipeline record adds."""
+
+    folders: dict[str, list[Path]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    pipeline: dict[str, Any] | None = None
+    labels: str | None = None
+    test_images: list[str] = field(default_factory=list)
+    test_masks: str | None = None
+    score_map: Path | None = None
+    gallery: Path | None = None
+
+    def first(self, kind: str) -> Path | None:
+        """The first folder of ``kind``, or None."""
+        return self.folders[kind][0] if self.folders[kind] else None
+
+
+def kind_of(path: Path) -> str | None:
+    """The kind of emae output ``path`` is, ``"pipeline"``, or None."""
+    from emae.classifier_bundle import is_classifier
+
+    if not path.is_dir():
+        return None
+    if (path / "pipeline.json").is_file():
+        return "pipeline"
+    if (path / "manifest.json").is_file() and (path / "classes.json").is_file():
+        return "sample-data"
+    if is_classifier(path):
+        return "classifier"
+    if (path / "scoring.json").is_file() and (path / "config.json").is_file():
+        return "autoencoder"
+    if (path / "metrics.json").is_file() and (path / "predictions.csv").is_file():
+        return "evaluation"
+    if (path / "compare.json").is_file() and (path / "summary.json").is_file():
+        return "compare"
+    if path.suffix == ".zarr" and (path / "emae_run.json").is_file():
+        return "detect"
+    return None
+
+
+def _add_pipeline(runs: Runs, folder: Path) -> None:
+    record = json.loads((folder / "pipeline.json").read_text())
+    runs.pipeline = record
+    config = record.get("config", {})
+    runs.labels = runs.labels or config.get("labels")
+    runs.test_images = runs.test_images or list(config.get("test_images", []))
+    runs.test_masks = runs.test_masks or config.get("test_masks")
+    data = record.get("demo", {}).get("data")
+    if data and kind_of(folder / data) == "sample-data":
+        runs.folders["sample-data"].append(folder / data)
+    gallery = folder / "gallery.png"
+    runs.gallery = gallery if gallery.is_file() else runs.gallery
+    score_map = folder / "scores" / "test.tif"
+    runs.score_map = score_map if score_map.is_file() else runs.score_map
+    for name, kind in (
+        ("autoencoder", "autoencoder"),
+        ("classifier", "classifier"),
+        ("evaluation", "evaluation"),
+        ("compare", "compare"),
+        ("detect.zarr", "detect"),
+    ):
+        if kind_of(folder / name) == kind:
+            runs.folders[kind].append(folder / name)
+
+
+def find_runs(paths: Sequence[str | Path]) -> Runs:
+    """Sort ``paths`` by kind of output (see :data:`KINDS`); pipeline folders expand.
+
+    Raises
+    ------
+    EmaeError
+        When a path does not exist or is no emae output, or when nothing is given.
+    """
+    if not paths:
+        raise EmaeError("give at least one emae output folder to report on")
+    runs = Runs()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise EmaeError(f"{path}: no such file or folder")
+        kind = kind_of(path)
+        if kind is None:
+            raise EmaeError(
+                f"{path}: not an emae output (expected a pipeline or demo run, sample data, an "
+                f"autoencoder or classifier folder, an evaluation or comparison folder, or a "
+                f"detect .zarr)"
+            )
+        if kind == "pipeline":
+            _add_pipeline(runs, path)
+        else:
+            runs.folders[kind].append(path)
+    sample = runs.first("sample-data")
+    if sample is not None:
+        runs.labels = runs.labels or str(sample / "labels.csv")
+        runs.test_images = runs.test_images or [str(sample / "test" / "images")]
+        runs.test_masks = runs.test_masks or str(sample / "test" / "masks")
+    return runs

@@ -1,0 +1,203 @@
+"""The pipeline and the demo: every step on tiny data, resume, refusals, the report's content."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emae.demo import demo_config, demo_config_path, run_demo
+from emae.errors import EmaeError
+from emae.pipeline import run_pipeline
+from emae.pipeline_config import load_pipeline_config
+
+# The demo's steps with the least work that still exercises each one.
+MICRO = {
+    "pretrain": {"model": "conv-ae", "steps": 12, "val_every": 6, "score_patches": 32},
+    "finetune": {"freeze": "frozen", "steps": 10},
+    "compare_methods": ["head", "svm-features"],
+    "compare_folds": 2,
+    "compare_budgets": "all",
+    "compare_steps": 5,
+    "detect_chunk": 192,
+    "detect_tile": 96,
+    "detect_workers": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("emae.demo.QUICK", MICRO)
+        record = run_demo(out, quick=True, progress=False)
+    return out, record
+
+
+def test_every_step_ran_and_wrote_its_output(demo_run):
+    out, record = demo_run
+    steps = record["steps"]
+    assert list(steps) == [
+        "split", "pretrain", "score", "finetune", "evaluate", "compare", "detect", "report"
+    ]  # fmt: skip
+    for name in ("autoencoder", "classifier", "evaluation", "compare", "detect.zarr"):
+        assert (out / name).is_dir(), name
+    assert (out / "scores" / "test.tif").is_file()
+    assert (out / "report.html").stat().st_size > 50_000
+    saved = json.loads((out / "pipeline.json").read_text())
+    assert saved["steps"].keys() == steps.keys()
+    assert saved["config"]["pretrain"]["steps"] == 12
+    assert steps["pretrain"]["command"].startswith("emae pretrain ")
+    assert "--config" in steps["pretrain"]["command"]
+    assert (out / "configs" / "pretrain.yaml").is_file()
+
+
+def test_split_keeps_groups_apart(demo_run):
+    import csv
+
+    out, _ = demo_run
+    rows = {}
+    for part in ("train", "test"):
+        with (out / "labels" / f"{part}.csv").open() as f:
+            rows[part] = list(csv.DictReader(f))
+    assert rows["train"] and rows["test"]
+    groups = {part: {r["group"] for r in r_} for part, r_ in rows.items()}
+    assert not groups["train"] & groups["test"]
+
+
+def test_rerun_skips_finished_steps(demo_run, caplog):
+    out, record = demo_run
+    before = (out / "autoencoder" / "model.safetensors").stat().st_mtime_ns
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("INFO"):
+        mp.setattr("emae.demo.QUICK", MICRO)
+        again = run_demo(out, quick=True, progress=False)
+    assert (out / "autoencoder" / "model.safetensors").stat().st_mtime_ns == before
+    assert "step pretrain: already done" in caplog.text
+    assert again["steps"]["pretrain"] == record["steps"]["pretrain"]
+
+
+def test_another_configuration_is_refused(demo_run):
+    out, _ = demo_run
+    config = demo_config(out / "data", quick=True, seed=1)
+    with pytest.raises(EmaeError, match="another configuration"):
+        run_pipeline(config, out, progress=False)
+
+
+def test_foreign_folder_is_never_replaced(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(EmaeError, match="is not an emae demo"):
+        run_demo(tmp_path, quick=True, overwrite=True, progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def _images(html: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_report_is_self_contained_and_complete(demo_run):
+    out, _ = demo_run
+    html = (out / "report.html").read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from a network
+    images = _images(html)
+    assert len(images) >= 10
+    for png in images:
+        with Image.open(io.BytesIO(png)) as im:
+            im.load()
+            assert im.size[0] > 50 and im.size[1] > 50
+    for table in ("label-counts", "scores", "evaluation", "compare", "timings"):
+        assert f'id="table-{table}"' in html, table
+    for words in ("TPR", "TNR", "PPV", "NPV", "macro-F1", "pixel AUROC", "emae pretrain"):
+        assert words in html, words
+    for section in ("data", "autoencoder", "anomaly", "classifier", "compare", "detect"):
+        assert f'<section id="{section}">' in html, section
+
+
+def test_report_numbers_come_from_the_runs(demo_run):
+    out, _ = demo_run
+    html = (out / "report.html").read_text()
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert f"{metrics['macro_f1']:.3f}" in html
+    summary = json.loads((out / "autoencoder" / "training.json").read_text())
+    assert f"{summary['steps_done']} x" in html
+
+
+def test_demo_yaml_in_configs_is_the_packaged_one():
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
+
+
+def test_config_paths_resolve_against_the_file(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "unlabeled: [a/*.tif, /abs/b.zarr]\nlabels: labels.csv\npretrain: {steps: 5}\n"
+    )
+    config = load_pipeline_config(tmp_path / "run.yaml")
+    assert config.unlabeled == [str(tmp_path / "a/*.tif"), "/abs/b.zarr"]
+    assert config.labels == str(tmp_path / "labels.csv")
+    assert config.pretrain_config().steps == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("unlabeled: [a.tif]\nlabels: l.csv\nunknown_key: 1\n", "unknown_key"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\npretrain: {stepz: 5}\n", "stepz"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\nfinetune: {steps: 0}\n", "steps"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\ncompare_budgets: 'five'\n", "budget"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\ncompare_methods: [magic]\n", "magic"),
+        ("labels: l.csv\n", "unlabeled"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
+def test_bad_configuration_is_one_clear_error(tmp_path, text, words):
+    (tmp_path / "run.yaml").write_text(text)
+    with pytest.raises(EmaeError, match=words) as info:
+        load_pipeline_config(tmp_path / "run.yaml")
+    assert "\n" not in str(info.value)
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt install chromium)")
+    out, _ = demo_run
+    url = (out / "report.html").resolve().as_uri()
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    base += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run(
+        [*base, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True
+    ).stdout
+    n = len(re.findall(r"<img ", dom))
+    assert n >= 10
+    assert f'data-images="{n}"' in dom and f'data-images-decoded="{n}"' in dom
+    for table in ("label-counts", "evaluation", "compare", "timings"):
+        assert f'id="table-{table}"' in dom, table
+    shots = Path(__file__).resolve().parents[1] / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    shot = shots / "report.png"
+    subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1280,2000", url],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        grey = np.asarray(im.convert("L"))
+    assert np.unique(grey).size > 20  # a page, not a blank canvas
