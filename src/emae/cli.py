@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -436,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # the Dask cluster's own bookkeeping (workers too); warnings still show
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         args.func(args)
     except ValidationError as exc:

@@ -47,7 +47,12 @@ def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         sections.append(detect_section(folder))
     configured = [f for kind in ("autoencoder", "classifier") for f in runs.folders[kind]]
     sections.append(reproducibility_section(runs, configured))
-    return [s for s in sections if s is not None and s["blocks"]]
+    sections = [s for s in sections if s is not None and s["blocks"]]
+    highlights = [item for s in sections for item in s.get("highlights", [])]
+    if highlights:
+        summary = {"type": "kv", "caption": "Key results", "items": highlights}
+        sections.insert(0, {"id": "summary", "title": "Summary", "blocks": [summary]})
+    return sections
 
 
 def render_html(sections: list[dict[str, Any]], sources: Sequence[str], title: str) -> str:

@@ -43,6 +43,7 @@ def per_class_table(metrics: dict[str, Any], caption: str, table_id: str) -> Blo
 def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | None) -> Section:
     """The classifier's settings and training curve; its held-out evaluation."""
     blocks: list[Block] = []
+    highlights: list[tuple[str, str]] = []
     if classifier is not None:
         run = _json(classifier / "config.json").get("run", {})
         summary = _json(classifier / "training.json")
@@ -73,10 +74,22 @@ def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | N
             }
         )
         blocks.append(per_class_table(metrics, "Per class, held-out test set", "evaluation"))
+        highlights.append(
+            (
+                "classifier on held-out labels",
+                f"macro-F1 {_fmt(metrics.get('macro_f1'))}, balanced accuracy "
+                f"{_fmt(metrics.get('balanced_accuracy'))} ({n} samples)",
+            )
+        )
         blocks += _file(evaluation / "confusion.png", "Confusion matrix (rows: true)", "confusion")
         blocks += _file(evaluation / "roc_pr.png", "One-vs-rest ROC and PR curves", "roc pr")
         blocks += _file(evaluation / "panels.png", "Test samples, mistakes first", "panels")
-    return {"id": "classifier", "title": "Classifier on few labels", "blocks": blocks}
+    return {
+        "id": "classifier",
+        "title": "Classifier on few labels",
+        "blocks": blocks,
+        "highlights": highlights,
+    }
 
 
 def compare_section(folder: Path) -> Section:
@@ -102,6 +115,16 @@ def compare_section(folder: Path) -> Section:
         }
     ]
     blocks += _file(folder / "learning_curves.png", "Learning curves (macro-F1)", "learning")
+    highlights: list[tuple[str, str]] = []
+    for budget in budgets:
+        scored = [
+            (m, b[budget]["macro_f1"]["mean"])
+            for m, b in methods.items()
+            if budget in b and b[budget]["macro_f1"]["mean"] is not None
+        ]
+        if scored:
+            ranked = ", ".join(f"{m} {v:.3f}" for m, v in sorted(scored, key=lambda x: -x[1]))
+            highlights.append((f"cross-validated macro-F1, {budget} labels / class", ranked))
     last = budgets[-1] if budgets else None
     uris = []
     for method, by_budget in methods.items():
@@ -122,7 +145,12 @@ def compare_section(folder: Path) -> Section:
         {"type": "figure", "caption": "Confusion matrices, all folds pooled", "uri": u, "alt": "cm"}
         for u in uris
     ]
-    return {"id": "compare", "title": "Comparison with baselines", "blocks": blocks}
+    return {
+        "id": "compare",
+        "title": "Comparison with baselines",
+        "blocks": blocks,
+        "highlights": highlights,
+    }
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -153,19 +181,27 @@ def detect_section(folder: Path, top: int = 12) -> Section:
         ("detections", len(detections)),
     ]
     blocks: list[Block] = [{"type": "kv", "caption": "Detection", "items": items}]
+    highlights = [("detections in the volume", str(len(detections)))]
     blocks += _file(stem.with_name(stem.name + "_qc.png"), "QC: sections x tiles", "qc heatmap")
     if qc:
         keys = [k for k in qc[0] if k.startswith("fraction_") or k in ("mean_anomaly",)]
-        key = "anomalous_fraction" if "anomalous_fraction" in qc[0] else keys[0]
-        worst = sorted(qc, key=lambda r: -float(r[key]))[:10]
+        column = "anomalous_fraction" if "anomalous_fraction" in qc[0] else keys[0]
+        worst = sorted(qc, key=lambda r: -float(r[column]))[:10]
+        highlights.append(
+            (
+                f"section with the largest {column.replace('_', ' ')}",
+                f"z = {worst[0]['z']} ({_fmt(float(worst[0][column]))})",
+            )
+        )
         blocks.append(
             {
                 "type": "table",
                 "id": "qc",
-                "caption": f"Sections with the largest {key.replace('_', ' ')}",
-                "header": ["section", key.replace("_", " "), *keys],
+                "caption": f"Sections with the largest {column.replace('_', ' ')}",
+                "header": ["section", column.replace("_", " "), *keys],
                 "rows": [
-                    [r["z"], _fmt(float(r[key])), *(_fmt(float(r[k])) for k in keys)] for r in worst
+                    [r["z"], _fmt(float(r[column])), *(_fmt(float(r[k])) for k in keys)]
+                    for r in worst
                 ],
             }
         )
@@ -229,7 +265,12 @@ def detect_section(folder: Path, top: int = 12) -> Section:
                     "alt": "detections",
                 }
             )
-    return {"id": "detect", "title": "Whole-volume detection", "blocks": blocks}
+    return {
+        "id": "detect",
+        "title": "Whole-volume detection",
+        "blocks": blocks,
+        "highlights": highlights,
+    }
 
 
 def reproducibility_section(runs: Runs, folders: list[Path]) -> Section:

@@ -7,6 +7,8 @@ A section is ``{"id", "title", "blocks"}``; a block is one of
 - ``{"type": "figure", "caption", "uri", "alt"}`` (a ``data:`` PNG),
 - ``{"type": "code", "caption", "text"}``, ``{"type": "text", "text"}``.
 
+A section may also carry ``"highlights"``: ``(name, value)`` pairs for the summary at the top.
+
 Every number comes from the output folders (or, for the anomaly-map AUROC and the example
 panels, is computed here from the maps, images and masks they name).
 """
@@ -265,6 +267,7 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
         with scores_path(runs.score_map).open(newline="") as f:
             rows = list(csv.DictReader(f))
     has_masks = len(sections) == len(maps) and all(s[2] is not None for s in sections)
+    highlights: list[tuple[str, str]] = []
     table = []
     for i, row in enumerate(rows):
         cells = [
@@ -288,11 +291,19 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
             truth = np.concatenate([(s[2] > 0).ravel() for s in sections])
             values = maps.reshape(-1)[: truth.size]
             if 0 < truth.mean() < 1:
-                caption += (
-                    f"; all sections pooled: pixel AUROC {roc_auc_score(truth, values):.3f}, "
-                    f"average precision {average_precision_score(truth, values):.3f}"
+                auroc = roc_auc_score(truth, values)
+                ap = average_precision_score(truth, values)
+                caption += f"; all sections pooled: pixel AUROC {auroc:.3f}, AP {ap:.3f}"
+                highlights.append(
+                    (
+                        "anomaly map vs. ground truth",
+                        f"pixel AUROC {auroc:.3f}, average precision {ap:.3f} "
+                        f"({len(sections)} test sections, {100 * truth.mean():.1f}% artifact)",
+                    )
                 )
         blocks.append(
             {"type": "table", "id": "scores", "caption": caption, "header": header, "rows": table}
         )
-    return {"id": "anomaly", "title": "Anomaly maps", "blocks": blocks} if blocks else None
+    if not blocks:
+        return None
+    return {"id": "anomaly", "title": "Anomaly maps", "blocks": blocks, "highlights": highlights}
