@@ -201,3 +201,26 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
         assert im.size == (1280, 2000)
         grey = np.asarray(im.convert("L"))
     assert np.unique(grey).size > 20  # a page, not a blank canvas
+
+
+def test_same_seed_same_results(demo_run, tmp_path):
+    import tifffile
+
+    out, _ = demo_run
+    again = tmp_path / "again"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("emae.demo.QUICK", MICRO)
+        run_demo(again, quick=True, progress=False)
+    for name in ("evaluation/metrics.json", "labels/test.csv", "detect_detections.csv"):
+        mine = (again / name).read_text().replace(str(again.resolve()), "OUT")
+        assert mine == (out / name).read_text().replace(str(out.resolve()), "OUT"), name
+    np.testing.assert_array_equal(
+        tifffile.imread(again / "scores" / "test.tif"), tifffile.imread(out / "scores" / "test.tif")
+    )
+
+    def without_times(path: Path) -> str:
+        return re.sub(r'"seconds": [0-9.e+-]+', "", path.read_text())
+
+    assert without_times(again / "compare" / "summary.json") == without_times(
+        out / "compare" / "summary.json"
+    )
