@@ -140,6 +140,7 @@ def test_thresholds_from_labels_and_by_hand(images):
         ({"reduce": "median"}, "reduce must be one of"),
         ({"target_fpr": 1.5}, "target_fpr must be a rate"),
         ({"holdout": 0.0}, "holdout must be a fraction"),
+        ({"precision": "fp16"}, "precision must be fp32, bf16 or auto"),
     ],
 )
 def test_bad_parameters_are_named_at_fit(images, kwargs, message):
@@ -174,3 +175,17 @@ def test_a_model_folder_without_scoring_is_refused(tmp_path):
     )
     with pytest.raises(EmaeError, match="no fitted anomaly score"):
         AutoencoderDetector.from_bundle(tmp_path / "m")
+
+
+def test_reduced_precision_maps_stay_close_to_fp32(images):
+    """bf16 autocast + channels-last where the CPU has bf16 (fp32 elsewhere): same ranking."""
+    detector = AutoencoderDetector(_model(), NORMALIZER).fit(images)
+    exact = detector.anomaly_map(images)
+    detector.precision = "auto"
+    fast = detector.anomaly_map(images)
+    detector.precision = "fp32"
+    np.testing.assert_array_equal(detector.anomaly_map(images), exact)  # nothing left behind
+    assert fast.shape == exact.shape and fast.dtype == np.float32
+    scale = np.percentile(np.abs(exact), 99)
+    assert np.percentile(np.abs(fast - exact), 99) < 0.1 * scale
+    assert np.corrcoef(fast.ravel(), exact.ravel())[0, 1] > 0.98

@@ -118,6 +118,7 @@ def _score(args: argparse.Namespace) -> None:
         scale=args.scale,
         tile=args.tile,
         overlap=args.overlap,
+        precision=args.precision,
         progress=not args.quiet,
     )
     print(
@@ -216,6 +217,7 @@ def _detect(args: argparse.Namespace) -> None:
         workers=args.workers,
         scheduler=args.scheduler,
         scale=args.scale,
+        precision=args.precision,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -323,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=1024, help="Tile side in pixels (default 1024).")
     p.add_argument("--overlap", type=int, default=64, help="Tile overlap in pixels (default 64).")
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.add_argument(
+        "--precision", default="fp32", help="fp32 (default), bf16 or auto: forward-pass precision."
+    )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
     p.set_defaults(func=_score)
 
@@ -404,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
     )
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.add_argument(
+        "--precision", default="fp32", help="fp32 (default), bf16 or auto: forward-pass precision."
+    )
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     p.set_defaults(func=_detect)
 

@@ -92,14 +92,14 @@ def _prepare(
     return False
 
 
-def _mapper(model: str | Path) -> tuple[Mapper, int]:
+def _mapper(model: str | Path, precision: str = "fp32") -> tuple[Mapper, int]:
     """The mapper of an autoencoder or classifier folder, and the model's patch size.
 
     A classifier also maps anomalies when the autoencoder it was fine-tuned from is still
     where its training summary says and holds a fitted score.
     """
     if not is_classifier(model):
-        detector = AutoencoderDetector.from_bundle(model, device="cpu")
+        detector = AutoencoderDetector.from_bundle(model, device="cpu", precision=precision)
         return Mapper(detector=detector), int(detector.model_config.get("patch_size", 1))
     classifier = load_classifier(model)
     summary_path = Path(model) / "training.json"
@@ -109,7 +109,7 @@ def _mapper(model: str | Path) -> tuple[Mapper, int]:
     run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
     detector = None
     if encoder and Path(encoder, "scoring.json").is_file():
-        detector = AutoencoderDetector.from_bundle(encoder, device="cpu")
+        detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
     clean = run.get("clean_class", "clean")
     return Mapper(detector, classifier, clean), classifier.model.patch_size
 
@@ -164,6 +164,7 @@ def detect(
     scheduler: str | None = None,
     scale: int = 0,
     retries: int = 2,
+    precision: str = "fp32",
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -190,6 +191,9 @@ def detect(
         Pyramid level of a multiscale input.
     retries
         Retries of a failing chunk before it is reported.
+    precision
+        Of the autoencoder's forward passes: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
+        :func:`emae.error_maps.inference_precision` and docs/benchmarks.md).
     overwrite
         Replace an existing output made with other settings.
     progress
@@ -205,7 +209,7 @@ def detect(
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
     image = open_image(str(source), scale=scale)
-    mapper, patch = _mapper(model)
+    mapper, patch = _mapper(model, precision)
     _check_input(image, mapper, patch, str(source), str(model))
     settings = {
         "model": str(Path(model).resolve()),
@@ -215,6 +219,7 @@ def detect(
         "tile": tile,
         "overlap": overlap,
         "chunk": chunk,
+        "precision": precision,
         "channels": (["anomaly"] if mapper.detector else []) + list(mapper.classes),
     }
     resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite, mapper)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from emae.bundle import load_bundle
-from emae.error_maps import as_images
+from emae.error_maps import as_images, inference_precision
 from emae.errors import EmaeError, NotFittedError
 from emae.normalization import PercentileNormalizer
 from emae.scoring import REDUCTIONS, SCORES, STATISTICS, anomaly_maps, patch_scores
@@ -65,6 +65,9 @@ class AutoencoderDetector:
         Where to compute; ``None`` keeps the model where it is.
     seed
         Seed of the held-out split and the pixel subsample.
+    precision
+        Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see
+        :func:`emae.error_maps.inference_precision`).
 
     Attributes
     ----------
@@ -92,6 +95,7 @@ class AutoencoderDetector:
         batch_size: int = 32,
         device: str | torch.device | None = None,
         seed: int = 0,
+        precision: str = "fp32",
     ) -> None:
         self.model = model
         self.normalizer = normalizer
@@ -102,6 +106,7 @@ class AutoencoderDetector:
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
+        self.precision = precision
         self.model_config: dict[str, Any] = {}
 
     @property
@@ -120,6 +125,8 @@ class AutoencoderDetector:
             raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
         if not isinstance(self.normalizer, PercentileNormalizer):
             raise EmaeError(f"normalizer must be a PercentileNormalizer, got {self.normalizer!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise EmaeError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_record_"):
@@ -130,14 +137,15 @@ class AutoencoderDetector:
     def _maps(self, x: Any) -> np.ndarray:
         """Anomaly maps of raw images: ``(N, H, W)`` float32."""
         images = self.normalizer(as_images(x))
-        return anomaly_maps(
-            self.model,
-            images,
-            score=self.score,
-            stats=self.stats_,
-            batch_size=self.batch_size,
-            device=self.device,
-        )
+        with inference_precision(self.precision):
+            return anomaly_maps(
+                self.model,
+                images,
+                score=self.score,
+                stats=self.stats_,
+                batch_size=self.batch_size,
+                device=self.device,
+            )
 
     def fit(self, x: Any, y: Any = None) -> AutoencoderDetector:
         """Learn the score's statistics and the thresholds from normal images.
@@ -169,12 +177,13 @@ class AutoencoderDetector:
         stats_class = STATISTICS.get(self.score)
         self.stats_ = None
         if stats_class is not None:
-            self.stats_ = stats_class().fit(
-                self.model,
-                self.normalizer(fit_part),
-                batch_size=self.batch_size,
-                device=self.device,
-            )
+            with inference_precision(self.precision):
+                self.stats_ = stats_class().fit(
+                    self.model,
+                    self.normalizer(fit_part),
+                    batch_size=self.batch_size,
+                    device=self.device,
+                )
         maps = self._maps(held_out)
         record = Threshold.at_fpr(
             patch_scores(maps, reduce=self.reduce), self.target_fpr, score=self.score_name
@@ -249,8 +258,11 @@ class AutoencoderDetector:
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> AutoencoderDetector:
         """The fitted detector saved in a model folder (by ``emae pretrain``).
+
+        ``precision`` is that of the forward passes (the statistics were fitted in fp32).
 
         Raises
         ------
@@ -274,6 +286,7 @@ class AutoencoderDetector:
             batch_size=batch_size,
             device=device,
             seed=scoring.get("seed", 0),
+            precision=precision,
         )
         detector._check_params()
         detector.model_config = dict(bundle.config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,28 @@ def as_images(x: Any, what: str = "x") -> np.ndarray:
     if not np.isfinite(a).all():
         raise EmaeError(f"{what} of shape {a.shape} holds NaN or infinite values")
     return a
+
+
+_PRECISION: ContextVar[str] = ContextVar("emae_inference_precision", default="fp32")
+
+
+@contextmanager
+def inference_precision(precision: str) -> Iterator[None]:
+    """Run the forward passes of :func:`batched_apply` inside the block in ``precision``.
+
+    ``"fp32"`` (the default outside any block) computes in float32 in the default memory
+    format. ``"bf16"`` uses bfloat16 autocast and, on the CPU, channels-last tensors: several
+    times faster on CPUs with native bf16 instructions (AMX, AVX512-BF16) and on GPUs, with
+    outputs within about 1% of fp32. ``"auto"`` picks bf16 where the device supports it
+    natively, fp32 elsewhere (:func:`emae.training.select_precision`).
+    """
+    if precision not in ("fp32", "bf16", "auto"):
+        raise EmaeError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
 
 
 def _same_shape(x: np.ndarray, recon: np.ndarray) -> None:
@@ -62,7 +85,10 @@ def batched_apply(
     """``fn`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated, float32, CPU.
 
     ``device=None`` uses the device of the model's parameters; another device moves the model.
+    The precision is the one of the enclosing :func:`inference_precision` block (fp32 outside).
     """
+    from emae.training import select_precision
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EmaeError(f"batch_size must be a positive int, got {batch_size!r}")
     if device is None:  # where the weights are (PCA holds buffers only)
@@ -70,11 +96,22 @@ def batched_apply(
         device = tensor.device if tensor is not None else torch.device("cpu")
     else:
         model.to(device)
+    device = torch.device(device)
+    amp = select_precision(device, _PRECISION.get())
+    channels_last = amp is not None and device.type == "cpu"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     outputs = []
-    with _evaluating(model):
-        for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
-            outputs.append(fn(batch).float().cpu().numpy())
+    try:
+        with _evaluating(model), torch.autocast(device.type, amp, enabled=amp is not None):
+            for start in range(0, len(x), batch_size):
+                batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                outputs.append(fn(batch).float().cpu().numpy())
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return np.concatenate(outputs)
 
 

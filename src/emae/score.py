@@ -86,6 +86,7 @@ def score_images(
     scale: int = 0,
     tile: int = 1024,
     overlap: int = 64,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
@@ -110,6 +111,9 @@ def score_images(
     tile, overlap
         Sections larger than ``tile`` pixels are scored in tiles overlapping by ``overlap``
         and blended without seams (:mod:`emae.tiling`), so memory stays bounded by the tile.
+    precision
+        Of the forward passes: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
+        :func:`emae.error_maps.inference_precision`).
     progress
         Show a progress bar over sections.
 
@@ -128,7 +132,7 @@ def score_images(
     check_writable(out, overwrite=overwrite, replaceable=is_map, kind="an image map")
     check_writable(csv_path, overwrite=overwrite, replaceable=Path.is_file, kind="a CSV file")
     detector = AutoencoderDetector.from_bundle(
-        model_dir, batch_size=batch_size, device=select_device(device)
+        model_dir, batch_size=batch_size, device=select_device(device), precision=precision
     )
     images, sources = _open_inputs(inputs, scale)
     axes = _map_axes(images, sources)

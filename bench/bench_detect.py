@@ -1,0 +1,320 @@
+"""Benchmark: whole-volume anomaly mapping: precision, FLOP bound, tiling, Dask workers, memory.
+
+With a trained autoencoder folder (``--model``, e.g. the default ``emae pretrain`` run on the
+sample data) and the sample data (``--data``), measures in one run:
+
+1. ``precision``: fp32 against bf16 (autocast + channels-last): throughput of
+   ``AutoencoderDetector.anomaly_map`` over the 8 test sections (tiled like ``emae score``)
+   and their pooled pixel AUROC against the masks, and the largest difference of the maps.
+2. ``bound``: the model's convolution FLOPs per pixel (counted with forward hooks), the matmul
+   FLOP/s of each precision (2048 x 2048 ``torch.mm``), the bound in MP/s that gives, and the
+   model's forward pass alone over one 2048 x 2048 image against it.
+3. ``sliding``: a naive sliding-window map (every patch scored, stride 1, its score given to its
+   centre pixel) against the tiled fully convolutional map, per pixel.
+4. ``dask``: ``emae.detect.detect`` on a synthetic 8 x 1024 x 1024 volume with 1 and 2 local
+   workers.
+5. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
+   (tiles of the sample sections), synchronous scheduler, peak RSS from ``/usr/bin/time``.
+
+Usage::
+
+    python bench/bench_detect.py --model runs/idle/default-pretrain \\
+        --data runs/bench_anomaly_scores/sample-data [--parts precision,bound,sliding,dask]
+        [--rss-gb 1] [--work runs/bench_detect]
+
+Prints each figure as it is measured and a JSON summary (also written to ``WORK/detect.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from emae.detector import AutoencoderDetector
+from emae.io import open_image
+from emae.tiling import predict_tiled
+
+
+def _log(results: dict[str, Any], part: str, **values: Any) -> None:
+    results.setdefault(part, {}).update(values)
+    print(part, json.dumps(values, default=float), flush=True)
+
+
+def _test_set(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = open_image(str(data / "test" / "images"))
+    masks = open_image(str(data / "test" / "masks"))
+    return np.asarray(images[:]), np.asarray(masks[:]) > 0
+
+
+def _maps(detector: AutoencoderDetector, sections: np.ndarray, tile: int) -> np.ndarray:
+    return np.stack(
+        [
+            predict_tiled(s, lambda t: detector.anomaly_map(t)[:, None], tile=tile, overlap=64)[0]
+            for s in sections
+        ]
+    )
+
+
+def part_precision(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    images, masks = _test_set(args.data)
+    pixels = images.size / 1e6
+    maps = {}
+    for precision in ("fp32", "bf16"):
+        detector = AutoencoderDetector.from_bundle(args.model, precision=precision)
+        _maps(detector, images[:1], args.tile)  # warm-up
+        began = time.perf_counter()
+        maps[precision] = _maps(detector, images, args.tile)
+        seconds = time.perf_counter() - began
+        auroc = roc_auc_score(masks.ravel(), maps[precision].ravel())
+        _log(
+            results,
+            "precision",
+            **{f"{precision}_mp_per_s": pixels / seconds, f"{precision}_auroc": auroc},
+        )
+    diff = np.abs(maps["bf16"] - maps["fp32"])
+    _log(
+        results,
+        "precision",
+        speedup=results["precision"]["bf16_mp_per_s"] / results["precision"]["fp32_mp_per_s"],
+        max_abs_diff=float(diff.max()),
+        p99_abs_diff=float(np.percentile(diff, 99)),
+        map_p99=float(np.percentile(maps["fp32"], 99)),
+    )
+
+
+def _flops_per_pixel(model: torch.nn.Module, side: int = 256) -> float:
+    total = [0.0]
+
+    def hook(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            positions = inputs[0].shape[-2] * inputs[0].shape[-1]
+        else:
+            positions = output.shape[-2] * output.shape[-1]
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total[0] += 2.0 * positions * k * module.in_channels * module.out_channels / module.groups
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+    ]
+    with torch.inference_mode():
+        model.eval()(torch.zeros(1, 1, side, side))
+    for h in handles:
+        h.remove()
+    return total[0] / side**2
+
+
+def _matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2.0 * n**3 * repeats / (time.perf_counter() - began)
+
+
+def part_bound(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    detector = AutoencoderDetector.from_bundle(args.model)
+    model = detector.model
+    per_pixel = _flops_per_pixel(model)
+    _log(results, "bound", model_flops_per_pixel=per_pixel)
+    image = torch.rand(1, 1, 2048, 2048)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        flops = _matmul_flops(dtype)
+        bound = flops / per_pixel / 1e6
+        x = image
+        if precision == "bf16":
+            model.to(memory_format=torch.channels_last)
+            x = image.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", torch.bfloat16, enabled=dtype != torch.float32),
+        ):
+            model(x)
+            began = time.perf_counter()
+            for _ in range(3):
+                model(x)
+            seconds = (time.perf_counter() - began) / 3
+        model.to(memory_format=torch.contiguous_format)
+        forward = 2048**2 / 1e6 / seconds
+        measured = results.get("precision", {}).get(f"{precision}_mp_per_s")
+        _log(
+            results,
+            "bound",
+            **{
+                f"{precision}_matmul_gflops": flops / 1e9,
+                f"{precision}_bound_mp_per_s": bound,
+                f"{precision}_forward_mp_per_s": forward,
+                f"{precision}_forward_of_bound": forward / bound,
+                **({f"{precision}_map_of_bound": measured / bound} if measured else {}),
+            },
+        )
+
+
+def part_sliding(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    images, _ = _test_set(args.data)
+    detector = AutoencoderDetector.from_bundle(args.model, precision=args.precision, batch_size=256)
+    patch = int(detector.model_config.get("patch_size", 64))
+    side = args.sliding_side
+    region = images[0, : side + patch - 1, : side + patch - 1]
+    began = time.perf_counter()
+    windows = np.lib.stride_tricks.sliding_window_view(region, (patch, patch))
+    windows = windows.reshape(-1, patch, patch)
+    naive = np.concatenate(
+        [detector.anomaly_score(windows[i : i + 1024]) for i in range(0, len(windows), 1024)]
+    ).reshape(side, side)
+    naive_s = time.perf_counter() - began
+    began = time.perf_counter()
+    _maps(detector, images[:1, : side + patch - 1, : side + patch - 1], args.tile)
+    tiled_s = time.perf_counter() - began
+    _log(
+        results,
+        "sliding",
+        pixels=side * side,
+        naive_mp_per_s=side * side / 1e6 / naive_s,
+        tiled_mp_per_s=region.size / 1e6 / tiled_s,
+        speedup=(region.size / tiled_s) / (side * side / naive_s),
+        naive_map_shape=list(naive.shape),
+    )
+
+
+def _volume(path: Path, data: Path, shape: tuple[int, int, int], chunk: int) -> Path:
+    import zarr
+
+    if path.exists():
+        return path
+    sections = np.asarray(open_image(str(data / "unlabeled" / "volume.tif"))[:])
+    array = zarr.create_array(
+        str(path), shape=shape, chunks=(1, chunk, chunk), dtype="uint8", fill_value=0
+    )
+    h, w = sections.shape[1:]
+    for z in range(shape[0]):
+        plane = np.tile(sections[z % len(sections)], (-(-shape[1] // h), -(-shape[2] // w)))
+        array[z] = plane[: shape[1], : shape[2]]
+    return path
+
+
+def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    from emae.detect import detect
+
+    source = _volume(args.work / "volume-8x1024.zarr", args.data, (8, 1024, 1024), 512)
+    for workers in (1, 2):
+        out = args.work / f"dask-{workers}.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        for suffix in ("_detections.csv", "_qc.csv", "_qc.png"):
+            (args.work / f"dask-{workers}{suffix}").unlink(missing_ok=True)
+        began = time.perf_counter()
+        summary = detect(
+            args.model,
+            str(source),
+            out,
+            chunk=512,
+            tile=512,
+            workers=workers,
+            precision=args.precision,
+            progress=False,
+        )
+        _log(
+            results,
+            "dask",
+            **{
+                f"workers_{workers}_s": time.perf_counter() - began,
+                f"workers_{workers}_compute_s": summary["seconds"],
+                f"workers_{workers}_mp_per_s": summary["megapixels_per_s"],
+            },
+        )
+    d = results["dask"]
+    _log(results, "dask", speedup=d["workers_1_compute_s"] / d["workers_2_compute_s"])
+
+
+def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    side = 4096
+    sections = max(1, round(args.rss_gb * 1e9 / side**2))
+    source = _volume(
+        args.work / f"volume-{sections}x{side}.zarr", args.data, (sections, side, side), 1024
+    )
+    out = args.work / "rss.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [
+        "/usr/bin/time",
+        "-f",
+        "%M %e",
+        sys.executable,
+        "-m",
+        "emae",
+        "-q",
+        "detect",
+        str(args.model),
+        str(source),
+        "--out",
+        str(out),
+        "--scheduler",
+        "synchronous",
+        "--precision",
+        args.precision,
+        "--overwrite",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, check=True)
+    rss_kb, seconds = proc.stderr.strip().splitlines()[-1].split()
+    _log(
+        results,
+        "rss",
+        volume_gb=sections * side**2 / 1e9,
+        shape=[sections, side, side],
+        peak_rss_mib=int(rss_kb) / 1024,
+        seconds=float(seconds),
+        command=shlex.join(command[3:]),
+    )
+
+
+PARTS = {
+    "precision": part_precision,
+    "bound": part_bound,
+    "sliding": part_sliding,
+    "dask": part_dask,
+    "rss": part_rss,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_detect"))
+    parser.add_argument("--parts", default="precision,bound,sliding,dask")
+    parser.add_argument("--precision", default="bf16", help="Of the sliding/dask/rss parts.")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--sliding-side", type=int, default=64)
+    parser.add_argument("--rss-gb", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "command": shlex.join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_start": os.getloadavg(),
+        "threads": args.threads,
+    }
+    for part in args.parts.split(","):
+        PARTS[part](args, results)
+    results["loadavg_end"] = os.getloadavg()
+    (args.work / "detect.json").write_text(json.dumps(results, indent=2, default=float))
+    print(json.dumps(results, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
