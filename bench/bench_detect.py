@@ -11,9 +11,11 @@ sample data) and the sample data (``--data``), measures in one run:
    model's forward pass alone over one 2048 x 2048 image against it.
 3. ``sliding``: a naive sliding-window map (every patch scored, stride 1, its score given to its
    centre pixel) against the tiled fully convolutional map, per pixel.
-4. ``dask``: ``emae.detect.detect`` on a synthetic 8 x 1024 x 1024 volume with 1 and 2 local
-   workers.
-5. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
+4. ``tile``: ``emae.detect.detect`` on a synthetic 8 x 1024 x 1024 volume (chunks of 1024,
+   halo 64) in one process, with tiles of 512 and of 1152 (one tile per chunk).
+5. ``dask``: the same volume on a local Dask cluster: 1 worker of 1 thread, 2 workers of 1
+   thread, 1 worker of 2 threads.
+6. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
    (tiles of the sample sections), synchronous scheduler, peak RSS from ``/usr/bin/time``.
 
 Usage::
@@ -22,7 +24,8 @@ Usage::
         --data runs/bench_anomaly_scores/sample-data [--parts precision,bound,sliding,dask]
         [--rss-gb 1] [--work runs/bench_detect]
 
-Prints each figure as it is measured and a JSON summary (also written to ``WORK/detect.json``).
+Prints each figure as it is measured and a JSON summary (also written to
+``WORK/detect-<parts>.json``).
 """
 
 from __future__ import annotations
@@ -207,37 +210,34 @@ def _volume(path: Path, data: Path, shape: tuple[int, int, int], chunk: int) -> 
     return path
 
 
-def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
+def _detect(args: argparse.Namespace, source: Path, name: str, **kwargs: Any) -> dict[str, Any]:
     from emae.detect import detect
 
+    out = args.work / f"{name}.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    for suffix in ("_detections.csv", "_qc.csv", "_qc.png"):
+        (args.work / f"{name}{suffix}").unlink(missing_ok=True)
+    options = {"chunk": 1024, "tile": 512, "precision": args.precision, **kwargs}
+    return detect(args.model, str(source), out, progress=False, **options)
+
+
+def part_tile(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Tile size within a 1024 x 1024 chunk (halo 64), one process, 2 threads."""
     source = _volume(args.work / "volume-8x1024.zarr", args.data, (8, 1024, 1024), 512)
-    for workers in (1, 2):
-        out = args.work / f"dask-{workers}.zarr"
-        shutil.rmtree(out, ignore_errors=True)
-        for suffix in ("_detections.csv", "_qc.csv", "_qc.png"):
-            (args.work / f"dask-{workers}{suffix}").unlink(missing_ok=True)
-        began = time.perf_counter()
-        summary = detect(
-            args.model,
-            str(source),
-            out,
-            chunk=512,
-            tile=512,
-            workers=workers,
-            precision=args.precision,
-            progress=False,
-        )
-        _log(
-            results,
-            "dask",
-            **{
-                f"workers_{workers}_s": time.perf_counter() - began,
-                f"workers_{workers}_compute_s": summary["seconds"],
-                f"workers_{workers}_mp_per_s": summary["megapixels_per_s"],
-            },
-        )
+    for tile in (512, 1152):
+        summary = _detect(args, source, f"tile-{tile}", tile=tile, scheduler="synchronous")
+        _log(results, "tile", **{f"tile_{tile}_mp_per_s": summary["megapixels_per_s"]})
+
+
+def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Local Dask cluster with 1 and 2 worker processes of 1 torch thread each, and 1 x 2."""
+    source = _volume(args.work / "volume-8x1024.zarr", args.data, (8, 1024, 1024), 512)
+    for workers, threads in ((1, 1), (2, 1), (1, 2)):
+        name = f"dask-{workers}x{threads}"
+        summary = _detect(args, source, name, tile=args.tile, workers=workers, threads=threads)
+        _log(results, "dask", **{f"{name}_mp_per_s": summary["megapixels_per_s"]})
     d = results["dask"]
-    _log(results, "dask", speedup=d["workers_1_compute_s"] / d["workers_2_compute_s"])
+    _log(results, "dask", speedup_2_workers=d["dask-2x1_mp_per_s"] / d["dask-1x1_mp_per_s"])
 
 
 def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -284,6 +284,7 @@ PARTS = {
     "precision": part_precision,
     "bound": part_bound,
     "sliding": part_sliding,
+    "tile": part_tile,
     "dask": part_dask,
     "rss": part_rss,
 }
@@ -296,7 +297,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench_detect"))
     parser.add_argument("--parts", default="precision,bound,sliding,dask")
     parser.add_argument("--precision", default="bf16", help="Of the sliding/dask/rss parts.")
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=1152, help="Of the dask and rss parts.")
     parser.add_argument("--sliding-side", type=int, default=64)
     parser.add_argument("--rss-gb", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -312,7 +313,9 @@ def main() -> None:
     for part in args.parts.split(","):
         PARTS[part](args, results)
     results["loadavg_end"] = os.getloadavg()
-    (args.work / "detect.json").write_text(json.dumps(results, indent=2, default=float))
+    (args.work / f"detect-{args.parts.replace(',', '-')}.json").write_text(
+        json.dumps(results, indent=2, default=float)
+    )
     print(json.dumps(results, indent=2, default=float))
 
 

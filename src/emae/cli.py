@@ -218,6 +218,7 @@ def _detect(args: argparse.Namespace) -> None:
         scheduler=args.scheduler,
         scale=args.scale,
         precision=args.precision,
+        threads=args.threads,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=64, help="Tile overlap in pixels (default 64).")
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
     p.add_argument(
-        "--precision", default="fp32", help="fp32 (default), bf16 or auto: forward-pass precision."
+        "--precision", default="auto", help="auto (bf16 where native; default), bf16 or fp32."
     )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
     p.set_defaults(func=_score)
@@ -402,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
     p.add_argument("--out", type=Path, required=True, help="Output .zarr store.")
     p.add_argument("--chunk", type=int, default=1024, help="Output chunk side (one task each).")
-    p.add_argument("--tile", type=int, default=512, help="Tile side within a chunk.")
+    p.add_argument(
+        "--tile", type=int, help="Tile side within a chunk (default: chunk + 2 x overlap)."
+    )
     p.add_argument("--overlap", type=int, default=64, help="Tile overlap and chunk halo.")
     p.add_argument("--workers", type=int, help="Local Dask worker processes (default: cores).")
     p.add_argument(
@@ -410,7 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
     p.add_argument(
-        "--precision", default="fp32", help="fp32 (default), bf16 or auto: forward-pass precision."
+        "--precision", default="auto", help="auto (bf16 where native; default), bf16 or fp32."
+    )
+    p.add_argument(
+        "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
     )
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     p.set_defaults(func=_detect)

@@ -86,7 +86,7 @@ def score_images(
     scale: int = 0,
     tile: int = 1024,
     overlap: int = 64,
-    precision: str = "fp32",
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
@@ -112,8 +112,8 @@ def score_images(
         Sections larger than ``tile`` pixels are scored in tiles overlapping by ``overlap``
         and blended without seams (:mod:`emae.tiling`), so memory stays bounded by the tile.
     precision
-        Of the forward passes: ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
-        :func:`emae.error_maps.inference_precision`).
+        Of the forward passes: ``"auto"`` (default: bf16 where the device has it natively),
+        ``"fp32"`` or ``"bf16"`` (see :func:`emae.error_maps.inference_precision`).
     progress
         Show a progress bar over sections.
 
