@@ -26,7 +26,6 @@ MICRO = {
     "compare_budgets": "all",
     "compare_steps": 5,
     "detect_chunk": 192,
-    "detect_tile": 96,
     "detect_workers": 1,
 }
 

@@ -47,7 +47,6 @@ QUICK: dict[str, Any] = {
     "compare_budgets": "5,all",
     "compare_steps": 60,
     "detect_chunk": 256,
-    "detect_tile": 128,
 }
 
 

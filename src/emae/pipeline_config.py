@@ -55,7 +55,9 @@ class PipelineConfig(BaseModel):
     compare_steps: int | None = Field(
         None, ge=1, description="Classifier steps per fit; None: finetune's steps."
     )
-    detect_tile: int = Field(512, ge=16, description="Tile side of `emae detect`.")
+    detect_tile: int | None = Field(
+        None, ge=16, description="Tile side of `emae detect`; None: chunk + 2 x overlap."
+    )
     detect_chunk: int = Field(1024, ge=16, description="Chunk side of `emae detect`.")
     detect_workers: int | None = Field(None, ge=1, description="Dask workers; None: auto.")
 
