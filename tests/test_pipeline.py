@@ -223,3 +223,32 @@ def test_same_seed_same_results(demo_run, tmp_path):
     assert without_times(again / "compare" / "summary.json") == without_times(
         out / "compare" / "summary.json"
     )
+
+
+def test_report_of_single_output_folders(demo_run, tmp_path):
+    from emae.report import write_report
+
+    out, _ = demo_run
+    parts = [out / "autoencoder", out / "evaluation", out / "compare", out / "detect.zarr"]
+    html = write_report(parts, tmp_path / "r.html").read_text()
+    for section in ("autoencoder", "classifier", "compare", "detect", "reproduce"):
+        assert f'<section id="{section}">' in html, section
+    assert len(_images(html)) >= 5
+    with pytest.raises(EmaeError, match="already exists"):
+        write_report(parts, tmp_path / "r.html")
+
+
+def test_report_refuses_what_is_not_an_emae_output(tmp_path):
+    from emae.report import write_report
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(EmaeError, match="not an emae output"):
+        write_report([tmp_path], tmp_path / "r.html")
+    with pytest.raises(EmaeError, match="no such file"):
+        write_report([tmp_path / "missing"], tmp_path / "r.html")
+    with pytest.raises(EmaeError, match=r"\.html"):
+        write_report([tmp_path], tmp_path / "r.txt")
+    (tmp_path / "r.html").write_text("<p>someone's page</p>")
+    with pytest.raises(EmaeError, match="not an emae report"):
+        write_report([tmp_path], tmp_path / "r.html", overwrite=True)
+    assert (tmp_path / "r.html").read_text() == "<p>someone's page</p>"
