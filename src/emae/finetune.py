@@ -34,6 +34,7 @@ from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
 from emae.objects import object_patches
+from emae.options import read_options
 from emae.synth.artifacts import INJECTORS, inject
 from emae.training import LoopSettings, train_loop
 
@@ -88,16 +89,7 @@ class FinetuneConfig(BaseModel):
 
 def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """A YAML file's options with flag overrides (``None`` ignored); unknown keys are errors."""
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise EmaeError(f"{path}: configuration file not found") from None
-        if not isinstance(data, dict):
-            raise EmaeError(f"{path}: expected a mapping of option: value at the top level")
+    data: dict[str, Any] = read_options(path) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return FinetuneConfig(**data)

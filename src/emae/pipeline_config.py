@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from emae.errors import EmaeError, config_error
 from emae.folds import parse_budgets
+from emae.options import read_options
 
 
 class PipelineConfig(BaseModel):
@@ -142,17 +143,8 @@ def load_pipeline_config(
     PipelineConfig
         The validated configuration; unknown keys are errors, named with the file.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise EmaeError(f"{path}: configuration file not found") from None
-    except yaml.YAMLError as exc:
-        raise EmaeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise EmaeError(f"{path}: expected a mapping of option: value at the top level")
+    data = read_options(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     data = resolve_paths(data, Path(root) if root is not None else path.resolve().parent)
     try:

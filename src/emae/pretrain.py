@@ -39,6 +39,7 @@ from emae.io.sources import split_source
 from emae.losses import kl_weight, reconstruction_loss, vae_loss
 from emae.models import available_models, build_model, model_spec
 from emae.normalization import PercentileNormalizer
+from emae.options import read_options
 from emae.sampling import sample_patches
 from emae.tensorboard import TensorBoardLogger
 from emae.training import LoopSettings, LossFn, train_loop
@@ -178,20 +179,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PretrainCon
 
     Unknown keys are errors, in the file and in the overrides alike.
     """
-    import yaml
-
-    data: dict[str, Any] = {}
-    source = "options"
-    if path is not None:
-        source = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise EmaeError(f"{path}: configuration file not found") from None
-        except yaml.YAMLError as exc:
-            raise EmaeError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-        if not isinstance(data, dict):
-            raise EmaeError(f"{path}: expected a mapping of option: value at the top level")
+    data: dict[str, Any] = read_options(path) if path is not None else {}
+    source = "options" if path is None else str(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return PretrainConfig(**data)

@@ -141,6 +141,17 @@ def panel_rows_figure(
     return fig
 
 
+def _grid(n: int, columns: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` axes without ticks, ``columns`` per row; each ``width x height`` in."""
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig = figure(width * cols, height * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    return fig, axes
+
+
 def overlay_figure(
     images: Sequence[np.ndarray],
     maps: Sequence[np.ndarray],
@@ -158,14 +169,8 @@ def overlay_figure(
     values = np.concatenate([np.ravel(m) for m in maps])
     lo = float(np.percentile(values, 50)) if threshold is None else float(threshold)
     hi = max(float(np.percentile(values, 99.5)), lo + 1e-6)
-    n = len(images)
-    cols = min(columns, n)
-    nrows = -(-n // cols)
-    fig = figure(3.0 * cols, 3.1 * nrows)
-    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for i in range(n):
+    fig, axes = _grid(len(images), columns, 3.0, 3.1)
+    for i in range(len(images)):
         ax = axes[i]
         ax.imshow(grey(images[i]), cmap="gray", vmin=0, vmax=1)
         ax.imshow(rgba((np.asarray(maps[i], np.float64) - lo) / (hi - lo), _RED, 0.6))
@@ -182,14 +187,8 @@ def thumbnails_figure(
     columns: int = 6,
 ) -> Figure:
     """Small crops around detections, the anomaly map in red where given."""
-    n = len(crops)
-    cols = min(columns, n)
-    nrows = -(-n // cols)
-    fig = figure(1.9 * cols, 2.1 * nrows)
-    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for i in range(n):
+    fig, axes = _grid(len(crops), columns, 1.9, 2.1)
+    for i in range(len(crops)):
         axes[i].imshow(grey(crops[i]), cmap="gray", vmin=0, vmax=1)
         if maps[i] is not None:
             m = np.asarray(maps[i], np.float64)
@@ -205,8 +204,3 @@ def confusion_uri(matrix: Any, classes: Sequence[str], title: str) -> str:
     fig = plot_confusion_matrix(matrix, classes)
     fig.suptitle(title, fontsize=10)
     return figure_uri(fig)
-
-
-def gather_images(images: Sequence[Any]) -> list[np.ndarray]:
-    """Plain float arrays of ``images`` (for figures only)."""
-    return [np.asarray(im, dtype=np.float32) for im in images]
