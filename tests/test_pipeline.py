@@ -252,3 +252,15 @@ def test_report_refuses_what_is_not_an_emae_output(tmp_path):
     with pytest.raises(EmaeError, match="not an emae report"):
         write_report([tmp_path], tmp_path / "r.html", overwrite=True)
     assert (tmp_path / "r.html").read_text() == "<p>someone's page</p>"
+
+
+def test_cli_report_and_pipeline_errors(demo_run, tmp_path, capsys):
+    from emae.cli import main
+
+    out, _ = demo_run
+    assert main(["-q", "report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert "self-contained" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("unlabeled: [a.tif]\nlabels: l.csv\nsteps: 5\n")
+    assert main(["pipeline", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "steps" in err[0] and not (tmp_path / "run").exists()
