@@ -13,8 +13,8 @@ sample data) and the sample data (``--data``), measures in one run:
    centre pixel) against the tiled fully convolutional map, per pixel.
 4. ``tile``: ``emae.detect.detect`` on a synthetic 8 x 1024 x 1024 volume (chunks of 1024,
    halo 64) in one process, with tiles of 512 and of 1152 (one tile per chunk).
-5. ``dask``: the same volume on a local Dask cluster: 1 worker of 1 thread, 2 workers of 1
-   thread, 1 worker of 2 threads.
+5. ``dask``: a synthetic volume (``--dask-volume Z SIDE``, default the same 8 x 1024 x 1024) on
+   a local Dask cluster: 1 worker of 1 thread, 2 workers of 1 thread, 1 worker of 2 threads.
 6. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
    (tiles of the sample sections), synchronous scheduler, peak RSS from ``/usr/bin/time``.
 
@@ -231,7 +231,8 @@ def part_tile(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Local Dask cluster with 1 and 2 worker processes of 1 torch thread each, and 1 x 2."""
-    source = _volume(args.work / "volume-8x1024.zarr", args.data, (8, 1024, 1024), 512)
+    z, side = args.dask_volume
+    source = _volume(args.work / f"volume-{z}x{side}.zarr", args.data, (z, side, side), 512)
     for workers, threads in ((1, 1), (2, 1), (1, 2)):
         name = f"dask-{workers}x{threads}"
         summary = _detect(args, source, name, tile=args.tile, workers=workers, threads=threads)
@@ -265,6 +266,8 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "synchronous",
         "--precision",
         args.precision,
+        "--tile",
+        str(args.tile),
         "--overwrite",
     ]
     proc = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -300,6 +303,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1152, help="Of the dask and rss parts.")
     parser.add_argument("--sliding-side", type=int, default=64)
     parser.add_argument("--rss-gb", type=float, default=1.0)
+    parser.add_argument(
+        "--dask-volume", type=int, nargs=2, default=(8, 1024), help="Sections and side."
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -313,9 +319,9 @@ def main() -> None:
     for part in args.parts.split(","):
         PARTS[part](args, results)
     results["loadavg_end"] = os.getloadavg()
-    (args.work / f"detect-{args.parts.replace(',', '-')}.json").write_text(
-        json.dumps(results, indent=2, default=float)
-    )
+    name = args.parts.replace(",", "-") + (f"-{args.rss_gb:g}gb" if "rss" in args.parts else "")
+    name += "-{}x{}".format(*args.dask_volume) if "dask" in args.parts else ""
+    (args.work / f"detect-{name}.json").write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
 
 
