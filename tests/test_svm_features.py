@@ -118,3 +118,25 @@ def test_bad_fit_input(kwargs, labels, match):
 def test_clone_keeps_parameters():
     model = SVMOnFeatures(Cs=(2.0,), seed=3)
     assert clone(model).get_params() == model.get_params()
+
+
+def test_grid_search_never_validates_on_a_training_group(data, monkeypatch):
+    import emae.baselines.svm_features as module
+
+    seen = []
+    original = module.GridSearchCV
+
+    class Spy(original):
+        def fit(self, x, y, groups=None, **kwargs):
+            seen.extend(self.cv.split(x, y, groups))
+            return super().fit(x, y, groups=groups, **kwargs)
+
+    monkeypatch.setattr(module, "GridSearchCV", Spy)
+    (images, y), _ = data
+    groups = np.arange(len(y)) // 4  # 4 images per group, e.g. one section each
+    SVMOnFeatures(seed=0).fit(images, y, groups=groups)
+    assert len(seen) == 3
+    for train, test in seen:
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(EmaeError, match="one group per image"):
+        SVMOnFeatures(seed=0).fit(images, y, groups=groups[:-1])

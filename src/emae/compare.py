@@ -75,8 +75,12 @@ def fit_predict(
     *,
     encoder: Path | None,
     config: FinetuneConfig,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fit one method on ``(patches, labels, extra)`` and return test probabilities ``(M, K)``."""
+    """Fit one method on ``(patches, labels, extra)`` and return test probabilities ``(M, K)``.
+
+    ``groups`` (of the training samples) keep the SVM's grid search group-aware.
+    """
     x, y, extra = train
     x_test, extra_test = test
     k = len(classes)
@@ -90,7 +94,7 @@ def fit_predict(
     if method == "svm-features":
         from emae.baselines import SVMOnFeatures
 
-        svm = SVMOnFeatures(seed=config.seed).fit(x, y, features=extra)
+        svm = SVMOnFeatures(seed=config.seed).fit(x, y, features=extra, groups=groups)
         return _full_proba(svm.predict_proba(x_test, features=extra_test), svm.classes_, k)
     if method in ("latent-logreg", "latent-knn"):
         from emae.baselines import LatentClassifier
@@ -177,6 +181,8 @@ def compare(
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
     groups = [s.group for s in labeled.samples]
     splits = make_folds(y, groups, folds, seed, classes=labeled.classes)
+    has_groups = any(groups)
+    group_ids = np.array([g or f"sample-{i}" for i, g in enumerate(groups)])
     rows = []
     for fold, (train_idx, test_idx) in enumerate(splits):
         for budget in budgets:
@@ -194,6 +200,7 @@ def compare(
                     labeled.classes,
                     encoder=encoder,
                     config=config,
+                    groups=group_ids[subset] if has_groups else None,
                 )
                 row = {
                     "method": method,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -47,6 +47,19 @@ def _check_grid(Cs: Any, gammas: Any) -> None:
         raise EmaeError(f"Cs must be a non-empty sequence of positive numbers, got {Cs!r}")
     if len(gammas) == 0 or not all(g in ("scale", "auto") or _positive(g) for g in gammas):
         raise EmaeError(f"gammas must hold 'scale', 'auto' or positive numbers, got {gammas!r}")
+
+
+def _groups(groups: Any, n: int) -> np.ndarray | None:
+    """``groups`` as an ``(n,)`` array, or None when not given or fewer than 2 groups."""
+    if groups is None:
+        return None
+    g = np.asarray([str(v) for v in groups])
+    if g.shape != (n,):
+        raise EmaeError(f"groups must be ({n},), one group per image, got shape {g.shape}")
+    if len(np.unique(g)) < 2:
+        logger.warning("only one group: the grid search splits images, not groups")
+        return None
+    return g
 
 
 class SVMOnFeatures(ClassifierMixin, BaseEstimator):
@@ -128,18 +141,25 @@ class SVMOnFeatures(ClassifierMixin, BaseEstimator):
     def _svm(self, params: dict[str, Any]) -> SVC:
         return SVC(kernel="rbf", class_weight="balanced", random_state=self.seed, **params)
 
-    def _search(self, x: np.ndarray, y: np.ndarray, n_splits: int) -> None:
+    def _search(
+        self, x: np.ndarray, y: np.ndarray, n_splits: int, groups: np.ndarray | None
+    ) -> None:
         pipeline = Pipeline([("scale", StandardScaler()), ("svm", self._svm({}))])
+        cv: StratifiedKFold | StratifiedGroupKFold
+        cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
+        if groups is not None:
+            n_splits = min(n_splits, len(np.unique(groups)))
+            cv = StratifiedGroupKFold(n_splits, shuffle=True, random_state=self.seed)
         search = GridSearchCV(
             pipeline,
             {"svm__C": [float(c) for c in self.Cs], "svm__gamma": list(self.gammas)},
             scoring="f1_macro",
-            cv=StratifiedKFold(n_splits, shuffle=True, random_state=self.seed),
+            cv=cv,
             n_jobs=self.n_jobs,
             refit=False,
             error_score="raise",
         )
-        search.fit(x, y)
+        search.fit(x, y, groups=groups)
         self.best_params_ = {k.removeprefix("svm__"): v for k, v in search.best_params_.items()}
         self.best_score_ = float(search.best_score_)
         logger.info(
@@ -149,7 +169,7 @@ class SVMOnFeatures(ClassifierMixin, BaseEstimator):
             self.best_score_,
         )
 
-    def fit(self, images: Any, y: Any, features: Any = None) -> SVMOnFeatures:
+    def fit(self, images: Any, y: Any, features: Any = None, groups: Any = None) -> SVMOnFeatures:
         """Compute the features once, choose ``C`` and ``gamma``, fit the calibrated SVM.
 
         Parameters
@@ -161,6 +181,10 @@ class SVMOnFeatures(ClassifierMixin, BaseEstimator):
         features
             Optional ``(N, F)`` extra numeric columns (the CSV's ``feat_*``), appended to the
             handcrafted features; then :meth:`predict` needs them too.
+        groups
+            Optional ``(N,)`` group of each image (e.g. the section or the source image):
+            the grid search then never validates on a group it trained on, so near-duplicates
+            do not make a setting look better than it is. Needs at least 2 groups.
 
         Returns
         -------
@@ -186,7 +210,7 @@ class SVMOnFeatures(ClassifierMixin, BaseEstimator):
             )
             self.best_params_, self.best_score_ = dict(DEFAULT_PARAMS), float("nan")
         else:
-            self._search(x, y, min(SEARCH_FOLDS, smallest))
+            self._search(x, y, min(SEARCH_FOLDS, smallest), _groups(groups, len(y)))
         scaler = StandardScaler().fit(x)
         scaled = scaler.transform(x)
         if smallest >= 2:
