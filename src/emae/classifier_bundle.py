@@ -163,6 +163,7 @@ def save_classifier(
             "hidden": m.head[0].out_channels,
             "dropout": float(m.head[2].p),
             "n_extra": m.n_extra,
+            "pooling": m.pooling,
         },
         "classes": list(fitted.classes),
         "features": list(fitted.feature_names),

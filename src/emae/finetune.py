@@ -59,6 +59,11 @@ class FinetuneConfig(BaseModel):
     )
     augment: bool = Field(True, description="Flips, rotations, intensity jitter, noise.")
     hidden: int = Field(64, ge=1, le=4096, description="Channels of the hidden 1x1 conv.")
+    pooling: Literal["latent", "levels"] = Field(
+        "latent",
+        description="Head input of a pretrained encoder: its latent (mean over the patch) or "
+        "the mean and std of every encoder level.",
+    )
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the last 1x1 conv.")
     label_smoothing: float = Field(0.05, ge=0, lt=1, description="Cross-entropy smoothing.")
     steps: int = Field(400, ge=1, description="Optimizer steps (items seen = steps x batch).")
@@ -111,16 +116,16 @@ def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, 
 
 
 def _pooled_views(model: EncoderClassifier, patches: np.ndarray, n: int = 8) -> np.ndarray:
-    """Globally pooled backbone features of the first ``n`` of the 8 flips/turns of every
-    patch: ``(n, N, C)`` float32."""
+    """What the head sees (:meth:`EncoderClassifier.global_features`) of the first ``n`` of
+    the 8 flips/turns of every patch: ``(n, N, C)`` float32."""
     views = dihedral(patches)[:n]  # (n, N, P, P)
     flat = views.reshape(-1, 1, *patches.shape[-2:])
     out = []
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(flat), 128):
-            f = model.backbone.features(torch.from_numpy(flat[start : start + 128]))
-            out.append(F.adaptive_avg_pool2d(f.float(), 1)[:, :, 0, 0].numpy())
+            f = model.global_features(torch.from_numpy(flat[start : start + 128]))
+            out.append(f[:, :, 0, 0].numpy())
     return np.concatenate(out).reshape(n, len(patches), -1)
 
 
@@ -254,6 +259,7 @@ def train_classifier(
             hidden=config.hidden,
             dropout=config.dropout,
             n_extra=0 if extra is None else extra.shape[1],
+            pooling=config.pooling if encoder is not None else "latent",
         )
     pretrained = encoder is not None
     frozen_from_start = pretrained and config.freeze != "finetune"
@@ -305,7 +311,7 @@ def train_classifier(
             clean_class=config.clean_class,
         )
 
-    channels = int(model.backbone.feature_channels)
+    channels = model.feature_mean.numel()  # what the head reads before any extra features
 
     def forward(net: EncoderClassifier, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if cached:  # (vectors (B, C [+ F]), labels): the head alone

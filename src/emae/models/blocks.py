@@ -204,6 +204,7 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.channels = tuple(channels)
         self.downsample_factor = 2 ** len(channels)
         self.stem = ConvBlock(in_channels, channels[0], norm=norm, activation=activation)
         levels = []
@@ -237,6 +238,22 @@ class Encoder(nn.Module):
         x = self.stem(x)  # (N, c0, Hp, Wp)
         x = self.down(x)  # (N, c_{d-1}, Hp/m, Wp/m)
         return self.head(x)  # (N, out_channels, Hp/m, Wp/m)
+
+    def levels(self, x: Tensor) -> list[tuple[Tensor, int]]:
+        """Every level's feature map with its downsampling: ``[(stem, 1), (level 1, 2), ...,
+        (output, m)]``; the last map is :meth:`forward`'s output."""
+        self.check_input(x)
+        x = self.stem(pad_to_multiple(x, self.downsample_factor))
+        maps = [(x, 1)]
+        for i, level in enumerate(self.down, start=1):
+            x = level(x)
+            maps.append((x, 2**i))
+        maps.append((self.head(x), self.downsample_factor))
+        return maps
+
+    def level_channels(self) -> int:
+        """Channels of all :meth:`levels` together."""
+        return self.channels[0] + sum(self.channels) + self.head.out_channels
 
 
 class Decoder(nn.Module):

@@ -5,6 +5,8 @@ then only have to teach a small head which features mean which artifact::
 
     x (N, 1, H, W) -> backbone.features -> f (N, C, h, w)
                    -> average over a window of the patch's cells -> (N, C, h', w')
+                      (pooling="levels": mean and std of every encoder level over the
+                      patch's window instead -> (N, 2 x all level channels, h', w'))
                    -> standardize with the training features' mean and std
                    [-> concatenate extra numeric features, broadcast -> (N, C + F, h', w')]
                    -> 1x1 conv -> LeakyReLU -> dropout -> 1x1 conv -> logits (N, K, h', w')
@@ -18,6 +20,8 @@ patch's true surroundings rather than padding).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +49,11 @@ class EncoderClassifier(nn.Module):
     n_extra
         Number of extra numeric features per sample (the labels CSV's ``feat_*`` columns),
         concatenated to the pooled features.
+    pooling
+        ``"latent"``: the mean of the backbone's features (its latent map) over the patch;
+        ``"levels"``: the mean and standard deviation of every encoder level (from the
+        full-resolution stem to the latent) over the patch, so the head also sees fine texture
+        (needs a backbone with an ``encoder`` exposing ``levels``).
 
     Attributes
     ----------
@@ -65,6 +74,7 @@ class EncoderClassifier(nn.Module):
         hidden: int = 64,
         dropout: float = 0.1,
         n_extra: int = 0,
+        pooling: Literal["latent", "levels"] = "latent",
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -75,20 +85,28 @@ class EncoderClassifier(nn.Module):
                 f"patch_size must be a positive multiple of the encoder's downsampling {m}, "
                 f"got {patch_size}"
             )
+        if pooling not in ("latent", "levels"):
+            raise EmaeError(f"pooling must be 'latent' or 'levels', got {pooling!r}")
+        encoder = getattr(backbone, "encoder", None)
+        if pooling == "levels" and not hasattr(encoder, "levels"):
+            raise EmaeError(f"pooling='levels' needs an encoder with levels; {type(backbone)}")
         self.backbone = backbone
+        self.pooling = pooling
         self.n_classes = n_classes
         self.patch_size = patch_size
         self.n_extra = n_extra
         self.window = patch_size // m
         self.downsample_factor = m
+        channels = int(backbone.feature_channels)
+        if pooling == "levels":
+            channels = 2 * encoder.level_channels()
         self.head = nn.Sequential(
-            nn.Conv2d(int(backbone.feature_channels) + n_extra, hidden, 1),
+            nn.Conv2d(channels + n_extra, hidden, 1),
             nn.LeakyReLU(0.2),
             nn.Dropout(dropout),
             nn.Conv2d(hidden, n_classes, 1),
         )
         self.frozen = False
-        channels = int(backbone.feature_channels)
         self.register_buffer("feature_mean", torch.zeros(channels))
         self.register_buffer("feature_std", torch.ones(channels))
 
@@ -120,10 +138,33 @@ class EncoderClassifier(nn.Module):
         ``window=None`` averages over the patch size's window with stride 1 (a dense map on
         large inputs); a patch of the training size gives ``(N, C, 1, 1)``.
         """
-        f = self.backbone.features(x)  # (N, C, h, w)
         k = self.window if window is None else window
+        if self.pooling == "levels":
+            return self._level_statistics(x, k)
+        f = self.backbone.features(x)  # (N, C, h, w)
         k = min(k, f.shape[-2], f.shape[-1])
         return F.avg_pool2d(f.float(), kernel_size=k, stride=1)
+
+    def _level_statistics(self, x: Tensor, cells: int | None) -> Tensor:
+        """Mean and std of every encoder level over windows of ``cells`` latent cells.
+
+        Level ``l`` (downsampling ``d``) is pooled over ``cells * m / d`` of its pixels with a
+        stride of ``m / d``, so every level lands on the latent grid: ``(N, C, h', w')``.
+        ``cells=None`` pools over the whole input: ``(N, C, 1, 1)``.
+        """
+        m = self.downsample_factor
+        parts = []
+        for f, d in self.backbone.encoder.levels(x):
+            f = f.float()
+            if cells is None:
+                mean = f.mean(dim=(2, 3), keepdim=True)
+                square = (f * f).mean(dim=(2, 3), keepdim=True)
+            else:
+                k = min(cells, f.shape[-2] * d // m, f.shape[-1] * d // m) * m // d
+                mean = F.avg_pool2d(f, kernel_size=k, stride=m // d)
+                square = F.avg_pool2d(f * f, kernel_size=k, stride=m // d)
+            parts += [mean, (square - mean * mean).clamp_min(0).sqrt()]
+        return torch.cat(parts, dim=1)
 
     def logits_from_features(self, pooled: Tensor, extra: Tensor | None = None) -> Tensor:
         """Head on pooled ``(N, C, h', w')`` features (+ extra ``(N, F)``): ``(N, K, h', w')``."""
@@ -145,9 +186,13 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
         """One logit vector per input: ``(N, 1, H, W) -> (N, K)``, pooled over the whole input."""
-        f = self.backbone.features(x)
-        pooled = F.adaptive_avg_pool2d(f.float(), 1)  # (N, C, 1, 1)
-        return self.logits_from_features(pooled, extra)[:, :, 0, 0]
+        return self.logits_from_features(self.global_features(x), extra)[:, :, 0, 0]
+
+    def global_features(self, x: Tensor) -> Tensor:
+        """What the head sees of each whole input, before standardizing: ``(N, C, 1, 1)``."""
+        if self.pooling == "levels":
+            return self._level_statistics(x, None)
+        return F.adaptive_avg_pool2d(self.backbone.features(x).float(), 1)
 
     def dense_probabilities(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
         """Softmax of :meth:`dense_logits`: ``(N, K, h', w')`` summing to 1 over K."""
