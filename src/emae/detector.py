@@ -39,6 +39,33 @@ DEFAULT_SCORE = "typicality"
 MAX_THRESHOLD_PIXELS = 2_000_000
 
 
+def split_holdout(x: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split normal images ``(N, H, W)`` into a part that fits a score and a held-out part
+    that sets its thresholds (a ``holdout`` fraction, drawn with ``seed``)."""
+    n_holdout = round(holdout * len(x))
+    if len(x) < 2 or not 0 < n_holdout < len(x):
+        raise EmaeError(
+            f"fit needs normal images for both the statistics and the held-out threshold "
+            f"choice; got {len(x)} image(s) with holdout={holdout}"
+        )
+    order = as_generator(seed).permutation(len(x))
+    return x[order[n_holdout:]], x[order[:n_holdout]]
+
+
+def held_out_thresholds(
+    maps: np.ndarray, *, reduce: str, target_fpr: float, seed: int, names: tuple[str, str]
+) -> tuple[Threshold, Threshold]:
+    """Image and pixel thresholds at ``target_fpr`` from the anomaly maps ``(N, H, W)`` of
+    held-out normal images; pixels are subsampled to :data:`MAX_THRESHOLD_PIXELS` (seed + 1).
+    ``names`` are the recorded score names of the image and the pixel threshold."""
+    record = Threshold.at_fpr(patch_scores(maps, reduce=reduce), target_fpr, score=names[0])
+    pixels = maps.ravel()
+    if pixels.size > MAX_THRESHOLD_PIXELS:
+        rng = as_generator(seed + 1)
+        pixels = pixels[rng.choice(pixels.size, MAX_THRESHOLD_PIXELS, replace=False)]
+    return record, Threshold.at_fpr(pixels, target_fpr, score=names[1])
+
+
 class AutoencoderDetector:
     """Anomaly detector from a trained autoencoder.
 
@@ -166,14 +193,7 @@ class AutoencoderDetector:
         """
         self._check_params()
         x = as_images(x)
-        n_holdout = round(self.holdout * len(x))
-        if len(x) < 2 or not 0 < n_holdout < len(x):
-            raise EmaeError(
-                f"fit needs normal images for both the statistics and the held-out threshold "
-                f"choice; got {len(x)} image(s) with holdout={self.holdout}"
-            )
-        order = as_generator(self.seed).permutation(len(x))
-        fit_part, held_out = x[order[n_holdout:]], x[order[:n_holdout]]
+        fit_part, held_out = split_holdout(x, self.holdout, self.seed)
         stats_class = STATISTICS.get(self.score)
         self.stats_ = None
         if stats_class is not None:
@@ -184,15 +204,13 @@ class AutoencoderDetector:
                     batch_size=self.batch_size,
                     device=self.device,
                 )
-        maps = self._maps(held_out)
-        record = Threshold.at_fpr(
-            patch_scores(maps, reduce=self.reduce), self.target_fpr, score=self.score_name
+        record, self.pixel_threshold_ = held_out_thresholds(
+            self._maps(held_out),
+            reduce=self.reduce,
+            target_fpr=self.target_fpr,
+            seed=self.seed,
+            names=(self.score_name, self.score),
         )
-        pixels = maps.ravel()
-        if pixels.size > MAX_THRESHOLD_PIXELS:
-            rng = as_generator(self.seed + 1)
-            pixels = pixels[rng.choice(pixels.size, MAX_THRESHOLD_PIXELS, replace=False)]
-        self.pixel_threshold_ = Threshold.at_fpr(pixels, self.target_fpr, score=self.score)
         self._set_threshold(record)
         return self
 

@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from emae.detector import MAX_THRESHOLD_PIXELS
+from emae.detector import held_out_thresholds, split_holdout
 from emae.error_maps import as_images, local_std
 from emae.errors import EmaeError, NotFittedError
 from emae.normalization import PercentileNormalizer
 from emae.scoring import REDUCTIONS, patch_scores
-from emae.seeding import as_generator
-from emae.thresholds import Threshold
 
 #: MAD of a normal distribution in units of its standard deviation.
 MAD_TO_STD = 1.4826
@@ -152,14 +150,7 @@ class LocalStatisticsDetector:
         self._check_params()
         dtype = str(np.asarray(x).dtype)
         x = as_images(x)
-        n_holdout = round(self.holdout * len(x))
-        if len(x) < 2 or not 0 < n_holdout < len(x):
-            raise EmaeError(
-                f"fit needs normal images for both the statistics and the held-out threshold "
-                f"choice; got {len(x)} image(s) with holdout={self.holdout}"
-            )
-        order = as_generator(self.seed).permutation(len(x))
-        fit_part, held_out = x[order[n_holdout:]], x[order[:n_holdout]]
+        fit_part, held_out = split_holdout(x, self.holdout, self.seed)
         normalizer = self.normalizer
         if normalizer is None:
             lo, hi = np.percentile(fit_part, [self.low, self.high])
@@ -175,15 +166,13 @@ class LocalStatisticsDetector:
         mad = np.median(np.abs(features - center[:, None]), axis=1) * MAD_TO_STD
         self.center_ = center
         self.scale_ = np.maximum(mad, np.finfo(np.float32).eps)
-        maps = self._maps(held_out)
-        record = Threshold.at_fpr(
-            patch_scores(maps, reduce=self.reduce), self.target_fpr, score=self.score_name
+        record, self.pixel_threshold_ = held_out_thresholds(
+            self._maps(held_out),
+            reduce=self.reduce,
+            target_fpr=self.target_fpr,
+            seed=self.seed,
+            names=(self.score_name, "local-stats"),
         )
-        pixels = maps.ravel()
-        if pixels.size > MAX_THRESHOLD_PIXELS:
-            rng = as_generator(self.seed + 1)
-            pixels = pixels[rng.choice(pixels.size, MAX_THRESHOLD_PIXELS, replace=False)]
-        self.pixel_threshold_ = Threshold.at_fpr(pixels, self.target_fpr, score="local-stats")
         self.threshold_record_ = record
         self.threshold_ = record.value
         return self
