@@ -28,7 +28,14 @@ logger = logging.getLogger(__name__)
 
 
 def _is_report(path: Path) -> bool:
-    return path.is_file() and path.suffix == ".html" and b"emae" in path.read_bytes()[:4096]
+    """Whether ``path`` is a page this module wrote (its generator tag), safe to replace."""
+    if not (path.is_file() and path.suffix == ".html"):
+        return False
+    with path.open("rb") as f:
+        return GENERATOR in f.read(4096)
+
+
+GENERATOR = b'<meta name="generator" content="emae report">'  # in the template's head
 
 
 def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ import numpy as np
 from emae.report import figures
 from emae.report.sources import Runs
 
+MAX_SECTIONS = 8  # test sections drawn and read (the scores CSV lists all of them)
 Block = dict[str, Any]
 Section = dict[str, Any]
 METRIC_NAMES = {"tpr": "TPR", "tnr": "TNR", "ppv": "PPV", "npv": "NPV", "f1": "F1"}
@@ -59,23 +60,31 @@ def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def test_sections(runs: Runs, limit: int = 8) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """Up to ``limit`` test sections as ``(name, image, mask or None)``, in scoring order."""
+def test_sections(
+    runs: Runs, limit: int = MAX_SECTIONS
+) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """The first ``limit`` test sections, in scoring order, as ``(name, image, mask)``.
+
+    ``image`` is the ``(H, W)`` section as stored; ``mask`` the ``(H, W)`` ground truth
+    (nonzero = artifact) when ``runs.test_masks`` holds one section per test section, else
+    None. Only the returned sections are read, whatever the size of the test stack.
+    """
     from emae.io import expand_inputs, open_image
 
     if not runs.test_images:
         return []
-    sections = []
+    sections, total = [], 0
     for source in expand_inputs(runs.test_images):
         image = open_image(source)
-        for z in range(image.n_sections):
+        total += image.n_sections
+        for z in range(min(image.n_sections, limit - len(sections))):
             sections.append((f"{Path(source).name}[{z}]", image.section(z)))
     masks: list[np.ndarray | None] = [None] * len(sections)
-    if runs.test_masks and Path(runs.test_masks).exists():
+    if sections and runs.test_masks and Path(runs.test_masks).exists():
         stack = open_image(runs.test_masks)
-        if stack.n_sections == len(sections) and stack.yx_shape == sections[0][1].shape:
-            masks = [stack.section(z) for z in range(stack.n_sections)]
-    return [(n, im, m) for (n, im), m in zip(sections, masks, strict=True)][:limit]
+        if stack.n_sections == total and stack.yx_shape == sections[0][1].shape:
+            masks = [stack.section(z) for z in range(len(sections))]
+    return [(n, im, m) for (n, im), m in zip(sections, masks, strict=True)]
 
 
 def data_section(runs: Runs) -> Section | None:
@@ -234,16 +243,18 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
     """Anomaly maps over the test images with the ground-truth outline; per-image scores."""
     import csv
 
-    import tifffile
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from emae.io import open_image
     from emae.score import scores_path
 
     if runs.score_map is None or not runs.score_map.is_file():
         return None
-    maps = np.asarray(tifffile.imread(runs.score_map), dtype=np.float32)
-    maps = maps[None] if maps.ndim == 2 else maps
-    sections = test_sections(runs, limit=len(maps))
+    stored = open_image(str(runs.score_map))  # read lazily: only the sections shown
+    shown = min(stored.n_sections, MAX_SECTIONS)
+    maps = np.stack([stored.section(z) for z in range(shown)]).astype(np.float32)
+    sections = test_sections(runs, limit=shown)
+    pooled = "all sections" if shown == stored.n_sections else f"the first {shown} sections"
     threshold = _json(folder / "training.json").get("pixel_threshold", {}).get("value")
     blocks: list[Block] = []
     if len(sections) == len(maps):
@@ -282,6 +293,8 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
             cells.append(
                 _fmt(roc_auc_score(truth.ravel(), maps[i].ravel())) if 0 < truth.mean() < 1 else "–"
             )
+        elif has_masks:
+            cells += ["–", "–"]  # not read: beyond the sections shown
         table.append(cells)
     if table:
         header = ["section", "score", "p99", "flagged area"]
@@ -293,7 +306,7 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
             if 0 < truth.mean() < 1:
                 auroc = roc_auc_score(truth, values)
                 ap = average_precision_score(truth, values)
-                caption += f"; all sections pooled: pixel AUROC {auroc:.3f}, AP {ap:.3f}"
+                caption += f"; {pooled} pooled: pixel AUROC {auroc:.3f}, AP {ap:.3f}"
                 highlights.append(
                     (
                         "anomaly map vs. ground truth",
