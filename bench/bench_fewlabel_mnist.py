@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import os
@@ -42,26 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from bench_fewlabel_sample import header
+from bench_mnist_oneclass import default_data, read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = REPO / "runs" / "bench" / "fewlabel_mnist"
 OFFSET = 1
 PUBLISHED = {"M1+TSVM (Kingma et al. 2014)": 11.82, "M1+M2 (Kingma et al. 2014)": 3.33}
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("EMAE_DATA", REPO.parent / "shared" / "data"))
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (``.gz``) as a uint8 array: images ``(N, 28, 28)`` or labels ``(N,)``."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise SystemExit(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def pick_labels(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
