@@ -195,18 +195,22 @@ def part_sliding(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 
 def _volume(path: Path, data: Path, shape: tuple[int, int, int], chunk: int) -> Path:
+    """A ``"ZYX"`` uint8 zarr volume tiled from the sample sections; reused once complete."""
     import zarr
+
+    from emae.io.atomic import atomic_dir
 
     if path.exists():
         return path
     sections = np.asarray(open_image(str(data / "unlabeled" / "volume.tif"))[:])
-    array = zarr.create_array(
-        str(path), shape=shape, chunks=(1, chunk, chunk), dtype="uint8", fill_value=0
-    )
     h, w = sections.shape[1:]
-    for z in range(shape[0]):
-        plane = np.tile(sections[z % len(sections)], (-(-shape[1] // h), -(-shape[2] // w)))
-        array[z] = plane[: shape[1], : shape[2]]
+    with atomic_dir(path) as tmp:  # an interrupted write never looks finished
+        array = zarr.create_array(
+            str(tmp), shape=shape, chunks=(1, chunk, chunk), dtype="uint8", fill_value=0
+        )
+        for z in range(shape[0]):
+            plane = np.tile(sections[z % len(sections)], (-(-shape[1] // h), -(-shape[2] // w)))
+            array[z] = plane[: shape[1], : shape[2]]
     return path
 
 
