@@ -240,8 +240,9 @@ class Encoder(nn.Module):
         return self.head(x)  # (N, out_channels, Hp/m, Wp/m)
 
     def levels(self, x: Tensor) -> list[tuple[Tensor, int]]:
-        """Every level's feature map with its downsampling: ``[(stem, 1), (level 1, 2), ...,
-        (output, m)]``; the last map is :meth:`forward`'s output."""
+        """Every level's feature map with its downsampling ``d``: ``[(stem, 1), (level 1, 2),
+        ..., (output, m)]``, each map ``(N, C_level, Hp / d, Wp / d)`` float (``Hp, Wp``: the
+        input reflect-padded to multiples of ``m``); the last map is :meth:`forward`'s output."""
         self.check_input(x)
         x = self.stem(pad_to_multiple(x, self.downsample_factor))
         maps = [(x, 1)]
