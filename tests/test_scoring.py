@@ -8,6 +8,7 @@ import safetensors.numpy
 import torch
 from torch import nn
 
+from emae.error_maps import inference_copy
 from emae.errors import EmaeError, NotFittedError
 from emae.losses import mse
 from emae.models import available_models, build_model, model_spec
@@ -106,6 +107,25 @@ def test_reconstruction_scores_are_zero_for_a_perfect_reconstruction():
         near = pixel_error_map(x, x + 0.05, kind=kind)
         assert pixel_error_map(x, worse, kind=kind).mean() > near.mean() > 0
     assert ssim_error_map(x, worse).mean() > ssim_error_map(x, x + 0.05).mean()
+
+
+def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = build_model("conv-ae", **SMALL, norm="batch")
+    x = torch.from_numpy(np.stack([make_section((32, 32), seed=s) for s in range(4)])[:, None])
+    model.train()
+    for _ in range(3):  # running statistics away from their initial values
+        model(x)
+    fused = inference_copy(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert all(m.inplace for m in fused.modules() if isinstance(m, nn.LeakyReLU))
+    assert model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(m.inplace for m in model.modules() if isinstance(m, nn.LeakyReLU))
+    with torch.no_grad():
+        expected = model.eval()(x)
+        got = fused(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reconstruct(model, x[:, 0].numpy()), expected[:, 0], atol=1e-4)
 
 
 def test_pixel_error_map_by_hand():

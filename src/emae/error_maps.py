@@ -7,15 +7,17 @@ describes image structure. :mod:`emae.normal_stats` and :mod:`emae.scoring` buil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from copy import deepcopy
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from torch import Tensor, nn
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from emae.errors import EmaeError
 from emae.losses import ssim_map
@@ -62,30 +64,48 @@ def _same_shape(x: np.ndarray, recon: np.ndarray) -> None:
         raise EmaeError(f"x and recon must have the same shape, got {x.shape} and {recon.shape}")
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd inside the block; the model's previous mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for inference only: eval mode, batch norms folded into convolutions.
+
+    Every ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential`` (the
+    :class:`emae.models.blocks.ConvBlock` layout) becomes one convolution with the normalization's
+    running statistics folded into its weights and bias (equal up to float rounding), and
+    ReLU / LeakyReLU activations work in place. Both remove a full pass over every feature map
+    at each layer, the memory-bound work that dominates a CPU forward pass once the
+    convolutions run in bf16. ``model`` itself is not changed.
+    """
+    copy = deepcopy(model).eval()
+    for module in copy.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                conv, norm = module[i], module[i + 1]
+                if (
+                    isinstance(conv, nn.Conv2d)
+                    and isinstance(norm, nn.BatchNorm2d)
+                    and norm.track_running_stats
+                    and norm.running_mean is not None
+                ):
+                    module[i] = fuse_conv_bn_eval(conv, norm)
+                    module[i + 1] = nn.Identity()
+        elif isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+            module.inplace = True
+    return copy
 
 
 def batched_apply(
     model: nn.Module,
-    fn: Callable[[Tensor], Tensor],
+    method: str,
     x: np.ndarray,
     *,
     batch_size: int,
     device: str | torch.device | None,
 ) -> np.ndarray:
-    """``fn`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated, float32, CPU.
+    """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated,
+    float32, CPU.
 
-    ``device=None`` uses the device of the model's parameters; another device moves the model.
-    The precision is the one of the enclosing :func:`inference_precision` block (fp32 outside).
+    The forward passes run on an :func:`inference_copy` of the model (``model`` keeps its mode,
+    device and memory format). ``device=None`` uses the device of the model's parameters. The
+    precision is the one of the enclosing :func:`inference_precision` block (fp32 outside).
     """
     from emae.training import select_precision
 
@@ -94,24 +114,20 @@ def batched_apply(
     if device is None:  # where the weights are (PCA holds buffers only)
         tensor = next(iter(model.state_dict().values()), None)
         device = tensor.device if tensor is not None else torch.device("cpu")
-    else:
-        model.to(device)
     device = torch.device(device)
     amp = select_precision(device, _PRECISION.get())
     channels_last = amp is not None and device.type == "cpu"
+    fused = inference_copy(model).to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        fused.to(memory_format=torch.channels_last)
+    fn = getattr(fused, method)
     outputs = []
-    try:
-        with _evaluating(model), torch.autocast(device.type, amp, enabled=amp is not None):
-            for start in range(0, len(x), batch_size):
-                batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                outputs.append(fn(batch).float().cpu().numpy())
-    finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode(), torch.autocast(device.type, amp, enabled=amp is not None):
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            outputs.append(fn(batch).float().cpu().numpy())
     return np.concatenate(outputs)
 
 
@@ -141,7 +157,7 @@ def reconstruct(
         ``(N, H, W)`` float32.
     """
     x = as_images(x)
-    return batched_apply(model, model, x, batch_size=batch_size, device=device)[:, 0]
+    return batched_apply(model, "forward", x, batch_size=batch_size, device=device)[:, 0]
 
 
 def pixel_error_map(

@@ -180,9 +180,7 @@ class FeatureStatistics(_NormalStatistics):
         if self.shrinkage is not None and not 0.0 <= self.shrinkage <= 1.0:
             raise EmaeError(f"shrinkage must be None or in [0, 1], got {self.shrinkage!r}")
         patches = as_images(patches, "patches")
-        features = batched_apply(
-            model, model.features, patches, batch_size=batch_size, device=device
-        )
+        features = batched_apply(model, "features", patches, batch_size=batch_size, device=device)
         vectors = features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])  # (N*h*w, C)
         if len(vectors) < 2:
             raise EmaeError(f"need at least 2 feature vectors to fit, got {len(vectors)}")
@@ -216,7 +214,7 @@ class FeatureStatistics(_NormalStatistics):
         """
         _check_fitted(self, "precision_")
         x = as_images(x)
-        features = batched_apply(model, model.features, x, batch_size=batch_size, device=device)
+        features = batched_apply(model, "features", x, batch_size=batch_size, device=device)
         if features.shape[1] != self.mean_.size:
             raise EmaeError(
                 f"the model gives {features.shape[1]} feature channels; these "
