@@ -73,3 +73,55 @@ def test_different_classes_never_merge():
     left = chunk_components(np.ones((4, 4)), mask[:, :4], 0, 0, 0, class_index=1)
     right = chunk_components(np.ones((4, 4)), mask[:, 4:], 0, 0, 4, class_index=2)
     assert len(merge_components([left, right])) == 2
+
+
+def test_reports_stream_sections_and_list_every_component_by_peak(tmp_path):
+    """write_reports takes a one-pass iterator of markers (one section held at a time) and
+    lists exactly the components of whole-section labeling, largest peak first."""
+    import csv
+
+    from emae.qc import write_reports
+
+    rng = np.random.default_rng(3)
+    chunk, sections, markers, expected = 16, [], [], []
+    for z in range(3):
+        values = ndi.gaussian_filter(rng.random((40, 35)), 1.5)
+        mask = values > np.quantile(values, 0.85)
+        sections.append((values, mask))
+        labels, n = ndi.label(mask, np.ones((3, 3), bool))
+        expected += [
+            (z, int((labels == k).sum()), float(values[labels == k].max())) for k in range(1, n + 1)
+        ]
+        for y0 in range(0, 40, chunk):
+            for x0 in range(0, 35, chunk):
+                sl = (slice(y0, y0 + chunk), slice(x0, x0 + chunk))
+                h, w = mask[sl].shape
+                qc = {"z": z, "y0": y0, "x0": x0, "height": h, "width": w}
+                qc["anomalous_fraction"] = float(mask[sl].mean())
+                markers.append((qc, [chunk_components(values[sl], mask[sl], z, y0, x0)]))
+    consumed = []
+
+    def one_pass():
+        for m in markers:
+            consumed.append(m[0]["z"])
+            yield m
+
+    out = tmp_path / "map.zarr"
+    result = write_reports(out, one_pass(), ["anomaly"])
+    assert consumed == sorted(consumed) and len(consumed) == len(markers)
+    with open(result["detections_csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert result["detections"] == len(rows) == len(expected)
+    peaks = [float(r["peak"]) for r in rows]
+    assert peaks == sorted(peaks, reverse=True)
+    found = sorted((int(r["z"]), int(r["area"]), float(r["peak"])) for r in rows)
+    assert [f[:2] for f in found] == [e[:2] for e in sorted(expected)]
+    assert [f[2] for f in found] == pytest.approx([e[2] for e in sorted(expected)], rel=1e-5)
+    assert {r["class"] for r in rows} == {"anomaly"}
+    with open(result["qc_csv"], newline="") as f:
+        qc_rows = list(csv.DictReader(f))
+    summary = [r for r in qc_rows if r["tile"] == "all"]
+    assert [int(r["z"]) for r in summary] == [0, 1, 2]
+    for (_, mask), r in zip(sections, summary, strict=True):
+        assert float(r["anomalous_fraction"]) == pytest.approx(mask.mean(), rel=1e-5)
+    assert not list(tmp_path.glob(".detections-*"))  # the on-disk table is removed

@@ -260,7 +260,7 @@ def detect(
     for image_name in ("anomaly", "probabilities"):
         if (out / image_name).is_dir():
             build_pyramid(out / image_name)
-    markers = [read_marker(out / DONE / f"{c.name}.npz") for c in chunks]
+    markers = (read_marker(out / DONE / f"{c.name}.npz") for c in chunks)  # one at a time
     reports = write_reports(out, markers, mapper.class_names())
     pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
     summary = {
