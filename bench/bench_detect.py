@@ -246,9 +246,24 @@ def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
     for workers, threads in ((1, 1), (2, 1), (1, 2)):
         name = f"dask-{workers}x{threads}"
         summary = _detect(args, source, name, tile=args.tile, workers=workers, threads=threads)
-        _log(results, "dask", **{f"{name}_mp_per_s": summary["megapixels_per_s"]})
+        _log(
+            results,
+            "dask",
+            **{
+                f"{name}_mp_per_s": summary["megapixels_per_s"],
+                f"{name}_startup_s": summary["startup_seconds"],
+                f"{name}_mp_per_s_after_start": summary["megapixels_per_s_after_start"],
+            },
+        )
     d = results["dask"]
-    _log(results, "dask", speedup_2_workers=d["dask-2x1_mp_per_s"] / d["dask-1x1_mp_per_s"])
+    _log(
+        results,
+        "dask",
+        speedup_2_workers=d["dask-2x1_mp_per_s"] / d["dask-1x1_mp_per_s"],
+        speedup_2_workers_after_start=(
+            d["dask-2x1_mp_per_s_after_start"] / d["dask-1x1_mp_per_s_after_start"]
+        ),
+    )
 
 
 def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -227,6 +227,7 @@ def _detect(args: argparse.Namespace) -> None:
     print(
         f"{chunks['done']} chunks done, {chunks['skipped']} skipped in {summary['seconds']:.1f} s"
         + (f" ({rate:.2f} MP/s)" if rate else "")
+        + (f", {summary['startup_seconds']:.1f} s of it starting the cluster" if rate else "")
         + f"; {summary['detections']} detections; map {summary['map']}, "
         f"{summary['detections_csv']}, {summary['qc_csv']}, {summary['qc_png']}"
     )

@@ -47,7 +47,6 @@ def chunk_components(
     labels, n = ndi.label(mask, _EIGHT)
     stats = np.zeros((n, 9), dtype=np.float64)
     if n:
-        index = np.arange(1, n + 1)
         yy, xx = np.nonzero(labels)
         lab = labels[yy, xx]
         stats[:, 0] = np.bincount(lab, minlength=n + 1)[1:]
@@ -58,7 +57,9 @@ def chunk_components(
         stats[:, 4] = [b[1].start + x0 for b in boxes]
         stats[:, 5] = [b[0].stop - 1 + y0 for b in boxes]
         stats[:, 6] = [b[1].stop - 1 + x0 for b in boxes]
-        stats[:, 7] = ndi.maximum(values.astype(np.float64), labels, index)
+        peak = np.full(n + 1, -np.inf)
+        np.maximum.at(peak, lab, values[yy, xx].astype(np.float64))  # no sort, unlike ndi.maximum
+        stats[:, 7] = peak[1:]
         stats[:, 8] = class_index
     return ChunkComponents(
         z,
