@@ -293,6 +293,8 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
         args.precision,
         "--tile",
         str(args.tile),
+        "--threads",
+        str(args.threads),
         "--overwrite",
     ]
     proc = subprocess.run(command, capture_output=True, text=True, check=True)
