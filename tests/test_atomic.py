@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from emae.errors import EmaeError
@@ -71,3 +74,23 @@ def test_overwrite_never_replaces_foreign_data(tmp_path):
     with atomic_dir(target, overwrite=True, replaceable=is_run, kind="a model folder") as tmp:
         (tmp / "config.json").write_text("new")
     assert (target / "config.json").read_text() == "new"
+
+
+def test_check_writable_refuses_a_folder_it_cannot_write(tmp_path):
+    """A read-only location is a one-line error before anything is written, also for root
+    (which ignores permission bits): /proc accepts no new files."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        targets = [Path("/proc") / "emae-out.zarr"]
+        if os.geteuid() != 0:
+            targets.append(locked / "out.zarr")
+        for target in targets:
+            with pytest.raises(EmaeError, match="is not writable") as info:
+                check_writable(target)
+            assert "\n" not in str(info.value)
+            assert not target.exists()
+    finally:
+        locked.chmod(0o755)
+    assert list(locked.iterdir()) == []

@@ -58,6 +58,14 @@ def check_writable(
         raise EmaeError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise EmaeError(f"cannot write {path}: folder {path.parent} is not writable")
+    probe = _temporary_sibling(path)  # also catches read-only mounts, which root cannot write
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise EmaeError(
+            f"cannot write {path}: folder {path.parent} is not writable ({exc.strerror})"
+        ) from None
     return path
 
 
