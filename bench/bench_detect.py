@@ -17,7 +17,9 @@ sample data) and the sample data (``--data``), measures in one run:
    halo 64) in one process, with tiles of 512 and of 1152 (one tile per chunk).
 5. ``dask``: a synthetic volume (``--dask-volume Z SIDE``, default the same 8 x 1024 x 1024) on
    a local Dask cluster: 1 worker of 1 thread, 2 workers of 1 thread, 1 worker of 2 threads.
-6. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
+6. ``ceiling``: the same anomaly maps in one process, then in two independent processes at
+   once (one thread each, no Dask, no I/O): the most two cores give, for the ``dask`` part.
+7. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
    (tiles of the sample sections), synchronous scheduler, peak RSS from ``/usr/bin/time``.
 
 Usage::
@@ -310,6 +312,45 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _ceiling_worker(model: str, n: int, side: int, queue: Any) -> None:
+    """One process, one torch thread: ``n`` anomaly maps of a ``side`` x ``side`` image."""
+    torch.set_num_threads(1)
+    detector = AutoencoderDetector.from_bundle(model, precision="bf16")
+    image = np.random.default_rng(0).random((1, side, side), dtype=np.float32) * 255
+    detector.anomaly_map(image)  # warm-up
+    began = time.perf_counter()
+    for _ in range(n):
+        detector.anomaly_map(image)
+    queue.put(n * side * side / 1e6 / (time.perf_counter() - began))
+
+
+def part_ceiling(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """What two cores give at best: the same anomaly maps (1152 x 1152, bf16, one thread) in one
+    process alone, then in two independent processes at once (no Dask, no I/O)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rates = {}
+    for n_proc in (1, 2):
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(target=_ceiling_worker, args=(str(args.model), 6, 1152, queue))
+            for _ in range(n_proc)
+        ]
+        for proc in procs:
+            proc.start()
+        rates[n_proc] = sum(queue.get() for _ in procs)
+        for proc in procs:
+            proc.join()
+    _log(
+        results,
+        "ceiling",
+        one_process_mp_per_s=rates[1],
+        two_processes_mp_per_s=rates[2],
+        speedup=rates[2] / rates[1],
+    )
+
+
 PARTS = {
     "precision": part_precision,
     "bound": part_bound,
@@ -317,6 +358,7 @@ PARTS = {
     "tile": part_tile,
     "dask": part_dask,
     "rss": part_rss,
+    "ceiling": part_ceiling,
 }
 
 

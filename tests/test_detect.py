@@ -55,6 +55,7 @@ def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
     out = tmp_path / "out.zarr"
     summary = detect(data / "run", data / "stack.tif", out, **SMALL)
     assert summary["chunks"] == {"done": 2 * 3 * 2, "skipped": 0, "failed": 0}
+    assert summary["startup_seconds"] == 0.0  # no cluster to start in this process
     group = zarr.open_group(str(out / "anomaly"), mode="r")
     validate_ngff(group.attrs.asdict())
     level0 = group["0"]
@@ -111,7 +112,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
 def test_dask_workers_give_the_same_map(tmp_path, data):
     detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
     local = {**SMALL, "scheduler": None, "workers": 2}
-    detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **local)
+    summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **local)
+    assert 0 < summary["startup_seconds"] < summary["seconds"]
+    assert summary["megapixels_per_s_after_start"] > summary["megapixels_per_s"]
     a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
     b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
     np.testing.assert_array_equal(a, b)

@@ -197,7 +197,7 @@ def detect(
         Torch threads per local worker (default: the CPU cores shared among the workers).
     precision
         Of the autoencoder's forward passes: ``"auto"`` (default: bf16 autocast where the CPU or
-        GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on sample data bf16 was 3.3x
+        GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on sample data bf16 was 2.4x
         faster with the same pixel AUROC (docs/benchmarks.md).
     overwrite
         Replace an existing output made with other settings.
