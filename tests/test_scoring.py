@@ -8,10 +8,10 @@ import safetensors.numpy
 import torch
 from torch import nn
 
-from emae.error_maps import inference_copy
 from emae.errors import EmaeError, NotFittedError
 from emae.losses import mse
 from emae.models import available_models, build_model, model_spec
+from emae.models.inference import inference_copy
 from emae.scoring import (
     SCORES,
     STATISTICS,

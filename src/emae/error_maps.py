@@ -10,17 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from copy import deepcopy
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from emae.errors import EmaeError
 from emae.losses import ssim_map
+from emae.models.inference import inference_copy
 
 
 def as_images(x: Any, what: str = "x") -> np.ndarray:
@@ -64,34 +63,6 @@ def _same_shape(x: np.ndarray, recon: np.ndarray) -> None:
         raise EmaeError(f"x and recon must have the same shape, got {x.shape} and {recon.shape}")
 
 
-def inference_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for inference only: eval mode, batch norms folded into convolutions.
-
-    Every ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential`` (the
-    :class:`emae.models.blocks.ConvBlock` layout) becomes one convolution with the normalization's
-    running statistics folded into its weights and bias (equal up to float rounding), and
-    ReLU / LeakyReLU activations work in place. Both remove a full pass over every feature map
-    at each layer, the memory-bound work that dominates a CPU forward pass once the
-    convolutions run in bf16. ``model`` itself is not changed.
-    """
-    copy = deepcopy(model).eval()
-    for module in copy.modules():
-        if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                conv, norm = module[i], module[i + 1]
-                if (
-                    isinstance(conv, nn.Conv2d)
-                    and isinstance(norm, nn.BatchNorm2d)
-                    and norm.track_running_stats
-                    and norm.running_mean is not None
-                ):
-                    module[i] = fuse_conv_bn_eval(conv, norm)
-                    module[i + 1] = nn.Identity()
-        elif isinstance(module, (nn.ReLU, nn.LeakyReLU)):
-            module.inplace = True
-    return copy
-
-
 def batched_apply(
     model: nn.Module,
     method: str,
@@ -103,9 +74,10 @@ def batched_apply(
     """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated,
     float32, CPU.
 
-    The forward passes run on an :func:`inference_copy` of the model (``model`` keeps its mode,
-    device and memory format). ``device=None`` uses the device of the model's parameters. The
-    precision is the one of the enclosing :func:`inference_precision` block (fp32 outside).
+    The forward passes run on an :func:`emae.models.inference.inference_copy` of the model
+    (``model`` keeps its mode, device and memory format). ``device=None`` uses the device of
+    the model's parameters. The precision is the one of the enclosing
+    :func:`inference_precision` block (fp32 outside).
     """
     from emae.training import select_precision
 
