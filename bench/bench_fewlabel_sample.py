@@ -224,6 +224,12 @@ def main() -> None:
     parser.add_argument("--budgets", default="5,10,25,all", help="Labels per class.")
     parser.add_argument("--methods", default="head,cnn-scratch,svm-features,latent-logreg")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="Data, models, results.")
+    parser.add_argument(
+        "--encoder-lr-scale",
+        type=float,
+        default=0.1,
+        help="Encoder rate / head rate of head-finetune (FinetuneConfig.encoder_lr_scale).",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of folds, subsets and fits.")
     parser.add_argument(
@@ -254,9 +260,12 @@ def main() -> None:
     info["encoder"] = str(encoder)
     info["encoder_steps"] = pretraining["steps_done"]
     print(f"encoder        {encoder} ({pretraining['steps_done']} steps)")
-    config = FinetuneConfig(steps=args.steps)
+    config = FinetuneConfig(steps=args.steps, encoder_lr_scale=args.encoder_lr_scale)
     info["finetune_config"] = config.model_dump(mode="json")
-    print(f"classifier     FinetuneConfig(steps={args.steps}), other fields default")
+    print(
+        f"classifier     FinetuneConfig(steps={args.steps}, "
+        f"encoder_lr_scale={args.encoder_lr_scale}), other fields default"
+    )
     methods = args.methods.split(",")
     out = args.work / f"compare-s{args.steps}-f{args.folds}-b{args.budgets.replace(',', '_')}"
     if args.report_only:
