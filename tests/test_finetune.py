@@ -160,6 +160,9 @@ def test_training_is_reproducible_and_learns_an_easy_task():
     b, _ = train_classifier(patches, labels, ("dark", "bright"), config, encoder=None)
     np.testing.assert_array_equal(a.predict_proba(patches), b.predict_proba(patches))
     assert (a.predict(patches) == labels).mean() > 0.9
+    # From scratch, the pooled features are not standardized by their random-init statistics.
+    torch.testing.assert_close(a.model.feature_mean, torch.zeros_like(a.model.feature_mean))
+    torch.testing.assert_close(a.model.feature_std, torch.ones_like(a.model.feature_std))
 
 
 def test_bad_requests_are_refused(tmp_path, tiny):

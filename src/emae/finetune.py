@@ -282,7 +282,7 @@ def train_classifier(
     n_items = config.steps * config.batch_size
     if cached:
         balance = config.balance
-        views = _pooled_views(model, normalized)
+        views = _pooled_views(model, normalized)  # cached: always a pretrained encoder
         model.set_feature_statistics(torch.from_numpy(views.reshape(-1, views.shape[-1])))
         if balance == "artificial":
             normalized, labels, extra = _with_artificial(
@@ -299,7 +299,9 @@ def train_classifier(
             balance=balance,
         )
     else:
-        model.set_feature_statistics(torch.from_numpy(_pooled_views(model, normalized, 1)[0]))
+        if pretrained:  # random features change scale as they train: standardizing them by
+            # their statistics at initialization wrecks a network trained from scratch
+            model.set_feature_statistics(torch.from_numpy(_pooled_views(model, normalized, 1)[0]))
         stream = LabeledPatchStream(
             normalized,
             labels,
