@@ -8,8 +8,8 @@ one convolution with the running statistics folded into its weights and bias, an
 LeakyReLU work in place. Outputs are equal up to float rounding.
 
 (Replacing the decoder's nearest upsampling and the following 3 x 3 convolution by four 2 x 2
-convolutions on the low-resolution map, or by one convolution and a pixel shuffle, was measured
-too and gained under 5%; it is not done.)
+convolutions on the low-resolution map, or by one convolution and a pixel shuffle, was tried
+and gained little; it is not done.)
 """
 
 from __future__ import annotations
