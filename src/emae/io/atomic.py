@@ -24,6 +24,7 @@ def check_writable(
     overwrite: bool = False,
     replaceable: Callable[[Path], bool] | None = None,
     kind: str = "emae output",
+    probe: bool = True,
 ) -> Path:
     """Refuse to replace existing data unless asked to, and never replace foreign data.
 
@@ -39,6 +40,11 @@ def check_writable(
         else is refused even with ``overwrite``, so a mistyped path never deletes user data.
     kind
         What ``replaceable`` accepts, for the error message.
+    probe
+        Also create and remove a file in the folder, so that a read-only mount is refused
+        before any work starts. The commands check their outputs this way once; the atomic
+        writers below skip it (their own temporary file is the probe), so the many small
+        writes of a large run (one done marker per chunk) cost no extra file operations.
 
     Returns
     -------
@@ -58,7 +64,15 @@ def check_writable(
         raise EmaeError(f"cannot write {path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise EmaeError(f"cannot write {path}: folder {path.parent} is not writable")
-    probe = _temporary_sibling(path)  # also catches read-only mounts, which root cannot write
+    if probe:
+        _probe(path)
+    return path
+
+
+def _probe(path: Path) -> None:
+    """Create and remove a file beside ``path``: catches what ``os.access`` does not (read-only
+    mounts, which even root cannot write)."""
+    probe = _temporary_sibling(path)
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
@@ -66,7 +80,6 @@ def check_writable(
         raise EmaeError(
             f"cannot write {path}: folder {path.parent} is not writable ({exc.strerror})"
         ) from None
-    return path
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -90,7 +103,7 @@ def atomic_file(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     >>> with atomic_file("scores.csv") as tmp:  # doctest: +SKIP
     ...     tmp.write_text("image,score\\n")
     """
-    path = check_writable(path, overwrite=overwrite)
+    path = check_writable(path, overwrite=overwrite, probe=False)
     tmp = _temporary_sibling(path)
     try:
         yield tmp
@@ -115,7 +128,9 @@ def atomic_dir(
     An existing destination is removed only after the new content is complete; ``overwrite``,
     ``replaceable`` and ``kind`` are those of :func:`check_writable`.
     """
-    path = check_writable(path, overwrite=overwrite, replaceable=replaceable, kind=kind)
+    path = check_writable(
+        path, overwrite=overwrite, replaceable=replaceable, kind=kind, probe=False
+    )
     tmp = _temporary_sibling(path)
     tmp.mkdir()
     try:
