@@ -21,6 +21,7 @@ finished chunks are kept. An existing output made with other settings is replace
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -329,8 +330,13 @@ def _run(
             threads = max(1, (os.cpu_count() or 1) // n_workers)
         shared = client.scatter(mapper, broadcast=True)
         startup = time.perf_counter() - began
-        futures = {
-            client.submit(
+        chunks = iter(todo)
+        # A bounded window of tasks in flight: the scheduler and this process hold a few per
+        # worker, not one per chunk (millions on a large volume).
+        window = max(4, 4 * n_workers)
+
+        def submit(c: Chunk) -> Any:
+            future = client.submit(
                 process_chunk,
                 c,
                 shared,
@@ -341,13 +347,21 @@ def _run(
                 retries=retries,
                 pure=False,
                 **kwargs,
-            ): c
-            for c in todo
-        }
-        for future in as_completed(futures):
+            )
+            pending[future] = c
+            return future
+
+        pending: dict[Any, Chunk] = {}
+        running = as_completed([submit(c) for c in itertools.islice(chunks, window)])
+        for future in running:
+            c = pending.pop(future)
             if future.status == "error":
                 exc = future.exception()
-                failed.append((futures[future], f"{type(exc).__name__}: {exc}"))
+                failed.append((c, f"{type(exc).__name__}: {exc}"))
+            future.release()
             bar.update(1)
+            following = next(chunks, None)
+            if following is not None:
+                running.add(submit(following))
     bar.close()
     return failed, startup
