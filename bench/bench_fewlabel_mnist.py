@@ -10,6 +10,16 @@ labels (10 per class, seeded) then train, with :func:`emae.finetune.train_classi
 ``head-finetune``  the same with the encoder fine-tuned at a tenth of the head's rate
 ``cnn-scratch``    the same architecture from random weights on the 100 labels only
 ``latent-logreg``  logistic regression on the frozen pooled latents
+``head-finetune-shift``  head-finetune with shift augmentation, ``--semi-steps`` steps
+``head-semi``      the same, semi-supervised: every step also trains on 3 unlabeled digits per
+                   labeled one through FixMatch's pseudo-labels (:mod:`emae.semi`); the
+                   unlabeled digits are the 60,000 training images, as in the protocol
+
+``head-semi`` is the semi-supervised method the target is about, fixed before any test error
+was seen; ``head-finetune-shift`` differs from it only by the unlabeled digits, so the pair
+measures what they add. Both use FixMatch's published settings where emae's defaults differ
+(no label smoothing, which would cap the confidence a pseudo-label needs) and
+``orientation="fixed"`` (shifts, never flips or turns).
 
 Between ``head`` and ``head-finetune`` one is chosen before the test set is read, by 5-fold
 stratified cross-validation accuracy on the 100 labels; both test errors are printed. Digits
@@ -25,7 +35,7 @@ Usage::
 
     python bench/bench_fewlabel_mnist.py [--data DATA] [--pretrain-steps 3000]
         [--batch-size 64] [--latent-channels 32] [--steps 300] [--per-class 10]
-        [--work DIR] [--threads N] [--seed 0]
+        [--semi-steps 3000] [--work DIR] [--threads N] [--seed 0]
 """
 
 from __future__ import annotations
@@ -56,10 +66,27 @@ def pick_labels(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int):
-    """One fitted classifier: ``predict_proba(images) -> (N, 10)``."""
+SEMI = ("head-finetune-shift", "head-semi")
+
+
+def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabeled=None):
+    """One fitted classifier: ``predict_proba(images) -> (N, 10)``; ``steps`` of the semi
+    methods are ``--semi-steps``."""
     from emae.finetune import FinetuneConfig, train_classifier
 
+    if method in SEMI:
+        config = FinetuneConfig(
+            freeze="finetune",
+            steps=steps,
+            augment=True,
+            orientation="fixed",
+            cache_features=False,
+            patch_size=28,
+            label_smoothing=0.0,
+            seed=seed,
+        )
+        pool = unlabeled if method == "head-semi" else None
+        return train_classifier(x, y, classes, config, encoder=encoder, unlabeled=pool)[0]
     if method == "latent-logreg":
         from emae.baselines import LatentClassifier
 
@@ -99,6 +126,7 @@ def main() -> None:
     parser.add_argument("--latent-channels", type=int, default=32, help="Spatial latent channels.")
     parser.add_argument("--steps", type=int, default=300, help="Classifier training steps.")
     parser.add_argument("--per-class", type=int, default=10, help="Labels per digit.")
+    parser.add_argument("--semi-steps", type=int, default=3000, help="Steps of the semi rows.")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="Stack, model, results.")
     parser.add_argument("--threads", type=int, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of labels, folds and fits.")
@@ -163,9 +191,11 @@ def main() -> None:
     print(f"chosen by CV   {chosen} (before reading the test labels)")
 
     rows = []
-    for method in ("head", "head-finetune", "cnn-scratch", "latent-logreg"):
+    unlabeled = x_train.astype(np.uint16) + OFFSET
+    for method in ("head", "head-finetune", "cnn-scratch", "latent-logreg", *SEMI):
         start = time.perf_counter()
-        model = fit(method, x, y, classes, encoder, args.steps, args.seed)
+        steps = args.semi_steps if method in SEMI else args.steps
+        model = fit(method, x, y, classes, encoder, steps, args.seed, unlabeled)
         fit_s = time.perf_counter() - start
         error = float((model.predict_proba(x_test).argmax(1) != y_test).mean())
         rows.append({"method": method, "test_error": error, "fit_seconds": fit_s})
@@ -180,10 +210,10 @@ def main() -> None:
     for name, error in PUBLISHED.items():
         lines.append(f"| {name}, published | {error:.2f}% | |")
     table = "\n".join(lines)
-    chosen_error = next(r["test_error"] for r in rows if r["method"] == chosen)
-    verdict = "met" if chosen_error < 0.05 else "NOT met"
+    semi_error = next(r["test_error"] for r in rows if r["method"] == "head-semi")
+    verdict = "met" if semi_error < 0.05 else "NOT met"
     print("\n" + table)
-    print(f"\ntarget < 5% test error with 100 labels: {verdict} ({100 * chosen_error:.2f}%)")
+    print(f"\ntarget < 5% test error, 100 labels: {verdict} (head-semi {100 * semi_error:.2f}%)")
     seconds = time.perf_counter() - began
     print(f"total {seconds / 60:.1f} min; load at end {[round(v, 2) for v in os.getloadavg()]}")
     record = {
@@ -196,7 +226,8 @@ def main() -> None:
         "total_seconds": seconds,
         "load_at_end": [round(v, 2) for v in os.getloadavg()],
     }
-    out = args.work / f"results-l{args.latent_channels}-s{args.pretrain_steps}-c{args.steps}.json"
+    name = f"results-l{args.latent_channels}-s{args.pretrain_steps}-c{args.steps}"
+    out = args.work / f"{name}-semi{args.semi_steps}.json"
     out.write_text(json.dumps(record, indent=2))
     print(f"results in {out}")
 

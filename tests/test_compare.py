@@ -82,3 +82,29 @@ def test_compare_refuses_what_it_cannot_do(tmp_path, tiny, capsys):
     assert main(argv) == 2  # the tiny set has 2 samples of each artifact class
     err = capsys.readouterr().err
     assert "fewer than the 5 folds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_head_semi_trains_on_the_unlabeled_images(tmp_path, tiny):
+    labels = tiny / "data" / "labels.csv"
+    volume = tiny / "data" / "unlabeled" / "volume.tif"
+    with pytest.raises(EmaeError, match="head-semi needs unlabeled images"):
+        compare(labels, tmp_path / "a", encoder=tiny / "ae", methods=["head-semi"])
+    assert not (tmp_path / "a").exists()
+    config = FAST.model_copy(update={"unlabeled_patches": 16, "unlabeled_ratio": 1})
+    summary = compare(
+        labels,
+        tmp_path / "b",
+        encoder=tiny / "ae",
+        unlabeled=[volume],
+        methods=["head-semi", "head-finetune"],
+        folds=2,
+        budgets=[None],
+        config=config,
+        progress=False,
+    )
+    semi = dict(summary["methods"]["head-semi"]["all"])
+    plain = dict(summary["methods"]["head-finetune"]["all"])
+    assert semi["n_folds"] == 2
+    del semi["seconds"], plain["seconds"]
+    # The same folds, labels and seed: only the unlabeled patches make the scores differ.
+    assert semi != plain

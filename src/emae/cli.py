@@ -143,6 +143,7 @@ def _finetune(args: argparse.Namespace) -> None:
         unfreeze_after=args.unfreeze_after,
         balance=args.balance,
         input=args.input,
+        orientation=args.orientation,
         tensorboard=args.tensorboard or None,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -157,6 +158,7 @@ def _finetune(args: argparse.Namespace) -> None:
         args.labels,
         args.out,
         config,
+        unlabeled=args.unlabeled or (),
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.quiet,
@@ -364,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", help="Whole-image labels: surrounding (default), cropped, masked or whole."
     )
+    p.add_argument(
+        "--unlabeled",
+        nargs="+",
+        help="Unlabeled images: train semi-supervised on patches of them (FixMatch).",
+    )
+    p.add_argument(
+        "--orientation",
+        help="any (default: flips and turns keep the class) or fixed (digits, letters).",
+    )
     p.add_argument("--steps", type=int, help="Optimizer steps.")
     p.add_argument("--batch-size", type=int, help="Patches per step.")
     p.add_argument("--seed", type=int, help="Random seed.")
@@ -382,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("compare", help="Cross-validate classifiers over label budgets.")
     p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
-    p.add_argument("--unlabeled", nargs="+", help="Images to pretrain an encoder on.")
+    p.add_argument(
+        "--unlabeled",
+        nargs="+",
+        help="Unlabeled images: pretrain an encoder on them (without --encoder); head-semi "
+        "trains on them.",
+    )
     p.add_argument("--encoder", type=Path, help="A pretrained autoencoder folder.")
     p.add_argument(
         "--methods",

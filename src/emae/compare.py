@@ -9,6 +9,8 @@ Methods (:data:`METHODS`):
 
 ``head``            pretrained encoder, frozen, + 1x1-conv head (:mod:`emae.finetune`)
 ``head-finetune``   the same with the encoder fine-tuned at a lower learning rate
+``head-semi``       ``head-finetune`` trained semi-supervised (:mod:`emae.semi`) on patches of
+                    the ``unlabeled`` images besides the labels
 ``cnn-scratch``     the same architecture from random weights, trained on the labels only
 ``svm-features``    RBF SVM on handcrafted features (:mod:`emae.baselines.svm_features`)
 ``latent-logreg``   logistic regression on frozen pooled latents (:mod:`emae.baselines.latent`)
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from emae.errors import EmaeError
-from emae.finetune import FinetuneConfig, train_classifier
+from emae.finetune import FinetuneConfig, train_classifier, unlabeled_patches
 from emae.folds import budget_subset, make_folds
 from emae.io.atomic import atomic_file
 from emae.labels import load_labels
@@ -47,12 +49,13 @@ logger = logging.getLogger(__name__)
 METHODS: tuple[str, ...] = (
     "head",
     "head-finetune",
+    "head-semi",
     "cnn-scratch",
     "svm-features",
     "latent-logreg",
     "latent-knn",
 )
-NEEDS_ENCODER = {"head", "head-finetune", "latent-logreg", "latent-knn"}
+NEEDS_ENCODER = {"head", "head-finetune", "head-semi", "latent-logreg", "latent-knn"}
 SETTINGS = "compare.json"
 
 
@@ -76,19 +79,29 @@ def fit_predict(
     encoder: Path | None,
     config: FinetuneConfig,
     groups: np.ndarray | None = None,
+    unlabeled: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fit one method on ``(patches, labels, extra)`` and return test probabilities ``(M, K)``.
 
-    ``groups`` (of the training samples) keep the SVM's grid search group-aware.
+    ``groups`` (of the training samples) keep the SVM's grid search group-aware;
+    ``unlabeled`` ``(M, P, P)`` raw patches are what ``head-semi`` trains on besides the labels.
     """
     x, y, extra = train
     x_test, extra_test = test
     k = len(classes)
-    if method in ("head", "head-finetune", "cnn-scratch"):
-        freeze = "finetune" if method == "head-finetune" else "frozen"
+    if method in ("head", "head-finetune", "head-semi", "cnn-scratch"):
+        freeze = "frozen" if method == "head" else "finetune"
         run = config.model_copy(update={"freeze": freeze})
+        if method == "head-semi" and unlabeled is None:
+            raise EmaeError("method head-semi needs unlabeled images (--unlabeled DATA)")
         fitted, _ = train_classifier(
-            x, y, classes, run, encoder=None if method == "cnn-scratch" else encoder, extra=extra
+            x,
+            y,
+            classes,
+            run,
+            encoder=None if method == "cnn-scratch" else encoder,
+            extra=extra,
+            unlabeled=unlabeled if method == "head-semi" else None,
         )
         return fitted.predict_proba(x_test, extra_test)
     if method == "svm-features":
@@ -168,6 +181,8 @@ def compare(
         "seed": seed,
         "config": config.model_dump(mode="json"),
     }
+    if "head-semi" in methods and not unlabeled:
+        raise EmaeError("method head-semi needs unlabeled images: give --unlabeled DATA")
     _check_settings(out, settings, overwrite)
     if encoder is None and unlabeled:
         encoder = _pretrained_encoder(out / "encoder", unlabeled, seed, progress)
@@ -179,6 +194,9 @@ def compare(
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
+    pool = None
+    if "head-semi" in methods:
+        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, seed)
     groups = [s.group for s in labeled.samples]
     splits = make_folds(y, groups, folds, seed, classes=labeled.classes)
     has_groups = any(groups)
@@ -201,6 +219,7 @@ def compare(
                     encoder=encoder,
                     config=config,
                     groups=group_ids[subset] if has_groups else None,
+                    unlabeled=pool,
                 )
                 row = {
                     "method": method,

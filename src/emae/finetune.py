@@ -10,6 +10,10 @@ everything needed to classify new patches and to map whole images.
 
 With ``encoder=None`` the same architecture starts from random weights and trains end to end:
 the "CNN from scratch" baseline of ``emae compare``.
+
+Given unlabeled patches too (``unlabeled=``, ``--unlabeled DATA``), every step also trains on
+them through FixMatch's pseudo-labels and consistency (:mod:`emae.semi`): the unlabeled images
+then shape the classifier itself, not only the encoder's pretraining.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +40,7 @@ from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
 from emae.objects import object_patches
 from emae.options import read_options
+from emae.semi import WithUnlabeled, consistency_loss, random_views
 from emae.synth.artifacts import INJECTORS, inject
 from emae.training import LoopSettings, train_loop
 
@@ -58,6 +64,11 @@ class FinetuneConfig(BaseModel):
         True, description="Frozen encoder: train the head on cached features of 8 flips/turns."
     )
     augment: bool = Field(True, description="Flips, rotations, intensity jitter, noise.")
+    orientation: Literal["any", "fixed"] = Field(
+        "any",
+        description="any: flips and 90-degree turns keep the class (EM); fixed: they do not "
+        "(digits, letters): augmentation shifts instead, cached views are the patch alone.",
+    )
     hidden: int = Field(64, ge=1, le=4096, description="Channels of the hidden 1x1 conv.")
     pooling: Literal["latent", "levels"] = Field(
         "levels",
@@ -91,6 +102,22 @@ class FinetuneConfig(BaseModel):
     input: Literal["surrounding", "cropped", "masked", "whole"] = Field(
         "surrounding", description="Object-centred images: what the classifier sees."
     )
+    unlabeled_weight: float = Field(
+        1.0, ge=0, description="Weight of the unlabeled (FixMatch) loss, when unlabeled given."
+    )
+    unlabeled_ratio: int = Field(
+        3, ge=1, le=32, description="Unlabeled patches per labeled patch in a step."
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Smallest weak-view probability that makes a pseudo-label; at most "
+        "1 - label_smoothing (K - 1) / K.",
+    )
+    unlabeled_patches: int = Field(
+        20000, ge=1, description="Patches drawn from the unlabeled images (--unlabeled)."
+    )
 
 
 def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
@@ -116,7 +143,7 @@ def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, 
     return bundle.model, bundle.model_name, bundle.model_kwargs, bundle.normalizer, patch
 
 
-def _pooled_views(model: EncoderClassifier, patches: np.ndarray, n: int = 8) -> np.ndarray:
+def _pooled_views(model: EncoderClassifier, patches: np.ndarray, n: int) -> np.ndarray:
     """What the head sees (:meth:`EncoderClassifier.global_features`) of the first ``n`` of
     the 8 flips/turns of every patch: ``(n, N, C)`` float32."""
     views = dihedral(patches)[:n]  # (n, N, P, P)
@@ -202,6 +229,7 @@ def train_classifier(
     encoder: str | Path | None,
     extra: np.ndarray | None = None,
     feature_names: tuple[str, ...] = (),
+    unlabeled: np.ndarray | None = None,
     progress: bool = False,
     checkpoint: Path | None = None,
     resume: bool = False,
@@ -225,6 +253,9 @@ def train_classifier(
         ``(N, F)`` extra numeric features (``feat_*`` columns), or None.
     feature_names
         Names of the extra features.
+    unlabeled
+        ``(M, P, P)`` raw unlabeled patches (same intensities as ``patches``) for semi-supervised
+        training (:mod:`emae.semi`), or None.
     progress
         Show a progress bar.
     checkpoint, resume
@@ -269,7 +300,23 @@ def train_classifier(
     if config.balance == "weights":
         weight = torch.from_numpy(class_weights(labels, len(classes)))
     unfreeze = pretrained and config.freeze == "unfreeze"
-    cached = pretrained and config.freeze == "frozen" and config.cache_features
+    semi = unlabeled is not None and config.unlabeled_weight > 0
+    if semi and extra is not None:
+        raise EmaeError("semi-supervised training takes patches alone: no feature columns")
+    if unlabeled is not None and unlabeled.shape[1:] != patches.shape[1:]:
+        raise EmaeError(
+            f"unlabeled patches must be {patches.shape[-2]}x{patches.shape[-1]} like the labeled "
+            f"ones, got {unlabeled.shape[1:]}"
+        )
+    reachable = 1 - config.label_smoothing * (len(classes) - 1) / len(classes)
+    if semi and config.confidence > reachable:
+        raise EmaeError(
+            f"confidence {config.confidence} is above {reachable:.3f}, the largest probability "
+            f"a model trained with label_smoothing {config.label_smoothing} aims for over "
+            f"{len(classes)} classes: no patch would get a pseudo-label"
+        )
+    cached = pretrained and config.freeze == "frozen" and config.cache_features and not semi
+    n_views = 8 if config.orientation == "any" else 1
     if config.balance == "smote" and not cached:
         raise EmaeError(
             "balance 'smote' interpolates cached latent vectors: it needs a pretrained, "
@@ -282,7 +329,7 @@ def train_classifier(
     n_items = config.steps * config.batch_size
     if cached:
         balance = config.balance
-        views = _pooled_views(model, normalized)  # cached: always a pretrained encoder
+        views = _pooled_views(model, normalized, n_views)  # cached: a pretrained encoder
         model.set_feature_statistics(torch.from_numpy(views.reshape(-1, views.shape[-1])))
         if balance == "artificial":
             normalized, labels, extra = _with_artificial(
@@ -290,7 +337,7 @@ def train_classifier(
             )
             balance = "none"
         stream: Any = FeatureStream(
-            views if balance == config.balance else _pooled_views(model, normalized),
+            views if balance == config.balance else _pooled_views(model, normalized, n_views),
             labels,
             len(classes),
             n_items,
@@ -311,8 +358,13 @@ def train_classifier(
             extra=extra,
             balance=config.balance,
             augment_items=config.augment,
+            orientation=config.orientation,
             clean_class=config.clean_class,
         )
+        if semi:
+            stream = WithUnlabeled(
+                stream, unlabeled, normalizer, config.unlabeled_ratio, seed=config.seed
+            )
 
     channels = model.feature_mean.numel()  # what the head reads before any extra features
 
@@ -324,6 +376,15 @@ def train_classifier(
         x, y, *rest = batch
         return net(x, rest[0] if rest else None), y
 
+    def semi_forward(net: EncoderClassifier, batch: Any, generator: torch.Generator) -> tuple:
+        """Labeled, weak and strong views in one forward pass (batch statistics of all)."""
+        x, y, u = batch
+        u = u.flatten(0, 1)  # (B, R, 1, P, P) -> (B R, 1, P, P)
+        weak = random_views(u, generator, strong=False, orientation=config.orientation)
+        strong = random_views(u, generator, strong=True, orientation=config.orientation)
+        logits = net(torch.cat([x, weak.to(x.dtype), strong.to(x.dtype)]))
+        return logits[: len(x)], y, logits[len(x) : len(x) + len(u)], logits[len(x) + len(u) :]
+
     def loss_fn(net, batch, step, generator):
         if unfreeze:
             net.freeze(step < config.unfreeze_after)
@@ -332,10 +393,17 @@ def train_classifier(
         device = batch[0].device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            logits, y = forward(net, batch)
+            if semi:
+                logits, y, weak, strong = semi_forward(net, batch, generator)
+            else:
+                logits, y = forward(net, batch)
         w = None if weight is None else weight.to(logits.device)
         loss = F.cross_entropy(logits.float(), y, weight=w, label_smoothing=config.label_smoothing)
-        return loss, {}
+        if not semi:
+            return loss, {}
+        unlabeled_loss, used = consistency_loss(weak, strong, config.confidence)
+        logs = {"unlabeled_loss": float(unlabeled_loss.detach()), "pseudo_labeled": float(used)}
+        return loss + config.unlabeled_weight * unlabeled_loss, logs
 
     head = list(model.head.parameters())
     groups = [{"params": head}]
@@ -397,12 +465,27 @@ def train_classifier(
     return fitted, summary
 
 
+def unlabeled_patches(
+    sources: Sequence[str | Path], n: int, patch_size: int, seed: int
+) -> np.ndarray | None:
+    """``n`` random patches of the unlabeled images: ``(n, P, P)`` in their dtype, or None
+    without sources. Padding (mostly-zero patches) is skipped, as in pretraining."""
+    if not sources:
+        return None
+    from emae.io import expand_inputs, open_image
+    from emae.sampling import sample_patches
+
+    images = [open_image(s) for s in expand_inputs([str(s) for s in sources])]
+    return sample_patches(images, n, patch_size, seed=seed)[1]
+
+
 def finetune(
     encoder: str | Path | None,
     labels_csv: str | Path,
     out: str | Path,
     config: FinetuneConfig | None = None,
     *,
+    unlabeled: Sequence[str | Path] = (),
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -423,6 +506,9 @@ def finetune(
         Classifier folder to create.
     config
         Run configuration; defaults when None.
+    unlabeled
+        Unlabeled images (any reader of :func:`emae.io.open_image`): ``unlabeled_patches``
+        random patches of them train the classifier semi-supervised (:mod:`emae.semi`).
     overwrite
         Replace an existing model folder.
     resume
@@ -446,6 +532,7 @@ def finetune(
         "config": config.model_dump(mode="json"),
         "labels": str(Path(labels_csv).resolve()),
         "encoder": None if encoder is None else str(Path(encoder).resolve()),
+        "unlabeled": [str(u) for u in unlabeled],
     }
     if resume:
         saved = work / "run.json"
@@ -472,6 +559,7 @@ def finetune(
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
+    pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, config.seed)
     fitted, summary = train_classifier(
         patches,
         labels,
@@ -480,6 +568,7 @@ def finetune(
         encoder=encoder,
         extra=extra,
         feature_names=labeled.features,
+        unlabeled=pool,
         progress=progress,
         checkpoint=work / "checkpoint.pt",
         resume=resume,
@@ -487,7 +576,8 @@ def finetune(
     )
     summary["class_counts"] = labeled.class_counts()
     summary["labels"] = str(Path(labels_csv).resolve())
-    summary["encoder"] = None if encoder is None else str(Path(encoder).resolve())
+    summary["encoder"] = identity["encoder"]
+    summary["unlabeled"] = identity["unlabeled"]
     save_classifier(
         out, fitted, config=config.model_dump(mode="json"), summary=summary, overwrite=overwrite
     )

@@ -20,7 +20,9 @@ Class imbalance (``balance``):
     artifact drawn on it (clipped to [0, 1] first), the other half its real samples.
 
 Augmentation (``augment=True``): flips and 90-degree rotations (EM has no preferred
-orientation), contrast and brightness jitter, and Gaussian noise.
+orientation; ``orientation="fixed"`` replaces them with shifts of up to 1/8 of the patch, for
+classes defined by their orientation, such as digits), contrast and brightness jitter, and
+Gaussian noise.
 """
 
 from __future__ import annotations
@@ -48,14 +50,22 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random flip / 90-degree rotation, contrast and brightness jitter, and mild noise.
+def augment(patch: np.ndarray, rng: np.random.Generator, orientation: str = "any") -> np.ndarray:
+    """A random flip / 90-degree rotation (``orientation="any"``) or a shift of up to 1/8 of
+    the side, reflected at the border (``"fixed"``), contrast and brightness jitter, and mild
+    noise.
 
     ``patch`` is ``(P, P)`` float32, normalized; returns a new ``(P, P)`` float32 array.
     """
-    out = np.rot90(patch, k=int(rng.integers(4)))
-    if rng.random() < 0.5:
-        out = out[:, ::-1]
+    if orientation == "any":
+        out = np.rot90(patch, k=int(rng.integers(4)))
+        if rng.random() < 0.5:
+            out = out[:, ::-1]
+    else:
+        r = patch.shape[-1] // 8
+        dy, dx = rng.integers(-r, r + 1, size=2)
+        padded = np.pad(patch, r, mode="reflect")
+        out = padded[r + dy : r + dy + patch.shape[0], r + dx : r + dx + patch.shape[1]]
     mean = float(out.mean())
     out = (out - mean) * rng.uniform(0.85, 1.15) + mean + rng.uniform(-0.05, 0.05)
     if rng.random() < 0.5:
@@ -84,6 +94,8 @@ class LabeledPatchStream(Dataset):
         See the module docstring.
     augment_items
         Apply :func:`augment` to every item.
+    orientation
+        ``"any"`` (flips and turns keep the class) or ``"fixed"``; see :func:`augment`.
     clean_class
         Name of the artifact-free class, the canvas for ``balance="artificial"``.
 
@@ -101,6 +113,7 @@ class LabeledPatchStream(Dataset):
         extra: np.ndarray | None = None,
         balance: Balance = "none",
         augment_items: bool = True,
+        orientation: str = "any",
         clean_class: str = "clean",
     ) -> None:
         if balance not in BALANCES:
@@ -111,7 +124,9 @@ class LabeledPatchStream(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.extra = None if extra is None else np.asarray(extra, dtype=np.float32)
         self.classes, self.n_items, self.seed = tuple(classes), int(n_items), seed
-        self.balance, self.augment_items = balance, augment_items
+        if orientation not in ("any", "fixed"):
+            raise EmaeError(f"orientation must be 'any' or 'fixed', got {orientation!r}")
+        self.balance, self.augment_items, self.orientation = balance, augment_items, orientation
         pool = np.arange(len(labels))
         if balance == "undersample":
             from imblearn.under_sampling import RandomUnderSampler
@@ -161,7 +176,7 @@ class LabeledPatchStream(Dataset):
         rng = np.random.default_rng((self.seed, index))
         patch, label, j = self._pick(rng)
         if self.augment_items:
-            patch = augment(patch, rng)
+            patch = augment(patch, rng, self.orientation)
         item = (torch.from_numpy(np.array(patch, dtype=np.float32)[None]), torch.tensor(label))
         if self.extra is not None:
             return (*item, torch.from_numpy(self.extra[j]))
