@@ -86,7 +86,11 @@ def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabe
             seed=seed,
         )
         pool = unlabeled if method == "head-semi" else None
-        return train_classifier(x, y, classes, config, encoder=encoder, unlabeled=pool)[0]
+        fitted, summary = train_classifier(x, y, classes, config, encoder=encoder, unlabeled=pool)
+        if pool is not None:
+            used = [round(h["pseudo_labeled"], 2) for h in summary["history"]]
+            print(f"{method:14s} pseudo-labeled share of the unlabeled batch, per 50 steps: {used}")
+        return fitted
     if method == "latent-logreg":
         from emae.baselines import LatentClassifier
 

@@ -12,6 +12,8 @@ exactly those ``P x P`` images of all 1003 images (written as a ``"ZYX"`` ``.npy
 work folder; the labels are never read for it). Then :func:`emae.compare.compare` runs the
 frozen head, a CNN from scratch, an RBF SVM on handcrafted features and latent logistic
 regression on group-aware stratified folds (the ``group`` column) and nested label budgets.
+``--methods head-semi`` trains semi-supervised on the same stack as unlabeled images (as the
+encoder's pretraining, every image without its label).
 
 Usage::
 
@@ -128,6 +130,7 @@ def main() -> None:
         labels,
         out,
         encoder=encoder,
+        unlabeled=[stack] if "head-semi" in args.methods.split(",") else (),
         methods=args.methods.split(","),
         folds=args.folds,
         budgets=parse_budgets(args.budgets),
