@@ -6,7 +6,8 @@ then runs :func:`emae.compare.compare` on ``labels.csv``: the pretrained encoder
 logistic regression on the frozen pooled latents, on the same group-aware stratified folds and
 nested label budgets. Prints the learning curves (macro-F1 mean +- std over folds per method and
 budget), the final table at the largest budget, the mean seconds per fit, and whether the head
-beats the CNN from scratch and the SVM at budgets <= 25 labels per class.
+beats the CNN from scratch and the SVM at budgets <= 25 labels per class. ``--methods
+head-semi`` trains semi-supervised on patches of ``unlabeled/volume.tif`` too.
 
 Usage::
 
@@ -275,6 +276,7 @@ def main() -> None:
         data / "labels.csv",
         out,
         encoder=encoder,
+        unlabeled=[data / "unlabeled" / "volume.tif"] if "head-semi" in methods else (),
         methods=methods,
         folds=args.folds,
         budgets=parse_budgets(args.budgets),

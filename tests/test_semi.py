@@ -175,3 +175,39 @@ def test_a_confidence_that_label_smoothing_makes_unreachable_is_refused():
     )
     with pytest.raises(EmaeError, match="no patch would get a pseudo-label"):
         train_classifier(x, y, ("a", "b"), config, encoder=None, unlabeled=x)
+
+
+def test_interrupted_semi_supervised_run_resumes_to_the_same_classifier(tmp_path, monkeypatch):
+    from emae.classifier_bundle import load_classifier
+    from emae.synth.sample_data import tiny_config, write_sample_data
+
+    write_sample_data(tmp_path / "data", tiny_config(0))
+    labels = tmp_path / "data" / "labels.csv"
+    volume = [tmp_path / "data" / "unlabeled" / "volume.tif"]
+    config = FinetuneConfig(
+        **{**FAST, "steps": 8},
+        patch_size=32,
+        scratch_channels=(8, 16),
+        unlabeled_patches=40,
+        unlabeled_ratio=2,
+        confidence=0.5,
+    )
+    finetune(None, labels, tmp_path / "a", config, unlabeled=volume, progress=False)
+    original = WithUnlabeled.__getitem__
+
+    def crash(self, index):
+        if index >= 5 * config.batch_size:
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    monkeypatch.setattr(WithUnlabeled, "__getitem__", crash)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(None, labels, tmp_path / "b", config, unlabeled=volume, progress=False)
+    monkeypatch.setattr(WithUnlabeled, "__getitem__", original)
+    with pytest.raises(EmaeError, match="cannot resume"):
+        finetune(None, labels, tmp_path / "b", config, resume=True, progress=False)
+    finetune(None, labels, tmp_path / "b", config, unlabeled=volume, resume=True, progress=False)
+    a = load_classifier(tmp_path / "a").model.state_dict()
+    b = load_classifier(tmp_path / "b").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
