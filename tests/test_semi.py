@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -149,7 +151,7 @@ def test_semi_supervised_bad_input_is_refused():
         train_classifier(x, y, ("a", "b"), config, encoder=None, extra=np.ones((4, 1)), unlabeled=x)
 
 
-def test_finetune_draws_unlabeled_patches_from_images(tmp_path):
+def test_finetune_draws_unlabeled_patches_from_images(tmp_path, capsys):
     from emae.cli import main
     from emae.synth.sample_data import tiny_config, write_sample_data
 
@@ -165,7 +167,21 @@ def test_finetune_draws_unlabeled_patches_from_images(tmp_path):
     argv = ["-q", "finetune", "--scratch", "--labels", str(labels), "--steps", "2"]
     argv += ["--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "cli")]
     assert main([*argv, "--unlabeled", str(tmp_path / "missing.tif")]) == 2
-    assert not (tmp_path / "cli").exists()
+    assert "missing.tif" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "cli.training").exists()
+    bad = FinetuneConfig(**FAST, patch_size=32, label_smoothing=0.2)  # refused by training
+    with pytest.raises(EmaeError, match="pseudo-label"):
+        finetune(None, labels, tmp_path / "bad", bad, unlabeled=[volume], progress=False)
+    assert not (tmp_path / "bad.training").exists()
+    with pytest.raises(EmaeError, match="labels file not found"):
+        finetune(None, tmp_path / "none.csv", tmp_path / "bad", config, progress=False)
+    assert not (tmp_path / "bad.training").exists()
+    assert summary["unlabeled_patches"] == 40
+    capsys.readouterr()
+    assert main([*argv, "--unlabeled", str(volume), "--orientation", "fixed"]) == 0
+    assert "20000 unlabeled patches" in capsys.readouterr().out
+    training = json.loads((tmp_path / "cli" / "training.json").read_text())
+    assert training["unlabeled"] == [str(volume)] and training["unlabeled_patches"] == 20000
 
 
 def test_a_confidence_that_label_smoothing_makes_unreachable_is_refused():

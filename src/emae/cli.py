@@ -164,6 +164,8 @@ def _finetune(args: argparse.Namespace) -> None:
         progress=not args.quiet,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    if summary["unlabeled_patches"]:
+        counts += f" and {summary['unlabeled_patches']} unlabeled patches"
     print(
         f"trained a {len(summary['class_counts'])}-class classifier ({config.freeze} encoder, "
         f"balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "

@@ -541,16 +541,11 @@ def finetune(
                 f"cannot resume {out}: {work} holds no interrupted run with this configuration, "
                 f"labels and encoder"
             )
-    else:
-        if work.exists():
-            if not overwrite:
-                raise EmaeError(
-                    f"{work} holds an interrupted run; pass --resume to continue it or "
-                    "--overwrite to start again"
-                )
-            shutil.rmtree(work)
-        work.mkdir()
-        (work / "run.json").write_text(json.dumps(identity, indent=2))
+    elif work.exists() and not overwrite:
+        raise EmaeError(
+            f"{work} holds an interrupted run; pass --resume to continue it or "
+            "--overwrite to start again"
+        )
     patch_size = _backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     labeled = load_labels(labels_csv, patch_size=patch_size)
     if len(labeled.classes) < 2:
@@ -560,24 +555,35 @@ def finetune(
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
     pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, config.seed)
-    fitted, summary = train_classifier(
-        patches,
-        labels,
-        labeled.classes,
-        config,
-        encoder=encoder,
-        extra=extra,
-        feature_names=labeled.features,
-        unlabeled=pool,
-        progress=progress,
-        checkpoint=work / "checkpoint.pt",
-        resume=resume,
-        log_dir=work / "tensorboard" if config.tensorboard else None,
-    )
+    if not resume:  # the inputs are readable: only now replace an old run folder
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir()
+        (work / "run.json").write_text(json.dumps(identity, indent=2))
+    try:
+        fitted, summary = train_classifier(
+            patches,
+            labels,
+            labeled.classes,
+            config,
+            encoder=encoder,
+            extra=extra,
+            feature_names=labeled.features,
+            unlabeled=pool,
+            progress=progress,
+            checkpoint=work / "checkpoint.pt",
+            resume=resume,
+            log_dir=work / "tensorboard" if config.tensorboard else None,
+        )
+    except EmaeError:
+        if not resume and not (work / "checkpoint.pt").exists():
+            shutil.rmtree(work, ignore_errors=True)  # refused before training: leave nothing
+        raise
     summary["class_counts"] = labeled.class_counts()
     summary["labels"] = str(Path(labels_csv).resolve())
     summary["encoder"] = identity["encoder"]
     summary["unlabeled"] = identity["unlabeled"]
+    summary["unlabeled_patches"] = 0 if pool is None else len(pool)
     save_classifier(
         out, fitted, config=config.model_dump(mode="json"), summary=summary, overwrite=overwrite
     )
