@@ -36,7 +36,12 @@ from typing import Any
 import numpy as np
 
 from emae.errors import EmaeError
-from emae.finetune import FinetuneConfig, train_classifier, unlabeled_patches
+from emae.finetune import (
+    FinetuneConfig,
+    check_semi_supervised,
+    train_classifier,
+    unlabeled_patches,
+)
 from emae.folds import budget_subset, make_folds
 from emae.io.atomic import atomic_file
 from emae.labels import load_labels
@@ -196,6 +201,7 @@ def compare(
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
     pool = None
     if "head-semi" in methods:
+        check_semi_supervised(config, len(labeled.classes), extra is not None)
         pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, seed)
     groups = [s.group for s in labeled.samples]
     splits = make_folds(y, groups, folds, seed, classes=labeled.classes)

@@ -106,7 +106,11 @@ class FinetuneConfig(BaseModel):
         1.0, ge=0, description="Weight of the unlabeled (FixMatch) loss, when unlabeled given."
     )
     unlabeled_ratio: int = Field(
-        3, ge=1, le=32, description="Unlabeled patches per labeled patch in a step."
+        3,
+        ge=1,
+        le=32,
+        description="Unlabeled patches per labeled patch in a step; each is seen twice, so a "
+        "step computes batch_size x (1 + 2 ratio) patches.",
     )
     confidence: float = Field(
         0.95,
@@ -116,7 +120,10 @@ class FinetuneConfig(BaseModel):
         "1 - label_smoothing (K - 1) / K.",
     )
     unlabeled_patches: int = Field(
-        20000, ge=1, description="Patches drawn from the unlabeled images (--unlabeled)."
+        20000,
+        ge=1,
+        description="Patches drawn from the unlabeled images (--unlabeled), held in memory "
+        "in the images' dtype.",
     )
 
 
@@ -220,6 +227,26 @@ def _hold_out(
     return patches[train], labels[train], rest, val_fn
 
 
+def check_semi_supervised(config: FinetuneConfig, n_classes: int, has_extra: bool) -> None:
+    """Refuse semi-supervised settings that cannot work, before anything is trained.
+
+    Raises
+    ------
+    EmaeError
+        With feature columns (unlabeled patches have none), or a ``confidence`` above
+        ``1 - label_smoothing (K - 1) / K``, the largest probability a smoothed model aims for.
+    """
+    if has_extra:
+        raise EmaeError("semi-supervised training takes patches alone: no feature columns")
+    reachable = 1 - config.label_smoothing * (n_classes - 1) / n_classes
+    if config.confidence > reachable:
+        raise EmaeError(
+            f"confidence {config.confidence} is above {reachable:.3f}, the largest probability "
+            f"a model trained with label_smoothing {config.label_smoothing} aims for over "
+            f"{n_classes} classes: no patch would get a pseudo-label"
+        )
+
+
 def train_classifier(
     patches: np.ndarray,
     labels: np.ndarray,
@@ -301,19 +328,12 @@ def train_classifier(
         weight = torch.from_numpy(class_weights(labels, len(classes)))
     unfreeze = pretrained and config.freeze == "unfreeze"
     semi = unlabeled is not None and config.unlabeled_weight > 0
-    if semi and extra is not None:
-        raise EmaeError("semi-supervised training takes patches alone: no feature columns")
+    if semi:
+        check_semi_supervised(config, len(classes), extra is not None)
     if unlabeled is not None and unlabeled.shape[1:] != patches.shape[1:]:
         raise EmaeError(
             f"unlabeled patches must be {patches.shape[-2]}x{patches.shape[-1]} like the labeled "
             f"ones, got {unlabeled.shape[1:]}"
-        )
-    reachable = 1 - config.label_smoothing * (len(classes) - 1) / len(classes)
-    if semi and config.confidence > reachable:
-        raise EmaeError(
-            f"confidence {config.confidence} is above {reachable:.3f}, the largest probability "
-            f"a model trained with label_smoothing {config.label_smoothing} aims for over "
-            f"{len(classes)} classes: no patch would get a pseudo-label"
         )
     cached = pretrained and config.freeze == "frozen" and config.cache_features and not semi
     n_views = 8 if config.orientation == "any" else 1
@@ -532,7 +552,7 @@ def finetune(
         "config": config.model_dump(mode="json"),
         "labels": str(Path(labels_csv).resolve()),
         "encoder": None if encoder is None else str(Path(encoder).resolve()),
-        "unlabeled": [str(u) for u in unlabeled],
+        "unlabeled": [str(Path(u).resolve()) for u in unlabeled],
     }
     if resume:
         saved = work / "run.json"
@@ -554,7 +574,10 @@ def finetune(
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
-    pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, config.seed)
+    pool = None
+    if unlabeled and config.unlabeled_weight > 0:
+        check_semi_supervised(config, len(labeled.classes), extra is not None)
+        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, config.seed)
     if not resume:  # the inputs are readable: only now replace an old run folder
         if work.exists():
             shutil.rmtree(work)

@@ -113,6 +113,13 @@ def random_views(
     """
     if orientation not in ("any", "fixed"):
         raise EmaeError(f"orientation must be 'any' or 'fixed', got {orientation!r}")
+    # In float32 whatever the autocast around: a bf16 sampling grid misses the pixel centres.
+    with torch.autocast(x.device.type, enabled=False):
+        return _views(x.float(), generator, strong, orientation)
+
+
+def _views(x: Tensor, generator: torch.Generator, strong: bool, orientation: str) -> Tensor:
+    """:func:`random_views` on float32 ``x``."""
     n, _, h, w = x.shape
     angle = torch.zeros(n, dtype=torch.float64)
     flip = torch.ones(n, dtype=torch.float64)
@@ -131,9 +138,7 @@ def random_views(
     shift = torch.randint(-reach, reach + 1, (n, 2), generator=generator).double()
     theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / w, 2 * shift[:, 1] / h
     grid = F.affine_grid(theta.float().to(x.device), [n, 1, h, w], align_corners=False)
-    out = F.grid_sample(
-        x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if not strong:
         return out
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
