@@ -316,6 +316,8 @@ def run_pipeline(
     if config.compare_methods:
         comparison = out / "compare"
         methods = ",".join(config.compare_methods)
+        # head-semi trains on the pipeline's unlabeled images; the other methods never read them
+        semi = config.unlabeled if "head-semi" in config.compare_methods else []
         run(
             "compare",
             (comparison / "summary.json").is_file(),
@@ -338,12 +340,14 @@ def run_pipeline(
                 config.seed,
                 "--out",
                 comparison,
+                *(["--unlabeled", *semi] if semi else []),
             ),
             {"compare": comparison},
             lambda: compare(
                 config.labels,
                 comparison,
                 encoder=ae,
+                unlabeled=semi,
                 methods=config.compare_methods,
                 folds=config.compare_folds,
                 budgets=parse_budgets(config.compare_budgets),
