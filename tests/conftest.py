@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,26 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("public data not found (set EMAE_DATA or place it in ../shared/data)")
     return path
+
+
+@pytest.fixture
+def interrupted_from(monkeypatch) -> Callable:
+    """``with interrupted_from(Dataset, first):`` items ``first`` and later of ``Dataset`` raise
+    KeyboardInterrupt (a run killed midway); the class is restored on leaving the block."""
+
+    @contextmanager
+    def interrupt(cls: type, first: int) -> Iterator[None]:
+        original = cls.__getitem__
+
+        def crash(self, index):
+            if index >= first:
+                raise KeyboardInterrupt
+            return original(self, index)
+
+        monkeypatch.setattr(cls, "__getitem__", crash)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(cls, "__getitem__", original)
+
+    return interrupt

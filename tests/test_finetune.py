@@ -266,21 +266,13 @@ def test_evaluate_writes_metrics_predictions_and_plots(tmp_path, tiny, capsys):
     assert "unknown to the classifier" in capsys.readouterr().err
 
 
-def test_interrupted_finetune_resumes_to_the_same_classifier(tmp_path, tiny, monkeypatch):
+def test_interrupted_finetune_resumes_to_the_same_classifier(tmp_path, tiny, interrupted_from):
     labels_csv = tiny / "data" / "labels.csv"
     config = FinetuneConfig(**{**FAST, "steps": 8}, freeze="finetune")
     finetune(tiny / "ae", labels_csv, tmp_path / "a", config, progress=False)
-    original = LabeledPatchStream.__getitem__
-
-    def crash(self, index):
-        if index >= 5 * config.batch_size:
-            raise KeyboardInterrupt
-        return original(self, index)
-
-    monkeypatch.setattr(LabeledPatchStream, "__getitem__", crash)
-    with pytest.raises(KeyboardInterrupt):
+    first = 5 * config.batch_size
+    with interrupted_from(LabeledPatchStream, first), pytest.raises(KeyboardInterrupt):
         finetune(tiny / "ae", labels_csv, tmp_path / "b", config, progress=False)
-    monkeypatch.setattr(LabeledPatchStream, "__getitem__", original)
     assert not (tmp_path / "b").exists()
     with pytest.raises(EmaeError, match="interrupted run"):
         finetune(tiny / "ae", labels_csv, tmp_path / "b", config, progress=False)

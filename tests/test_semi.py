@@ -200,7 +200,7 @@ def test_a_confidence_that_label_smoothing_makes_unreachable_is_refused():
         train_classifier(x, y, ("a", "b"), config, encoder=None, unlabeled=x)
 
 
-def test_interrupted_semi_supervised_run_resumes_to_the_same_classifier(tmp_path, monkeypatch):
+def test_interrupted_semi_supervised_run_resumes_to_the_same_classifier(tmp_path, interrupted_from):
     from emae.classifier_bundle import load_classifier
     from emae.synth.sample_data import tiny_config, write_sample_data
 
@@ -216,17 +216,8 @@ def test_interrupted_semi_supervised_run_resumes_to_the_same_classifier(tmp_path
         confidence=0.5,
     )
     finetune(None, labels, tmp_path / "a", config, unlabeled=volume, progress=False)
-    original = WithUnlabeled.__getitem__
-
-    def crash(self, index):
-        if index >= 5 * config.batch_size:
-            raise KeyboardInterrupt
-        return original(self, index)
-
-    monkeypatch.setattr(WithUnlabeled, "__getitem__", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_from(WithUnlabeled, 5 * config.batch_size), pytest.raises(KeyboardInterrupt):
         finetune(None, labels, tmp_path / "b", config, unlabeled=volume, progress=False)
-    monkeypatch.setattr(WithUnlabeled, "__getitem__", original)
     with pytest.raises(EmaeError, match="cannot resume"):
         finetune(None, labels, tmp_path / "b", config, resume=True, progress=False)
     finetune(None, labels, tmp_path / "b", config, unlabeled=volume, resume=True, progress=False)
