@@ -19,8 +19,13 @@ sample data) and the sample data (``--data``), measures in one run:
    a local Dask cluster: 1 worker of 1 thread, 2 workers of 1 thread, 1 worker of 2 threads.
 6. ``ceiling``: the same anomaly maps in one process, then in two independent processes at
    once (one thread each, no Dask, no I/O): the most two cores give, for the ``dask`` part.
-7. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
-   (tiles of the sample sections), synchronous scheduler, peak RSS from ``/usr/bin/time``.
+7. ``workers-bound``: the FLOP bound as ``emae detect`` computes on a CPU: 1, then 2
+   processes of one torch thread at once, each a forward pass of one ``--tile`` tile against
+   a one-thread matmul, both started together in every round (``--rounds``).
+8. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
+   (tiles of the sample sections): peak RSS of the largest process (``/usr/bin/time``) and of
+   the process tree (sampled); synchronous scheduler, or ``--rss-workers N`` local workers.
+   ``--rss-resume`` continues an interrupted output (detect skips the finished chunks).
 
 Usage::
 
@@ -268,14 +273,43 @@ def part_dask(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _tree_rss(pid: int) -> int:
+    """Summed RSS in bytes of process ``pid`` and all its descendants (0 once it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """``emae detect`` in a subprocess on a generated zarr volume of ``--rss-gb`` GB: peak RSS
+    of the largest process (``/usr/bin/time``) and of the whole process tree (summed RSS of the
+    command and its Dask workers, sampled every 0.5 s). ``--rss-workers 0``: synchronous
+    scheduler, one process; ``N``: a local cluster of N workers of one thread.
+    ``--rss-resume`` keeps an interrupted output and continues it (the same command again)."""
+    import threading
+
     side = 4096
     sections = max(1, round(args.rss_gb * 1e9 / side**2))
     source = _volume(
         args.work / f"volume-{sections}x{side}.zarr", args.data, (sections, side, side), 1024
     )
-    out = args.work / "rss.zarr"
-    shutil.rmtree(out, ignore_errors=True)
+    out = args.work / (f"rss-{sections}x{side}-w{args.rss_workers}.zarr")
+    if not args.rss_resume:
+        shutil.rmtree(out, ignore_errors=True)
+    parallel = (
+        ["--workers", str(args.rss_workers)] if args.rss_workers else ["--scheduler", "synchronous"]
+    )
     command = [
         "/usr/bin/time",
         "-f",
@@ -289,25 +323,41 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
         str(source),
         "--out",
         str(out),
-        "--scheduler",
-        "synchronous",
+        *parallel,
         "--precision",
         args.precision,
         "--tile",
         str(args.tile),
         "--threads",
-        str(args.threads),
+        str(1 if args.rss_workers else args.threads),
         "--overwrite",
     ]
-    proc = subprocess.run(command, capture_output=True, text=True, check=True)
-    rss_kb, seconds = proc.stderr.strip().splitlines()[-1].split()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_tree = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak_tree[0] = max(peak_tree[0], _tree_rss(proc.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"emae detect failed ({proc.returncode}):\n{stderr[-2000:]}")
+    rss_kb, seconds = stderr.strip().splitlines()[-1].split()
     _log(
         results,
         "rss",
         volume_gb=sections * side**2 / 1e9,
         shape=[sections, side, side],
+        workers=args.rss_workers,
+        resumed=args.rss_resume,
         peak_rss_mib=int(rss_kb) / 1024,
+        peak_tree_rss_mib=peak_tree[0] / 2**20,
         seconds=float(seconds),
+        summary=(stdout.strip().splitlines() or [""])[-1],
         command=shlex.join(command[3:]),
     )
 
@@ -351,6 +401,64 @@ def part_ceiling(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _workers_bound_worker(model: str, side: int, rounds: int, barrier: Any, queue: Any) -> None:
+    """One process, one torch thread: in each round, the matmul and then one forward pass of a
+    ``side`` x ``side`` tile, each started together with the other processes (``barrier``)."""
+    torch.set_num_threads(1)
+    detector = AutoencoderDetector.from_bundle(model)
+    image = np.random.default_rng(0).random((1, side, side), dtype=np.float32)
+    found = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with inference_precision(precision):
+            reconstruct(detector.model, image, batch_size=1)  # warm-up
+            flops, forward = [], []
+            for _ in range(rounds):
+                barrier.wait()
+                flops.append(_matmul_flops(dtype))
+                barrier.wait()
+                began = time.perf_counter()
+                reconstruct(detector.model, image, batch_size=1)
+                forward.append(image.size / 1e6 / (time.perf_counter() - began))
+        found[precision] = (max(flops), max(forward))
+    queue.put(found)
+
+
+def part_workers_bound(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The FLOP bound as ``emae detect`` runs on a CPU: one process per core, one torch thread
+    each, one tile of ``--tile`` pixels at a time. In 1, then 2 processes at once, every round
+    runs a one-thread matmul in all processes together, then one forward pass in all together;
+    the bound is the processes' summed matmul FLOP/s over the model's FLOPs per pixel, the
+    throughput their summed forward MP/s (best round of each process)."""
+    import multiprocessing as mp
+
+    per_pixel = _flops_per_pixel(AutoencoderDetector.from_bundle(args.model).model)
+    ctx = mp.get_context("spawn")
+    found: dict[str, Any] = {"model_flops_per_pixel": per_pixel, "tile": args.tile}
+    for n_proc in (1, 2):
+        queue, barrier = ctx.Queue(), ctx.Barrier(n_proc)
+        procs = [
+            ctx.Process(
+                target=_workers_bound_worker,
+                args=(str(args.model), args.tile, args.rounds, barrier, queue),
+            )
+            for _ in range(n_proc)
+        ]
+        for proc in procs:
+            proc.start()
+        per_process = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        for precision in ("fp32", "bf16"):
+            flops = sum(p[precision][0] for p in per_process)
+            forward = sum(p[precision][1] for p in per_process)
+            bound = flops / per_pixel / 1e6
+            found[f"{n_proc}x1_{precision}_matmul_gflops"] = flops / 1e9
+            found[f"{n_proc}x1_{precision}_bound_mp_per_s"] = bound
+            found[f"{n_proc}x1_{precision}_forward_mp_per_s"] = forward
+            found[f"{n_proc}x1_{precision}_forward_of_bound"] = forward / bound
+    _log(results, "workers_bound", **found)
+
+
 PARTS = {
     "precision": part_precision,
     "bound": part_bound,
@@ -359,6 +467,7 @@ PARTS = {
     "dask": part_dask,
     "rss": part_rss,
     "ceiling": part_ceiling,
+    "workers-bound": part_workers_bound,
 }
 
 
@@ -369,10 +478,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench_detect"))
     parser.add_argument("--parts", default="precision,bound,sliding,dask")
     parser.add_argument("--precision", default="bf16", help="Of the sliding/dask/rss parts.")
-    parser.add_argument("--tile", type=int, default=1152, help="Of the dask and rss parts.")
+    parser.add_argument("--tile", type=int, default=1152, help="Of dask, rss, workers-bound.")
     parser.add_argument("--sliding-side", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=7, help="Of the bound part.")
+    parser.add_argument("--rounds", type=int, default=7, help="Of the bound parts.")
     parser.add_argument("--rss-gb", type=float, default=1.0)
+    parser.add_argument(
+        "--rss-workers", type=int, default=0, help="Of the rss part; 0: synchronous."
+    )
+    parser.add_argument(
+        "--rss-resume", action="store_true", help="Continue the rss part's interrupted output."
+    )
     parser.add_argument(
         "--dask-volume", type=int, nargs=2, default=(8, 1024), help="Sections and side."
     )
@@ -389,7 +504,8 @@ def main() -> None:
     for part in args.parts.split(","):
         PARTS[part](args, results)
     results["loadavg_end"] = os.getloadavg()
-    name = args.parts.replace(",", "-") + (f"-{args.rss_gb:g}gb" if "rss" in args.parts else "")
+    rss = f"-{args.rss_gb:g}gb-w{args.rss_workers}" if "rss" in args.parts else ""
+    name = args.parts.replace(",", "-") + rss
     name += "-{}x{}".format(*args.dask_volume) if "dask" in args.parts else ""
     (args.work / f"detect-{name}.json").write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
