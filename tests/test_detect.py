@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,6 +111,51 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
     b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
     np.testing.assert_array_equal(a, b)
     assert _rows(tmp_path / "a_detections.csv") == _rows(tmp_path / "b_detections.csv")
+
+
+_KILL_AFTER_WRITE = """
+import os, signal, sys
+import emae.detect_chunk as chunk
+from emae.cli import main
+
+original, writes = chunk._write, []
+
+def write_then_die(*args, **kwargs):
+    original(*args, **kwargs)
+    writes.append(1)
+    if len(writes) == int(os.environ["KILL_AT"]):  # the map is written, its marker is not
+        os.kill(os.getpid(), signal.SIGKILL)
+
+chunk._write = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_process_killed_midway_resumes_to_the_same_result(tmp_path, data):
+    """SIGKILL (no cleanup, no exception handler) right after the 5th chunk's map is written
+    and before its done marker: the same command again redoes that chunk, skips the 4 before
+    it, and gives the uninterrupted run's map and reports."""
+    argv = ["-q", "detect", str(data / "run"), str(data / "stack.tif"), "--out"]
+    options = ["--chunk", "40", "--tile", "48", "--overlap", "16", "--scheduler", "synchronous"]
+    whole = [*argv, str(tmp_path / "a.zarr"), *options]
+    killed = [*argv, str(tmp_path / "b.zarr"), *options]
+    run = [sys.executable, "-c", _KILL_AFTER_WRITE]
+    env = {**os.environ, "KILL_AT": "5"}
+    assert subprocess.run([*run, *whole], env={**env, "KILL_AT": "0"}).returncode == 0
+    first = subprocess.run([*run, *killed], env=env, capture_output=True, text=True)
+    assert first.returncode == -signal.SIGKILL
+    assert len(list((tmp_path / "b.zarr" / DONE).glob("*.npz"))) == 4
+    assert not (tmp_path / "b_detections.csv").exists()
+    again = subprocess.run(
+        [*run, *killed], env={**env, "KILL_AT": "0"}, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert "8 chunks done, 4 skipped" in again.stdout
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    np.testing.assert_array_equal(a, b)
+    for suffix in ("_detections.csv", "_qc.csv"):
+        assert _rows(tmp_path / f"a{suffix}") == _rows(tmp_path / f"b{suffix}")
 
 
 def test_dask_workers_give_the_same_map(tmp_path, data):
