@@ -11,9 +11,12 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 
 from emae.detect import DONE, detect
+from emae.detect_chunk import Chunk, Mapper, pin_device, process_chunk
+from emae.detect_tasks import gpu_assignment, resolve_device
 from emae.errors import EmaeError
 from emae.io import write_tiff
 from emae.io.ngff import validate_ngff
@@ -89,7 +92,7 @@ def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
     detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
-    import emae.detect as module
+    import emae.detect_tasks as module
 
     original = module.process_chunk
     calls = []
@@ -254,3 +257,61 @@ def test_classifier_models_write_named_probability_channels(tmp_path, data):
     assert classes <= {"anomaly", "burnt"} and summary["detections"] == len(
         _rows(tmp_path / "p_detections.csv")
     )
+
+
+def test_devices_are_checked_and_gpus_shared_out(tmp_path, data):
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(EmaeError, match="device must be auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    with pytest.raises(EmaeError, match="cuda:N"):
+        resolve_device("cuda:x")
+    with pytest.raises(EmaeError, match=r"'cuda:99' requested but torch sees \d+ CUDA GPU"):
+        resolve_device("cuda:99")
+    with pytest.raises(EmaeError, match="device must be"):
+        detect(data / "run", data / "stack.tif", tmp_path / "g.zarr", **SMALL, device="tpu")
+    assert not (tmp_path / "g.zarr").exists()
+    workers = ["tcp://b:2", "tcp://a:1", "tcp://c:3"]
+    assert gpu_assignment(workers, 2) == {
+        "tcp://a:1": "cuda:0",
+        "tcp://b:2": "cuda:1",
+        "tcp://c:3": "cuda:0",
+    }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, data):
+    with pytest.raises(EmaeError, match="'cuda' requested but torch sees 0 CUDA GPU"):
+        detect(data / "run", data / "stack.tif", tmp_path / "g.zarr", **SMALL, device="cuda")
+    assert not (tmp_path / "g.zarr").exists()
+
+
+def test_a_pinned_worker_maps_on_its_own_device(tmp_path):
+    class Stop(Exception):
+        pass
+
+    class Recorder(Mapper):
+        def to(self, device):
+            raise Stop(device)
+
+    c = Chunk(0, 0, 0, 8, 8)
+    with pytest.raises(Stop, match=r"^cpu$"):
+        process_chunk(c, Recorder(), "unused", 0, str(tmp_path), tile=8, overlap=0)
+    pin_device("cuda:1")
+    try:
+        with pytest.raises(Stop, match=r"^cuda:1$"):
+            process_chunk(c, Recorder(), "unused", 0, str(tmp_path), tile=8, overlap=0)
+    finally:
+        pin_device(None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_maps_match_the_cpu(tmp_path, data):
+    detect(data / "run", data / "stack.tif", tmp_path / "c.zarr", **SMALL, device="cpu")
+    detect(data / "run", data / "stack.tif", tmp_path / "g.zarr", **SMALL, device="cuda")
+    local = {**SMALL, "scheduler": None, "workers": None}
+    detect(data / "run", data / "stack.tif", tmp_path / "w.zarr", **local, device="cuda")
+    a = zarr.open_array(str(tmp_path / "c.zarr" / "anomaly" / "0"), mode="r")[:]
+    for name in ("g.zarr", "w.zarr"):
+        b = zarr.open_array(str(tmp_path / name / "anomaly" / "0"), mode="r")[:]
+        np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), atol=0.05, rtol=0.05)

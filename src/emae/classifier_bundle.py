@@ -44,7 +44,8 @@ class FittedClassifier:
     Attributes
     ----------
     model
-        The classifier, on the CPU, in eval mode.
+        The classifier, in eval mode; on the CPU when loaded (``emae detect`` may move it to a
+        GPU for :meth:`probability_maps`).
     classes
         Class names, in the order of the probability columns (``classes_``).
     normalizer
@@ -123,7 +124,8 @@ class FittedClassifier:
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
-        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None])
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(device)
         h, w = x.shape[-2:]
         half = self.model.patch_size // 2
         mode = "reflect" if min(h, w) > half else "replicate"
@@ -138,7 +140,7 @@ class FittedClassifier:
         shift = (m - 1) // 2  # cell i covers pixels m i - m/2 .. m i + m/2 after upsampling
         fine = torch.nn.functional.pad(fine, (0, w, 0, h), mode="replicate")
         out = fine[:, :, shift : shift + h, shift : shift + w]
-        return (out / out.sum(dim=1, keepdim=True)).numpy()
+        return (out / out.sum(dim=1, keepdim=True)).cpu().numpy()
 
 
 def save_classifier(

@@ -223,6 +223,7 @@ def _detect(args: argparse.Namespace) -> None:
         scale=args.scale,
         precision=args.precision,
         threads=args.threads,
+        device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -436,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (a GPU if any; default), cpu, cuda or cuda:N."
     )
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     p.set_defaults(func=_detect)

@@ -12,7 +12,9 @@ bounded by the chunk and tile sizes, whatever the volume size.
 
 Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one
 with ``scheduler="tcp://host:8786"`` (e.g. started by dask-jobqueue on SLURM), or in this process
-with ``scheduler="synchronous"``. The fitted detector is scattered to the workers once.
+with ``scheduler="synchronous"`` (:mod:`emae.detect_tasks`). The fitted detector is scattered to
+the workers once. With a GPU (``device="auto"`` finds CUDA) the tiles' forward passes run on it,
+one local worker per GPU.
 Rerunning the same command skips chunks with a done marker, so a killed run resumes and ends
 with the same result; a failing chunk is retried, then reported with its coordinates while the
 finished chunks are kept. An existing output made with other settings is replaced only with
@@ -21,10 +23,8 @@ finished chunks are kept. An existing output made with other settings is replace
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
 from emae.classifier_bundle import is_classifier, load_classifier
-from emae.detect_chunk import DONE, Chunk, Mapper, plan_chunks, process_chunk, read_marker
+from emae.detect_chunk import DONE, Mapper, plan_chunks, read_marker
+from emae.detect_tasks import resolve_device, run_chunks
 from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
@@ -138,21 +138,6 @@ def _check_input(image: Any, mapper: Mapper, patch: int, source: str, model: str
         )
 
 
-def _client(workers: int | None, scheduler: str | None) -> Any:
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise EmaeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    n = workers or max(1, os.cpu_count() or 1)
-    cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    return Client(cluster)
-
-
 def detect(
     model: str | Path,
     source: str | Path,
@@ -167,6 +152,7 @@ def detect(
     retries: int = 2,
     precision: str = "auto",
     threads: int | None = None,
+    device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -200,6 +186,11 @@ def detect(
         Of the autoencoder's forward passes: ``"auto"`` (default: bf16 autocast where the CPU or
         GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on sample data bf16 was 2.4x
         faster with the same pixel AUROC (docs/benchmarks.md).
+    device
+        Where the forward passes run: ``"auto"`` (a CUDA GPU when torch sees one, else the
+        CPU), ``"cpu"``, ``"cuda"`` (one local worker per GPU) or ``"cuda:N"``. Not part of
+        the run's settings: a run resumed on another device continues the same output (its
+        maps then differ from the first device's by float rounding).
     overwrite
         Replace an existing output made with other settings.
     progress
@@ -217,6 +208,7 @@ def detect(
     out = Path(out)
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
+    device = resolve_device(device)
     image = open_image(str(source), scale=scale)
     tile = tile or chunk + 2 * overlap
     mapper, patch = _mapper(model, precision)
@@ -240,7 +232,7 @@ def detect(
     if resumed:
         logger.info("resuming %s: %d of %d chunks already done", out, skipped, len(chunks))
     began = time.perf_counter()
-    failed, startup = _run(
+    failed, startup = run_chunks(
         todo,
         mapper,
         str(source),
@@ -253,6 +245,7 @@ def detect(
         retries,
         progress,
         threads,
+        device,
     )
     seconds = time.perf_counter() - began
     if failed:
@@ -286,82 +279,3 @@ def detect(
         reports["detections"],
     )
     return summary
-
-
-def _run(
-    todo: list[Chunk],
-    mapper: Mapper,
-    source: str,
-    scale: int,
-    out: str,
-    tile: int,
-    overlap: int,
-    workers: int | None,
-    scheduler: str | None,
-    retries: int,
-    progress: bool,
-    threads: int | None = None,
-) -> tuple[list[tuple[Chunk, str]], float]:
-    """Process the chunks; returns those that failed, with their error, and the seconds spent
-    starting the cluster and shipping the model to it (0 in this process)."""
-    if not todo:
-        return [], 0.0
-    kwargs = {"tile": tile, "overlap": overlap}
-    bar = tqdm(total=len(todo), desc="detecting", unit="chunk", disable=not progress)
-    failed = []
-    if scheduler == "synchronous":
-        for c in todo:
-            for attempt in range(retries + 1):
-                try:
-                    process_chunk(c, mapper, source, scale, out, threads=threads, **kwargs)
-                    break
-                except Exception as exc:  # reported with the chunk's coordinates
-                    if attempt == retries:
-                        failed.append((c, f"{type(exc).__name__}: {exc}"))
-            bar.update(1)
-        bar.close()
-        return failed, 0.0
-    from distributed import as_completed
-
-    began = time.perf_counter()
-    with _client(workers, scheduler) as client:
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
-        if threads is None and not scheduler:
-            threads = max(1, (os.cpu_count() or 1) // n_workers)
-        shared = client.scatter(mapper, broadcast=True)
-        startup = time.perf_counter() - began
-        chunks = iter(todo)
-        # A bounded window of tasks in flight: the scheduler and this process hold a few per
-        # worker, not one per chunk (millions on a large volume).
-        window = max(4, 4 * n_workers)
-
-        def submit(c: Chunk) -> Any:
-            future = client.submit(
-                process_chunk,
-                c,
-                shared,
-                source,
-                scale,
-                out,
-                threads=threads,
-                retries=retries,
-                pure=False,
-                **kwargs,
-            )
-            pending[future] = c
-            return future
-
-        pending: dict[Any, Chunk] = {}
-        running = as_completed([submit(c) for c in itertools.islice(chunks, window)])
-        for future in running:
-            c = pending.pop(future)
-            if future.status == "error":
-                exc = future.exception()
-                failed.append((c, f"{type(exc).__name__}: {exc}"))
-            future.release()
-            bar.update(1)
-            following = next(chunks, None)
-            if following is not None:
-                running.add(submit(following))
-    bar.close()
-    return failed, startup

@@ -8,6 +8,10 @@ its region of ``anomaly`` (float16) and ``probabilities`` (uint8, 0-255), finds 
 regions in it (anomaly above the pixel threshold; each artifact class where it is the most
 probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
 and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
+
+Chunks are mapped on the device given to :func:`process_chunk` (the CPU, or a GPU: the tiles'
+forward passes run there, the scoring and writing on the CPU). A local Dask worker started for
+one GPU of several is pinned to it once with :func:`pin_device`, which then takes precedence.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from emae.io.atomic import atomic_file
 from emae.tiling import predict_tiled
 
 DONE = "emae_done"
+#: The device of this process's chunks when set by :func:`pin_device` (a local GPU worker).
+_PINNED_DEVICE: str | None = None
 #: Class index of the anomaly in component records; classifier class k has index k + 1.
 ANOMALY = 0
 
@@ -70,6 +76,14 @@ class Mapper:
     def classes(self) -> tuple[str, ...]:
         return () if self.classifier is None else self.classifier.classes
 
+    def to(self, device: str) -> Mapper:
+        """Run the models' forward passes on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
+        if self.detector is not None:
+            self.detector.device = device
+        if self.classifier is not None:
+            self.classifier.model.to(device)
+        return self
+
     def class_names(self) -> list[str]:
         """Component class names by class index (see :data:`ANOMALY`)."""
         return ["anomaly", *self.classes]
@@ -81,6 +95,13 @@ class Mapper:
         if self.classifier is not None:
             parts.append(self.classifier.probability_maps(tiles))
         return np.concatenate(parts, axis=1)
+
+
+def pin_device(device: str | None) -> None:
+    """Map every later chunk of this process on ``device``, whatever the task asks for (run on
+    each local Dask worker, one GPU each, through ``Client.run``); ``None`` unpins."""
+    global _PINNED_DEVICE
+    _PINNED_DEVICE = device
 
 
 def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
@@ -110,12 +131,18 @@ def process_chunk(
     tile: int,
     overlap: int,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Map one output chunk, write it and its done marker; returns its QC numbers."""
+    """Map one output chunk, write it and its done marker; returns its QC numbers.
+
+    ``device``: where the forward passes run, unless this process was pinned to a GPU with
+    :func:`pin_device`.
+    """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    mapper.to(_PINNED_DEVICE or device)
     region, ry0, rx0 = _read_region(source, scale, c, overlap)
     maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
     core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
