@@ -44,8 +44,8 @@ class FittedClassifier:
     Attributes
     ----------
     model
-        The classifier, in eval mode; on the CPU when loaded (``emae detect`` may move it to a
-        GPU for :meth:`probability_maps`).
+        The classifier, in eval mode; on the CPU when loaded. Moved to a GPU (``model.to``),
+        the methods below compute there and still return CPU arrays.
     classes
         Class names, in the order of the probability columns (``classes_``).
     normalizer
@@ -72,6 +72,10 @@ class FittedClassifier:
         """Class names as an array, scikit-learn style."""
         return np.array(self.classes)
 
+    def _device(self) -> torch.device:
+        """Where the model's weights are (inputs go there, outputs come back to the CPU)."""
+        return next(self.model.parameters()).device
+
     def _extra(self, extra: Any, n: int) -> torch.Tensor | None:
         if not self.feature_names:
             return None
@@ -91,11 +95,12 @@ class FittedClassifier:
         images = self.normalizer(as_images(x))
         extras = self._extra(extra, len(images))
         self.model.eval()
+        device = self._device()
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size, None])
-            e = None if extras is None else extras[start : start + batch_size]
-            out.append(torch.softmax(self.model(batch, e).float(), dim=1).numpy())
+            batch = torch.from_numpy(images[start : start + batch_size, None]).to(device)
+            e = None if extras is None else extras[start : start + batch_size].to(device)
+            out.append(torch.softmax(self.model(batch, e).float(), dim=1).cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, x: Any, extra: Any = None) -> np.ndarray:
@@ -113,7 +118,7 @@ class FittedClassifier:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
         x = torch.from_numpy(self.normalizer(as_images(np.asarray(image)[None]))[:, None])
         self.model.eval()
-        return self.model.dense_probabilities(x)[0].float().numpy()
+        return self.model.dense_probabilities(x.to(self._device()))[0].float().cpu().numpy()
 
     def probability_maps(self, tiles: Any) -> np.ndarray:
         """Full-resolution class probabilities of raw tiles ``(B, H, W)``: ``(B, K, H, W)`` float32.
@@ -124,8 +129,7 @@ class FittedClassifier:
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
-        device = next(self.model.parameters()).device
-        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(device)
+        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(self._device())
         h, w = x.shape[-2:]
         half = self.model.patch_size // 2
         mode = "reflect" if min(h, w) > half else "replicate"

@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile", type=int, help="Tile side within a chunk (default: chunk + 2 x overlap)."
     )
     p.add_argument("--overlap", type=int, default=64, help="Tile overlap and chunk halo.")
-    p.add_argument("--workers", type=int, help="Local Dask worker processes (default: cores).")
+    p.add_argument("--workers", type=int, help="Local Dask workers (default: cores, or GPUs).")
     p.add_argument(
         "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
     )

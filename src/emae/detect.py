@@ -35,7 +35,7 @@ import zarr
 
 from emae.classifier_bundle import is_classifier, load_classifier
 from emae.detect_chunk import DONE, Mapper, plan_chunks, read_marker
-from emae.detect_tasks import resolve_device, run_chunks
+from emae.detect_tasks import device_for_run, run_chunks
 from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
@@ -173,7 +173,8 @@ def detect(
     chunk
         Output chunk side; one task per chunk.
     workers
-        Processes of the local Dask cluster (default: one per CPU core).
+        Processes of the local Dask cluster (default: one per CPU core; with ``device="cuda"``
+        one per GPU, and more are spread over the GPUs in turn).
     scheduler
         Address of an existing Dask scheduler, or ``"synchronous"`` to run in this process.
     scale
@@ -190,7 +191,8 @@ def detect(
         Where the forward passes run: ``"auto"`` (a CUDA GPU when torch sees one, else the
         CPU), ``"cpu"``, ``"cuda"`` (one local worker per GPU) or ``"cuda:N"``. Not part of
         the run's settings: a run resumed on another device continues the same output (its
-        maps then differ from the first device's by float rounding).
+        maps then differ from the first device's by float rounding, or by about 1% where
+        ``precision="auto"`` picks bf16 on one device and fp32 on the other).
     overwrite
         Replace an existing output made with other settings.
     progress
@@ -208,7 +210,7 @@ def detect(
     out = Path(out)
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
-    device = resolve_device(device)
+    device = device_for_run(device, scheduler)
     image = open_image(str(source), scale=scale)
     tile = tile or chunk + 2 * overlap
     mapper, patch = _mapper(model, precision)

@@ -9,9 +9,11 @@ regions in it (anomaly above the pixel threshold; each artifact class where it i
 probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
 and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
 
-Chunks are mapped on the device given to :func:`process_chunk` (the CPU, or a GPU: the tiles'
-forward passes run there, the scoring and writing on the CPU). A local Dask worker started for
-one GPU of several is pinned to it once with :func:`pin_device`, which then takes precedence.
+Chunks are mapped on the device :func:`chunk_device` picks in the process that maps them (the
+CPU, or a GPU: the tiles' forward passes run there, the scoring and writing on the CPU): the
+device asked for, resolved on the worker itself, or on a local cluster of GPU workers, GPU
+``k % gpus`` for worker ``k`` (worker names survive restarts, so a restarted worker keeps its
+GPU).
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ import zarr
 from emae.classifier_bundle import FittedClassifier
 from emae.components import ChunkComponents, chunk_components
 from emae.detector import AutoencoderDetector
+from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.atomic import atomic_file
 from emae.tiling import predict_tiled
 
 DONE = "emae_done"
-#: The device of this process's chunks when set by :func:`pin_device` (a local GPU worker).
-_PINNED_DEVICE: str | None = None
 #: Class index of the anomaly in component records; classifier class k has index k + 1.
 ANOMALY = 0
 
@@ -97,11 +98,46 @@ class Mapper:
         return np.concatenate(parts, axis=1)
 
 
-def pin_device(device: str | None) -> None:
-    """Map every later chunk of this process on ``device``, whatever the task asks for (run on
-    each local Dask worker, one GPU each, through ``Client.run``); ``None`` unpins."""
-    global _PINNED_DEVICE
-    _PINNED_DEVICE = device
+def resolve_device(name: str) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` from ``auto|cpu|cuda|cuda:N`` as this process sees
+    its GPUs (``auto``: CUDA when torch sees a GPU, else the CPU); a one-line error for a GPU
+    torch does not see here."""
+    import torch
+
+    check_device_name(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0 or (name != "cuda" and int(name.removeprefix("cuda:")) >= count):
+        raise EmaeError(f"device {name!r} requested but torch sees {count} CUDA GPU(s)")
+    return name
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name other than ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    index = name.removeprefix("cuda:")
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and index.isdigit()):
+        raise EmaeError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def chunk_device(device: str, gpus: int = 0) -> str:
+    """The device this process maps its chunks on.
+
+    With ``gpus > 0`` (a local cluster of workers spread over that many GPUs) worker ``k``
+    uses ``cuda:{k % gpus}``; otherwise ``device`` (``auto|cpu|cuda|cuda:N``) as resolved by
+    :func:`resolve_device` here, on the worker.
+    """
+    if not gpus:
+        return resolve_device(device)
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        name = 0
+    return f"cuda:{(name if isinstance(name, int) else 0) % gpus}"
 
 
 def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
@@ -132,17 +168,20 @@ def process_chunk(
     overlap: int,
     threads: int | None = None,
     device: str = "cpu",
+    gpus: int = 0,
 ) -> dict[str, Any]:
     """Map one output chunk, write it and its done marker; returns its QC numbers.
 
-    ``device``: where the forward passes run, unless this process was pinned to a GPU with
-    :func:`pin_device`.
+    ``device``, ``gpus``: where the forward passes run (:func:`chunk_device`).
     """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    mapper.to(_PINNED_DEVICE or device)
+    device = chunk_device(device, gpus)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.removeprefix("cuda:")))
+    mapper.to(device)
     region, ry0, rx0 = _read_region(source, scale, c, overlap)
     maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
     core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]

@@ -6,13 +6,16 @@ in this process (``scheduler="synchronous"``), on a new local cluster, or on an 
 few tasks per worker are in flight, so neither the scheduler nor this process holds one task
 per chunk of a large volume. A failing chunk is retried, then returned with its error.
 
-On GPUs a local cluster has one worker per GPU, each pinned to its own
-(:func:`emae.detect_chunk.pin_device`); workers of an existing cluster use their default CUDA
-device (dask-cuda gives each worker one GPU that way).
+On GPUs (``device="cuda"``) a local cluster has one worker per GPU by default, worker ``k`` on
+GPU ``k % gpus`` (:func:`emae.detect_chunk.chunk_device`); ``cuda:N`` starts one worker on GPU
+N. Workers of an existing cluster resolve the device themselves, so a client without a GPU can
+drive GPU workers (``cuda`` is then each worker's default GPU: give each one GPU, as dask-cuda
+does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -21,52 +24,38 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from emae.detect_chunk import Chunk, Mapper, pin_device, process_chunk
+from emae.detect_chunk import Chunk, Mapper, check_device_name, process_chunk, resolve_device
 from emae.errors import EmaeError
 
 
 def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") -> Any:
-    """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``workers``
-    one-thread processes (default: one per CPU core, or one per GPU for ``device="cuda"``,
-    each then pinned to its GPU)."""
+    """A Dask client, and the GPUs its workers are spread over (0: each worker resolves
+    ``device`` itself): of the cluster at ``scheduler``, or of a new local cluster of
+    ``workers`` one-thread processes (default: one per CPU core; one per GPU for
+    ``device="cuda"``; one for ``"cuda:N"``)."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="10s")
+            return Client(scheduler, timeout="10s"), 0
         except (OSError, TimeoutError) as exc:
             raise EmaeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     gpus = torch.cuda.device_count() if device == "cuda" else 0
-    n = workers or gpus or max(1, os.cpu_count() or 1)
+    default = 1 if device.startswith("cuda:") else gpus or max(1, os.cpu_count() or 1)
     cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=workers or default, threads_per_worker=1, processes=True, dashboard_address=None
     )
-    client = Client(cluster)
-    if gpus:
-        for address, gpu in gpu_assignment(client.scheduler_info()["workers"], gpus).items():
-            client.run(pin_device, gpu, workers=[address])
-    return client
+    return Client(cluster), gpus
 
 
-def gpu_assignment(addresses: Any, gpus: int) -> dict[str, str]:
-    """``{worker address: "cuda:k"}``: the local workers spread over ``gpus`` GPUs in turn."""
-    return {a: f"cuda:{i % gpus}" for i, a in enumerate(sorted(addresses))}
-
-
-def resolve_device(name: str) -> str:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` from ``auto|cpu|cuda|cuda:N`` (``auto``: CUDA when
-    torch sees a GPU, else the CPU); a one-line error for a GPU torch does not see."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return name
-    index = name.removeprefix("cuda:") if name.startswith("cuda:") else None
-    if name != "cuda" and not (index and index.isdigit()):
-        raise EmaeError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0 or (index is not None and int(index) >= count):
-        raise EmaeError(f"device {name!r} requested but torch sees {count} CUDA GPU(s)")
-    return name
+def device_for_run(device: str, scheduler: str | None) -> str:
+    """The device name the tasks get: resolved here for a local cluster or this process (so
+    that a missing GPU is refused before anything is written), only checked for an existing
+    cluster, whose workers resolve it themselves."""
+    if scheduler and scheduler != "synchronous":
+        check_device_name(device)
+        return device
+    return resolve_device(device)
 
 
 def run_chunks(
@@ -106,8 +95,11 @@ def run_chunks(
     from distributed import as_completed
 
     began = time.perf_counter()
-    with client_for(workers, scheduler, device) as client:
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
+    client, gpus = client_for(workers, scheduler, device)
+    kwargs["gpus"] = gpus
+    local = None if scheduler else client.cluster  # closed with the client, not left to GC
+    with client, local or contextlib.nullcontext():
+        n_workers = max(1, len(client.nthreads()))
         if threads is None and not scheduler:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
         shared = client.scatter(mapper, broadcast=True)
