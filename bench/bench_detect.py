@@ -21,7 +21,9 @@ sample data) and the sample data (``--data``), measures in one run:
    once (one thread each, no Dask, no I/O): the most two cores give, for the ``dask`` part.
 7. ``workers-bound``: the FLOP bound as ``emae detect`` computes on a CPU: 1, then 2
    processes of one torch thread at once, each a forward pass of one ``--tile`` tile against
-   a one-thread matmul, both started together in every round (``--rounds``).
+   a one-thread matmul, both started together in every round (``--rounds``); a round's rate
+   is all processes' work over the slowest one's time, and the bound uses the highest matmul
+   rate measured (the processes', or one matmul on all threads).
 8. ``rss`` (``--rss-gb G``): ``emae detect`` in a subprocess on a synthetic zarr volume of G GB
    (tiles of the sample sections): peak RSS of the largest process (``/usr/bin/time``) and of
    the process tree (sampled); synchronous scheduler, or ``--rss-workers N`` local workers.
