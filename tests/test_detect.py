@@ -183,7 +183,7 @@ def test_outputs_and_settings_are_protected(tmp_path, data):
     (mine / "notes.txt").write_text("keep")
     with pytest.raises(EmaeError, match="already exists"):
         detect(data / "run", data / "stack.tif", mine, **SMALL)
-    with pytest.raises(EmaeError, match="not a zarr store"):
+    with pytest.raises(EmaeError, match="not an output of emae detect"):
         detect(data / "run", data / "stack.tif", mine, **SMALL, overwrite=True)
     assert (mine / "notes.txt").read_text() == "keep"
     with pytest.raises(EmaeError, match=r"must be a \.zarr store"):

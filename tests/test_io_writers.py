@@ -124,9 +124,9 @@ def test_ome_zarr_overwrite_rules(tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
-    with pytest.raises(EmaeError, match="not a zarr store"):
+    with pytest.raises(EmaeError, match="not an emae image store"):
         write_ome_zarr(precious, STACK[0], axes="YX", overwrite=True)
-    with pytest.raises(EmaeError, match="not a zarr store"):
+    with pytest.raises(EmaeError, match="not an emae image store"):
         create_ome_zarr(precious, (4, 4), "uint8", axes="YX", overwrite=True)
     assert (precious / "thesis.txt").read_text() == "keep me"
     (tmp_path / "empty.zarr").mkdir()

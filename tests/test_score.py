@@ -91,8 +91,13 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, data):
     with pytest.raises(Exception, match="already exists"):
         score_images(data / "run", [data / "stack.tif"], out)
     assert out.read_bytes() == b"mine"
-    score_images(data / "run", [data / "stack.tif"], out, overwrite=True)
-    assert tifffile.imread(out).shape == (3, 80, 72)
+    with pytest.raises(Exception, match="is not an anomaly map written by emae score"):
+        score_images(data / "run", [data / "stack.tif"], out, overwrite=True)
+    assert out.read_bytes() == b"mine"
+    mine = tmp_path / "mine.tif"
+    score_images(data / "run", [data / "stack.tif"], mine)
+    score_images(data / "run", [data / "stack.tif"], mine, overwrite=True)
+    assert tifffile.imread(mine).shape == (3, 80, 72)
 
 
 def test_cli_score_and_its_one_line_errors(tmp_path, data, capsys):

@@ -120,6 +120,7 @@ def _score(args: argparse.Namespace) -> None:
         overlap=args.overlap,
         precision=args.precision,
         progress=not args.quiet,
+        rescale=args.rescale,
     )
     print(
         f"wrote the {result['axes']} anomaly map {result['map']} "
@@ -149,6 +150,7 @@ def _finetune(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
+        rescale=args.rescale or None,
     )
     if args.model is None and not args.scratch:
         raise EmaeError("give the autoencoder folder to fine-tune, or --scratch")
@@ -176,7 +178,9 @@ def _finetune(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from emae.evaluate import evaluate
 
-    metrics = evaluate(args.classifier, args.labels, args.out, overwrite=args.overwrite)
+    metrics = evaluate(
+        args.classifier, args.labels, args.out, overwrite=args.overwrite, rescale=args.rescale
+    )
     print(
         f"{sum(c['support'] for c in metrics['per_class'].values())} samples: macro-F1 "
         f"{metrics['macro_f1']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
@@ -226,6 +230,7 @@ def _detect(args: argparse.Namespace) -> None:
         device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        rescale=args.rescale,
     )
     chunks = summary["chunks"]
     rate = summary["megapixels_per_s"]
@@ -336,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", help="auto (bf16 where native; default), bf16 or fp32."
     )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the input by its own intensity percentiles instead of the model's "
+        "(for data of another dtype or range than the training data, refused otherwise).",
+    )
     p.set_defaults(func=_score)
 
     p = commands.add_parser("finetune", help="Train encoder + classifier head on few labels.")
@@ -385,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true", help="Log to OUT/tensorboard.")
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the input by its own intensity percentiles instead of the model's "
+        "(for data of another dtype or range than the training data, refused otherwise).",
+    )
     p.set_defaults(func=_finetune)
 
     p = commands.add_parser("evaluate", help="Score a classifier on a labeled test set.")
@@ -392,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, required=True, help="Test labels CSV.")
     p.add_argument("--out", type=Path, required=True, help="Report folder to create.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the test patches by their own intensity percentiles instead of the "
+        "classifier's (for data of another dtype or range, refused otherwise).",
+    )
     p.set_defaults(func=_evaluate)
 
     p = commands.add_parser("compare", help="Cross-validate classifiers over label budgets.")
@@ -442,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (a GPU if any; default), cpu, cuda or cuda:N."
     )
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the input by its own intensity percentiles instead of the model's "
+        "(for data of another dtype or range than the training data, refused otherwise).",
+    )
     p.set_defaults(func=_detect)
 
     p = commands.add_parser(

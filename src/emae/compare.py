@@ -44,9 +44,10 @@ from emae.finetune import (
 )
 from emae.folds import budget_subset, make_folds
 from emae.io.atomic import atomic_file
+from emae.io.provenance import check_not_input
 from emae.labels import load_labels
 from emae.metrics import classification_metrics, summarize_folds
-from emae.objects import object_patches
+from emae.objects import labeled_dtype, object_patches
 from emae.plots import plot_learning_curves
 
 logger = logging.getLogger(__name__)
@@ -85,11 +86,14 @@ def fit_predict(
     config: FinetuneConfig,
     groups: np.ndarray | None = None,
     unlabeled: np.ndarray | None = None,
+    source_dtype: str | None = None,
 ) -> np.ndarray:
     """Fit one method on ``(patches, labels, extra)`` and return test probabilities ``(M, K)``.
 
     ``groups`` (of the training samples) keep the SVM's grid search group-aware;
-    ``unlabeled`` ``(M, P, P)`` raw patches are what ``head-semi`` trains on besides the labels.
+    ``unlabeled`` ``(M, P, P)`` raw patches are what ``head-semi`` trains on besides the labels;
+    ``source_dtype`` is the dtype of the images the patches came from (see
+    :func:`emae.finetune.train_classifier`).
     """
     x, y, extra = train
     x_test, extra_test = test
@@ -107,6 +111,7 @@ def fit_predict(
             encoder=None if method == "cnn-scratch" else encoder,
             extra=extra,
             unlabeled=unlabeled if method == "head-semi" else None,
+            source_dtype=source_dtype,
         )
         return fitted.predict_proba(x_test, extra_test)
     if method == "svm-features":
@@ -167,6 +172,7 @@ def compare(
         ``summary.json``: per method and budget the mean and std over folds of every metric.
     """
     out = Path(out)
+    check_not_input(out, [labels_csv, encoder, *unlabeled])
     config = (config or FinetuneConfig()).model_copy(update={"seed": seed})
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -196,6 +202,7 @@ def compare(
     config = config.model_copy(update={"patch_size": patch_size})
     labeled = load_labels(labels_csv, patch_size=patch_size)
     patches, y = object_patches(labeled, patch_size, config.input)
+    source_dtype = str(labeled_dtype(labeled))
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
@@ -226,6 +233,7 @@ def compare(
                     config=config,
                     groups=group_ids[subset] if has_groups else None,
                     unlabeled=pool,
+                    source_dtype=source_dtype,
                 )
                 row = {
                     "method": method,

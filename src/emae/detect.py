@@ -41,13 +41,26 @@ from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
-from emae.io.ngff import is_zarr
 from emae.io.ome_zarr import build_pyramid, create_ome_zarr
+from emae.io.provenance import check_not_input
+from emae.normalization import normalizer_for
 from emae.qc import write_reports
 
 logger = logging.getLogger(__name__)
 
 RUN = "emae_run.json"
+
+
+def _is_detect_store(path: Path) -> bool:
+    """Whether ``path`` is a store that ``emae detect`` made (it holds the run's settings)."""
+    return (path / RUN).is_file()
+
+
+def _previous_settings(run: Path) -> Any:
+    try:
+        return json.loads(run.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _prepare(
@@ -59,23 +72,42 @@ def _prepare(
     overwrite: bool,
     mapper: Mapper,
 ) -> bool:
-    """Create the store, or check it holds this run; returns whether it resumes."""
+    """Create the store, or check it holds this run; returns whether it resumes.
+
+    A store of another detection is replaced only with ``overwrite``, except one in which no
+    chunk was finished (a run stopped before its first chunk, e.g. by a bad option): nothing
+    of value is lost by starting it again. Anything that is not a detect store is never
+    replaced.
+    """
     run = out / RUN
     if run.is_file():
-        if json.loads(run.read_text()) == settings:
+        if _previous_settings(run) == settings:
             return True
-        if not overwrite:
+        started = (out / DONE).is_dir() and any(os.scandir(out / DONE))
+        if started and not overwrite:
             raise EmaeError(
                 f"{out} holds a detection with other settings; pass --overwrite to replace it"
             )
-    check_writable(out, overwrite=overwrite, replaceable=is_zarr, kind="a zarr store")
+    else:
+        check_writable(
+            out,
+            overwrite=overwrite,
+            replaceable=_is_detect_store,
+            kind="an output of emae detect",
+        )
     if out.exists():
         shutil.rmtree(out)
     zarr.open_group(str(out), mode="w", zarr_format=2)
     chunks = (1, chunk, chunk) if axes == "ZYX" else (chunk, chunk)
     if mapper.detector is not None:
         create_ome_zarr(
-            out / "anomaly", shape, np.float16, axes=axes, chunks=chunks, name="anomaly"
+            out / "anomaly",
+            shape,
+            np.float16,
+            axes=axes,
+            chunks=chunks,
+            name="anomaly",
+            kind="anomaly map",
         )
     if mapper.classifier is not None:
         classes = mapper.classes
@@ -87,6 +119,7 @@ def _prepare(
             chunks=(len(classes), *chunks),
             name="probabilities",
             channel_names=classes,
+            kind="probability map",
         )
     (out / DONE).mkdir()
     with atomic_file(run) as tmp:
@@ -116,27 +149,28 @@ def _mapper(model: str | Path, precision: str = "fp32") -> tuple[Mapper, int]:
     return Mapper(detector, classifier, clean), classifier.model.patch_size
 
 
-def _check_input(image: Any, mapper: Mapper, patch: int, source: str, model: str) -> None:
-    """Refuse inputs the model cannot map meaningfully, before anything is written."""
+def _check_input(
+    image: Any, mapper: Mapper, patch: int, source: str, model: str, rescale: bool
+) -> dict[str, Any]:
+    """Refuse inputs the model cannot map meaningfully, before anything is written.
+
+    Sets the normalizers of ``mapper``'s models for this input (:func:`normalizer_for`) and
+    returns them as plain dicts, part of the run's identity.
+    """
     if min(image.yx_shape) < patch:
         raise EmaeError(
             f"{source}: sections of {image.yx_shape[0]}x{image.yx_shape[1]} are smaller than "
             f"the {patch}x{patch} patches the model {model} learned from"
         )
-    normalizer = (mapper.classifier or mapper.detector).normalizer
-    trained_on = normalizer.source_dtype
-    if str(image.dtype) != trained_on and mapper.classifier is None:
-        raise EmaeError(
-            f"{source}: pixels are {image.dtype} but the model {model} was trained on "
-            f"{trained_on} images; its intensity normalization would not fit (convert the "
-            f"input or pretrain on {image.dtype} data)"
-        )
-    missing = getattr(image.data, "missing_chunks", None)
-    if missing:
-        raise EmaeError(
-            f"{source}: {missing} chunk(s) of the zarr array were never written (they read "
-            f"as the fill value); finish or repair the input before detecting"
-        )
+    image.check_complete()
+    used = {}
+    for name, fitted in (("detector", mapper.detector), ("classifier", mapper.classifier)):
+        if fitted is not None:
+            fitted.normalizer = normalizer_for(
+                image, fitted.normalizer, model=f"the model {model}", rescale=rescale
+            )
+            used[name] = fitted.normalizer.to_dict()
+    return used
 
 
 def detect(
@@ -156,6 +190,7 @@ def detect(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    rescale: bool = False,
 ) -> dict[str, Any]:
     """Map a 2D image or ``"ZYX"`` volume and write ``out`` (see the module docstring).
 
@@ -195,9 +230,15 @@ def detect(
         maps then differ from the first device's by float rounding, or by about 1% where
         ``precision="auto"`` picks bf16 on one device and fp32 on the other).
     overwrite
-        Replace an existing output made with other settings.
+        Replace an existing output of ``emae detect`` made with other settings (nothing
+        else is ever replaced; the output may not be, contain or lie inside the input or
+        the model).
     progress
         Progress bar over chunks.
+    rescale
+        Normalize the input by its own percentiles instead of the model's intensity values
+        (:func:`emae.normalization.normalizer_for`): the way to map data of another dtype or
+        intensity range than the training data, which is refused otherwise.
 
     Returns
     -------
@@ -211,11 +252,12 @@ def detect(
     out = Path(out)
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
+    check_not_input(out, [source, model])
     device = device_for_run(device, scheduler)
     image = open_image(str(source), scale=scale)
     tile = tile or chunk + 2 * overlap
     mapper, patch = _mapper(model, precision)
-    _check_input(image, mapper, patch, str(source), str(model))
+    normalizers = _check_input(image, mapper, patch, str(source), str(model), rescale)
     settings = {
         "model": str(Path(model).resolve()),
         "source": str(source),
@@ -226,6 +268,7 @@ def detect(
         "chunk": chunk,
         "precision": precision,
         "channels": (["anomaly"] if mapper.detector else []) + list(mapper.classes),
+        **({"normalizers": normalizers} if rescale else {}),
     }
     resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite, mapper)
     volume = (image.n_sections, *image.yx_shape)

@@ -163,7 +163,11 @@ class AutoencoderDetector:
 
     def _maps(self, x: Any) -> np.ndarray:
         """Anomaly maps of raw images: ``(N, H, W)`` float32."""
-        images = self.normalizer(as_images(x))
+        self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this detector", strict=False)
+        return self._normalized_maps(self.normalizer(as_images(x)))
+
+    def _normalized_maps(self, images: np.ndarray) -> np.ndarray:
+        """Anomaly maps of normalized images ``(N, H, W)`` float32."""
         with inference_precision(self.precision):
             return anomaly_maps(
                 self.model,
@@ -192,6 +196,9 @@ class AutoencoderDetector:
             ``self``, fitted.
         """
         self._check_params()
+        self.normalizer.check_dtype(
+            np.asarray(x).dtype, "x", "this detector's normalizer", strict=False
+        )
         x = as_images(x)
         fit_part, held_out = split_holdout(x, self.holdout, self.seed)
         stats_class = STATISTICS.get(self.score)
@@ -205,7 +212,7 @@ class AutoencoderDetector:
                     device=self.device,
                 )
         record, self.pixel_threshold_ = held_out_thresholds(
-            self._maps(held_out),
+            self._normalized_maps(self.normalizer(held_out)),
             reduce=self.reduce,
             target_fpr=self.target_fpr,
             seed=self.seed,

@@ -24,9 +24,11 @@ import numpy as np
 from emae.classifier_bundle import load_classifier
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_dir
+from emae.io.provenance import check_not_input
 from emae.labels import load_labels
 from emae.metrics import classification_metrics
-from emae.objects import object_patches
+from emae.normalization import PercentileNormalizer
+from emae.objects import labeled_dtype, object_patches
 from emae.plots import plot_confusion_matrix, plot_panels, plot_roc_pr
 
 #: Most samples drawn in the panel figure.
@@ -43,6 +45,7 @@ def evaluate(
     out: str | Path,
     *,
     overwrite: bool = False,
+    rescale: bool = False,
 ) -> dict[str, Any]:
     """Classify every sample of a labels CSV and write the report folder.
 
@@ -56,15 +59,20 @@ def evaluate(
         Report folder to create.
     overwrite
         Replace an existing report folder (no other kind of folder is replaced).
+    rescale
+        Normalize the test patches by their own percentiles instead of the classifier's
+        intensity values (for test images of another dtype or range; refused otherwise).
 
     Returns
     -------
     dict
         The metrics (as in ``metrics.json``).
     """
+    check_not_input(out, [classifier, labels_csv])
     clf = load_classifier(classifier)
     patch_size = clf.model.patch_size
     labeled = load_labels(labels_csv, patch_size=patch_size)
+    check_not_input(out, {s.image for s in labeled.samples})
     unknown = sorted(set(labeled.classes) - set(clf.classes))
     if unknown:
         raise EmaeError(
@@ -75,6 +83,18 @@ def evaluate(
         raise EmaeError(f"{labels_csv}: no samples to evaluate")
     run = json.loads((Path(classifier) / "config.json").read_text()).get("run", {})
     patches, local = object_patches(labeled, patch_size, run.get("input", "surrounding"))
+    source = labeled_dtype(labeled)
+    if rescale:
+        low, high = clf.normalizer.low, clf.normalizer.high
+        low_value, high_value = np.percentile(patches, [low, high])
+        if not high_value > low_value:
+            raise EmaeError(f"{labels_csv}: the labeled patches are constant; cannot rescale")
+        clf.normalizer = PercentileNormalizer(
+            float(low_value), float(high_value), low, high, source_dtype=str(source)
+        )
+    clf.normalizer.check_dtype(
+        source, f"{labels_csv}: the labeled images", f"the classifier {classifier}"
+    )
     y = np.array([clf.classes.index(labeled.classes[i]) for i in local])
     extra = None
     if clf.feature_names:

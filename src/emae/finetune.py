@@ -38,7 +38,7 @@ from emae.labels import load_labels
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
-from emae.objects import object_patches
+from emae.objects import labeled_dtype, object_patches
 from emae.options import read_options
 from emae.semi import WithUnlabeled, consistency_loss, random_views
 from emae.synth.artifacts import INJECTORS, inject
@@ -118,6 +118,11 @@ class FinetuneConfig(BaseModel):
         le=1,
         description="Smallest weak-view probability that makes a pseudo-label; at most "
         "1 - label_smoothing (K - 1) / K.",
+    )
+    rescale: bool = Field(
+        False,
+        description="Normalize the patches by their own percentiles instead of the encoder's "
+        "intensity values: for labels on data of another dtype or range than the pretraining.",
     )
     unlabeled_patches: int = Field(
         20000,
@@ -261,6 +266,7 @@ def train_classifier(
     checkpoint: Path | None = None,
     resume: bool = False,
     log_dir: Path | None = None,
+    source_dtype: str | None = None,
 ) -> tuple[FittedClassifier, dict[str, Any]]:
     """Train a classifier on raw patches in memory; the one computation of finetune and compare.
 
@@ -290,6 +296,11 @@ def train_classifier(
     log_dir
         TensorBoard folder: losses, and up to 2 samples per class titled with prediction and
         target at every log step; None logs nothing.
+    source_dtype
+        Pixel dtype of the images the patches were read from: checked strictly against the
+        encoder's normalization and recorded in the classifier's, so that inputs of another
+        dtype are refused later (:mod:`emae.normalization`). By default ``patches.dtype``,
+        and float patches pass the check (they may be intensities already converted).
 
     Returns
     -------
@@ -297,13 +308,25 @@ def train_classifier(
         The classifier, ready to predict, and the training summary.
     """
     backbone, name, kwargs, normalizer, patch_size = _backbone(encoder, config)
+    strict = source_dtype is not None  # arrays given to the API may be converted to float
+    source_dtype = str(np.dtype(source_dtype or patches.dtype))
     if patches.shape[-1] != patch_size or patches.shape[-2] != patch_size:
         raise EmaeError(f"patches must be {patch_size}x{patch_size}, got {patches.shape[-2:]}")
-    if normalizer is None:
-        low, high = np.percentile(patches, [1.0, 99.0])
-        if not high > low:
+    if normalizer is None or config.rescale:
+        low, high = (1.0, 99.0) if normalizer is None else (normalizer.low, normalizer.high)
+        low_value, high_value = np.percentile(patches, [low, high])
+        if not high_value > low_value:
             raise EmaeError("the labeled patches are constant; cannot normalize them")
-        normalizer = PercentileNormalizer(float(low), float(high), source_dtype=str(patches.dtype))
+        normalizer = PercentileNormalizer(
+            float(low_value), float(high_value), low, high, source_dtype=source_dtype
+        )
+    normalizer.check_dtype(
+        source_dtype, "the labeled images", f"the encoder {encoder}", strict=strict
+    )
+    if unlabeled is not None:
+        normalizer.check_dtype(
+            unlabeled.dtype, "the unlabeled images", "a model of the labeled ones", strict=strict
+        )
     extra_mean = extra_std = None
     if extra is not None:
         extra_mean = extra.mean(axis=0)
@@ -544,10 +567,13 @@ def finetune(
     config = config or FinetuneConfig()
     from emae.bundle import BUNDLE_ONLY
     from emae.io.atomic import check_writable
+    from emae.io.provenance import check_not_input
 
     out = Path(out)
-    check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
     work = out.with_name(out.name + ".training")
+    for path in (out, work):
+        check_not_input(path, [encoder, labels_csv, *unlabeled])
+    check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
     identity = {
         "config": config.model_dump(mode="json"),
         "labels": str(Path(labels_csv).resolve()),
@@ -568,6 +594,8 @@ def finetune(
         )
     patch_size = _backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     labeled = load_labels(labels_csv, patch_size=patch_size)
+    for path in (out, work):
+        check_not_input(path, {s.image for s in labeled.samples})
     if len(labeled.classes) < 2:
         raise EmaeError(f"{labels_csv}: a classifier needs at least 2 classes")
     patches, labels = object_patches(labeled, patch_size, config.input)
@@ -597,6 +625,7 @@ def finetune(
             checkpoint=work / "checkpoint.pt",
             resume=resume,
             log_dir=work / "tensorboard" if config.tensorboard else None,
+            source_dtype=str(labeled_dtype(labeled)),
         )
     except EmaeError:
         if not resume and not (work / "checkpoint.pt").exists():

@@ -98,7 +98,8 @@ class PercentileNormalizer:
     low, high
         The percentiles (0-100) these values were taken at; kept for the record.
     source_dtype
-        Dtype of the images the normalizer was fitted on (e.g. ``"uint8"``); kept for the record.
+        Dtype of the images the normalizer was fitted on (e.g. ``"uint8"``), which
+        :meth:`check_dtype` requires of its inputs; ``None`` (built by hand) accepts any.
     clip
         Clip the output to [0, 1]. Off by default, so out-of-range intensities stay visible.
     """
@@ -107,7 +108,7 @@ class PercentileNormalizer:
     high_value: float
     low: float = 1.0
     high: float = 99.0
-    source_dtype: str = "float32"
+    source_dtype: str | None = None
     clip: bool = False
 
     def __post_init__(self) -> None:
@@ -195,6 +196,34 @@ class PercentileNormalizer:
             )
         return cls(float(low_value), float(high_value), low, high, dtypes[0], clip)
 
+    def check_dtype(
+        self, dtype: Any, where: str = "input", model: str = "the model", *, strict: bool = True
+    ) -> None:
+        """Refuse pixels of ``dtype`` unless they are in the units this normalizer was fitted on.
+
+        The same dtype passes, and so do two float dtypes (float32 data stored as float64 keeps
+        its values); anything else (uint16 data under a uint8 model, floats in [0, 1] under a
+        uint8 model) would be mapped far outside the trained range and give a silently wrong
+        result. :func:`normalizer_for` offers the conversion. With ``strict=False`` (arrays
+        given to the Python API, which may hold intensities already converted to float) every
+        float dtype passes; the commands check the files' own dtypes strictly.
+
+        Raises
+        ------
+        EmaeError
+            Naming ``where``, both dtypes and the way out (``--rescale``).
+        """
+        if self.source_dtype is None:
+            return
+        dtype, source = np.dtype(dtype), np.dtype(self.source_dtype)
+        if dtype == source or (dtype.kind == "f" and (source.kind == "f" or not strict)):
+            return
+        raise EmaeError(
+            f"{where}: pixels are {dtype} but {model} was trained on {source} images, so its "
+            f"intensity normalization does not fit; pass --rescale to normalize the input by its "
+            f"own {self.low:g}-{self.high:g} percentiles, or convert it to {source}"
+        )
+
     def __call__(self, array: Any) -> np.ndarray:
         """Normalize ``array`` (any shape, integer or float) to float32 of the same shape.
 
@@ -229,3 +258,49 @@ class PercentileNormalizer:
                 f"expected {sorted(fields)}"
             )
         return cls(**data)
+
+
+def normalizer_for(
+    images: Image | Sequence[Image],
+    normalizer: PercentileNormalizer,
+    *,
+    model: str = "the model",
+    rescale: bool = False,
+    seed: int = 0,
+) -> PercentileNormalizer:
+    """The normalizer to apply to ``images`` under a model fitted with ``normalizer``.
+
+    This is the one dtype check of every command and of the API on files: the model's own
+    normalizer when the images are in its units (:meth:`PercentileNormalizer.check_dtype`);
+    with ``rescale``, a normalizer fitted on ``images`` themselves at the model's percentiles,
+    so their ``low``-``high`` percentile range maps to [0, 1] as the training data's did (the
+    documented conversion for data of another dtype or intensity range); otherwise an error.
+
+    Parameters
+    ----------
+    images
+        The ``"YX"``/``"ZYX"`` inputs, all of one dtype.
+    normalizer
+        The model's normalizer.
+    model
+        How to name the model in the error, e.g. its folder.
+    rescale
+        Refit the percentile values on ``images`` (about a million pixels sampled with ``seed``).
+
+    Raises
+    ------
+    EmaeError
+        When the images' dtype does not fit and ``rescale`` is off, or the images have mixed
+        dtypes.
+    """
+    images = [images] if isinstance(images, Image) else list(images)
+    dtypes = sorted({str(im.dtype) for im in images})
+    if len(dtypes) > 1:
+        raise EmaeError(f"the inputs have different pixel dtypes {dtypes}; process them separately")
+    if rescale:
+        return PercentileNormalizer.fit(
+            images, low=normalizer.low, high=normalizer.high, clip=normalizer.clip, seed=seed
+        )
+    for image in images:
+        normalizer.check_dtype(image.dtype, image.path, model)
+    return normalizer

@@ -76,6 +76,27 @@ def crop_object(
     return np.ascontiguousarray(zoomed[:size, :size], dtype=np.float32)
 
 
+def labeled_dtype(labeled: LabeledSet) -> np.dtype:
+    """The pixel dtype of the images of a labels CSV, which must be one.
+
+    Opens each image once (lazily: only the header of a TIFF or zarr store is read).
+
+    Raises
+    ------
+    EmaeError
+        When the images have different dtypes: one model normalizes one kind of data.
+    """
+    found: dict[str, str] = {}
+    for path in dict.fromkeys(s.image for s in labeled.samples):
+        found.setdefault(str(open_image(path).dtype), path)
+    if len(found) > 1:
+        which = ", ".join(f"{d} ({p})" for d, p in sorted(found.items()))
+        raise EmaeError(
+            f"the labeled images have different pixel dtypes: {which}; convert them to one"
+        )
+    return np.dtype(next(iter(found), "float32"))
+
+
 def object_patches(
     labeled: LabeledSet, patch_size: int, variant: Variant = "surrounding", margin: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray]:

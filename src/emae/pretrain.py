@@ -35,6 +35,7 @@ from emae.detector import DEFAULT_SCORE, AutoencoderDetector
 from emae.errors import EmaeError, config_error
 from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_file, check_writable
+from emae.io.provenance import check_not_input
 from emae.io.sources import split_source
 from emae.losses import kl_weight, reconstruction_loss, vae_loss
 from emae.models import available_models, build_model, model_spec
@@ -268,6 +269,8 @@ def _prepare_main(
         return work, PercentileNormalizer.from_dict(
             json.loads((work / "normalization.json").read_text())
         )
+    for path in (out, work):
+        check_not_input(path, sources)
     check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
     if work.exists():
         if not overwrite:

@@ -32,8 +32,9 @@ from emae.errors import EmaeError
 from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.image import Image
-from emae.io.ngff import is_zarr
+from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_image
+from emae.normalization import normalizer_for
 from emae.tiling import predict_tiled
 from emae.training import select_device
 
@@ -49,6 +50,17 @@ CSV_FIELDS = (
     "max",
     "anomalous_fraction",
 )
+#: What score's maps are marked as (:mod:`emae.io.provenance`); only such a map is replaced.
+MAP_KIND = "anomaly map"
+
+
+def _is_scores_csv(path: Path) -> bool:
+    """Whether ``path`` is a scores CSV this command wrote (its header is :data:`CSV_FIELDS`)."""
+    try:
+        with path.open(newline="") as f:
+            return tuple(next(csv.reader(f), ())) == CSV_FIELDS
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def scores_path(map_path: str | Path) -> Path:
@@ -88,6 +100,7 @@ def score_images(
     overlap: int = 64,
     precision: str = "auto",
     progress: bool = True,
+    rescale: bool = False,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
 
@@ -99,9 +112,10 @@ def score_images(
         Files, folders or globs of 2D images or ``"ZYX"`` stacks, read in the given order.
     out
         The map to write: ``*.tif``/``*.tiff`` or ``*.zarr``. Neither it nor the scores CSV
-        may exist unless ``overwrite`` is set (and then only maps and CSVs are replaced).
+        may exist unless ``overwrite`` is set, and neither may be, contain or lie inside an
+        input or the model folder.
     overwrite
-        Replace an existing map and scores CSV.
+        Replace an existing map and scores CSV, but only a map and CSV that this command wrote.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     batch_size
@@ -116,6 +130,11 @@ def score_images(
         ``"fp32"`` or ``"bf16"`` (see :func:`emae.error_maps.inference_precision`).
     progress
         Show a progress bar over sections.
+    rescale
+        Normalize the inputs by their own percentiles (those the model was trained with)
+        instead of the model's intensity values: the way to score data of another dtype or
+        intensity range (:func:`emae.normalization.normalizer_for`). Without it, inputs of
+        another dtype than the training data are refused.
 
     Returns
     -------
@@ -128,14 +147,28 @@ def score_images(
     if out.suffix.lower() not in MAP_SUFFIXES:
         raise EmaeError(f"{out}: the map must end in .tif, .tiff or .zarr")
     csv_path = scores_path(out)
-    is_map = is_zarr if out.suffix.lower() == ".zarr" else Path.is_file
-    check_writable(out, overwrite=overwrite, replaceable=is_map, kind="an image map")
-    check_writable(csv_path, overwrite=overwrite, replaceable=Path.is_file, kind="a CSV file")
+    sources = expand_inputs([str(s) for s in inputs])
+    for path in (out, csv_path):
+        check_not_input(path, [model_dir, *sources])
+    check_writable(
+        out,
+        overwrite=overwrite,
+        replaceable=lambda p: is_emae_image(p, MAP_KIND),
+        kind="an anomaly map written by emae score",
+    )
+    check_writable(
+        csv_path, overwrite=overwrite, replaceable=_is_scores_csv, kind="an emae scores CSV"
+    )
     detector = AutoencoderDetector.from_bundle(
         model_dir, batch_size=batch_size, device=select_device(device), precision=precision
     )
-    images, sources = _open_inputs(inputs, scale)
+    images, sources = _open_inputs(sources, scale)
     axes = _map_axes(images, sources)
+    for image in images:
+        image.check_complete()
+    detector.normalizer = normalizer_for(
+        images, detector.normalizer, model=f"the model {model_dir}", rescale=rescale
+    )
     sections = [
         (im, src, z) for im, src in zip(images, sources, strict=True) for z in range(im.n_sections)
     ]
@@ -162,8 +195,13 @@ def score_images(
                 "anomalous_fraction": float((m > detector.pixel_threshold_.value).mean()),
             }
         )
-    write_image(out, maps[0] if axes == "YX" else maps, axes=axes, overwrite=overwrite)
-    with atomic_file(csv_path, overwrite=overwrite) as tmp, tmp.open("w", newline="") as f:
+    write_image(
+        out, maps[0] if axes == "YX" else maps, axes=axes, overwrite=overwrite, kind=MAP_KIND
+    )
+    with (
+        atomic_file(csv_path, overwrite=overwrite, replaceable=_is_scores_csv) as tmp,
+        tmp.open("w", newline="") as f,
+    ):
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:

@@ -21,7 +21,8 @@ import numpy as np
 
 from emae.errors import EmaeError
 
-#: ``fn(tiles (B, h, w) float32) -> maps (B, C, h, w) float32``: one tile batch to C maps.
+#: ``fn(tiles (B, h, w) in the section's dtype) -> maps (B, C, h, w) float32``: one tile batch
+#: to C maps. Tiles keep the raw dtype so that the model's dtype check sees the input's.
 TileFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -118,7 +119,7 @@ def predict_tiled(
     Parameters
     ----------
     section
-        ``(H, W)`` image (any real dtype; passed to ``fn`` as float32 tiles).
+        ``(H, W)`` image (any real dtype; passed to ``fn`` as tiles of that dtype).
     fn
         Maps a batch of equally sized tiles ``(B, h, w)`` to maps ``(B, C, h, w)``.
     tile, overlap
@@ -144,7 +145,7 @@ def predict_tiled(
         by_shape.setdefault(t.shape, []).append(i)
     for indices in by_shape.values():
         for batch in _batches(indices, batch_size):
-            x = np.stack([section[tiles[i].slices] for i in batch]).astype(np.float32)
+            x = np.stack([section[tiles[i].slices] for i in batch])
             maps = np.asarray(fn(x), dtype=np.float64)  # (B, C, h, w)
             if maps.ndim != 4 or maps.shape[0] != len(batch) or maps.shape[2:] != x.shape[1:]:
                 raise EmaeError(

@@ -95,15 +95,25 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_file(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_file(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+    kind: str = "emae output",
+) -> Iterator[Path]:
     """Yield a temporary file path that is renamed to ``path`` when the block succeeds.
+
+    ``overwrite``, ``replaceable`` and ``kind`` are those of :func:`check_writable`.
 
     Examples
     --------
     >>> with atomic_file("scores.csv") as tmp:  # doctest: +SKIP
     ...     tmp.write_text("image,score\\n")
     """
-    path = check_writable(path, overwrite=overwrite, probe=False)
+    path = check_writable(
+        path, overwrite=overwrite, replaceable=replaceable, kind=kind, probe=False
+    )
     tmp = _temporary_sibling(path)
     try:
         yield tmp

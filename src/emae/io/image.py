@@ -74,6 +74,20 @@ class Image:
         """Read a region; only the chunks it touches are loaded."""
         return np.asarray(self.data[key])
 
+    def check_complete(self) -> None:
+        """Raise an :class:`EmaeError` if chunks of the stored array were never written.
+
+        Unwritten zarr chunks read as the fill value (often 0) and would pass for data: a hole
+        in a volume that is still being written, or was copied in part. Formats without
+        optional chunks always pass. Lists the store's keys once.
+        """
+        missing = getattr(self.data, "missing_chunks", None)
+        if missing:
+            raise EmaeError(
+                f"{self.path}: {missing} chunk(s) of the zarr array were never written (they "
+                f"read as the fill value); finish or repair the input first"
+            )
+
     def check_section(self, z: int) -> None:
         """Raise an :class:`EmaeError` unless ``0 <= z < n_sections``."""
         if not 0 <= z < self.n_sections:

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_dir, check_writable
-from emae.io.ngff import is_zarr, multiscales_attrs, validate_ngff
+from emae.io.ngff import multiscales_attrs, validate_ngff
+from emae.io.provenance import is_emae_image, mark
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def _default_n_levels(shape: Sequence[int], chunks: Sequence[int]) -> int:
     return n
 
 
-#: Only a zarr store is ever replaced by these writers, even with ``overwrite``.
-_ZARR_ONLY = {"replaceable": is_zarr, "kind": "a zarr store"}
+def _only(kind: str) -> dict[str, Any]:
+    """Even with ``overwrite``, only an image emae wrote as ``kind`` is ever replaced."""
+    return {"replaceable": lambda p: is_emae_image(p, kind), "kind": f"an emae {kind} store"}
 
 
 def create_ome_zarr(
@@ -68,6 +70,7 @@ def create_ome_zarr(
     name: str | None = None,
     overwrite: bool = False,
     channel_names: Sequence[str] | None = None,
+    kind: str = "image",
 ) -> zarr.Group:
     """Create an empty NGFF v0.4 image: metadata plus every pyramid level, filled with zeros.
 
@@ -95,9 +98,13 @@ def create_ome_zarr(
     name
         Image name stored in the metadata; default the folder name.
     overwrite
-        Replace an existing zarr store at ``path``; otherwise a non-empty ``path`` is an error.
+        Replace an existing store at ``path``, but only an image emae wrote as the same
+        ``kind``; otherwise a non-empty ``path`` is an error.
     channel_names
         One label per channel, required with a ``C`` axis (OMERO metadata).
+    kind
+        What the image is (``"image"``, ``"anomaly map"``, ...), stored in the root attributes
+        (:mod:`emae.io.provenance`).
 
     Returns
     -------
@@ -126,7 +133,7 @@ def create_ome_zarr(
     if n_levels < 1:
         raise EmaeError(f"{path}: n_levels must be >= 1, got {n_levels}")
     attrs = multiscales_attrs(axes, n_levels, pixel_size, name or path.name, channel_names)
-    check_writable(path, overwrite=overwrite, **_ZARR_ONLY)
+    check_writable(path, overwrite=overwrite, **_only(kind))
     if path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
@@ -143,7 +150,7 @@ def create_ome_zarr(
             chunk_key_encoding={"name": "v2", "separator": "/"},
             fill_value=0,
         )
-    group.attrs.update(attrs)
+    group.attrs.update({**attrs, **mark(kind)})
     return group
 
 
@@ -199,6 +206,7 @@ def write_ome_zarr(
     pixel_size: float | Sequence[float] | None = None,
     overwrite: bool = False,
     name: str | None = None,
+    kind: str = "image",
 ) -> Path:
     """Write an in-memory ``"YX"``/``"ZYX"`` array as an NGFF v0.4 multiscale image, atomically.
 
@@ -209,7 +217,7 @@ def write_ome_zarr(
     """
     path = Path(path)
     array = np.asarray(array)
-    with atomic_dir(path, overwrite=overwrite, **_ZARR_ONLY) as tmp:
+    with atomic_dir(path, overwrite=overwrite, **_only(kind)) as tmp:
         group = create_ome_zarr(
             tmp,
             array.shape,
@@ -219,6 +227,7 @@ def write_ome_zarr(
             n_levels=n_levels,
             pixel_size=pixel_size,
             name=name or path.name,
+            kind=kind,
         )
         group["0"][...] = array
         build_pyramid(tmp)

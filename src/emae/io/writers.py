@@ -17,6 +17,7 @@ import tifffile
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 from emae.io.ome_zarr import write_ome_zarr
+from emae.io.provenance import is_emae_image, mark
 
 BIGTIFF_BYTES = 2**31
 TIFF_TILE = 512
@@ -40,6 +41,7 @@ def write_tiff(
     axes: str,
     compression: str | None = None,
     overwrite: bool = False,
+    kind: str = "image",
 ) -> Path:
     """Write a 2D image or a stack of sections as a grayscale TIFF, atomically.
 
@@ -55,7 +57,11 @@ def write_tiff(
     compression
         ``None`` (contiguous, memory-mappable) or ``"zlib"`` (tiled, lossless).
     overwrite
-        Replace an existing file; otherwise an existing ``path`` is an error.
+        Replace an existing file, but only a TIFF that emae wrote as the same ``kind``;
+        otherwise an existing ``path`` is an error.
+    kind
+        What the image is (``"image"``, ``"anomaly map"``, ...), stored in the description
+        next to the axes (:mod:`emae.io.provenance`).
 
     Returns
     -------
@@ -72,30 +78,45 @@ def write_tiff(
     tile = None
     if compression and min(array.shape[-2:]) >= TIFF_TILE:
         tile = (TIFF_TILE, TIFF_TILE)
-    with atomic_file(path, overwrite=overwrite) as tmp:
+    with atomic_file(
+        path,
+        overwrite=overwrite,
+        replaceable=lambda p: is_emae_image(p, kind),
+        kind=f"an emae {kind} TIFF",
+    ) as tmp:
         tifffile.imwrite(
             tmp,
             array,
             bigtiff=array.nbytes > BIGTIFF_BYTES,
             photometric="minisblack",
-            metadata={"axes": axes},
+            metadata={"axes": axes, **mark(kind)},
             compression=compression,
             tile=tile,
         )
     return path
 
 
-def write_image(path: str | Path, array: np.ndarray, *, axes: str, overwrite: bool = False) -> Path:
+def write_image(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    axes: str,
+    overwrite: bool = False,
+    kind: str = "image",
+) -> Path:
     """Write ``array`` as a TIFF (``.tif``/``.tiff``) or an OME-Zarr image (``.zarr``).
 
     ``array`` is ``(H, W)`` for ``axes="YX"`` or ``(Z, H, W)`` for ``axes="ZYX"``. TIFFs are
     written zlib-compressed; OME-Zarr stores with the defaults of
-    :func:`~emae.io.ome_zarr.write_ome_zarr`. Returns ``path``.
+    :func:`~emae.io.ome_zarr.write_ome_zarr`. ``overwrite`` replaces only an image emae wrote
+    as the same ``kind``. Returns ``path``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        return write_tiff(path, array, axes=axes, compression="zlib", overwrite=overwrite)
+        return write_tiff(
+            path, array, axes=axes, compression="zlib", overwrite=overwrite, kind=kind
+        )
     if suffix == ".zarr":
-        return write_ome_zarr(path, array, axes=axes, overwrite=overwrite)
+        return write_ome_zarr(path, array, axes=axes, overwrite=overwrite, kind=kind)
     raise EmaeError(f"{path}: cannot write {suffix!r} files; use .tif, .tiff or .zarr")
