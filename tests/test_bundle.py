@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import warnings
@@ -107,6 +108,10 @@ def test_every_model_round_trips_exactly(tmp_path, name):
         "model": name,
         "model_kwargs": bundle.model_kwargs,
         "run": CONFIG,
+        "checksums": {
+            f: hashlib.sha256((path / f).read_bytes()).hexdigest()
+            for f in ("model.safetensors", "scoring.safetensors")
+        },
     }
 
 
@@ -195,6 +200,14 @@ def edit_header(path: Path, **changes) -> None:
     (path / "config.json").write_text(json.dumps({**header, **changes}))
 
 
+def without_checksums(path: Path) -> Path:
+    """The folder as emae wrote it before checksums: its files are loaded unchecked."""
+    header = json.loads((path / "config.json").read_text())
+    del header["checksums"]
+    (path / "config.json").write_text(json.dumps(header))
+    return path
+
+
 def test_bad_folders_are_named_in_the_error(tmp_path):
     with pytest.raises(EmaeError, match=r"nowhere: model folder not found"):
         load_bundle(tmp_path / "nowhere")
@@ -222,7 +235,7 @@ def test_bad_folders_are_named_in_the_error(tmp_path):
 
 
 def test_weights_are_checked_tensor_by_tensor(tmp_path):
-    path = save(tmp_path / "run")
+    path = without_checksums(save(tmp_path / "run"))  # else the checksum refuses them first
     state = safetensors.torch.load_file(path / "model.safetensors")
     name = "encoder.head.weight"
     safetensors.torch.save_file(
@@ -288,13 +301,14 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 
     for name in ("model.pt", "checkpoint.pt"):
         (path / name).write_bytes(payload)
+    without_checksums(path)  # else the checksums refuse the replaced files before reading them
     (path / "model.safetensors").write_bytes(payload)
     with pytest.raises(EmaeError, match=r"not a valid safetensors file .* never unpickles"):
         load_bundle(path)
     (path / "model.safetensors").unlink()
     with pytest.raises(EmaeError, match=r"checkpoint.pt, model.pt not loaded \(emae never unp"):
         load_bundle(path)
-    path = save(tmp_path / "run", overwrite=True, arrays={"a": np.zeros(2)})
+    path = without_checksums(save(tmp_path / "run", overwrite=True, arrays={"a": np.zeros(2)}))
     (path / "scoring.safetensors").write_bytes(payload)
     with pytest.raises(EmaeError, match=r"scoring.safetensors: not a valid safetensors file"):
         load_bundle(path)

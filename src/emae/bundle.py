@@ -2,7 +2,8 @@
 
 A folder written by :func:`save_bundle` holds::
 
-    config.json          {"emae_version", "model": registry name, "model_kwargs", "run"}
+    config.json          {"emae_version", "model": registry name, "model_kwargs", "run",
+                          "checksums": sha256 of every .safetensors file}
     model.safetensors    the model's state dict (contiguous CPU tensors)
     normalization.json   the PercentileNormalizer the model was trained with
     scoring.json         how anomaly maps are computed: score name and parameters (optional)
@@ -14,15 +15,26 @@ never calls ``torch.load`` or ``pickle``, so a folder from an untrusted source c
 A ``model.pt`` or other pickle beside the files is ignored, and one renamed to
 ``model.safetensors`` is refused as corrupt. :func:`update_bundle` replaces the scoring and
 threshold files of an existing folder (after fitting statistics or choosing a threshold).
+
+``config.json`` holds the sha256 of every ``.safetensors`` file of the folder, checked on load
+(:func:`check_checksums`, shared with :mod:`emae.classifier_bundle`): weights replaced by other
+numbers after emae wrote them are refused, not silently used. Folders written before emae kept
+checksums load with a warning.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import hashlib
 import json
 import logging
+import os
 import re
+import shutil
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +48,7 @@ from torch import nn
 
 import emae
 from emae.errors import EmaeError
-from emae.io.atomic import atomic_dir, atomic_file
+from emae.io.atomic import atomic_dir
 from emae.models import build_model
 from emae.normalization import PercentileNormalizer
 from emae.thresholds import Threshold
@@ -49,6 +61,8 @@ NORMALIZATION = "normalization.json"
 SCORING = "scoring.json"
 SCORING_ARRAYS = "scoring.safetensors"
 THRESHOLD = "threshold.json"
+#: Key of ``config.json`` holding ``{file name: sha256 hex}`` of the folder's ``.safetensors``.
+CHECKSUMS = "checksums"
 #: Files that look like pickled checkpoints; named in errors, never opened.
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
@@ -116,6 +130,105 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise EmaeError(f"{path}: not readable as JSON ({exc})") from None
+
+
+# --- failed writes and checksums -----------------------------------------------------------------
+
+
+def _write_reason(exc: BaseException) -> str | None:
+    """Why a write failed, in words, or None when ``exc`` is no failed write.
+
+    torch's zip writer reports a full disk as a ``RuntimeError`` without errno
+    (``[enforce fail at inline_container.cc:...] . unexpected pos ...``), safetensors as a
+    ``SafetensorError`` quoting the OS error.
+    """
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if isinstance(exc, SafetensorError) and "I/O error" in text:
+        return "no space left on device" if "os error 28" in text else text
+    if isinstance(exc, RuntimeError) and re.search(
+        r"inline_container|PytorchStreamWriter|file write failed", text
+    ):
+        return f"the write failed, most likely no space left on device ({text.splitlines()[0]})"
+    return None
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (full disk, quota, lost mount) into one ``EmaeError`` line.
+
+    Wrap an atomic writer (:mod:`emae.io.atomic`) in it: the writer has removed its temporary
+    file when the error arrives here, so nothing partial is left under the final name.
+    """
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        reason = _write_reason(exc)
+        if reason is None:
+            raise
+        raise EmaeError(f"cannot write {path}: {reason}") from None
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """``{name: sha256}`` of every ``.safetensors`` file in ``folder`` (a folder being written)."""
+    return {p.name: sha256(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+@functools.cache
+def _warn_unchecked(folder: str) -> None:
+    """Warn once per folder (per process) that its weights cannot be checked."""
+    logger.warning(
+        "%s: written by an emae without checksums; its weights are loaded unchecked "
+        "(save it again to add them)",
+        folder,
+    )
+
+
+def check_checksums(path: Path, header: Mapping[str, Any]) -> None:
+    """Refuse a model folder whose ``.safetensors`` files differ from the checksums it lists.
+
+    Every ``.safetensors`` file in ``path`` must be listed in ``header[CHECKSUMS]`` with its
+    sha256, and every listed file must exist, except the weights (their loader names a missing
+    weights file with any pickles beside it). A header without checksums (a folder written
+    before emae kept them) is loaded unchecked, with a warning once per folder.
+    """
+    sums = header.get(CHECKSUMS)
+    if sums is None:
+        _warn_unchecked(str(path))
+        return
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and Path(k).name == k for k, v in sums.items()
+    ):
+        raise EmaeError(f"{path / CONFIG}: {CHECKSUMS} must map file names to sha256 strings")
+    present = {p.name for p in path.glob("*.safetensors") if p.is_file()}
+    unlisted = sorted(present - set(sums))
+    if unlisted:
+        raise EmaeError(
+            f"{path}: {unlisted[0]} has no checksum in {CONFIG}; the folder was modified after "
+            f"emae wrote it"
+        )
+    for name, expected in sorted(sums.items()):
+        if name not in present:
+            if name == WEIGHTS:
+                continue
+            raise EmaeError(f"{path}: {name} is missing ({CONFIG} lists its checksum)")
+        if sha256(path / name) != expected:
+            raise EmaeError(
+                f"{path}: {name} does not match the checksum in {CONFIG}; the folder was "
+                f"modified after emae wrote it"
+            )
 
 
 def _threshold_dict(threshold: Threshold | Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -236,12 +349,12 @@ def save_bundle(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _check_state(build_model(model_name, **kwargs).state_dict(), state, f"model {model_name!r}")
     optional = _optional_files(scoring, arrays, threshold, path)
-    with atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
-        _write_json(tmp / CONFIG, header)
+    with write_errors(path), atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
         safetensors.torch.save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         _write_json(tmp / NORMALIZATION, normalizer.to_dict())
         for name, write in optional.items():
             write(tmp / name)
+        _write_json(tmp / CONFIG, {**header, CHECKSUMS: folder_checksums(tmp)})
     logger.info("saved model %r to %s", model_name, path)
     return path
 
@@ -287,11 +400,8 @@ def _read_tensors(path: Path, load: Callable[[str], dict[str, Any]]) -> dict[str
         ) from None
 
 
-def _load_model(path: Path, name: str, kwargs: dict[str, Any]) -> nn.Module:
-    try:
-        model = build_model(name, **kwargs)
-    except EmaeError as exc:
-        raise EmaeError(f"{path / CONFIG}: {exc}") from None
+def load_weights(path: Path, model: nn.Module) -> nn.Module:
+    """Load ``path/model.safetensors`` into ``model``, checked tensor by tensor; eval mode."""
     weights = path / WEIGHTS
     if not weights.is_file():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -303,6 +413,14 @@ def _load_model(path: Path, name: str, kwargs: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
+def _load_model(path: Path, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        model = build_model(name, **kwargs)
+    except EmaeError as exc:
+        raise EmaeError(f"{path / CONFIG}: {exc}") from None
+    return load_weights(path, model)
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Load a model folder written by :func:`save_bundle`.
 
@@ -311,8 +429,9 @@ def load_bundle(path: str | Path) -> Bundle:
     Raises
     ------
     EmaeError
-        When the folder or ``config.json`` is missing, a file is corrupt, the model name is
-        unknown, or the weights lack, add or reshape a tensor (the message names it).
+        When the folder or ``config.json`` is missing, a file is corrupt, a ``.safetensors``
+        file does not match its checksum in ``config.json``, the model name is unknown, or the
+        weights lack, add or reshape a tensor (the message names it).
 
     Warns
     -----
@@ -332,6 +451,7 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path / CONFIG}: model_kwargs must be an object, got {header['model_kwargs']!r}"
         )
     _check_version(header["emae_version"], path)
+    check_checksums(path, header)
     model = _load_model(path, header["model"], header["model_kwargs"])
     if not (path / NORMALIZATION).is_file():
         raise EmaeError(f"{path}: {NORMALIZATION} is missing")
@@ -370,8 +490,9 @@ def update_bundle(
 ) -> None:
     """Replace the scoring and threshold files of an existing model folder.
 
-    Each given file is rewritten atomically (:func:`emae.io.atomic.atomic_file`); the others,
-    the weights included, are left untouched.
+    The folder is rewritten as a whole, atomically (:func:`emae.io.atomic.atomic_dir`): the
+    given files are new, ``config.json`` gets their checksums, and every other file, the
+    weights included, is carried over unchanged (hard-linked where the file system allows).
 
     Parameters
     ----------
@@ -379,14 +500,46 @@ def update_bundle(
         A folder written by :func:`save_bundle`.
     scoring, arrays, threshold
         As in :func:`save_bundle`; at least one must be given.
+
+    Raises
+    ------
+    EmaeError
+        When nothing is given, a part is invalid, or a file of the folder no longer matches its
+        checksum (an update never vouches for files modified after emae wrote them).
     """
     path = Path(path)
     _check_folder(path)
     if scoring is None and arrays is None and threshold is None:
         raise EmaeError(f"{path}: nothing to update; give scoring, arrays or threshold")
     writers = _optional_files(scoring, arrays, threshold, path)
-    names = list(writers)
-    for name, write in writers.items():
-        with atomic_file(path / name, overwrite=True) as tmp:
-            write(tmp)
-    logger.info("updated %s in %s", ", ".join(names), path)
+    header = _read_json(path / CONFIG)
+    if not isinstance(header, dict):
+        raise EmaeError(f"{path / CONFIG}: expected a JSON object, got {type(header).__name__}")
+    check_checksums(path, header)
+    with write_errors(path), atomic_dir(path, overwrite=True, **BUNDLE_ONLY) as tmp:
+        for entry in path.iterdir():
+            if entry.name not in writers and entry.name != CONFIG:
+                _carry(entry, tmp / entry.name)
+        for name, write in writers.items():
+            write(tmp / name)
+        if CHECKSUMS in header:  # a folder from before checksums stays unchecked
+            header = {**header, CHECKSUMS: folder_checksums(tmp)}
+        _write_json(tmp / CONFIG, header)
+    logger.info("updated %s in %s", ", ".join(writers), path)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Carry a file, folder or link of the old folder into the new one, unchanged."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))

@@ -3,14 +3,15 @@
 A classifier folder holds::
 
     config.json          {"emae_version", "kind": "classifier", "model": backbone name,
-                          "model_kwargs", "head", "classes", "features", "run"}
+                          "model_kwargs", "head", "classes", "features", "run",
+                          "checksums": sha256 of every .safetensors file}
     model.safetensors    the EncoderClassifier's state dict (backbone and head)
     normalization.json   the intensity normalization of its input
     extra.safetensors    mean and std of the extra feature columns (when it uses them)
     training.json        the training summary
 
 Like the autoencoder folder (:mod:`emae.bundle`) it is read with ``json`` and ``safetensors``
-only: nothing is unpickled.
+only: nothing is unpickled, and the ``.safetensors`` files are checked against their checksums.
 """
 
 from __future__ import annotations
@@ -26,7 +27,20 @@ import safetensors.torch
 import torch
 
 import emae
-from emae.bundle import BUNDLE_ONLY, CONFIG, NORMALIZATION, WEIGHTS, _read_tensors
+from emae.bundle import (
+    BUNDLE_ONLY,
+    CHECKSUMS,
+    CONFIG,
+    NORMALIZATION,
+    WEIGHTS,
+    _check_version,
+    _read_json,
+    _read_tensors,
+    check_checksums,
+    folder_checksums,
+    load_weights,
+    write_errors,
+)
 from emae.error_maps import as_images
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_dir
@@ -35,6 +49,17 @@ from emae.models.classifier import EncoderClassifier
 from emae.normalization import PercentileNormalizer
 
 EXTRA = "extra.safetensors"
+#: Keys of a classifier's config.json (``checksums`` too, except in folders from before them).
+HEADER_KEYS = (
+    "emae_version",
+    "kind",
+    "model",
+    "model_kwargs",
+    "head",
+    "classes",
+    "features",
+    "run",
+)
 
 
 @dataclass
@@ -92,6 +117,7 @@ class FittedClassifier:
     @torch.inference_mode()
     def predict_proba(self, x: Any, extra: Any = None, *, batch_size: int = 64) -> np.ndarray:
         """Class probabilities of raw patches ``(N, P, P)``: ``(N, K)`` float32."""
+        self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this classifier", strict=False)
         images = self.normalizer(as_images(x))
         extras = self._extra(extra, len(images))
         self.model.eval()
@@ -116,6 +142,7 @@ class FittedClassifier:
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
+        self.normalizer.check_dtype(np.asarray(image).dtype, "image", "it", strict=False)
         x = torch.from_numpy(self.normalizer(as_images(np.asarray(image)[None]))[:, None])
         self.model.eval()
         return self.model.dense_probabilities(x.to(self._device()))[0].float().cpu().numpy()
@@ -129,6 +156,7 @@ class FittedClassifier:
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
+        self.normalizer.check_dtype(np.asarray(tiles).dtype, "tiles", "it", strict=False)
         x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(self._device())
         h, w = x.shape[-2:]
         half = self.model.patch_size // 2
@@ -176,8 +204,7 @@ def save_classifier(
         "run": config,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
-    with atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
-        (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
+    with write_errors(path), atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
         safetensors.torch.save_file(state, str(tmp / WEIGHTS))
         (tmp / NORMALIZATION).write_text(json.dumps(fitted.normalizer.to_dict(), indent=2))
         if fitted.feature_names:
@@ -187,6 +214,8 @@ def save_classifier(
             )
         if summary is not None:
             (tmp / "training.json").write_text(json.dumps(summary, indent=2, default=float))
+        header[CHECKSUMS] = folder_checksums(tmp)
+        (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
     return path
 
 
@@ -198,34 +227,63 @@ def is_classifier(path: str | Path) -> bool:
         return False
 
 
-def load_classifier(path: str | Path) -> FittedClassifier:
-    """Load a folder written by :func:`save_classifier`; nothing is unpickled."""
-    path = Path(path)
+def _header(path: Path) -> dict[str, Any]:
+    """The checked ``config.json`` of a classifier folder."""
     if not (path / CONFIG).is_file():
         raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
-    try:
-        header = json.loads((path / CONFIG).read_text())
-    except ValueError as exc:
-        raise EmaeError(f"{path / CONFIG}: not readable as JSON ({exc})") from None
-    if header.get("kind") != "classifier":
+    header = _read_json(path / CONFIG)
+    if isinstance(header, dict) and "kind" not in header and "model" in header:
         raise EmaeError(
             f"{path}: an autoencoder folder, not a classifier; train one with emae finetune"
         )
-    backbone = build_model(header["model"], **header["model_kwargs"])
-    head = header["head"]
-    model = EncoderClassifier(backbone, **head)
-    state = _read_tensors(path / WEIGHTS, safetensors.torch.load_file)
+    if not isinstance(header, dict) or set(HEADER_KEYS) - set(header):
+        found = sorted(header) if isinstance(header, dict) else type(header).__name__
+        raise EmaeError(f"{path / CONFIG}: expected keys {sorted(HEADER_KEYS)}, found {found}")
+    if header["kind"] != "classifier":
+        raise EmaeError(f"{path / CONFIG}: kind must be 'classifier', got {header['kind']!r}")
+    types = {"model_kwargs": dict, "head": dict, "classes": list, "features": list}
+    for key, kind in types.items():
+        value = header[key]
+        if not isinstance(value, kind) or (
+            kind is list and not all(isinstance(v, str) for v in value)
+        ):
+            expected = "an object" if kind is dict else "a list of names"
+            raise EmaeError(f"{path / CONFIG}: {key} must be {expected}, got {value!r}")
+    return header
+
+
+def load_classifier(path: str | Path) -> FittedClassifier:
+    """Load a folder written by :func:`save_classifier`; nothing is unpickled.
+
+    Raises
+    ------
+    EmaeError
+        When a file is missing or corrupt, ``config.json`` lacks a key, a ``.safetensors`` file
+        does not match its checksum, or the weights lack, add or reshape a tensor.
+    """
+    path = Path(path)
+    header = _header(path)
+    _check_version(header["emae_version"], path)
+    check_checksums(path, header)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise EmaeError(f"{path / WEIGHTS}: weights do not match the classifier ({exc})") from None
-    normalizer = PercentileNormalizer.from_dict(json.loads((path / NORMALIZATION).read_text()))
+        backbone = build_model(header["model"], **header["model_kwargs"])
+        model = EncoderClassifier(backbone, **header["head"])
+    except (EmaeError, TypeError) as exc:
+        raise EmaeError(f"{path / CONFIG}: {exc}") from None
+    load_weights(path, model)
+    try:
+        normalizer = PercentileNormalizer.from_dict(_read_json(path / NORMALIZATION))
+    except (EmaeError, TypeError) as exc:
+        raise EmaeError(f"{path / NORMALIZATION}: {exc}") from None
     mean = std = None
     if header["features"]:
         arrays = _read_tensors(path / EXTRA, safetensors.numpy.load_file)
+        shape = (len(header["features"]),)
+        if any(arrays.get(k, np.empty(0)).shape != shape for k in ("mean", "std")):
+            raise EmaeError(f"{path / EXTRA}: expected arrays 'mean' and 'std' of shape {shape}")
         mean, std = arrays["mean"], arrays["std"]
     return FittedClassifier(
-        model=model.eval(),
+        model=model,
         classes=tuple(header["classes"]),
         normalizer=normalizer,
         backbone_name=header["model"],

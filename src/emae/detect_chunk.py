@@ -19,6 +19,8 @@ GPU).
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,23 +232,64 @@ def process_chunk(
     return qc
 
 
-def read_marker(path: Path) -> tuple[dict[str, Any], list[ChunkComponents]]:
-    """The QC numbers and component pieces of a done chunk (never unpickles)."""
-    with np.load(path, allow_pickle=False) as f:
-        qc = json.loads(str(f["qc"]))
-        n = sum(1 for k in f.files if k.startswith("stats_"))
-        pieces = [
+#: Position keys every marker's QC numbers hold (integers).
+_POSITION = ("z", "y0", "x0", "height", "width")
+#: Arrays of component piece ``i`` in a marker, besides ``stats_i``.
+_PIECE = ("first_row", "last_row", "first_col", "last_col", "class")
+
+
+def _parse_marker(f: Any) -> tuple[dict[str, Any], list[ChunkComponents]]:
+    """The contents of an open marker; KeyError, ValueError or TypeError when it is no marker."""
+    qc = json.loads(str(f["qc"]))
+    if not isinstance(qc, dict) or not all(isinstance(qc.get(k), int) for k in _POSITION):
+        raise ValueError(f"its QC record lacks the chunk position {list(_POSITION)}")
+    if not all(isinstance(v, (int, float)) for v in qc.values()):
+        raise ValueError("its QC numbers are not all numbers")
+    n = sum(1 for k in f.files if k.startswith("stats_"))
+    pieces = []
+    for i in range(n):
+        stats = np.asarray(f[f"stats_{i}"])
+        if stats.ndim != 2 or stats.shape[1] != 9:
+            raise ValueError(f"stats_{i} has shape {stats.shape}, expected (n, 9)")
+        first_row, last_row, first_col, last_col, class_index = (f[f"{k}_{i}"] for k in _PIECE)
+        pieces.append(
             ChunkComponents(
                 qc["z"],
                 qc["y0"],
                 qc["x0"],
-                f[f"stats_{i}"],
-                f[f"first_row_{i}"],
-                f[f"last_row_{i}"],
-                f[f"first_col_{i}"],
-                f[f"last_col_{i}"],
-                int(f[f"class_{i}"]),
+                stats,
+                first_row,
+                last_row,
+                first_col,
+                last_col,
+                int(class_index),
             )
-            for i in range(n)
-        ]
+        )
+    return qc, pieces
+
+
+def read_marker(path: Path) -> tuple[dict[str, Any], list[ChunkComponents]]:
+    """The QC numbers and component pieces of a done chunk (never unpickles).
+
+    Raises
+    ------
+    EmaeError
+        One line naming the marker when it is truncated, foreign or missing, and saying to
+        delete it and rerun ``emae detect``, which then maps that chunk again.
+    """
+    broken = (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            qc, pieces = _parse_marker(f)
+        chunk = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
+        if Path(path).stem != chunk:
+            raise ValueError(f"it holds chunk {chunk}")
+    except broken as exc:
+        reason = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        if "pickle" in reason:  # numpy's advice to unpickle it is not ours to give
+            reason = "not an .npz archive of arrays"
+        raise EmaeError(
+            f"{path}: unreadable done marker ({reason or type(exc).__name__}); delete it and "
+            "rerun emae detect to map that chunk again"
+        ) from None
     return qc, pieces

@@ -42,7 +42,7 @@ from emae.objects import labeled_dtype, object_patches
 from emae.options import read_options
 from emae.semi import WithUnlabeled, consistency_loss, random_views
 from emae.synth.artifacts import INJECTORS, inject
-from emae.training import LoopSettings, train_loop
+from emae.training import LoopSettings, read_run_state, train_loop
 
 logger = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ def finetune(
     }
     if resume:
         saved = work / "run.json"
-        if not saved.is_file() or json.loads(saved.read_text()) != identity:
+        if not saved.is_file() or read_run_state(saved) != identity:
             raise EmaeError(
                 f"cannot resume {out}: {work} holds no interrupted run with this configuration, "
                 f"labels and encoder"

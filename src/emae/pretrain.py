@@ -43,7 +43,7 @@ from emae.normalization import PercentileNormalizer
 from emae.options import read_options
 from emae.sampling import sample_patches
 from emae.tensorboard import TensorBoardLogger
-from emae.training import LoopSettings, LossFn, train_loop
+from emae.training import LoopSettings, LossFn, read_run_state, train_loop
 from emae.validity import PatchCheck, not_empty
 
 logger = logging.getLogger(__name__)
@@ -240,13 +240,18 @@ def _prepare(
     work = _training_dir(out)
     if not distributed.is_main():
         distributed.barrier()
-        return work, PercentileNormalizer.from_dict(
-            json.loads((work / "normalization.json").read_text())
-        )
+        return work, read_run_state(work / "normalization.json", PercentileNormalizer.from_dict)
     try:
         return _prepare_main(work, out, config, sources, resume, overwrite)
     finally:
         distributed.barrier()
+
+
+def _saved_run(value: Any) -> dict[str, Any]:
+    """The ``config.json`` of an interrupted run: its configuration and sources."""
+    if not isinstance(value["config"], dict) or not isinstance(value["sources"], list):
+        raise ValueError("expected a config object and a list of sources")
+    return value
 
 
 def _prepare_main(
@@ -257,7 +262,7 @@ def _prepare_main(
     if resume:
         if not saved_config.exists():
             raise EmaeError(f"nothing to resume: {work} holds no interrupted run")
-        saved = json.loads(saved_config.read_text())
+        saved = read_run_state(saved_config, _saved_run)
         if saved["config"] != config.model_dump(mode="json") or saved["sources"] != sources:
             differ = sorted(
                 k for k, v in config.model_dump(mode="json").items() if saved["config"].get(k) != v
@@ -266,9 +271,7 @@ def _prepare_main(
                 f"cannot resume {out}: the configuration or inputs differ from the "
                 f"interrupted run (options: {differ or 'inputs'})"
             )
-        return work, PercentileNormalizer.from_dict(
-            json.loads((work / "normalization.json").read_text())
-        )
+        return work, read_run_state(work / "normalization.json", PercentileNormalizer.from_dict)
     for path in (out, work):
         check_not_input(path, sources)
     check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)

@@ -28,6 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from emae.components import ChunkComponents, merge_components
+from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 
 DETECTION_FIELDS = (
@@ -93,6 +94,18 @@ def _section_rows(z: int, tiles: list[dict[str, Any]], numbers: list[str]) -> li
     return rows
 
 
+def _check_numbers(qc: dict[str, Any], numbers: list[str], out: Path) -> None:
+    """Refuse a chunk whose QC numbers differ from the first chunk's (a marker of another run)."""
+    found = [k for k in qc if k not in ("z", "y0", "x0", "height", "width")]
+    if sorted(found) != sorted(numbers):
+        chunk = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
+        raise EmaeError(
+            f"{out}: the done marker of chunk {chunk} holds QC numbers {sorted(found)}, the "
+            f"others {sorted(numbers)}; delete that marker and rerun emae detect to map that "
+            "chunk again"
+        )
+
+
 def _format(row: dict[str, Any]) -> dict[str, Any]:
     return {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
 
@@ -113,7 +126,9 @@ def write_reports(
     Memory does not grow with the volume: one section's markers are held at a time (components
     never cross sections), its merged detections go to a table on disk, and only their peaks
     (8 bytes per detection) are read back to write the CSV largest peak first.
-    Returns the number of detections and the three paths.
+    Returns the number of detections and the three paths. A chunk whose QC numbers differ
+    from the others' (a done marker of another run) is an ``EmaeError`` naming it, and no
+    report is half-written.
     """
     stem = out.with_suffix("")
     paths = {
@@ -138,6 +153,8 @@ def write_reports(
                 numbers = [k for k in tiles[0] if k not in ("z", "y0", "x0", "height", "width")]
                 qc_writer = csv.DictWriter(qc_file, fieldnames=(*QC_FIELDS, *numbers))
                 qc_writer.writeheader()
+            for t in tiles:
+                _check_numbers(t, numbers, out)
             qc_writer.writerows(_format(r) for r in _section_rows(z, tiles, numbers))
             grid.append([_artifact_fraction(t) for t in tiles])
             merged = merge_components(pieces)

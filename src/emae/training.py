@@ -43,13 +43,14 @@ when the loop runs inside a process group, e.g. one started by ``torchrun``::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from emae import distributed
+from emae.bundle import write_errors
 from emae.distributed import DistInfo
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
@@ -66,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any, int, torch.Generator], tuple[Tensor, dict[str, float]]]
 ValFn = Callable[[nn.Module], float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,21 +180,59 @@ def _group_schedule(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+    """Write the checkpoint atomically; a full disk is one line, and the old one stays."""
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, overwrite=True) as tmp:
+            torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train_loop`; never unpickles arbitrary objects."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EmaeError(f"{path}: no checkpoint to resume from") from None
     except Exception as exc:  # a corrupt or foreign file; never execute its contents
         raise EmaeError(
             f"{path}: not a readable emae checkpoint ({exc.__class__.__name__})"
         ) from None
+    if not isinstance(saved, dict) or {"model", "optimizer", "scheduler"} - set(saved):
+        raise EmaeError(f"{path}: not an emae checkpoint (no model, optimizer and scheduler)")
+    return saved
+
+
+def read_run_state(path: str | Path, parse: Callable[[Any], T] = lambda value: value) -> T:
+    """A JSON state file of an interrupted run (configuration, normalization), parsed.
+
+    Parameters
+    ----------
+    path
+        The file, e.g. ``RUN.training/normalization.json``.
+    parse
+        Turns the JSON value into what the caller needs (e.g.
+        ``PercentileNormalizer.from_dict``); its ``EmaeError``, ``KeyError``, ``TypeError`` or
+        ``ValueError`` means the file does not hold what it should.
+
+    Raises
+    ------
+    EmaeError
+        One line naming the file when it is missing, not JSON, or refused by ``parse``, with
+        how to start the run again.
+    """
+    path = Path(path)
+    restart = f"the interrupted run in {path.parent} cannot resume; pass --overwrite to start again"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EmaeError(f"{path}: missing; {restart}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EmaeError(f"{path}: not readable as JSON ({exc}); {restart}") from None
+    try:
+        return parse(value)
+    except (EmaeError, KeyError, TypeError, ValueError) as exc:
+        reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise EmaeError(f"{path}: unexpected content ({reason}); {restart}") from None
 
 
 def _to(batch: Any, device: torch.device, channels_last: bool) -> Any:
@@ -329,9 +370,16 @@ def train_loop(
         if checkpoint is None:
             raise EmaeError("resume requested but no checkpoint path was given")
         saved = load_checkpoint(checkpoint)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise EmaeError(
+                f"{checkpoint}: does not fit this model and optimizer ({first}); pass "
+                "--overwrite to start again"
+            ) from None
         state.update({k: saved[k] for k in state if k in saved})
         if main:
             logger.info(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -160,16 +161,56 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _chunks_done(folder: Path, settings: dict[str, Any]) -> tuple[int, int] | None:
+    """``(done, planned)`` chunks of a detect store, from its settings (volume shape, chunk
+    size) and its done markers; None when the settings do not say."""
+    from emae.detect_chunk import DONE, plan_chunks
+
+    shape, chunk = settings.get("shape"), settings.get("chunk")
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (2, 3)
+        and all(isinstance(n, int) and n > 0 for n in shape)
+        and isinstance(chunk, int)
+        and chunk > 0
+    ):
+        return None
+    planned = {f"{c.name}.npz" for c in plan_chunks((1, *shape)[-3:], chunk)}
+    markers = folder / DONE
+    found = {e.name for e in os.scandir(markers) if e.is_file()} if markers.is_dir() else set()
+    return len(planned & found), len(planned)
+
+
+def _incomplete(folder: Path, settings: dict[str, Any], detections_csv: Path) -> str | None:
+    """Why the store holds no finished detection (a killed or failed run), or None.
+
+    ``emae detect`` writes a done marker per chunk and the reports only after the last chunk,
+    so a store with chunks left, or without reports, is unfinished whatever CSV lies beside it
+    (an earlier run's, replaced by the next complete one).
+    """
+    progress = _chunks_done(folder, settings)
+    rerun = "rerun emae detect to finish"
+    if progress is not None and progress[0] < progress[1]:
+        return f"incomplete: {progress[0]} of {progress[1]} chunks done; {rerun}"
+    if not detections_csv.is_file():
+        done = f"all {progress[1]} chunks done" if progress is not None else "chunks mapped"
+        return f"incomplete: {done} but no detection report written; {rerun}"
+    return None
+
+
 def detect_section(folder: Path, top: int = 12) -> Section:
-    """QC heatmap, worst sections, and the top detections with thumbnails."""
+    """QC heatmap, worst sections, and the top detections with thumbnails.
+
+    A store whose run was killed or failed is reported as incomplete (how many chunks are
+    done), without detection counts.
+    """
     import zarr
 
     from emae.io import open_image
 
     settings = _json(folder / "emae_run.json")
     stem = folder.with_suffix("")
-    detections = _read_csv(stem.with_name(stem.name + "_detections.csv"))
-    qc = [r for r in _read_csv(stem.with_name(stem.name + "_qc.csv")) if r["tile"] == "all"]
+    detections_csv = stem.with_name(stem.name + "_detections.csv")
     items = [
         ("store", str(folder)),
         ("input", settings.get("source")),
@@ -178,8 +219,19 @@ def detect_section(folder: Path, top: int = 12) -> Section:
             "tile, overlap, chunk",
             f"{settings.get('tile')}, {settings.get('overlap')}, {settings.get('chunk')}",
         ),
-        ("detections", len(detections)),
     ]
+    status = _incomplete(folder, settings, detections_csv)
+    if status is not None:
+        items.append(("status", status))
+        return {
+            "id": "detect",
+            "title": "Whole-volume detection",
+            "blocks": [{"type": "kv", "caption": "Detection", "items": items}],
+            "highlights": [("whole-volume detection", status)],
+        }
+    detections = _read_csv(detections_csv)
+    qc = [r for r in _read_csv(stem.with_name(stem.name + "_qc.csv")) if r["tile"] == "all"]
+    items.append(("detections", len(detections)))
     blocks: list[Block] = [{"type": "kv", "caption": "Detection", "items": items}]
     highlights = [("detections in the volume", str(len(detections)))]
     blocks += _file(stem.with_name(stem.name + "_qc.png"), "QC: sections x tiles", "qc heatmap")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from emae.errors import EmaeError
 from emae.report import figures
 from emae.report.sources import Runs
 
@@ -57,7 +58,16 @@ def _file(path: Path, caption: str, alt: str) -> list[Block]:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The JSON object in ``path`` (``{}`` when absent); a corrupt file is one line naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EmaeError(f"{path}: not readable as JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise EmaeError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def test_sections(
