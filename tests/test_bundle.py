@@ -126,7 +126,7 @@ def test_saving_follows_the_overwrite_rules(tmp_path):
     (tmp_path / "empty").mkdir()
     save(tmp_path / "empty")  # an empty folder may be filled
     path = save(tmp_path / "run", threshold=THRESHOLD)
-    with pytest.raises(EmaeError, match=r"run already exists; pass overwrite=True"):
+    with pytest.raises(EmaeError, match=r"run already exists; pass --overwrite"):
         save(path)
     save(path, overwrite=True)
     assert "threshold.json" not in files(path)  # replaced as a whole

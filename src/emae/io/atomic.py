@@ -3,13 +3,16 @@
 Everything emae writes (TIFFs, zarr stores, CSVs, run folders) is first written to a hidden
 temporary sibling in the same folder, then renamed into place with :func:`os.replace`, which is
 atomic on POSIX and Windows file systems. An interrupted write leaves the user's existing data
-untouched and at most a ``.<name>.tmp-*`` sibling behind.
+untouched and at most a ``.<name>.tmp-<host>-<pid>-*`` sibling behind; the next write of the
+same name removes such leftovers of processes of this host that are no longer running (a
+killed run), and nothing else.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,9 +58,7 @@ def check_writable(
     empty_dir = path.is_dir() and not any(path.iterdir())
     if path.exists() and not empty_dir:
         if not overwrite:
-            raise EmaeError(
-                f"{path} already exists; pass overwrite=True (--overwrite) to replace it"
-            )
+            raise EmaeError(f"{path} already exists; pass --overwrite to replace it")
         if replaceable is not None and not replaceable(path):
             raise EmaeError(f"{path} exists and is not {kind}; refusing to replace it")
     if not path.parent.exists():
@@ -82,9 +83,46 @@ def _probe(path: Path) -> None:
         ) from None
 
 
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+
+
 def _temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name beside ``path``; created by the writer with the usual permissions."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    """A fresh hidden name beside ``path``; created by the writer with the usual permissions.
+
+    The name holds the host and process id, so that :func:`_remove_stale` can tell the
+    leftovers of a killed writer from the work of a running one.
+    """
+    return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` left by killed processes of this host.
+
+    Only names of the exact form :func:`_temporary_sibling` makes are considered, and only
+    those whose process is gone; writers on other hosts and running writers are left alone.
+    """
+    prefix = f".{path.name}.tmp-{_host()}-"
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid, _, rest = entry.name[len(prefix) :].partition("-")
+        if pid.isdigit() and len(rest) == 12 and not _running(int(pid)):
+            _remove(Path(entry.path))
 
 
 def _remove(path: Path) -> None:
@@ -114,6 +152,7 @@ def atomic_file(
     path = check_writable(
         path, overwrite=overwrite, replaceable=replaceable, kind=kind, probe=False
     )
+    _remove_stale(path)
     tmp = _temporary_sibling(path)
     try:
         yield tmp
@@ -141,6 +180,7 @@ def atomic_dir(
     path = check_writable(
         path, overwrite=overwrite, replaceable=replaceable, kind=kind, probe=False
     )
+    _remove_stale(path)
     tmp = _temporary_sibling(path)
     tmp.mkdir()
     try:

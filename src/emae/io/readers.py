@@ -5,7 +5,9 @@ What is lazy for which format:
 - TIFF (``.tif``/``.tiff``; BigTIFF, tiled or striped, single page or multi-page stack):
   uncompressed contiguous data is memory-mapped; anything else is read through tifffile's zarr
   store, which decodes only the tiles or strips a region touches. A striped TIFF stored as one
-  strip per page decodes the whole page for any region.
+  strip per page decodes the whole page for any region. A TIFF whose pages were saved as
+  separate series (one per page, as several ``TiffWriter.write`` calls produce) is a ``"ZYX"``
+  stack of its pages, read page by page; series of other shapes are refused.
 - zarr v2/v3 arrays and OME-Zarr groups (NGFF v0.4 and v0.5): read chunk by chunk.
 - HDF5 (``file.h5:/dataset``; also ``.hdf5``/``.hdf``): the h5py dataset, read by region. The file
   stays open for as long as the image is alive. h5py is imported only when needed.
@@ -36,7 +38,13 @@ import tifffile
 from emae.errors import EmaeError
 from emae.io.image import Image
 from emae.io.ngff import is_zarr, open_zarr
-from emae.io.sections import SECTION_SUFFIXES, TIFF_SUFFIXES, SectionFolder, section_files
+from emae.io.sections import (
+    SECTION_SUFFIXES,
+    TIFF_SUFFIXES,
+    SectionFolder,
+    TiffPages,
+    section_files,
+)
 from emae.io.sources import HDF5_SUFFIXES, SUPPORTED, split_source
 
 logger = logging.getLogger(__name__)
@@ -56,14 +64,21 @@ class _View:
 
     Reads return new, writable, native-byte-order ``numpy`` arrays; a failing read (corrupt
     chunk, truncated file, missing codec) becomes an :class:`EmaeError` naming the file. ``owner``
-    keeps an open file handle alive. Pickling stores only ``(path, scale)``.
+    keeps an open file handle alive. ``zarr_store`` is true only for arrays of a zarr store on
+    disk, whose unwritten chunks can be counted. Pickling stores only ``(path, scale)``.
     """
 
     def __init__(
-        self, data: Any, keep: Sequence[int], path: str, scale: int = 0, owner: Any = None
+        self,
+        data: Any,
+        keep: Sequence[int],
+        path: str,
+        scale: int = 0,
+        owner: Any = None,
+        zarr_store: bool = False,
     ) -> None:
         self._data, self._keep, self._path, self._owner = data, tuple(keep), path, owner
-        self._scale = scale
+        self._scale, self._zarr_store = scale, zarr_store
         self.shape = tuple(int(data.shape[i]) for i in self._keep)
         self.dtype = np.dtype(data.dtype).newbyteorder("=")
         self.ndim = len(self.shape)
@@ -79,12 +94,11 @@ class _View:
 
     @property
     def missing_chunks(self) -> int | None:
-        """Chunks of a zarr array that were never written (read back as the fill value), or
-        None for other formats."""
-        total, written = getattr(self._data, "nchunks", None), None
-        if total is not None:
-            written = getattr(self._data, "nchunks_initialized", None)
-        return None if written is None else int(total) - int(written)
+        """Chunks of a zarr store that were never written (they read back as the fill value), or
+        None for other formats (TIFF, HDF5, ...), which have no unwritten chunks."""
+        if not self._zarr_store:
+            return None
+        return int(self._data.nchunks) - int(self._data.nchunks_initialized)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -107,7 +121,15 @@ class _View:
         return out if out.flags.owndata and out.flags.writeable else out.copy()
 
 
-def _image(data: Any, labels: str | None, path: str, *, scale: int = 0, owner: Any = None) -> Image:
+def _image(
+    data: Any,
+    labels: str | None,
+    path: str,
+    *,
+    scale: int = 0,
+    owner: Any = None,
+    zarr_store: bool = False,
+) -> Image:
     """Wrap ``data`` as a ``"YX"``/``"ZYX"`` Image, dropping singleton dims.
 
     ``labels`` has one letter per dimension (tifffile/NGFF style: ``Y``, ``X``, ``C``/``S`` for
@@ -139,7 +161,8 @@ def _image(data: Any, labels: str | None, path: str, *, scale: int = 0, owner: A
         raise EmaeError(f"{path}: expected a 2D (YX) or 3D (ZYX) image, {what}")
     keep = [*extra, yi, xi]
     _warn_large_chunks(data, path)
-    return Image(_View(data, keep, path, scale, owner), "ZYX" if extra else "YX", path)
+    view = _View(data, keep, path, scale, owner, zarr_store)
+    return Image(view, "ZYX" if extra else "YX", path)
 
 
 def _warn_large_chunks(data: Any, path: str) -> None:
@@ -164,20 +187,12 @@ def _warn_large_chunks(data: Any, path: str) -> None:
         )
 
 
-def _open_tiff(path: str, scale: int) -> Image:
-    try:
-        tif = tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, OSError, EOFError) as exc:
-        raise EmaeError(f"{path}: not a readable TIFF file ({exc})") from exc
-    try:
-        series = tif.series[0]
-        levels = series.levels
-        if not 0 <= scale < len(levels):
-            raise EmaeError(
-                f"{path}: scale level {scale} out of range; TIFF levels: 0..{len(levels) - 1}"
-            )
-        level = levels[scale]
-        page = level.keyframe
+def _check_tiff_pages(path: str, pages: Sequence[Any], end: int | None = None) -> None:
+    """Refuse pages whose compression cannot be decoded or whose data ends past the file.
+
+    ``end`` is the end of the data of a contiguous series, where tifffile knows it.
+    """
+    for page in pages:
         try:
             tifffile.TIFF.DECOMPRESSORS[page.compression]
         except KeyError as exc:
@@ -186,18 +201,37 @@ def _open_tiff(path: str, scale: int) -> Image:
                 f"{path}: TIFF compression {name} is unsupported without the "
                 "'imagecodecs' package (pip install imagecodecs)"
             ) from exc
-        size = os.path.getsize(path)
+    ends = [o + n for p in pages for o, n in zip(p.dataoffsets, p.databytecounts, strict=True)]
+    if max([*ends, end or 0]) > os.path.getsize(path):
+        raise EmaeError(f"{path}: TIFF is truncated: pixel data ends past the end of the file")
+
+
+def _check_scale(path: str, scale: int, n_levels: int) -> None:
+    if not 0 <= scale < n_levels:
+        raise EmaeError(f"{path}: scale level {scale} out of range; TIFF levels: 0..{n_levels - 1}")
+
+
+def _open_tiff(path: str, scale: int) -> Image:
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError) as exc:
+        raise EmaeError(f"{path}: not a readable TIFF file ({exc})") from exc
+    try:
+        if len(tif.series) > 1:  # e.g. one series per page: stack the pages
+            _check_scale(path, scale, min(len(s.levels) for s in tif.series))
+            stack = TiffPages([s.levels[scale] for s in tif.series], path)
+            _check_tiff_pages(path, stack.pages)
+            return _image(stack, "ZYX", path, scale=scale, owner=tif)
+        levels = tif.series[0].levels
+        _check_scale(path, scale, len(levels))
+        level = levels[scale]
+        page = level.keyframe
         last = (level.pages[-1] if len(level.pages) else None) or page
-        ends = [
-            o + n
-            for p in (page, last)
-            for o, n in zip(p.dataoffsets, p.databytecounts, strict=True)
-        ]
-        if level.dataoffset is not None:
-            ends.append(level.dataoffset + level.nbytes)
-        if max(ends, default=0) > size:
-            raise EmaeError(f"{path}: TIFF is truncated: pixel data ends past the end of the file")
-        if level.dataoffset is not None and scale == 0:
+        contiguous = level.dataoffset is not None
+        _check_tiff_pages(
+            path, [page, last], level.dataoffset + level.nbytes if contiguous else None
+        )
+        if contiguous and scale == 0:
             data = tifffile.memmap(path, series=0, mode="r")
             tif.close()
             return _image(data, level.axes, path)
@@ -306,7 +340,7 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
     if path.is_dir():
         if is_zarr(path) or path.suffix.lower() == ".zarr":
             array, labels = open_zarr(path, scale=scale)
-            return _image(array, labels, text, scale=scale)
+            return _image(array, labels, text, scale=scale, zarr_store=True)
         files = section_files(path)
         if not files:
             raise EmaeError(
