@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,6 +118,31 @@ def world(tmp_path_factory) -> Path:
     pretrain([user / "stack.tif"], root / "run", PretrainConfig(**TINY), progress=False)
     config = FinetuneConfig(steps=2, batch_size=4, device="cpu", precision="fp32")
     finetune(root / "run", user / "labels.csv", root / "clf", config, progress=False)
+    # Damaged emae outputs (outside the fingerprinted folders: the cases' commands own them).
+    emae = root / "emae"
+    shutil.copytree(root / "run", emae / "tampered")
+    weights = emae / "tampered" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(4)  # other numbers, same valid header
+    weights.write_bytes(bytes(data))
+    assert (
+        main(
+            [
+                "-q",
+                "detect",
+                str(root / "run"),
+                str(user / "stack.tif"),
+                "--out",
+                str(emae / "det.zarr"),
+                *DETECT,
+            ]
+        )
+        == 0
+    )
+    marker = next((emae / "det.zarr").glob("*/z1_*.npz"))
+    marker.write_bytes(marker.read_bytes()[:100])
+    (emae / "ae.training").mkdir()
+    (emae / "ae.training" / "config.json").write_text('{"config": {"steps"')
     return root
 
 
@@ -454,6 +480,28 @@ CASES: list[tuple[str, Argv, str]] = [
             f"{t}/cmp",
         ],
         "pixels are uint16",
+    ),
+    (
+        "score-tampered-weights",
+        lambda w, t: ["score", f"{w}/emae/tampered", f"{w}/user/stack.tif", "--out", f"{t}/m.tif"],
+        "model.safetensors does not match the checksum",
+    ),
+    (
+        "detect-truncated-marker",
+        lambda w, t: [
+            "detect",
+            f"{w}/run",
+            f"{w}/user/stack.tif",
+            "--out",
+            f"{w}/emae/det.zarr",
+            *DETECT,
+        ],
+        "unreadable done marker .* delete it",
+    ),
+    (
+        "pretrain-resume-corrupt-state",
+        lambda w, t: ["pretrain", f"{w}/user/stack.tif", "--out", f"{w}/emae/ae", "--resume"],
+        "config.json: not readable as JSON",
     ),
     (
         "score-nan-rescaled",

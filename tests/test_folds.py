@@ -86,7 +86,7 @@ def test_rare_class_error_message() -> None:
     with pytest.raises(EmaeError) as err:
         make_folds(y, None, n_folds=5, classes=CLASSES)
     assert str(err.value) == (
-        "class 'dust' has 3 samples, fewer than the 5 folds; use --folds 3 or label more"
+        "class 'dust' has 3 samples, fewer than the 5 folds; use at most 3 folds or label more"
     )
     with pytest.raises(EmaeError, match="class 1 has 1 sample, fewer than the 5 folds"):
         make_folds(np.repeat([0, 1], [20, 1]), None, n_folds=5)

@@ -93,11 +93,16 @@ def _pretrain(args: argparse.Namespace) -> None:
     if info.rank != 0:
         return
     best = summary["best_val"]
-    print(
-        f"trained {config.model} for {summary['steps_done']} steps in {summary['seconds']:.0f} s "
-        f"({summary['samples_per_s']:.0f} patches/s on {summary['device']}, "
-        f"{summary['precision']}); best validation loss {best:.4g}; model folder {args.out}"
-    )
+    steps, this_run = summary["steps_done"], summary.get("steps_this_run", summary["steps_done"])
+    if steps and not this_run:
+        how = f"all {steps} steps were done before the resume"
+    else:
+        since = f" since the resume at step {steps - this_run}" if this_run < steps else ""
+        how = (
+            f"trained for {steps} steps ({summary['samples_per_s']:.0f} patches/s{since} on "
+            f"{summary['device']}, {summary['precision']}, {summary['seconds']:.0f} s)"
+        )
+    print(f"{config.model}: {how}; best validation loss {best:.4g}; model folder {args.out}")
     threshold = summary["threshold"]
     print(
         f"anomaly score {threshold['score']}: threshold {threshold['value']:.4g} flags "
@@ -281,6 +286,17 @@ def _demo(args: argparse.Namespace) -> None:
     )
     _print_steps(record)
     print(f"demo results in {Path(args.out).resolve()}; open {args.out / 'report.html'}")
+
+
+#: What an interrupted command leaves, and how to continue it.
+_RESUME = {
+    "pretrain": "add --resume to the same command to continue from the last checkpoint",
+    "finetune": "add --resume to the same command to continue from the last checkpoint",
+    "detect": "rerun the same command to continue with the chunks not yet done",
+    "compare": "rerun the same command to continue with the folds not yet done",
+    "pipeline": "rerun the same command to continue with the steps not yet done",
+}
+_NOTHING = "nothing was written under the output's name; rerun the command"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,6 +534,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emae: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("emae: interrupted", file=sys.stderr)
+        print(f"emae: interrupted; {_RESUME.get(args.command, _NOTHING)}", file=sys.stderr)
         return 130
     return 0

@@ -148,7 +148,8 @@ def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarr
     ry0, rx0 = max(c.y0 - halo, 0), max(c.x0 - halo, 0)
     ry1, rx1 = min(c.y1 + halo, h), min(c.x1 + halo, w)
     yx = (slice(ry0, ry1), slice(rx0, rx1))
-    return np.asarray(image.data[(c.z, *yx) if image.ndim == 3 else yx]), ry0, rx0
+    region = np.asarray(image.data[(c.z, *yx) if image.ndim == 3 else yx])
+    return image.check_finite(region, c.z, ry0, rx0), ry0, rx0
 
 
 def _write(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> None:

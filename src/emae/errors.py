@@ -8,6 +8,8 @@ shows a traceback for these.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 
 class EmaeError(ValueError):
     """A problem with the user's input or request, explained in one line."""
@@ -21,7 +23,9 @@ class NotFittedError(EmaeError, AttributeError):
     """An estimator was used before ``fit`` was called."""
 
 
-def config_error(exc: Exception, source: str = "configuration") -> EmaeError:
+def config_error(
+    exc: Exception, source: str = "configuration", flags: Collection[str] = ()
+) -> EmaeError:
     """Turn a pydantic ``ValidationError`` into one line naming each bad field.
 
     Parameters
@@ -29,13 +33,26 @@ def config_error(exc: Exception, source: str = "configuration") -> EmaeError:
     exc
         The ``pydantic.ValidationError`` raised while validating ``source``.
     source
-        What was being validated (a YAML path, ``"flags"``), for the message.
+        What was being validated (a YAML path, ``"options"``), for the message.
+    flags
+        Fields whose values came from command-line flags rather than ``source``: they are
+        named as the flag (``--steps``), so a bad flag is not blamed on the YAML file.
     """
     errors = getattr(exc, "errors", None)
     if errors is None:
         return EmaeError(f"{source}: {exc}")
-    parts = []
+    from_file, from_flags = [], []
     for err in errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "value"
-        parts.append(f"{where}: {err.get('msg', 'invalid')} (got {err.get('input')!r})")
-    return EmaeError(f"invalid {source}: " + "; ".join(parts))
+        loc = err.get("loc", ())
+        where = ".".join(str(p) for p in loc) or "value"
+        what = f"{err.get('msg', 'invalid')} (got {err.get('input')!r})"
+        if loc and loc[0] in flags:
+            from_flags.append(f"--{str(loc[0]).replace('_', '-')}: {what}")
+        else:
+            from_file.append(f"{where}: {what}")
+    parts = []
+    if from_flags:
+        parts.append("invalid flag " + "; ".join(from_flags))
+    if from_file:
+        parts.append(f"invalid {source}: " + "; ".join(from_file))
+    return EmaeError("; ".join(parts))

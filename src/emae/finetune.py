@@ -135,11 +135,12 @@ class FinetuneConfig(BaseModel):
 def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """A YAML file's options with flag overrides (``None`` ignored); unknown keys are errors."""
     data: dict[str, Any] = read_options(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    data.update(flags)
     try:
         return FinetuneConfig(**data)
     except Exception as exc:
-        raise config_error(exc, str(path or "options")) from None
+        raise config_error(exc, str(path or "options"), flags) from None
 
 
 def _backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, ...]:

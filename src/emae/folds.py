@@ -106,7 +106,7 @@ def make_folds(
     rarest = int(np.argmin(counts))
     if counts[rarest] < n_folds:
         name, count = _class_name(int(present[rarest]), classes), int(counts[rarest])
-        fix = f"use --folds {count} or label more" if count >= 2 else "label at least 2"
+        fix = f"use at most {count} folds or label more" if count >= 2 else "label at least 2"
         raise EmaeError(
             f"class {name} has {count} sample{'s' * (count != 1)}, fewer than the "
             f"{n_folds} folds; {fix}"
@@ -120,7 +120,7 @@ def make_folds(
         if n_groups < n_folds:
             raise EmaeError(
                 f"the samples form {n_groups} distinct groups, fewer than the {n_folds} folds; "
-                f"use --folds {n_groups} or label samples in more groups"
+                f"use at most {n_groups} folds or label samples in more groups"
             )
         for c in present:
             spread = int(np.unique(group_ids[y == c]).size)

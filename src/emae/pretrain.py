@@ -182,11 +182,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PretrainCon
     """
     data: dict[str, Any] = read_options(path) if path is not None else {}
     source = "options" if path is None else str(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    data.update(flags)
     try:
         return PretrainConfig(**data)
     except Exception as exc:
-        raise config_error(exc, source) from None
+        raise config_error(exc, source, flags) from None
 
 
 def _patch_check(config: PretrainConfig) -> PatchCheck | None:
@@ -282,8 +283,17 @@ def _prepare_main(
                 "--overwrite to start again"
             )
         shutil.rmtree(work)
-    work.mkdir()
     images = [open_image(s, scale=config.scale) for s in sources]
+    for image in images:
+        if min(image.yx_shape) < config.patch_size:
+            h, w = image.yx_shape
+            raise EmaeError(
+                f"{image.path}: sections of {h}x{w} are smaller than the "
+                f"{config.patch_size}x{config.patch_size} training patches; pass a smaller "
+                f"--patch-size or larger images"
+            )
+        image.check_complete()
+    work.mkdir()
     try:
         normalizer = PercentileNormalizer.fit(
             images,

@@ -177,7 +177,7 @@ def score_images(
     rows = []
     for i, (image, source, z) in enumerate(tqdm(sections, desc="scoring", disable=not progress)):
         maps[i] = predict_tiled(
-            image.section(z),
+            image.check_finite(image.section(z), z),
             lambda tiles: detector.anomaly_map(tiles)[:, None],
             tile=tile,
             overlap=overlap,

@@ -524,6 +524,7 @@ def train_loop(
         "history": state["history"],
         "curve": state["curve"],
         "steps_done": state["step"],
+        "steps_this_run": state["step"] - start,
         "best_val": state["best_val"],
         "stopped_early": state["stopped_early"],
         "seconds": seconds,

@@ -88,6 +88,20 @@ class Image:
                 f"read as the fill value); finish or repair the input first"
             )
 
+    def check_finite(self, region: np.ndarray, z: int = 0, y0: int = 0, x0: int = 0) -> np.ndarray:
+        """Return the ``(h, w)`` ``region`` read from section ``z`` at ``(y0, x0)``, refusing
+        NaN or infinite values in one line that names the file and the first bad pixel.
+
+        Integer regions pass at once.
+        """
+        if region.dtype.kind == "f" and not np.isfinite(region).all():
+            y, x = np.argwhere(~np.isfinite(region))[0]
+            raise EmaeError(
+                f"{self.path}: holds NaN or infinite values (section {z}, y={y0 + y}, "
+                f"x={x0 + x}); replace them before processing"
+            )
+        return region
+
     def check_section(self, z: int) -> None:
         """Raise an :class:`EmaeError` unless ``0 <= z < n_sections``."""
         if not 0 <= z < self.n_sections:
