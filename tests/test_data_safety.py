@@ -88,6 +88,8 @@ def world(tmp_path_factory) -> Path:
     tifffile.imwrite(user / "flat.tif", np.full((2, 80, 72), 7, np.uint8))
     (user / "cut.tif").write_bytes((user / "stack.tif").read_bytes()[:3000])
     (user / "empty.tif").write_bytes(b"")
+    tifffile.imwrite(user / "pixel.tif", np.full((1, 1), 9, np.uint8))
+    (user / "ft.yaml").write_text("batch_size: 8\n")
     (user / "notes.txt").write_text("keep me\n")
     (user / "page.html").write_text("<p>my page</p>\n")
     (user / "m_scores.csv").write_text("sample,value\n1,2\n")
@@ -504,6 +506,27 @@ CASES: list[tuple[str, Argv, str]] = [
         "config.json: not readable as JSON",
     ),
     (
+        "pretrain-one-pixel",
+        lambda w, t: ["pretrain", f"{w}/user/pixel.tif", "--out", f"{t}/ae"],
+        "smaller than the 64x64 training patches|expected a 2D",
+    ),
+    (
+        "finetune-bad-flag-with-config",
+        lambda w, t: [
+            "finetune",
+            f"{w}/run",
+            "--labels",
+            f"{w}/user/labels.csv",
+            "--config",
+            f"{w}/user/ft.yaml",
+            "--steps",
+            "0",
+            "--out",
+            f"{t}/c",
+        ],
+        "^emae: error: invalid flag --steps: .*got 0",
+    ),
+    (
         "score-nan-rescaled",
         lambda w, t: ["score", f"{w}/run", f"{w}/user/nan.tif", "--rescale", "--out", f"{t}/m.tif"],
         "NaN or infinite",
@@ -691,3 +714,55 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(world, tmp_path
     assert main(argv) == 0
     assert not leftover.exists()
     assert running.exists() and elsewhere.exists() and mine.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [("pretrain", "add --resume"), ("detect", "rerun the same command"), ("score", "rerun")],
+)
+def test_ctrl_c_says_how_to_continue(monkeypatch, capsys, command, advice):
+    import emae.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = emae.cli.build_parser()
+    monkeypatch.setattr(emae.cli, "build_parser", lambda: parser)
+    for action in parser._subparsers._group_actions[0].choices.values():
+        action.set_defaults(func=interrupted)
+    argv = {
+        "pretrain": ["pretrain", "x.tif", "--out", "ae"],
+        "detect": ["detect", "ae", "x.tif", "--out", "m.zarr"],
+        "score": ["score", "ae", "x.tif", "--out", "m.tif"],
+    }[command]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("emae: interrupted; ") and advice in err
+
+
+def test_a_detect_stopped_by_a_bad_option_does_not_block_the_corrected_rerun(world, tmp_path):
+    out = tmp_path / "m.zarr"
+    base = ["-q", "detect", f"{world}/run", f"{world}/user/stack.tif", "--out", str(out)]
+    bad = [*base, "--chunk", "40", "--tile", "8", "--overlap", "8", "--scheduler", "synchronous"]
+    assert main(bad) == 2  # refused before anything is written
+    assert not out.exists()
+    # A run whose every chunk failed (here: its markers removed) left a store of other settings.
+    assert main([*base, *DETECT]) == 0
+    for marker in (out / "emae_done").iterdir():
+        marker.unlink()
+    other = [a if a != "8" else "4" for a in [*base, *DETECT]]
+    assert main(other) == 0  # no --overwrite needed: no chunk of it was finished
+    assert json.loads((out / "emae_run.json").read_text())["overlap"] == 4
+    assert main([a if a != "4" else "6" for a in other]) == 2  # finished chunks need it
+
+
+def test_nan_pixels_are_named_with_the_file_and_position(tmp_path):
+    from emae.errors import EmaeError
+    from emae.io import open_image
+
+    array = np.zeros((2, 30, 30), np.float32)
+    array[1, 12, 7] = np.inf
+    tifffile.imwrite(tmp_path / "f.tif", array, photometric="minisblack")
+    image = open_image(tmp_path / "f.tif")
+    with pytest.raises(EmaeError, match=r"f\.tif: holds NaN .*section 1, y=12, x=7"):
+        image.check_finite(image[1, 10:20, 5:15], 1, 10, 5)

@@ -253,9 +253,14 @@ def detect(
     if out.suffix != ".zarr":
         raise EmaeError(f"{out}: the output must be a .zarr store")
     check_not_input(out, [source, model])
+    tile = tile or chunk + 2 * overlap
+    if chunk < 1 or not 0 <= overlap < tile:
+        raise EmaeError(
+            f"need --chunk >= 1 and 0 <= --overlap < --tile, got chunk={chunk}, "
+            f"overlap={overlap}, tile={tile}"
+        )
     device = device_for_run(device, scheduler)
     image = open_image(str(source), scale=scale)
-    tile = tile or chunk + 2 * overlap
     mapper, patch = _mapper(model, precision)
     normalizers = _check_input(image, mapper, patch, str(source), str(model), rescale)
     settings = {
