@@ -63,10 +63,10 @@ def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
     summary = detect(data / "run", data / "stack.tif", out, **SMALL)
     assert summary["chunks"] == {"done": 2 * 3 * 2, "skipped": 0, "failed": 0}
     assert summary["startup_seconds"] == 0.0  # no cluster to start in this process
-    group = zarr.open_group(str(out / "anomaly"), mode="r")
+    group = zarr.open_group(str(out), mode="r")  # the root is the anomaly map
     validate_ngff(group.attrs.asdict())
     level0 = group["0"]
-    assert level0.shape == (2, 90, 70) and level0.dtype == np.float16
+    assert level0.shape == (2, 90, 70) and level0.dtype == np.float32
     assert level0.chunks == (1, 40, 40)
     maps = level0[:].astype(np.float32)
     assert np.isfinite(maps).all()
@@ -85,7 +85,7 @@ def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
 def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
     detect(data / "run", data / "stack.tif", tmp_path / "d.zarr", **SMALL)
     score_images(data / "run", [data / "stack.tif"], tmp_path / "s.tif", tile=48, overlap=16)
-    chunked = zarr.open_array(str(tmp_path / "d.zarr" / "anomaly" / "0"), mode="r")[:]
+    chunked = zarr.open_array(str(tmp_path / "d.zarr" / "0"), mode="r")[:]
     whole = tifffile.imread(tmp_path / "s.tif")
     assert np.corrcoef(chunked.astype(np.float32).ravel(), whole.ravel())[0, 1] > 0.95
 
@@ -110,8 +110,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
     monkeypatch.setattr(module, "process_chunk", original)
     summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL)
     assert summary["chunks"] == {"done": 6, "skipped": 6, "failed": 0}
-    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
-    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "0"), mode="r")[:]
     np.testing.assert_array_equal(a, b)
     assert _rows(tmp_path / "a_detections.csv") == _rows(tmp_path / "b_detections.csv")
 
@@ -154,8 +154,8 @@ def test_a_process_killed_midway_resumes_to_the_same_result(tmp_path, data):
     )
     assert again.returncode == 0, again.stderr
     assert "8 chunks done, 4 skipped" in again.stdout
-    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
-    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "0"), mode="r")[:]
     np.testing.assert_array_equal(a, b)
     for suffix in ("_detections.csv", "_qc.csv"):
         assert _rows(tmp_path / f"a{suffix}") == _rows(tmp_path / f"b{suffix}")
@@ -167,8 +167,8 @@ def test_dask_workers_give_the_same_map(tmp_path, data):
     summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **local)
     assert 0 < summary["startup_seconds"] < summary["seconds"]
     assert summary["megapixels_per_s_after_start"] > summary["megapixels_per_s"]
-    a = zarr.open_array(str(tmp_path / "a.zarr" / "anomaly" / "0"), mode="r")[:]
-    b = zarr.open_array(str(tmp_path / "b.zarr" / "anomaly" / "0"), mode="r")[:]
+    a = zarr.open_array(str(tmp_path / "a.zarr" / "0"), mode="r")[:]
+    b = zarr.open_array(str(tmp_path / "b.zarr" / "0"), mode="r")[:]
     np.testing.assert_array_equal(a, b)
 
 
@@ -204,7 +204,7 @@ def test_cli_detect(tmp_path, data, capsys):
     argv += [str(tmp_path / "c.zarr"), "--chunk", "64", "--tile", "48", "--overlap", "16"]
     assert main([*argv, "--scheduler", "synchronous"]) == 0
     assert "detections" in capsys.readouterr().out
-    assert main([*argv, "--scheduler", "synchronous", "--overlap", "8"]) == 2
+    assert main([*argv, "--scheduler", "synchronous", "--overlap", "8"]) == 1
     assert "other settings" in capsys.readouterr().err
 
 
@@ -244,13 +244,19 @@ def test_classifier_models_write_named_probability_channels(tmp_path, data):
     summary = detect(tmp_path / "clf", data / "stack.tif", tmp_path / "p.zarr", **SMALL)
     probs = zarr.open_group(str(tmp_path / "p.zarr" / "probabilities"), mode="r")
     validate_ngff(probs.attrs.asdict())
-    assert [c["label"] for c in probs.attrs["omero"]["channels"]] == ["burnt", "clean"]
+    channels = probs.attrs["omero"]["channels"]
+    assert [c["label"] for c in channels] == ["burnt", "clean"]
+    assert [c["active"] for c in channels] == [True, False]  # clean hidden at first
+    assert len({c["color"] for c in channels}) == 2
+    assert probs.attrs["emae"]["value_scale"] == pytest.approx(1 / 255)
     level0 = probs["0"]
     assert level0.shape == (2, 2, 90, 70) and level0.dtype == np.uint8
     total = level0[:].astype(int).sum(0)
     assert np.abs(total - 255).max() <= 2  # probabilities scaled to 0-255 sum to 255
     # The classifier's encoder had a fitted score, so the anomaly map is written too.
-    assert (tmp_path / "p.zarr" / "anomaly").is_dir()
+    assert zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs["emae"]["kind"] == (
+        "anomaly map"
+    )
     qc = _rows(tmp_path / "p_qc.csv")
     assert {"fraction_burnt", "fraction_clean", "anomalous_fraction"} <= set(qc[0])
     classes = {r["class"] for r in _rows(tmp_path / "p_detections.csv")}
@@ -328,7 +334,7 @@ def test_gpu_maps_match_the_cpu(tmp_path, data):
     assert torch.cuda.max_memory_allocated() > 0
     local = {**fp32, "scheduler": None, "workers": None}
     detect(data / "run", data / "stack.tif", tmp_path / "w.zarr", **local, device="cuda")
-    a = zarr.open_array(str(tmp_path / "c.zarr" / "anomaly" / "0"), mode="r")[:]
+    a = zarr.open_array(str(tmp_path / "c.zarr" / "0"), mode="r")[:]
     for name in ("g.zarr", "w.zarr"):
-        b = zarr.open_array(str(tmp_path / name / "anomaly" / "0"), mode="r")[:]
+        b = zarr.open_array(str(tmp_path / name / "0"), mode="r")[:]
         np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), atol=2e-3, rtol=2e-3)

@@ -176,7 +176,7 @@ def test_other_tools_files_go_through_info_score_and_detect(
     np.testing.assert_allclose(scored, expected, rtol=1e-5, atol=1e-6)
 
     assert main(["-q", "detect", str(run), source, "--out", str(tmp_path / "d.zarr"), *DETECT]) == 0
-    mapped = zarr.open_array(str(tmp_path / "d.zarr" / "anomaly" / "0"), mode="r")[:]
+    mapped = zarr.open_array(str(tmp_path / "d.zarr" / "0"), mode="r")[:]
     assert mapped.shape == shape
     mapped = mapped.astype(np.float32)
     assert np.isfinite(mapped).all() and mapped.std() > 0

@@ -1,8 +1,9 @@
 """``emae detect``: the anomaly map of a whole volume, chunk by chunk, on Dask.
 
-The output ``OUT.zarr`` is a zarr group holding ``anomaly``, an OME-Zarr image (NGFF v0.4,
-multiscale, axes as the input, float16, larger = more anomalous) chunked ``(1, C, C)`` per
-section, plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it (see :mod:`emae.qc`).
+The output ``OUT.zarr`` is a map store (:mod:`emae.io.map_store`): an OME-Zarr image (NGFF
+v0.4, multiscale, axes and pixel size of the input) of the anomaly map at its root (float32,
+larger = more anomalous, chunked ``(1, C, C)`` per section), class probabilities below it for
+classifier runs; plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it (:mod:`emae.qc`).
 
 Every output chunk is one task: it reads its region of the input plus a halo of ``overlap``
 pixels (only the input chunks it touches), maps it with the same tiled function as
@@ -28,11 +29,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import zarr
 
 from emae.classifier_bundle import is_classifier, load_classifier
 from emae.detect_chunk import DONE, Mapper, plan_chunks, read_marker
@@ -41,7 +40,8 @@ from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
-from emae.io.ome_zarr import build_pyramid, create_ome_zarr
+from emae.io.map_store import create_map_store, store_images
+from emae.io.ome_zarr import build_pyramid
 from emae.io.provenance import check_not_input
 from emae.normalization import normalizer_for
 from emae.qc import write_reports
@@ -71,6 +71,7 @@ def _prepare(
     chunk: int,
     overwrite: bool,
     mapper: Mapper,
+    pixel_size: tuple[float | None, ...] | None,
 ) -> bool:
     """Create the store, or check it holds this run; returns whether it resumes.
 
@@ -97,30 +98,16 @@ def _prepare(
         )
     if out.exists():
         shutil.rmtree(out)
-    zarr.open_group(str(out), mode="w", zarr_format=2)
-    chunks = (1, chunk, chunk) if axes == "ZYX" else (chunk, chunk)
-    if mapper.detector is not None:
-        create_ome_zarr(
-            out / "anomaly",
-            shape,
-            np.float16,
-            axes=axes,
-            chunks=chunks,
-            name="anomaly",
-            kind="anomaly map",
-        )
-    if mapper.classifier is not None:
-        classes = mapper.classes
-        create_ome_zarr(
-            out / "probabilities",
-            (len(classes), *shape),
-            np.uint8,
-            axes="C" + axes,
-            chunks=(len(classes), *chunks),
-            name="probabilities",
-            channel_names=classes,
-            kind="probability map",
-        )
+    create_map_store(
+        out,
+        shape,
+        axes,
+        chunks=(1, chunk, chunk) if axes == "ZYX" else (chunk, chunk),
+        anomaly=mapper.detector is not None,
+        classes=mapper.classes,
+        clean_class=mapper.clean_class,
+        pixel_size=pixel_size,
+    )
     (out / DONE).mkdir()
     with atomic_file(run) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
@@ -191,6 +178,7 @@ def detect(
     overwrite: bool = False,
     progress: bool = True,
     rescale: bool = False,
+    pixel_size: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Map a 2D image or ``"ZYX"`` volume and write ``out`` (see the module docstring).
 
@@ -239,6 +227,10 @@ def detect(
         Normalize the input by its own percentiles instead of the model's intensity values
         (:func:`emae.normalization.normalizer_for`): the way to map data of another dtype or
         intensity range than the training data, which is refused otherwise.
+    pixel_size
+        Nanometers per pixel, to use instead of (or where the input lacks) its own: one size
+        for Y and X, or (Y, X), or (Z, Y, X) (:meth:`emae.io.Image.with_pixel_size`). The
+        output's OME-Zarr scale is the input's pixel size, so the maps overlay the input.
 
     Returns
     -------
@@ -260,7 +252,7 @@ def detect(
             f"overlap={overlap}, tile={tile}"
         )
     device = device_for_run(device, scheduler)
-    image = open_image(str(source), scale=scale)
+    image = open_image(str(source), scale=scale).with_pixel_size(pixel_size)
     mapper, patch = _mapper(model, precision)
     normalizers = _check_input(image, mapper, patch, str(source), str(model), rescale)
     settings = {
@@ -273,9 +265,12 @@ def detect(
         "chunk": chunk,
         "precision": precision,
         "channels": (["anomaly"] if mapper.detector else []) + list(mapper.classes),
+        "pixel_size_nm": None if image.pixel_size is None else list(image.pixel_size),
         **({"normalizers": normalizers} if rescale else {}),
     }
-    resumed = _prepare(out, settings, image.shape, image.axes, chunk, overwrite, mapper)
+    resumed = _prepare(
+        out, settings, image.shape, image.axes, chunk, overwrite, mapper, image.pixel_size
+    )
     volume = (image.n_sections, *image.yx_shape)
     chunks = plan_chunks(volume, chunk)
     # One listing of the markers, not one file check per chunk (millions on a network file
@@ -308,9 +303,8 @@ def detect(
             f"{len(failed)} of {len(chunks)} chunks failed after {retries} retries: {where}; "
             f"the {len(chunks) - len(failed)} finished chunks are kept; rerun to retry"
         )
-    for image_name in ("anomaly", "probabilities"):
-        if (out / image_name).is_dir():
-            build_pyramid(out / image_name)
+    for image_path in store_images(out).values():
+        build_pyramid(image_path)
     markers = (read_marker(out / DONE / f"{c.name}.npz") for c in chunks)  # one at a time
     reports = write_reports(out, markers, mapper.class_names())
     pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)

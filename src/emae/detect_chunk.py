@@ -34,6 +34,7 @@ from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.atomic import atomic_file
+from emae.io.map_store import ANOMALY_DTYPE, image_paths
 from emae.tiling import predict_tiled
 
 DONE = "emae_done"
@@ -196,9 +197,12 @@ def process_chunk(
         "width": c.x1 - c.x0,
     }
     pieces: list[ChunkComponents] = []
+    paths = image_paths(
+        out, anomaly=mapper.detector is not None, probabilities=mapper.classifier is not None
+    )
     if mapper.detector is not None:
-        stored = core[0].astype(np.float16)
-        _write(f"{out}/anomaly/0", c, stored, channels=False)
+        stored = core[0].astype(ANOMALY_DTYPE)
+        _write(f"{paths['anomaly']}/0", c, stored, channels=False)
         values = stored.astype(np.float32)  # decide on what was written
         anomalous = values > mapper.detector.pixel_threshold_.value
         pieces.append(chunk_components(values, anomalous, c.z, c.y0, c.x0, ANOMALY))
@@ -207,7 +211,7 @@ def process_chunk(
         core = core[1:]
     if mapper.classifier is not None:
         stored = np.rint(np.clip(core, 0, 1) * 255).astype(np.uint8)
-        _write(f"{out}/probabilities/0", c, stored, channels=True)
+        _write(f"{paths['probabilities']}/0", c, stored, channels=True)
         best = stored.argmax(axis=0)
         for k, name in enumerate(mapper.classes):
             found = (best == k) & (stored[k] >= 128)

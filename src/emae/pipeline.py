@@ -37,6 +37,7 @@ import yaml
 from emae import __version__
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file, check_writable
+from emae.io.map_store import store_images
 from emae.pipeline_config import PipelineConfig
 
 logger = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ def run_pipeline(
         workers = config.detect_workers
         run(
             "detect",
-            (store / "anomaly").is_dir() and Path(f"{out}/detect_qc.csv").is_file(),
+            "anomaly" in store_images(store) and Path(f"{out}/detect_qc.csv").is_file(),
             _command(
                 "emae",
                 "detect",

@@ -87,6 +87,22 @@ def _map_axes(images: list[Image], sources: list[str]) -> str:
     return "YX" if len(images) == 1 and images[0].ndim == 2 else "ZYX"
 
 
+def _map_pixel_size(images: list[Image], axes: str) -> tuple[float | None, ...] | None:
+    """The map's pixel size: the inputs' sizes in Y and X when they agree (and Z for a single
+    stack); None, with a warning, when they differ."""
+    yx = {im.pixel_size[-2:] if im.pixel_size else None for im in images}
+    if len(yx) > 1:
+        logger.warning("the inputs have different pixel sizes %s; the map has none", yx)
+        return None
+    (sizes,) = yx
+    if sizes is None:
+        return None
+    if axes == "YX":
+        return sizes
+    z = images[0].pixel_size[0] if len(images) == 1 and images[0].ndim == 3 else None
+    return (z, *sizes)
+
+
 def score_images(
     model_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -101,6 +117,7 @@ def score_images(
     precision: str = "auto",
     progress: bool = True,
     rescale: bool = False,
+    pixel_size: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
 
@@ -135,6 +152,9 @@ def score_images(
         instead of the model's intensity values: the way to score data of another dtype or
         intensity range (:func:`emae.normalization.normalizer_for`). Without it, inputs of
         another dtype than the training data are refused.
+    pixel_size
+        Nanometers per pixel to use instead of (or where the inputs lack) their own
+        (:meth:`emae.io.Image.with_pixel_size`); the map carries the inputs' pixel size.
 
     Returns
     -------
@@ -163,6 +183,7 @@ def score_images(
         model_dir, batch_size=batch_size, device=select_device(device), precision=precision
     )
     images, sources = _open_inputs(sources, scale)
+    images = [im.with_pixel_size(pixel_size) for im in images]
     axes = _map_axes(images, sources)
     for image in images:
         image.check_complete()
@@ -196,7 +217,12 @@ def score_images(
             }
         )
     write_image(
-        out, maps[0] if axes == "YX" else maps, axes=axes, overwrite=overwrite, kind=MAP_KIND
+        out,
+        maps[0] if axes == "YX" else maps,
+        axes=axes,
+        overwrite=overwrite,
+        kind=MAP_KIND,
+        pixel_size=_map_pixel_size(images, axes),
     )
     with (
         atomic_file(csv_path, overwrite=overwrite, replaceable=_is_scores_csv) as tmp,

@@ -7,6 +7,8 @@ axes. Slicing reads only the chunks that intersect the request and returns a ``n
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +32,16 @@ class Image:
         ``"YX"`` for a 2D image or ``"ZYX"`` for a stack of sections.
     path
         Where the image came from, used in error messages.
+    pixel_size
+        Physical size of a pixel along each axis in nanometers (``None`` for an axis whose
+        size the file does not give), or ``None`` when the file gives none
+        (:mod:`emae.io.pixel_size`).
     """
 
     data: Any
     axes: str
     path: str
+    pixel_size: tuple[float | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.axes not in AXES:
@@ -44,6 +51,32 @@ class Image:
                 f"{self.path}: expected a {len(self.axes)}D array for axes {self.axes!r}, "
                 f"got shape {tuple(self.data.shape)}"
             )
+
+    def with_pixel_size(self, sizes: Sequence[float] | None) -> Image:
+        """This image with the pixel size ``sizes`` (nm) given by the user, e.g. ``--pixel-size``.
+
+        One size applies to Y and X, two are Y and X, three are Z, Y and X (Z is ignored for a
+        2D image). ``None`` returns the image unchanged.
+        """
+        if sizes is None:
+            return self
+        sizes = tuple(float(s) for s in sizes)
+        if len(sizes) == 1:
+            sizes = (sizes[0], sizes[0])
+        if len(sizes) == 2:
+            z = self.pixel_size[0] if self.ndim == 3 and self.pixel_size else None
+            full = (z, *sizes) if self.ndim == 3 else sizes
+        elif len(sizes) == 3:
+            full = sizes if self.ndim == 3 else sizes[1:]
+        else:
+            raise EmaeError(f"pixel size takes one to three sizes, got {sizes}")
+        return dataclasses.replace(self, pixel_size=tuple(full))
+
+    def pixel_size_text(self) -> str:
+        """The pixel size for people: ``"30 x 4 x 4 nm"``, ``"? x 4 x 4 nm"`` or ``"unknown"``."""
+        if not self.pixel_size or all(s is None for s in self.pixel_size):
+            return "unknown"
+        return " x ".join("?" if s is None else f"{s:g}" for s in self.pixel_size) + " nm"
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from emae.errors import EmaeError
+from emae.io.pixel_size import ngff_sizes
 
 NGFF_VERSION = "0.4"
 READABLE_VERSIONS = ("0.4", "0.5")
@@ -124,7 +125,9 @@ def _axis_letters(axes: list[Mapping[str, Any]]) -> str:
     return "".join(letters)
 
 
-def open_zarr(path: str | Path, *, scale: int = 0) -> tuple[zarr.Array, str | None]:
+def open_zarr(
+    path: str | Path, *, scale: int = 0
+) -> tuple[zarr.Array, str | None, list[float | None] | None]:
     """Open a zarr array, or level ``scale`` of an OME-Zarr multiscale group, without reading it.
 
     Parameters
@@ -137,9 +140,11 @@ def open_zarr(path: str | Path, *, scale: int = 0) -> tuple[zarr.Array, str | No
 
     Returns
     -------
-    array, axes
-        The lazy ``zarr.Array`` and one letter per dimension (``"TCZYX"``, ``"ZYX"``, ...) taken
-        from the NGFF axes, or ``None`` for a plain array whose axes are unknown.
+    array, axes, sizes
+        The lazy ``zarr.Array``; one letter per dimension (``"TCZYX"``, ``"ZYX"``, ...) taken
+        from the NGFF axes, or ``None`` for a plain array whose axes are unknown; the pixel
+        size of each dimension at this level in nanometers (None where the axis has no length
+        unit), or ``None`` when no axis has one.
     """
     name = str(path)
     try:
@@ -153,7 +158,7 @@ def open_zarr(path: str | Path, *, scale: int = 0) -> tuple[zarr.Array, str | No
     if isinstance(node, zarr.Array):
         if scale != 0:
             raise EmaeError(f"{name}: scale={scale} requested but this is a single zarr array")
-        return node, None
+        return node, None, None
     attrs = node.attrs.asdict()
     multiscales, _ = _multiscales(attrs)
     if multiscales is None:
@@ -179,18 +184,21 @@ def open_zarr(path: str | Path, *, scale: int = 0) -> tuple[zarr.Array, str | No
         raise EmaeError(
             f"{name}: level '{level_path}' has shape {array.shape} but {len(axes)} axes"
         )
-    return array, _axis_letters(axes)
+    return array, _axis_letters(axes), ngff_sizes(multiscales[0], scale)
 
 
-def _pixel_sizes(pixel_size: float | Sequence[float] | None, axes: str) -> list[float]:
+def _pixel_sizes(
+    pixel_size: float | Sequence[float | None] | None, axes: str
+) -> list[float | None]:
+    """One size in nm (or None: unknown) per axis of ``axes``."""
     if pixel_size is None:
-        return [1.0] * len(axes)
+        return [None] * len(axes)
     sizes = [float(pixel_size)] * len(axes) if np.isscalar(pixel_size) else list(pixel_size)
-    if len(sizes) != len(axes) or not all(s > 0 for s in sizes):
+    if len(sizes) != len(axes) or not all(s is None or s > 0 for s in sizes):
         raise EmaeError(
             f"pixel_size must be one positive number or one per axis {axes!r}, got {pixel_size!r}"
         )
-    return [float(s) for s in sizes]
+    return [None if s is None else float(s) for s in sizes]
 
 
 def multiscales_attrs(
@@ -209,8 +217,8 @@ def multiscales_attrs(
     n_levels
         Number of levels; level ``k`` is level 0 averaged over ``2**k`` pixels in Y and X.
     pixel_size
-        Level-0 pixel size in nanometers, one number or one per axis; ``None`` for unitless axes
-        with a scale of 1 per pixel.
+        Level-0 pixel size in nanometers, one number or one per spatial axis (``None`` entries
+        for axes of unknown size); ``None`` for unitless axes with a scale of 1 per pixel.
     name
         Image name stored in the metadata.
     channel_names
@@ -224,14 +232,15 @@ def multiscales_attrs(
         :func:`validate_ngff`.
     """
     space = axes.removeprefix("C")
-    sizes = [1.0] * (len(axes) - len(space)) + _pixel_sizes(pixel_size, space)
+    known = [None] * (len(axes) - len(space)) + _pixel_sizes(pixel_size, space)
+    sizes = [1.0 if s is None else s for s in known]
     ngff_axes: list[dict[str, Any]] = []
-    for a in axes.lower():
+    for a, size in zip(axes.lower(), known, strict=True):
         if a == "c":
             ngff_axes.append({"name": "c", "type": "channel"})
             continue
         axis = {"name": a, "type": "space"}
-        if pixel_size is not None:
+        if size is not None:
             axis["unit"] = "nanometer"
         ngff_axes.append(axis)
     datasets = []

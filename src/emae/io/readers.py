@@ -38,6 +38,7 @@ import tifffile
 from emae.errors import EmaeError
 from emae.io.image import Image
 from emae.io.ngff import is_zarr, open_zarr
+from emae.io.pixel_size import hdf5_sizes, tiff_sizes
 from emae.io.sections import (
     SECTION_SUFFIXES,
     TIFF_SUFFIXES,
@@ -129,12 +130,14 @@ def _image(
     scale: int = 0,
     owner: Any = None,
     zarr_store: bool = False,
+    sizes: Sequence[float | None] | None = None,
 ) -> Image:
     """Wrap ``data`` as a ``"YX"``/``"ZYX"`` Image, dropping singleton dims.
 
     ``labels`` has one letter per dimension (tifffile/NGFF style: ``Y``, ``X``, ``C``/``S`` for
     channels and samples, anything else for a stack axis); ``None`` means unknown, in which case
-    all singleton dimensions are dropped and the last two are taken as Y and X.
+    all singleton dimensions are dropped and the last two are taken as Y and X. ``sizes`` are
+    the pixel sizes in nm of every dimension of ``data`` (:mod:`emae.io.pixel_size`).
     """
     dtype = np.dtype(data.dtype)
     if dtype.kind not in "uif":
@@ -162,7 +165,11 @@ def _image(
     keep = [*extra, yi, xi]
     _warn_large_chunks(data, path)
     view = _View(data, keep, path, scale, owner, zarr_store)
-    return Image(view, "ZYX" if extra else "YX", path)
+    pixel_size = None
+    if sizes is not None and len(sizes) == len(shape):
+        kept = tuple(sizes[i] for i in keep)
+        pixel_size = kept if any(s is not None for s in kept) else None
+    return Image(view, "ZYX" if extra else "YX", path, pixel_size)
 
 
 def _warn_large_chunks(data: Any, path: str) -> None:
@@ -221,7 +228,9 @@ def _open_tiff(path: str, scale: int) -> Image:
             _check_scale(path, scale, min(len(s.levels) for s in tif.series))
             stack = TiffPages([s.levels[scale] for s in tif.series], path)
             _check_tiff_pages(path, stack.pages)
-            return _image(stack, "ZYX", path, scale=scale, owner=tif)
+            sizes = tiff_sizes(tif, "YX", stack.pages[0])
+            sizes = None if sizes is None else [None, *sizes]
+            return _image(stack, "ZYX", path, scale=scale, owner=tif, sizes=sizes)
         levels = tif.series[0].levels
         _check_scale(path, scale, len(levels))
         level = levels[scale]
@@ -231,14 +240,15 @@ def _open_tiff(path: str, scale: int) -> Image:
         _check_tiff_pages(
             path, [page, last], level.dataoffset + level.nbytes if contiguous else None
         )
+        sizes = tiff_sizes(tif, level.axes, page)
         if contiguous and scale == 0:
             data = tifffile.memmap(path, series=0, mode="r")
             tif.close()
-            return _image(data, level.axes, path)
+            return _image(data, level.axes, path, sizes=sizes)
         import zarr
 
         data = zarr.open(store=tif.aszarr(series=0, level=scale), mode="r")
-        return _image(data, level.axes, path, scale=scale, owner=tif)
+        return _image(data, level.axes, path, scale=scale, owner=tif, sizes=sizes)
     except EmaeError:
         tif.close()
         raise
@@ -285,7 +295,7 @@ def _open_hdf5(path: str, dataset: str | None) -> Image:
         wanted = f"dataset {dataset!r} not found" if dataset else "name a dataset as file.h5:/path"
         raise EmaeError(f"{path}: {wanted}; available datasets: {', '.join(names) or 'none'}")
     try:
-        return _image(node, None, f"{path}:{node.name}", owner=f)
+        return _image(node, None, f"{path}:{node.name}", owner=f, sizes=hdf5_sizes(node))
     except EmaeError:
         f.close()
         raise
@@ -339,8 +349,8 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
         raise EmaeError(f"{text}: no such file or folder")
     if path.is_dir():
         if is_zarr(path) or path.suffix.lower() == ".zarr":
-            array, labels = open_zarr(path, scale=scale)
-            return _image(array, labels, text, scale=scale, zarr_store=True)
+            array, labels, sizes = open_zarr(path, scale=scale)
+            return _image(array, labels, text, scale=scale, zarr_store=True, sizes=sizes)
         files = section_files(path)
         if not files:
             raise EmaeError(

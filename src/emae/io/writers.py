@@ -9,6 +9,7 @@ TIFFs are contiguous (they can be memory-mapped when read back); compressed ones
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def write_tiff(
     compression: str | None = None,
     overwrite: bool = False,
     kind: str = "image",
+    pixel_size: Sequence[float | None] | None = None,
 ) -> Path:
     """Write a 2D image or a stack of sections as a grayscale TIFF, atomically.
 
@@ -62,6 +64,10 @@ def write_tiff(
     kind
         What the image is (``"image"``, ``"anomaly map"``, ...), stored in the description
         next to the axes (:mod:`emae.io.provenance`).
+    pixel_size
+        Nanometers per pixel along each axis (None for unknown ones): stored in the
+        description for emae and, for Y and X, as resolution tags in pixels per centimeter,
+        which Fiji and other TIFF readers show.
 
     Returns
     -------
@@ -78,6 +84,15 @@ def write_tiff(
     tile = None
     if compression and min(array.shape[-2:]) >= TIFF_TILE:
         tile = (TIFF_TILE, TIFF_TILE)
+    metadata: dict = {"axes": axes, **mark(kind)}
+    resolution: dict = {}
+    if pixel_size is not None and any(s is not None for s in pixel_size):
+        if len(pixel_size) != len(axes):
+            raise EmaeError(f"{path}: give one pixel size per axis {axes!r}, got {pixel_size}")
+        metadata["pixel_size_nm"] = [None if s is None else float(s) for s in pixel_size]
+        y, x = pixel_size[-2:]
+        if y and x:
+            resolution = {"resolution": (1e7 / x, 1e7 / y), "resolutionunit": "CENTIMETER"}
     with atomic_file(
         path,
         overwrite=overwrite,
@@ -89,9 +104,10 @@ def write_tiff(
             array,
             bigtiff=array.nbytes > BIGTIFF_BYTES,
             photometric="minisblack",
-            metadata={"axes": axes, **mark(kind)},
+            metadata=metadata,
             compression=compression,
             tile=tile,
+            **resolution,
         )
     return path
 
@@ -103,20 +119,30 @@ def write_image(
     axes: str,
     overwrite: bool = False,
     kind: str = "image",
+    pixel_size: Sequence[float | None] | None = None,
 ) -> Path:
     """Write ``array`` as a TIFF (``.tif``/``.tiff``) or an OME-Zarr image (``.zarr``).
 
     ``array`` is ``(H, W)`` for ``axes="YX"`` or ``(Z, H, W)`` for ``axes="ZYX"``. TIFFs are
     written zlib-compressed; OME-Zarr stores with the defaults of
     :func:`~emae.io.ome_zarr.write_ome_zarr`. ``overwrite`` replaces only an image emae wrote
-    as the same ``kind``. Returns ``path``.
+    as the same ``kind``; ``pixel_size`` (nm per pixel of each axis) goes into the TIFF's tags or
+    the OME-Zarr scale. Returns ``path``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         return write_tiff(
-            path, array, axes=axes, compression="zlib", overwrite=overwrite, kind=kind
+            path,
+            array,
+            axes=axes,
+            compression="zlib",
+            overwrite=overwrite,
+            kind=kind,
+            pixel_size=pixel_size,
         )
     if suffix == ".zarr":
-        return write_ome_zarr(path, array, axes=axes, overwrite=overwrite, kind=kind)
+        return write_ome_zarr(
+            path, array, axes=axes, overwrite=overwrite, kind=kind, pixel_size=pixel_size
+        )
     raise EmaeError(f"{path}: cannot write {suffix!r} files; use .tif, .tiff or .zarr")

@@ -13,38 +13,140 @@ from typing import Any
 
 import numpy as np
 
+from emae.metrics import bootstrap_intervals, rate_intervals
+from emae.plots import readable
+from emae.qc import qc_figure, tiles_from_csv
 from emae.report import figures
-from emae.report.sections import Block, Runs, Section, _curves, _file, _fmt, _json, _stat
+from emae.report.sections import (
+    Block,
+    Runs,
+    Section,
+    _curves,
+    _figure,
+    _file,
+    _fmt,
+    _json,
+    _stat,
+)
 
-PER_CLASS = (("tpr", "TPR"), ("tnr", "TNR"), ("ppv", "PPV"), ("npv", "NPV"), ("f1", "F1"))
-PER_CLASS += (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("support", "support"))
-OVERALL = (
-    ("macro_f1", "macro-F1"),
-    ("balanced_accuracy", "balanced acc."),
-    ("accuracy", "accuracy"),
-    ("macro_roc_auc", "macro ROC AUC"),
-    ("macro_pr_auc", "macro PR AUC"),
+PER_CLASS = ("tpr", "tnr", "ppv", "npv", "f1", "roc_auc", "pr_auc", "support")
+OVERALL = ("macro_f1", "balanced_accuracy", "accuracy", "macro_roc_auc", "macro_pr_auc")
+LOW_RATE = 0.5  # a class whose TPR or PPV is below this is flagged
+FEW_SAMPLES = 10  # ... and one with fewer test samples (its rates are uncertain)
+INTERVALS = (
+    "in grey, 95% intervals: Wilson score for TPR, TNR, PPV and NPV, bootstrap over the test "
+    "samples for F1 and the AUCs"
 )
 
 
-def per_class_table(metrics: dict[str, Any], caption: str, table_id: str) -> Block:
-    """Rows = classes, columns = TPR, TNR, PPV, NPV, F1, ROC / PR AUC, support."""
+def per_class_table(
+    metrics: dict[str, Any],
+    caption: str,
+    table_id: str,
+    intervals: dict[str, dict[str, Any]] | None = None,
+) -> Block:
+    """Rows = classes, columns = TPR, TNR, PPV, NPV, F1, ROC / PR AUC, support.
+
+    A cell with an interval in ``intervals[class][key]`` (``[low, high]``) is
+    ``{"text", "note"}``: the value and, in smaller grey type, the interval.
+    """
+
+    def cell(name: str, key: str, stat: Any) -> Any:
+        bounds = (intervals or {}).get(name, {}).get(key)
+        if bounds is None or stat is None:
+            return _stat(stat)
+        return {"text": _stat(stat), "note": f"{bounds[0]:.2f}–{bounds[1]:.2f}"}
+
     return {
         "type": "table",
         "id": table_id,
         "caption": caption,
-        "header": ["class", *(name for _, name in PER_CLASS)],
+        "header": ["class", *(readable(key) for key in PER_CLASS)],
         "rows": [
-            [name, *(_stat(stats.get(key)) for key, _ in PER_CLASS)]
+            [name, *(cell(name, key, stats.get(key)) for key in PER_CLASS)]
             for name, stats in metrics["per_class"].items()
         ],
     }
+
+
+def _predictions(evaluation: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """True class indices ``(N,)`` and probabilities ``(N, K)`` from ``predictions.csv``, or
+    None when the file is absent or does not match ``classes``."""
+    rows = _read_csv(evaluation / "predictions.csv")
+    columns = [f"p_{c}" for c in classes]
+    if not rows or any(c not in rows[0] for c in columns):
+        return None
+    try:
+        y = np.array([classes.index(r["label"]) for r in rows])
+        proba = np.array([[float(r[c]) for c in columns] for r in rows])
+    except ValueError:
+        return None
+    return y, proba
+
+
+def class_intervals(metrics: dict[str, Any], evaluation: Path) -> dict[str, dict[str, Any]]:
+    """Per class: counts and Wilson intervals of the rates (:func:`emae.metrics.rate_intervals`)
+    and, where ``predictions.csv`` is readable, bootstrap intervals of F1 and the AUCs."""
+    classes = list(metrics["classes"])
+    out = rate_intervals(metrics["confusion_matrix"], classes)
+    found = _predictions(evaluation, classes)
+    if found is not None:
+        for name, bounds in bootstrap_intervals(*found, classes).items():
+            out[name].update(bounds)
+    return out
+
+
+def class_warnings(
+    metrics: dict[str, Any], intervals: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """One plain ``(classes, explanation)`` line per class to distrust: TPR or PPV below
+    :data:`LOW_RATE`, or fewer than :data:`FEW_SAMPLES` test samples; and one line naming the
+    classes without a test sample.
+
+    The class named ``clean`` is the artifact-free one: its misses are false alarms.
+    ``intervals`` are those of :func:`class_intervals`.
+    """
+    lines, absent = [], []
+    for name, stats in metrics["per_class"].items():
+        support = int(stats["support"])
+        if support == 0:
+            absent.append(name)
+            continue
+        counts = intervals[name]
+        called = counts["tp"] + counts["fp"]
+        reasons = []
+        if stats["tpr"] < LOW_RATE and name == "clean":
+            reasons.append(f"{counts['fn']} of {support} good patches are flagged as artifacts")
+        elif stats["tpr"] < LOW_RATE:
+            missed = f"{counts['fn']} of {support} {name} samples"
+            reasons.append(f"{missed} are missed (given another class)")
+        if stats["ppv"] < LOW_RATE:
+            if called == 0:
+                reasons.append(f"no patch is ever called {name}")
+            elif name == "clean":
+                reasons.append(f"{counts['fp']} of {called} patches called clean hold an artifact")
+            else:
+                reasons.append(
+                    f"{counts['fp']} of {called} patches called {name} are something else"
+                )
+        if support < FEW_SAMPLES:
+            low, high = counts["tpr"]
+            reasons.append(
+                f"only {support} test sample{'s' if support > 1 else ''}, so its TPR "
+                f"{stats['tpr']:.2f} could be anywhere from {low:.2f} to {high:.2f} (95%)"
+            )
+        if reasons:
+            lines.append((name, "; ".join(reasons) + "."))
+    if absent:
+        lines.append((", ".join(absent), "no test sample, so not evaluated at all."))
+    return lines
 
 
 def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | None) -> Section:
     """The classifier's settings and training curve; its held-out evaluation."""
     blocks: list[Block] = []
     highlights: list[tuple[str, str]] = []
+    alerts: list[str] = []
     if classifier is not None:
         run = _json(classifier / "config.json").get("run", {})
         summary = _json(classifier / "training.json")
@@ -52,7 +154,7 @@ def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | N
         items = [
             ("folder", str(classifier)),
             ("encoder", summary.get("encoder") or "none (from scratch)"),
-            ("encoder training", run.get("freeze")),
+            ("encoder training", readable(run.get("freeze"))),
             ("class imbalance", run.get("balance")),
             ("steps x batch", f"{summary.get('steps_done')} x {run.get('batch_size')}"),
             ("training labels", ", ".join(f"{k} {v}" for k, v in counts.items())),
@@ -70,11 +172,33 @@ def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | N
                 "type": "table",
                 "id": "evaluation-overall",
                 "caption": f"Held-out test set: {n} samples ({evaluation})",
-                "header": [name for _, name in OVERALL],
-                "rows": [[_fmt(metrics.get(key)) for key, _ in OVERALL]],
+                "header": [readable(key) for key in OVERALL],
+                "rows": [[_fmt(metrics.get(key)) for key in OVERALL]],
             }
         )
-        blocks.append(per_class_table(metrics, "Per class, held-out test set", "evaluation"))
+        intervals = class_intervals(metrics, evaluation)
+        warnings = class_warnings(metrics, intervals)
+        if warnings:
+            blocks.append(
+                {
+                    "type": "warning",
+                    "id": "evaluation",
+                    "title": "Check before relying on this classifier",
+                    "text": f"Classes with TPR or PPV below {LOW_RATE}, or fewer than "
+                    f"{FEW_SAMPLES} test samples:",
+                    "items": warnings,
+                }
+            )
+            flagged = sum(1 for _, text in warnings if not text.startswith("no test sample"))
+            alerts.append(
+                f"Classifier: {flagged} of {len(metrics['per_class'])} classes are poorly "
+                "recognised or have too few test samples to judge (see Classifier on few labels)."
+            )
+        blocks.append(
+            per_class_table(
+                metrics, f"Per class, held-out test set; {INTERVALS}", "evaluation", intervals
+            )
+        )
         highlights.append(
             (
                 "classifier on held-out labels",
@@ -83,13 +207,20 @@ def classifier_section(runs: Runs, classifier: Path | None, evaluation: Path | N
             )
         )
         blocks += _file(evaluation / "confusion.png", "Confusion matrix (rows: true)", "confusion")
-        blocks += _file(evaluation / "roc_pr.png", "One-vs-rest ROC and PR curves", "roc pr")
+        blocks += _file(
+            evaluation / "roc_pr.png",
+            "One-vs-rest ROC and precision-recall curves, one colour per class in both panels; "
+            "dashed horizontal lines: each class's prevalence (its share of the test samples), "
+            "the precision of a classifier without skill",
+            "roc pr",
+        )
         blocks += _file(evaluation / "panels.png", "Test samples, mistakes first", "panels")
     return {
         "id": "classifier",
         "title": "Classifier on few labels",
         "blocks": blocks,
         "highlights": highlights,
+        "alerts": alerts,
     }
 
 
@@ -104,18 +235,22 @@ def compare_section(folder: Path) -> Section:
         for budget in budgets:
             stats = by_budget.get(budget)
             if stats:
-                rows.append([method, budget, *(_stat(stats.get(key)) for key, _ in OVERALL)])
+                rows.append([readable(method), budget, *(_stat(stats.get(key)) for key in OVERALL)])
     blocks: list[Block] = [
         {
             "type": "table",
             "id": "compare",
             "caption": f"{settings.get('folds')}-fold cross-validation (group-aware when the "
             f"labels have groups), mean ± std over folds, by labels per class",
-            "header": ["method", "labels / class", *(name for _, name in OVERALL)],
+            "header": ["method", "labels / class", *(readable(key) for key in OVERALL)],
             "rows": rows,
         }
     ]
-    blocks += _file(folder / "learning_curves.png", "Learning curves (macro-F1)", "learning")
+    blocks += _file(
+        folder / "learning_curves.png",
+        "Learning curves: macro-F1 against labels per class, mean ± std over folds",
+        "learning",
+    )
     highlights: list[tuple[str, str]] = []
     for budget in budgets:
         scored = [
@@ -124,7 +259,9 @@ def compare_section(folder: Path) -> Section:
             if budget in b and b[budget]["macro_f1"]["mean"] is not None
         ]
         if scored:
-            ranked = ", ".join(f"{m} {v:.3f}" for m, v in sorted(scored, key=lambda x: -x[1]))
+            ranked = "; ".join(
+                f"{readable(m)} {v:.3f}" for m, v in sorted(scored, key=lambda x: -x[1])
+            )
             highlights.append((f"cross-validated macro-F1, {budget} labels / class", ranked))
     last = budgets[-1] if budgets else None
     uris = []
@@ -134,12 +271,14 @@ def compare_section(folder: Path) -> Section:
             continue
         blocks.append(
             per_class_table(
-                stats, f"{method}, {last} labels per class, per class", f"compare-{method}"
+                stats,
+                f"{readable(method)}, {last} labels per class, per class",
+                f"compare-{method}",
             )
         )
         uris.append(
             figures.confusion_uri(
-                stats["confusion_matrix"], stats["classes"], f"{method} ({last} / class)"
+                stats["confusion_matrix"], stats["classes"], f"{readable(method)} ({last} / class)"
             )
         )
     blocks += [
@@ -199,7 +338,7 @@ def _incomplete(folder: Path, settings: dict[str, Any], detections_csv: Path) ->
 
 
 def detect_section(folder: Path, top: int = 12) -> Section:
-    """QC heatmap, worst sections, and the top detections with thumbnails.
+    """QC heatmap and per-section maps, worst sections, and the top detections with thumbnails.
 
     A store whose run was killed or failed is reported as incomplete (how many chunks are
     done), without detection counts.
@@ -207,6 +346,7 @@ def detect_section(folder: Path, top: int = 12) -> Section:
     import zarr
 
     from emae.io import open_image
+    from emae.io.map_store import store_images
 
     settings = _json(folder / "emae_run.json")
     stem = folder.with_suffix("")
@@ -230,11 +370,22 @@ def detect_section(folder: Path, top: int = 12) -> Section:
             "highlights": [("whole-volume detection", status)],
         }
     detections = _read_csv(detections_csv)
-    qc = [r for r in _read_csv(stem.with_name(stem.name + "_qc.csv")) if r["tile"] == "all"]
+    qc_rows = _read_csv(stem.with_name(stem.name + "_qc.csv"))
+    qc = [r for r in qc_rows if r["tile"] == "all"]
     items.append(("detections", len(detections)))
     blocks: list[Block] = [{"type": "kv", "caption": "Detection", "items": items}]
     highlights = [("detections in the volume", str(len(detections)))]
-    blocks += _file(stem.with_name(stem.name + "_qc.png"), "QC: sections x tiles", "qc heatmap")
+    tiles = tiles_from_csv(qc_rows)
+    if tiles:
+        blocks.append(
+            _figure(
+                qc_figure(tiles),
+                "QC: share of each tile above the threshold. Top: sections x tiles; below: each "
+                "section with its tiles where they lie on it (x right, y down), to see where on "
+                "the section to look or re-image",
+                "qc map",
+            )
+        )
     if qc:
         keys = [k for k in qc[0] if k.startswith("fraction_") or k in ("mean_anomaly",)]
         column = "anomalous_fraction" if "anomalous_fraction" in qc[0] else keys[0]
@@ -282,11 +433,8 @@ def detect_section(folder: Path, top: int = 12) -> Section:
             }
         )
         image = open_image(settings["source"]) if settings.get("source") else None
-        anomaly = (
-            zarr.open_array(folder / "anomaly" / "0", mode="r")
-            if (folder / "anomaly" / "0").exists()
-            else None
-        )
+        found = store_images(folder).get("anomaly")
+        anomaly = zarr.open_array(found / "0", mode="r") if found is not None else None
         if image is not None:
             crops, maps, titles = [], [], []
             for i, d in enumerate(shown):
@@ -312,7 +460,7 @@ def detect_section(folder: Path, top: int = 12) -> Section:
             blocks.append(
                 {
                     "type": "figure",
-                    "caption": "Top detections (anomaly map in red)",
+                    "caption": "Top detections (anomaly map in red, one scale for all crops)",
                     "uri": figures.figure_uri(fig),
                     "alt": "detections",
                 }
