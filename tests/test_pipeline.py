@@ -261,6 +261,6 @@ def test_cli_report_and_pipeline_errors(demo_run, tmp_path, capsys):
     assert main(["-q", "report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     assert "self-contained" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("unlabeled: [a.tif]\nlabels: l.csv\nsteps: 5\n")
-    assert main(["pipeline", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert main(["pipeline", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "steps" in err[0] and not (tmp_path / "run").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from emae.errors import EmaeError
-from emae.plots import plot_confusion_matrix, plot_learning_curves, plot_panels, plot_roc_pr
+from emae.plots import (
+    READABLE,
+    class_style,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    plot_panels,
+    plot_roc_pr,
+    readable,
+)
 
 CLASSES = ("clean", "dust", "fold")
 
@@ -68,7 +77,58 @@ def test_roc_pr(tmp_path: Path) -> None:
     roc_ax, pr_ax = fig.axes[:2]
     assert len(roc_ax.get_legend().get_texts()) == 3
     assert roc_ax.get_legend().get_texts()[0].get_text().startswith("clean (AUC ")
-    assert len(pr_ax.get_legend().get_texts()) == 3
+    pr_labels = [t.get_text() for t in pr_ax.get_legend().get_texts()]
+    assert len(pr_labels) == 4 and pr_labels[-1] == "dashed: prevalence = no skill"
+    assert "prevalence" in pr_ax.get_title()
+
+
+def test_roc_pr_draws_each_class_prevalence_dashed_in_its_colour() -> None:
+    y, proba = predictions()
+    fig = plot_roc_pr(y, proba, CLASSES)
+    pr_ax = fig.axes[1]
+    flat = [  # the axhline of each class: two points at one height, no legend entry
+        ln
+        for ln in pr_ax.get_lines()
+        if ln.get_label().startswith("_") and len(set(np.asarray(ln.get_ydata()))) == 1
+    ]
+    assert len(flat) == 3
+    for c, line in enumerate(flat):
+        assert line.get_linestyle() == "--"
+        assert line.get_ydata()[0] == pytest.approx(np.mean(y == c))
+        assert line.get_color() == class_style(c)["color"]
+    label = pr_ax.get_legend().get_texts()[0].get_text()
+    assert label == f"clean (AP {label.split('AP ')[1][:5]}, prevalence {np.mean(y == 0):.2f})"
+
+
+def test_eleven_classes_get_eleven_colours_the_same_in_both_panels() -> None:
+    classes = [f"c{i}" for i in range(11)]
+    rng = np.random.default_rng(1)
+    y = np.arange(110) % 11
+    proba = rng.random((110, 11)) + np.eye(11)[y]
+    fig = plot_roc_pr(y, proba, classes)
+    roc_ax, pr_ax = fig.axes[:2]
+    roc = [ln.get_color() for ln in roc_ax.get_lines()[1:]]  # the first is the diagonal
+    pr = [ln.get_color() for ln in pr_ax.get_lines() if not ln.get_label().startswith("_")]
+    assert len(set(roc)) == 11
+    assert roc == [class_style(c)["color"] for c in range(11)]
+    assert pr[:11] == roc
+
+
+def test_class_styles_are_distinct_and_stable() -> None:
+    styles = [class_style(c) for c in range(40)]
+    assert len({s["color"] for s in styles[:20]}) == 20
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 40
+    tab10 = matplotlib.colormaps["tab10"].colors
+    assert [s["color"] for s in styles[:10]] == list(tab10)  # up to 10 classes: the usual colours
+
+
+def test_readable_names() -> None:
+    assert readable("head-finetune") == "pretrained encoder, fine-tuned"
+    assert readable("macro_f1") == "macro-F1"
+    assert readable("balanced_accuracy") == "balanced accuracy"
+    assert readable("tpr") == "TPR"
+    assert readable("my-own-method") == "my-own-method"  # unknown keys are shown as they are
+    assert all("_" not in name for name in READABLE.values())
 
 
 def test_roc_pr_skips_absent_class() -> None:
@@ -92,12 +152,28 @@ def test_learning_curves(tmp_path: Path) -> None:
     assert_png(path)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    assert ax.get_ylabel() == "balanced_accuracy"
+    assert ax.get_ylabel() == "balanced accuracy"
     ticks = ax.get_xticks()
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["2", "5", "10", "25", "all"]
     assert ticks[-1] == max(ticks) == 50  # 'all' at the right end
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ae", "pca", "raw"]
+
+
+def test_learning_curves_show_readable_method_names() -> None:
+    results = [
+        {"method": m, "budget": b, "mean": 0.5, "std": None}
+        for m in ("head", "head-finetune", "svm-features")
+        for b in (5, None)
+    ]
+    fig = plot_learning_curves(results, metric="macro_f1")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "macro-F1"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "pretrained encoder, frozen",
+        "pretrained encoder, fine-tuned",
+        "SVM on handcrafted features",
+    ]
 
 
 @pytest.mark.parametrize(

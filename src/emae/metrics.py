@@ -25,6 +25,7 @@ Conventions
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -217,3 +218,180 @@ def summarize_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for name in classes
     }
     return summary
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (TPR, TNR, PPV, NPV, ...).
+
+    Unlike ``p +- z sqrt(p (1 - p) / n)`` it stays inside [0, 1] and is not empty at 0 of n or
+    n of n, so it stays honest for the supports of 3 to 5 samples common with few labels:
+    ``wilson_interval(3, 5)`` is ``(0.231, 0.882)``.
+
+    Parameters
+    ----------
+    successes
+        Count of successes, ``0 <= successes <= n``.
+    n
+        Count of trials; ``0`` gives ``(0.0, 1.0)``, nothing is known.
+    confidence
+        Two-sided confidence level in ``(0, 1)``.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``.
+    """
+    from scipy.stats import norm
+
+    if not (0 <= successes <= n) or not 0 < confidence < 1:
+        raise EmaeError(
+            "wilson_interval needs 0 <= successes <= n and 0 < confidence < 1, got "
+            f"successes={successes}, n={n}, confidence={confidence}"
+        )
+    if n == 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_intervals(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], confidence: float = 0.95
+) -> dict[str, dict[str, Any]]:
+    """Per class: the one-vs-rest counts and Wilson intervals of ``tpr``, ``tnr``, ``ppv``, ``npv``.
+
+    Parameters
+    ----------
+    confusion
+        ``K x K`` counts, rows = true class, columns = predicted class (as in
+        :func:`classification_metrics`).
+    classes
+        The ``K`` class names.
+    confidence
+        Confidence level of the intervals.
+
+    Returns
+    -------
+    dict
+        ``{name: {"tp", "fn", "fp", "tn": int, "tpr", "tnr", "ppv", "npv": [low, high] or
+        None}}``; None where the rate has no denominator (e.g. ``ppv`` of a class never
+        predicted).
+    """
+    cm = np.asarray(confusion, dtype=np.int64)
+    if cm.shape != (len(classes), len(classes)):
+        raise EmaeError(f"a {len(classes)} x {len(classes)} confusion matrix, got {cm.shape}")
+    n = int(cm.sum())
+    out: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(classes):
+        tp = int(cm[c, c])
+        fn, fp = int(cm[c].sum()) - tp, int(cm[:, c].sum()) - tp
+        tn = n - tp - fn - fp
+        out[name] = {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
+        for key, (hits, total) in {
+            "tpr": (tp, tp + fn),
+            "tnr": (tn, tn + fp),
+            "ppv": (tp, tp + fp),
+            "npv": (tn, tn + fn),
+        }.items():
+            out[name][key] = list(wilson_interval(hits, total, confidence)) if total else None
+    return out
+
+
+def _rank_auc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``(B, N)`` labels and scores (Mann-Whitney, ties count half);
+    NaN where a row lacks positives or negatives."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score, axis=1)
+    n_pos = positive.sum(axis=1)
+    n_neg = positive.shape[1] - n_pos
+    u = (ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def _average_precision(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Average precision of each row of ``(B, N)`` labels and scores, as scikit-learn computes
+    it (tied scores form one threshold); NaN where a row has no positive."""
+    order = np.argsort(-score, axis=1, kind="stable")
+    s = np.take_along_axis(score, order, axis=1)
+    hit = np.take_along_axis(positive, order, axis=1)
+    tp = np.cumsum(hit, axis=1)
+    n = score.shape[1]
+    position = np.arange(n)
+    last_of_tie = np.ones_like(s, dtype=bool)
+    last_of_tie[:, :-1] = s[:, :-1] != s[:, 1:]
+    end = np.where(last_of_tie, position, n)
+    end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]  # each sample's tie end
+    precision = np.take_along_axis(tp, end, axis=1) / (end + 1)
+    n_pos = hit.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, (precision * hit).sum(axis=1) / n_pos, np.nan)
+
+
+def bootstrap_intervals(
+    y_true: Any,
+    proba: Any,
+    classes: Sequence[str],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, list[float] | None]]:
+    """Percentile bootstrap intervals of each class's ``f1``, ``roc_auc`` and ``pr_auc``.
+
+    The test samples are drawn with replacement ``n_boot`` times; each metric is computed as in
+    :func:`classification_metrics` on every draw where it is defined, and the interval is the
+    central ``confidence`` share of those values.
+
+    Parameters
+    ----------
+    y_true
+        ``(N,)`` integer true class indices into ``classes``.
+    proba
+        ``(N, K)`` class probabilities (or scores), columns in ``classes`` order.
+    classes
+        The ``K`` class names.
+    n_boot
+        Number of bootstrap draws, ``>= 10``.
+    confidence
+        Confidence level in ``(0, 1)``.
+    seed
+        Seed of the draws.
+
+    Returns
+    -------
+    dict
+        ``{name: {"f1", "roc_auc", "pr_auc": [low, high] or None}}``; None where the test set
+        has no sample of the class, or where the AUC is undefined on it.
+    """
+    y, p = check_predictions(y_true, proba, classes)
+    if n_boot < 10 or not 0 < confidence < 1:
+        raise EmaeError(
+            f"bootstrap_intervals needs n_boot >= 10 and 0 < confidence < 1, got n_boot={n_boot}, "
+            f"confidence={confidence}"
+        )
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, y.size, size=(n_boot, y.size))  # (B, N) sample indices
+    yb, pred = y[draw], np.argmax(p, axis=1)[draw]
+    tails = [50 * (1 - confidence), 100 - 50 * (1 - confidence)]
+
+    def interval(values: np.ndarray, defined: bool) -> list[float] | None:
+        kept = values[np.isfinite(values)]
+        return [float(v) for v in np.percentile(kept, tails)] if defined and kept.size else None
+
+    out: dict[str, dict[str, list[float] | None]] = {}
+    for c, name in enumerate(classes):
+        positive = yb == c
+        tp = (positive & (pred == c)).sum(axis=1)
+        wrong = (positive != (pred == c)).sum(axis=1)  # FP + FN
+        support = int((y == c).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(2 * tp + wrong > 0, 2 * tp / (2 * tp + wrong), 0.0)
+        out[name] = {
+            "f1": interval(f1, support > 0),
+            "roc_auc": interval(_rank_auc(positive, p[draw, c]), 0 < support < y.size),
+            "pr_auc": interval(_average_precision(positive, p[draw, c]), support > 0),
+        }
+    return out

@@ -6,6 +6,10 @@ Every function builds a :class:`matplotlib.figure.Figure` on the Agg canvas with
 writes it as a PNG atomically (a temporary sibling renamed into place; an existing file is
 replaced). The numbers shown come from :mod:`emae.metrics`, so a figure and the metrics JSON
 never disagree.
+
+Two conventions keep every figure of a report readable at a glance: class ``k`` is always drawn
+in :func:`class_style` ``(k)`` (20 distinct colours, then line styles), and method and metric keys
+are shown by their readable names from :data:`READABLE` (via :func:`readable`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -28,6 +34,60 @@ from emae.metrics import check_predictions, classification_metrics
 _DPI = 100
 _OVERLAY_RGB = (1.0, 0.23, 0.19)  # red, drawn with alpha proportional to the overlay value
 _OVERLAY_ALPHA = 0.45
+
+# The readable name of every method, metric and encoder-training key shown in figures and in
+# the report's tables; a key not listed is shown as it is.
+READABLE: dict[str, str] = {
+    # methods of emae compare
+    "head": "pretrained encoder, frozen",
+    "head-finetune": "pretrained encoder, fine-tuned",
+    "head-semi": "pretrained encoder, fine-tuned, semi-supervised",
+    "cnn-scratch": "same CNN, trained from scratch",
+    "svm-features": "SVM on handcrafted features",
+    "latent-logreg": "logistic regression on latents",
+    "latent-knn": "k-nearest neighbours on latents",
+    # overall metrics
+    "macro_f1": "macro-F1",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "macro_roc_auc": "macro ROC AUC",
+    "macro_pr_auc": "macro PR AUC",
+    # per-class metrics
+    "tpr": "TPR",
+    "tnr": "TNR",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "support": "support",
+    # encoder training of a classifier
+    "frozen": "frozen",
+    "finetune": "fine-tuned",
+    "unfreeze": "frozen, then fine-tuned",
+}
+# Class k is drawn in _CLASS_COLOURS[k % 20]: tab10's ten colours, then tab20's ten light ones.
+_TAB20 = matplotlib.colormaps["tab20"].colors
+_CLASS_COLOURS = tuple(_TAB20[0::2]) + tuple(_TAB20[1::2])
+_CLASS_LINESTYLES = ("-", "-.", ":")  # beyond 20 classes, colours repeat with another style
+
+
+def readable(key: Any) -> str:
+    """The readable name of a method or metric key (``"head-finetune"`` ->
+    ``"pretrained encoder, fine-tuned"``), or the key itself when :data:`READABLE` lacks it."""
+    return READABLE.get(str(key), str(key))
+
+
+def class_style(index: int) -> dict[str, Any]:
+    """Colour and line style of class ``index``, the same in every figure.
+
+    The first 20 classes get 20 distinct colours (tab10's, then tab20's light ones); beyond 20
+    the colours repeat with a dash-dot, then a dotted line. Returns ``{"color", "linestyle"}``,
+    ready for ``ax.plot(..., **class_style(k))``.
+    """
+    n = len(_CLASS_COLOURS)
+    style = _CLASS_LINESTYLES[(index // n) % len(_CLASS_LINESTYLES)]
+    return {"color": _CLASS_COLOURS[index % n], "linestyle": style}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -104,6 +164,9 @@ def plot_roc_pr(
 
     A class is drawn in a panel only where its metric is defined (see :mod:`emae.metrics`):
     ROC needs samples of the class and of other classes, precision-recall needs samples of it.
+    Each class has its :func:`class_style` colour in both panels. On the precision-recall
+    panel a dashed horizontal line in the class's colour marks its prevalence (its share of the
+    samples), the precision of a classifier without skill.
 
     Parameters
     ----------
@@ -119,37 +182,48 @@ def plot_roc_pr(
     Returns
     -------
     Figure
-        The figure with two axes.
+        The figure with two axes; each legend sits below its axes.
     """
     y, p = check_predictions(y_true, proba, classes)
     per_class = classification_metrics(y, p, classes)["per_class"]
-    fig = _figure(10.0, 4.6)
+    drawn = sum(stats["pr_auc"] is not None for stats in per_class.values()) + 1  # + the key
+    rows = -(-drawn // 2)  # legend rows below each panel, two entries per row
+    fig = _figure(10.0, 5.4 + 0.2 * rows)  # panels about square above their legends
     roc_ax, pr_ax = fig.subplots(1, 2)
     roc_ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
     for c, name in enumerate(classes):
         positive, score, stats = y == c, p[:, c], per_class[name]
-        colour = f"C{c % 10}"
+        style = class_style(c)
         if stats["roc_auc"] is not None:
             fpr, tpr, _ = roc_curve(positive, score)
-            roc_ax.plot(fpr, tpr, color=colour, label=f"{name} (AUC {stats['roc_auc']:.3f})")
+            roc_ax.plot(fpr, tpr, **style, label=f"{name} (AUC {stats['roc_auc']:.3f})")
         if stats["pr_auc"] is not None:
+            prevalence = stats["support"] / y.size
             precision, recall, _ = precision_recall_curve(positive, score)
             pr_ax.step(
                 recall,
                 precision,
                 where="post",
-                color=colour,
-                label=f"{name} (AP {stats['pr_auc']:.3f})",
+                **style,
+                label=f"{name} (AP {stats['pr_auc']:.3f}, prevalence {prevalence:.2f})",
             )
+            pr_ax.axhline(prevalence, color=style["color"], linestyle="--", linewidth=1.0)
+    if pr_ax.get_legend_handles_labels()[0]:
+        pr_ax.add_line(
+            Line2D([], [], color="0.4", linestyle="--", label="dashed: prevalence = no skill")
+        )
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one-vs-rest")
-    pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall, one-vs-rest")
+    pr_ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="precision-recall, one-vs-rest\n(dashed: each class's prevalence, the no-skill line)",
+    )
     for ax in (roc_ax, pr_ax):
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
     _save(fig, path)
     return fig
 
@@ -172,7 +246,8 @@ def plot_learning_curves(
         ``>= 1``, or None / ``"all"`` for every label), ``mean`` (float or None, skipped) and
         optionally ``std`` (float or None), drawn as a band of ``mean +- std``.
     metric
-        Name of the metric, for the y axis label.
+        Key of the metric (e.g. ``"macro_f1"``), shown by its :func:`readable` name on the y
+        axis; methods are shown by theirs in the legend.
     path
         Where to write the PNG, or None.
 
@@ -213,14 +288,14 @@ def plot_learning_curves(
         x = np.array([pt[0] for pt in points])
         mean = np.array([pt[1] for pt in points])
         std = np.array([math.nan if pt[2] is None else float(pt[2]) for pt in points])
-        colour = f"C{m % 10}"
-        ax.plot(x, mean, marker="o", color=colour, label=method)
-        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        style = class_style(m)
+        ax.plot(x, mean, marker="o", **style, label=readable(method))
+        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0)
     ticks = numeric + ([all_x] if has_all else [])
     ax.set_xscale("log")
     ax.set_xticks(ticks, [str(b) for b in numeric] + (["all"] if has_all else []))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set(xlabel="labels per class", ylabel=metric)
+    ax.set(xlabel="labels per class", ylabel=readable(metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

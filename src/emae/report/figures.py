@@ -2,7 +2,8 @@
 
 Like :mod:`emae.plots`, every figure is drawn on the Agg canvas without ``pyplot``. Images are
 ``"YX"`` arrays; overlays are drawn in red with opacity proportional to the value, ground-truth
-artifact outlines in cyan.
+artifact outlines in cyan. Every colour-coded image has a labelled colour bar saying what the
+colour measures (anomaly: larger = worse).
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from scipy import ndimage
 
 _DPI = 100
 _RED = (1.0, 0.23, 0.19)
 _OUTLINE = (0.0, 0.9, 1.0)
+_OVERLAY_ALPHA = 0.6
+ANOMALY_LABEL = "anomaly (larger = worse)"
+# Colour-bar labels of the colour-coded columns of panel_rows_figure.
+PANEL_UNITS = {
+    "error": "reconstruction error |input - reconstruction|\n(normalized intensity)",
+    "anomaly": ANOMALY_LABEL,
+}
 
 
 def figure(width: float, height: float) -> Figure:
@@ -104,7 +114,8 @@ def panel_rows_figure(
     rows
         Per sample, one ``(H, W)`` image per column, each drawn in grey scaled to its own range,
         except columns named ``"error"`` or ``"anomaly"`` (drawn with the ``magma`` colour map
-        and a shared range over that column) and ``"target"`` / ``"prediction"`` masks.
+        and a shared range over that column, with a colour bar below it labelled as in
+        :data:`PANEL_UNITS`) and ``"target"`` / ``"prediction"`` masks.
     columns
         Column titles.
     row_titles
@@ -113,9 +124,9 @@ def panel_rows_figure(
         Per row, an optional ground-truth mask whose outline is drawn on every panel.
     """
     n, k = len(rows), len(columns)
-    fig = figure(2.1 * k, 2.2 * n)
+    fig = figure(2.1 * k, 2.2 * n + 0.9)
     axes = fig.subplots(n, k, squeeze=False)
-    ranges = {}
+    ranges, shown = {}, {}
     for j, name in enumerate(columns):
         if name in ("error", "anomaly"):
             values = np.concatenate([np.ravel(r[j]) for r in rows])
@@ -127,7 +138,7 @@ def panel_rows_figure(
             ax.set_yticks([])
             if j in ranges:
                 lo, hi = ranges[j]
-                ax.imshow(image, cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1)
+                shown[j] = ax.imshow(image, cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1)
             elif columns[j] in ("target", "prediction"):
                 ax.imshow(np.asarray(image) > 0, cmap="gray", vmin=0, vmax=1)
             else:
@@ -138,6 +149,10 @@ def panel_rows_figure(
                 ax.set_title(columns[j], fontsize=9)
             if j == 0:
                 ax.set_ylabel(row_titles[i], fontsize=8)
+    for j, image in shown.items():
+        bar = fig.colorbar(image, ax=axes[:, j], location="bottom", shrink=0.95, aspect=15)
+        bar.set_label(PANEL_UNITS.get(columns[j], columns[j]), fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     return fig
 
 
@@ -152,6 +167,27 @@ def _grid(n: int, columns: int, width: float, height: float) -> tuple[Figure, np
     return fig, axes
 
 
+def _overlay_range(maps: Sequence[np.ndarray], threshold: float | None) -> tuple[float, float]:
+    """Where the red overlay starts (``threshold``, else the pooled median) and saturates (the
+    pooled 99.5th percentile; when that is not above the start, nothing is red and the scale
+    spans the median to 99.5th percentile spread above the start)."""
+    values = np.concatenate([np.ravel(m) for m in maps])
+    median, top = (float(v) for v in np.percentile(values, [50, 99.5]))
+    lo = median if threshold is None else float(threshold)
+    return lo, top if top > lo else lo + max(top - median, 1e-6)
+
+
+def _overlay_bar(fig: Figure, axes: np.ndarray, lo: float, hi: float, label: str) -> None:
+    """A colour bar of the red overlay: transparent at ``lo``, full red at ``hi``."""
+    cmap = LinearSegmentedColormap.from_list("overlay", [(*_RED, 0.0), (*_RED, _OVERLAY_ALPHA)])
+    mappable = ScalarMappable(Normalize(lo, hi), cmap)
+    bar = fig.colorbar(mappable, ax=list(axes), location="bottom", shrink=0.5, aspect=30)
+    bar.set_label(label, fontsize=8)
+    bar.formatter.set_useOffset(False)
+    bar.update_ticks()
+    bar.ax.tick_params(labelsize=7)
+
+
 def overlay_figure(
     images: Sequence[np.ndarray],
     maps: Sequence[np.ndarray],
@@ -164,19 +200,19 @@ def overlay_figure(
 
     The map is drawn in red with opacity rising from its 50th percentile to its 99.5th
     percentile over all images (or from ``threshold`` upward when given, so red means
-    "flagged").
+    "flagged"); a colour bar below shows the scale.
     """
-    values = np.concatenate([np.ravel(m) for m in maps])
-    lo = float(np.percentile(values, 50)) if threshold is None else float(threshold)
-    hi = max(float(np.percentile(values, 99.5)), lo + 1e-6)
+    lo, hi = _overlay_range(maps, threshold)
     fig, axes = _grid(len(images), columns, 3.0, 3.1)
     for i in range(len(images)):
         ax = axes[i]
         ax.imshow(grey(images[i]), cmap="gray", vmin=0, vmax=1)
-        ax.imshow(rgba((np.asarray(maps[i], np.float64) - lo) / (hi - lo), _RED, 0.6))
+        ax.imshow(rgba((np.asarray(maps[i], np.float64) - lo) / (hi - lo), _RED, _OVERLAY_ALPHA))
         if masks is not None and masks[i] is not None:
             ax.imshow(rgba(outline(masks[i]).astype(float), _OUTLINE, 1.0))
         ax.set_title(titles[i], fontsize=8)
+    start = f"the pixel threshold {lo:.3g}" if threshold is not None else "the median"
+    _overlay_bar(fig, axes, lo, hi, f"{ANOMALY_LABEL}; red from {start} up")
     return fig
 
 
@@ -186,14 +222,22 @@ def thumbnails_figure(
     titles: Sequence[str],
     columns: int = 6,
 ) -> Figure:
-    """Small crops around detections, the anomaly map in red where given."""
+    """Small crops around detections, the anomaly map in red where given.
+
+    The red rises from the median to the 99.5th percentile of all the crops' maps together (one
+    scale, shown by the colour bar), so crops can be compared.
+    """
     fig, axes = _grid(len(crops), columns, 1.9, 2.1)
+    given = [np.asarray(m, np.float64) for m in maps if m is not None]
+    lo, hi = _overlay_range(given, None) if given else (0.0, 1.0)
     for i in range(len(crops)):
         axes[i].imshow(grey(crops[i]), cmap="gray", vmin=0, vmax=1)
         if maps[i] is not None:
             m = np.asarray(maps[i], np.float64)
-            axes[i].imshow(rgba(m / max(float(m.max()), 1e-6), _RED, 0.45))
+            axes[i].imshow(rgba((m - lo) / (hi - lo), _RED, _OVERLAY_ALPHA))
         axes[i].set_title(titles[i], fontsize=7)
+    if given:
+        _overlay_bar(fig, axes, lo, hi, f"{ANOMALY_LABEL}; red from the median up")
     return fig
 
 

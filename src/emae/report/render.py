@@ -56,9 +56,15 @@ def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     sections.append(reproducibility_section(runs, configured))
     sections = [s for s in sections if s is not None and s["blocks"]]
     highlights = [item for s in sections for item in s.get("highlights", [])]
+    alerts = [("", line) for s in sections for line in s.get("alerts", [])]
+    summary: list[dict[str, Any]] = []
+    if alerts:
+        title = "Read before trusting the results"
+        summary.append({"type": "warning", "id": "summary", "title": title, "items": alerts})
     if highlights:
-        summary = {"type": "kv", "caption": "Key results", "items": highlights}
-        sections.insert(0, {"id": "summary", "title": "Summary", "blocks": [summary]})
+        summary.append({"type": "kv", "caption": "Key results", "items": highlights})
+    if summary:
+        sections.insert(0, {"id": "summary", "title": "Summary", "blocks": summary})
     return sections
 
 

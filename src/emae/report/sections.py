@@ -3,11 +3,15 @@
 A section is ``{"id", "title", "blocks"}``; a block is one of
 
 - ``{"type": "kv", "caption", "items": [(key, value), ...]}``,
-- ``{"type": "table", "caption", "id", "header": [...], "rows": [[...], ...]}``,
+- ``{"type": "table", "caption", "id", "header": [...], "rows": [[...], ...]}``; a cell is a
+  value or ``{"text", "note"}`` (the note, e.g. an interval, in smaller grey type),
 - ``{"type": "figure", "caption", "uri", "alt"}`` (a ``data:`` PNG),
-- ``{"type": "code", "caption", "text"}``, ``{"type": "text", "text"}``.
+- ``{"type": "code", "caption", "text"}``, ``{"type": "text", "text"}``,
+- ``{"type": "warning", "id", "title", "items": [(head, text), ...]}`` and optionally
+  ``"text"``: a box to read first, each item a line with its head (e.g. a class) in bold.
 
-A section may also carry ``"highlights"``: ``(name, value)`` pairs for the summary at the top.
+A section may also carry ``"highlights"``, ``(name, value)`` pairs for the summary at the top,
+and ``"alerts"``, lines for a warning box atop the summary.
 
 Every number comes from the output folders (or, for the anomaly-map AUROC and the example
 panels, is computed here from the maps, images and masks they name).
@@ -29,7 +33,6 @@ from emae.report.sources import Runs
 MAX_SECTIONS = 8  # test sections drawn and read (the scores CSV lists all of them)
 Block = dict[str, Any]
 Section = dict[str, Any]
-METRIC_NAMES = {"tpr": "TPR", "tnr": "TNR", "ppv": "PPV", "npv": "NPV", "f1": "F1"}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
