@@ -1,4 +1,4 @@
-"""The bad-input corpus: every refusal is one line and exit status 2, and no input changes.
+"""The bad-input corpus: every refusal is one line and exit status 1, and no input changes.
 
 Each case runs one ``emae`` command, in process, on a user folder written with other tools
 (tifffile, zarr, h5py, numpy), a tiny autoencoder and a tiny classifier. It asserts the
@@ -641,7 +641,7 @@ def test_bad_input_is_one_line_and_changes_nothing(world, tmp_path, capsys, argv
     status = main(["-q", *argv(world, tmp_path)])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2, err
+    assert status == 1, err
     assert len(lines) == 1 and lines[0].startswith("emae: error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in err
@@ -686,7 +686,7 @@ def test_overwrite_replaces_what_emae_wrote(world, tmp_path):
     argv = ["-q", "detect", f"{world}/run", f"{world}/user/stack.tif", "--out", str(store), *DETECT]
     assert main(argv) == 0
     other = [a if a != "8" else "4" for a in argv]  # another overlap
-    assert main(other) == 2  # another detection is replaced only with --overwrite
+    assert main(other) == 1  # another detection is replaced only with --overwrite
     assert main([*other, "--overwrite"]) == 0
     assert json.loads((store / "emae_run.json").read_text())["overlap"] == 4
 
@@ -744,7 +744,7 @@ def test_a_detect_stopped_by_a_bad_option_does_not_block_the_corrected_rerun(wor
     out = tmp_path / "m.zarr"
     base = ["-q", "detect", f"{world}/run", f"{world}/user/stack.tif", "--out", str(out)]
     bad = [*base, "--chunk", "40", "--tile", "8", "--overlap", "8", "--scheduler", "synchronous"]
-    assert main(bad) == 2  # refused before anything is written
+    assert main(bad) == 1  # refused before anything is written
     assert not out.exists()
     # A run whose every chunk failed (here: its markers removed) left a store of other settings.
     assert main([*base, *DETECT]) == 0
@@ -753,7 +753,7 @@ def test_a_detect_stopped_by_a_bad_option_does_not_block_the_corrected_rerun(wor
     other = [a if a != "8" else "4" for a in [*base, *DETECT]]
     assert main(other) == 0  # no --overwrite needed: no chunk of it was finished
     assert json.loads((out / "emae_run.json").read_text())["overlap"] == 4
-    assert main([a if a != "4" else "6" for a in other]) == 2  # finished chunks need it
+    assert main([a if a != "4" else "6" for a in other]) == 1  # finished chunks need it
 
 
 def test_nan_pixels_are_named_with_the_file_and_position(tmp_path):

@@ -183,12 +183,12 @@ def test_cli_finetune_and_its_errors(tmp_path, tiny, capsys):
     argv += ["--steps", "4", "--batch-size", "8", "--device", "cpu", "--balance", "oversample"]
     assert main([*argv, "--out", str(tmp_path / "clf")]) == 0
     assert "classifier folder" in capsys.readouterr().out
-    assert main([*argv, "--out", str(tmp_path / "clf")]) == 2  # exists
+    assert main([*argv, "--out", str(tmp_path / "clf")]) == 1  # exists
     assert "already exists" in capsys.readouterr().err
-    assert main(["-q", "finetune", "--labels", "x.csv", "--out", str(tmp_path / "c")]) == 2
+    assert main(["-q", "finetune", "--labels", "x.csv", "--out", str(tmp_path / "c")]) == 1
     assert "--scratch" in capsys.readouterr().err
     bad = [*argv[:-2], "--balance", "smote-ish", "--out", str(tmp_path / "d")]
-    assert main(bad) == 2
+    assert main(bad) == 1
     assert "balance" in capsys.readouterr().err
 
 
@@ -254,7 +254,7 @@ def test_evaluate_writes_metrics_predictions_and_plots(tmp_path, tiny, capsys):
     for png in ("confusion.png", "roc_pr.png", "panels.png"):
         PILImage.open(tmp_path / "report" / png).verify()
     # An existing report is kept unless --overwrite; an unknown class is one error line.
-    assert main([*argv, "--out", str(tmp_path / "report")]) == 2
+    assert main([*argv, "--out", str(tmp_path / "report")]) == 1
     lines = labels_csv.read_text().splitlines()
     header, first = lines[0].split(","), lines[1].split(",")
     first[header.index("label")] = "lint"
@@ -262,7 +262,7 @@ def test_evaluate_writes_metrics_predictions_and_plots(tmp_path, tiny, capsys):
     bad.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
     argv = ["-q", "evaluate", str(tmp_path / "clf"), "--labels", str(bad)]
     capsys.readouterr()
-    assert main([*argv, "--out", str(tmp_path / "r2")]) == 2
+    assert main([*argv, "--out", str(tmp_path / "r2")]) == 1
     assert "unknown to the classifier" in capsys.readouterr().err
 
 

@@ -126,7 +126,7 @@ def test_cli_pretrain(tmp_path, stack, capsys):
     )
     assert code == 0
     assert "conv-ae: trained for 2 steps" in capsys.readouterr().out
-    assert main(["pretrain", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "r2")]) == 2
+    assert main(["pretrain", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "r2")]) == 1
     assert "missing.tif: no such file" in capsys.readouterr().err
 
 

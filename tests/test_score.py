@@ -126,7 +126,7 @@ def test_cli_score_and_its_one_line_errors(tmp_path, data, capsys):
         ),
     ]
     for argv, message in cases:
-        assert main(["-q", "score", *argv]) == 2
+        assert main(["-q", "score", *argv]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
 

@@ -173,7 +173,7 @@ def test_finetune_draws_unlabeled_patches_from_images(tmp_path, capsys):
     assert "pseudo_labeled" in summary["history"][-1]
     argv = ["-q", "finetune", "--scratch", "--labels", str(labels), "--steps", "2"]
     argv += ["--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "cli")]
-    assert main([*argv, "--unlabeled", str(tmp_path / "missing.tif")]) == 2
+    assert main([*argv, "--unlabeled", str(tmp_path / "missing.tif")]) == 1
     assert "missing.tif" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists() and not (tmp_path / "cli.training").exists()
     bad = FinetuneConfig(**FAST, patch_size=32, label_smoothing=0.2)  # refused by training

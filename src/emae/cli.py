@@ -2,7 +2,10 @@
 
 Every command is a thin mirror of a Python function; no computation lives here. Problems with
 the user's input arrive as :class:`~emae.errors.EmaeError` and are printed as one line
-(``emae: error: ...``) with exit status 2, never as a traceback.
+(``emae: error: ...``), never as a traceback. Exit statuses: 0 done; 1 the command failed (bad
+input, configuration or option values, a file-system error); 2 the command line could not be
+parsed (argparse's usage errors: unknown flags, missing arguments, a word where a number
+belongs); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def _sample_data(args: argparse.Namespace) -> None:
     )
 
 
+def _pixel_size(text: str | None) -> tuple[float, ...] | None:
+    from emae.io.pixel_size import parse_pixel_size
+
+    return parse_pixel_size(text)
+
+
 def _info(args: argparse.Namespace) -> None:
     from emae.io import expand_inputs, open_image
 
@@ -42,7 +51,8 @@ def _info(args: argparse.Namespace) -> None:
         size_mb = image.dtype.itemsize * int(np.prod(image.shape)) / 1e6
         print(
             f"{source}: axes={image.axes} shape={'x'.join(map(str, image.shape))} "
-            f"dtype={image.dtype} chunks={tuple(chunks) if chunks else None} ({size_mb:,.1f} MB)"
+            f"dtype={image.dtype} pixel size={image.pixel_size_text()} "
+            f"chunks={tuple(chunks) if chunks else None} ({size_mb:,.1f} MB)"
         )
 
 
@@ -126,6 +136,7 @@ def _score(args: argparse.Namespace) -> None:
         precision=args.precision,
         progress=not args.quiet,
         rescale=args.rescale,
+        pixel_size=_pixel_size(args.pixel_size),
     )
     print(
         f"wrote the {result['axes']} anomaly map {result['map']} "
@@ -177,6 +188,18 @@ def _finetune(args: argparse.Namespace) -> None:
         f"trained a {len(summary['class_counts'])}-class classifier ({config.freeze} encoder, "
         f"balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
         f"classifier folder {args.out}"
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from emae.export import export_onnx
+
+    options = {} if args.opset is None else {"opset": args.opset}
+    result = export_onnx(args.model, args.out, overwrite=args.overwrite, **options)
+    print(
+        f"exported the {result['emae.model']} {result['emae.kind']} to {result['path']} (opset "
+        f"{result['opset']}; onnxruntime matches emae within {result['max_abs_diff']:.1g})\n"
+        f"  input:   {result['emae.input']}\n  outputs: {result['emae.outputs']}"
     )
 
 
@@ -236,6 +259,7 @@ def _detect(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.quiet,
         rescale=args.rescale,
+        pixel_size=_pixel_size(args.pixel_size),
     )
     chunks = summary["chunks"]
     rate = summary["megapixels_per_s"]
@@ -299,37 +323,72 @@ _RESUME = {
 _NOTHING = "nothing was written under the output's name; rerun the command"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help, except where it says nothing: on/off flags
+    (``--overwrite``, ``--no-freeze``) and None (the configuration or the data decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="Log emae's debug messages."
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="Log warnings only."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``emae`` command, one sub-command per API entry point."""
     parser = argparse.ArgumentParser(
-        prog="emae", description="Find artifacts and anomalies in EM images with autoencoders."
+        prog="emae",
+        description="Find artifacts and anomalies in EM images with autoencoders.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"emae {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="Log warnings only.")
+    _logging_flags(parser, default=False)
+    # The same flags after the sub-command (`emae score ... -q`); their defaults are suppressed
+    # so that a sub-command does not reset a flag given before it.
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    _logging_flags(logging_flags, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("sample-data", help="Write a small synthetic EM dataset with labels.")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[logging_flags],
+            formatter_class=_HelpFormatter,
+        )
+
+    p = command("sample-data", help="Write a small synthetic EM dataset with labels.")
     p.add_argument("dir", type=Path, help="Destination folder (must not exist or be empty).")
-    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
     p.add_argument("--tiny", action="store_true", help="A few-second dataset for quick tries.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing folder.")
     p.set_defaults(func=_sample_data)
 
-    p = commands.add_parser("info", help="Show axes, shape, dtype and chunks of images.")
+    p = command("info", help="Show axes, shape, dtype and chunks of images.")
     p.add_argument("inputs", nargs="+", help="Files, folders or globs.")
-    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
     p.set_defaults(func=_info)
 
-    p = commands.add_parser("labels", help="Validate a labels CSV and show its class balance.")
+    p = command("labels", help="Validate a labels CSV and show its class balance.")
     p.add_argument("csv", type=Path, help="The labels CSV.")
     p.add_argument("--patch-size", type=int, default=None, help="Check patches of this size fit.")
     p.set_defaults(func=_labels)
 
-    p = commands.add_parser("pretrain", help="Train an autoencoder on unlabeled images.")
+    p = command("pretrain", help="Train an autoencoder on unlabeled images.")
     p.add_argument("data", nargs="+", help="Files, folders or globs of unlabeled images.")
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
-    p.add_argument("--model", help="conv-ae, denoising-ae, vae, beta-vae or pca (default conv-ae).")
+    p.add_argument(
+        "--model", help="conv-ae, denoising-ae, vae, beta-vae or pca (default: conv-ae)."
+    )
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
     p.add_argument("--batch-size", type=int, help="Patches per step.")
@@ -344,18 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")
     p.set_defaults(func=_pretrain)
 
-    p = commands.add_parser("score", help="Write the anomaly map of images and their scores.")
+    p = command("score", help="Write the anomaly map of images and their scores.")
     p.add_argument("model", type=Path, help="Model folder written by `emae pretrain`.")
     p.add_argument("inputs", nargs="+", help="Files, folders or globs of images.")
     p.add_argument("--out", type=Path, required=True, help="Map to write: .tif or .zarr.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
     p.add_argument("--batch-size", type=int, default=8, help="Tiles per forward pass.")
-    p.add_argument("--tile", type=int, default=1024, help="Tile side in pixels (default 1024).")
-    p.add_argument("--overlap", type=int, default=64, help="Tile overlap in pixels (default 64).")
-    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
-    p.add_argument(
-        "--precision", default="auto", help="auto (bf16 where native; default), bf16 or fp32."
-    )
+    p.add_argument("--tile", type=int, default=1024, help="Tile side in pixels.")
+    p.add_argument("--overlap", type=int, default=64, help="Tile overlap in pixels.")
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
+    p.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
     p.add_argument(
         "--rescale",
@@ -363,9 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Normalize the input by its own intensity percentiles instead of the model's "
         "(for data of another dtype or range than the training data, refused otherwise).",
     )
+    p.add_argument(
+        "--pixel-size",
+        metavar="NM",
+        help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
+        "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
+    )
     p.set_defaults(func=_score)
 
-    p = commands.add_parser("finetune", help="Train encoder + classifier head on few labels.")
+    p = command("finetune", help="Train encoder + classifier head on few labels.")
     p.add_argument("model", type=Path, nargs="?", help="Autoencoder folder (emae pretrain).")
     p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
     p.add_argument("--out", type=Path, required=True, help="Classifier folder to create.")
@@ -420,7 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_finetune)
 
-    p = commands.add_parser("evaluate", help="Score a classifier on a labeled test set.")
+    p = command("export", help="Export a model folder as ONNX (deepImageJ, onnxruntime, ...).")
+    p.add_argument("model", type=Path, help="Model folder (emae pretrain or emae finetune).")
+    p.add_argument("--out", type=Path, required=True, help="The .onnx file to write.")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 13 to 20 (default: 17).")
+    p.add_argument("--overwrite", action="store_true", help="Replace an .onnx file emae exported.")
+    p.set_defaults(func=_export)
+
+    p = command("evaluate", help="Score a classifier on a labeled test set.")
     p.add_argument("classifier", type=Path, help="Classifier folder (emae finetune).")
     p.add_argument("--labels", type=Path, required=True, help="Test labels CSV.")
     p.add_argument("--out", type=Path, required=True, help="Report folder to create.")
@@ -433,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_evaluate)
 
-    p = commands.add_parser("compare", help="Cross-validate classifiers over label budgets.")
+    p = command("compare", help="Cross-validate classifiers over label budgets.")
     p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
     p.add_argument(
         "--unlabeled",
@@ -448,16 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Comma-separated: head, head-finetune, cnn-scratch, svm-features, "
         "latent-logreg, latent-knn.",
     )
-    p.add_argument("--folds", type=int, default=5, help="Cross-validation folds (default 5).")
+    p.add_argument("--folds", type=int, default=5, help="Cross-validation folds.")
     p.add_argument("--budgets", default="5,10,25,50,all", help="Labels per class to try.")
     p.add_argument("--config", type=Path, help="YAML options of the neural methods (finetune).")
     p.add_argument("--steps", type=int, help="Optimizer steps of the neural methods.")
-    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
     p.add_argument("--out", type=Path, required=True, help="Results folder (resumes if present).")
     p.add_argument("--overwrite", action="store_true", help="Discard a different comparison.")
     p.set_defaults(func=_compare)
 
-    p = commands.add_parser("detect", help="Map a whole volume chunk by chunk (Dask, OME-Zarr).")
+    p = command("detect", help="Map a whole volume chunk by chunk (Dask, OME-Zarr).")
     p.add_argument("model", type=Path, help="Autoencoder folder (emae pretrain).")
     p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
     p.add_argument("--out", type=Path, required=True, help="Output .zarr store.")
@@ -470,16 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
     )
-    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level (default 0).")
-    p.add_argument(
-        "--precision", default="auto", help="auto (bf16 where native; default), bf16 or fp32."
-    )
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
+    p.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32.")
     p.add_argument(
         "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
     )
-    p.add_argument(
-        "--device", default="auto", help="auto (a GPU if any; default), cpu, cuda or cuda:N."
-    )
+    p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     p.add_argument(
         "--rescale",
@@ -487,9 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Normalize the input by its own intensity percentiles instead of the model's "
         "(for data of another dtype or range than the training data, refused otherwise).",
     )
+    p.add_argument(
+        "--pixel-size",
+        metavar="NM",
+        help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
+        "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
+    )
     p.set_defaults(func=_detect)
 
-    p = commands.add_parser(
+    p = command(
         "pipeline", help="Pretrain, score, fine-tune, evaluate, compare, detect and report."
     )
     p.add_argument("config", type=Path, help="Pipeline YAML (see configs/demo.yaml).")
@@ -498,41 +570,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="Start again; replaces a run.")
     p.set_defaults(func=_pipeline)
 
-    p = commands.add_parser("report", help="Write one self-contained HTML report of runs.")
+    p = command("report", help="Write one self-contained HTML report of runs.")
     p.add_argument("runs", nargs="+", type=Path, help="Pipeline, model, evaluation, ... folders.")
     p.add_argument("--out", type=Path, required=True, help="The .html file to write.")
     p.add_argument("--title", default="emae report", help="Page title.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
     p.set_defaults(func=_report)
 
-    p = commands.add_parser("demo", help="Run the whole pipeline on the embedded sample data.")
+    p = command("demo", help="Run the whole pipeline on the embedded sample data.")
     p.add_argument("--out", type=Path, default=Path("emae-demo"), help="Results folder.")
-    p.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
     p.add_argument("--quick", action="store_true", help="Tiny data and fewer steps (< 3 min).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing results folder.")
     p.set_defaults(func=_demo)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``emae`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    """INFO (WARNING with ``-q``) for every logger; ``-v`` adds DEBUG for emae's own loggers
+    only, so that zarr, numcodecs, asyncio, fsspec, PIL, matplotlib, ... stay quiet."""
+    level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # the Dask cluster's own bookkeeping (workers too); warnings still show
+    logging.getLogger("emae").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    if not verbose:  # the Dask cluster's own bookkeeping (workers too); warnings still show
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def _output(args: argparse.Namespace) -> Path | None:
+    """The file or folder the command writes (``--out``, or sample-data's ``DIR``), if any."""
+    out = getattr(args, "out", None) or getattr(args, "dir", None)
+    return None if out is None else Path(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``emae`` command; returns the exit status (see the module docstring).
+
+    Usage errors exit with status 2 from argparse itself (``SystemExit``), before anything is
+    created. Then the output's missing parent folders are created (never removed, even when the
+    command fails) and the command runs.
+    """
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
     try:
+        out = _output(args)
+        if out is not None:  # `--out runs/ae` works without a `runs/` folder
+            out.parent.mkdir(parents=True, exist_ok=True)
         args.func(args)
     except ValidationError as exc:
         print(f"emae: error: {config_error(exc, 'options')}", file=sys.stderr)
-        return 2
+        return 1
     except EmaeError as exc:
         print(f"emae: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except OSError as exc:  # the file system said no: disk full, permission denied, ...
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"emae: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print(f"emae: interrupted; {_RESUME.get(args.command, _NOTHING)}", file=sys.stderr)
         return 130

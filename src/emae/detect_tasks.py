@@ -98,7 +98,10 @@ def run_chunks(
     client, gpus = client_for(workers, scheduler, device)
     kwargs["gpus"] = gpus
     local = None if scheduler else client.cluster  # closed with the client, not left to GC
-    with client, local or contextlib.nullcontext():
+    # The client closes first, releasing the scattered mapper: workers that shut down while a
+    # client still holds it make the scheduler log an ERROR ("caused the cluster to lose
+    # scattered data") after a successful run.
+    with local or contextlib.nullcontext(), client:
         n_workers = max(1, len(client.nthreads()))
         if threads is None and not scheduler:
             threads = max(1, (os.cpu_count() or 1) // n_workers)

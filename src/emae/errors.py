@@ -2,8 +2,8 @@
 
 Every problem caused by the user's input (a missing file, a corrupt TIFF, a label outside the
 image, ...) is raised as an :class:`EmaeError` whose message is one line naming the offending
-file or value and what was expected. The CLI prints that line and exits with status 2; it never
-shows a traceback for these.
+file or value and what was expected. The CLI prints that line and exits with status 1 (2 is
+argparse's, for a command line it cannot parse); it never shows a traceback for these.
 """
 
 from __future__ import annotations
