@@ -257,6 +257,12 @@ def test_classifier_models_write_named_probability_channels(tmp_path, data):
     assert zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs["emae"]["kind"] == (
         "anomaly map"
     )
+    # Class regions are painted with their CSV ids into labels/classes.
+    painted = zarr.open_array(str(tmp_path / "p.zarr" / "labels" / "classes" / "0"), mode="r")[:]
+    burnt = [r for r in _rows(tmp_path / "p_detections.csv") if r["class"] == "burnt"]
+    assert sorted(int(r["id"]) for r in burnt) == np.unique(painted[painted > 0]).tolist()
+    for r in burnt:
+        assert (painted == int(r["id"])).sum() == int(r["area"])
     qc = _rows(tmp_path / "p_qc.csv")
     assert {"fraction_burnt", "fraction_clean", "anomalous_fraction"} <= set(qc[0])
     classes = {r["class"] for r in _rows(tmp_path / "p_detections.csv")}

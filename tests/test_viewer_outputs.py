@@ -118,3 +118,38 @@ def test_info_shows_and_pixel_size_supplies_the_size(data, tmp_path, capsys):
     assert open_image(out).pixel_size == pytest.approx((35.0, 5.0, 5.0))
     assert main([*argv, "--pixel-size", "five", "--overwrite"]) == 1
     assert "--pixel-size: cannot read 'five'" in capsys.readouterr().err
+
+
+def test_detections_are_ngff_labels_with_the_csv_ids(data, tmp_path):
+    import csv
+
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+    from ome_zarr_models.v04.image_label import ImageLabel
+
+    _, detect = _outputs(data, tmp_path)
+    labels = zarr.open_array(str(detect / "labels" / "anomaly" / "0"), mode="r")[:]
+    with open(tmp_path / "detect_detections.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["class"] == "anomaly"]
+    assert rows, "the tiny model flags some pixels"
+    ids = np.unique(labels[labels > 0])
+    assert sorted(int(r["id"]) for r in rows) == ids.tolist()
+    for r in rows:
+        where = np.argwhere(labels == int(r["id"]))
+        assert len(where) == int(r["area"])
+        assert where.min(0).tolist() == [int(r["z"]), int(r["y_min"]), int(r["x_min"])]
+        assert where.max(0).tolist() == [int(r["z"]), int(r["y_max"]), int(r["x_max"])]
+    group = zarr.open_group(str(detect / "labels" / "anomaly"), mode="r")
+    ImageLabel.from_zarr(group)  # validates the NGFF image-label metadata
+    assert open_image(detect / "labels" / "anomaly").pixel_size == SIZES
+    nodes = list(Reader(parse_url(str(detect)))())
+    assert any(node.load(Label) for node in nodes)  # ome-zarr-py finds the labels
+
+
+def test_napari_ome_zarr_shows_detections_as_a_labels_layer(data, tmp_path):
+    from napari_ome_zarr import napari_get_reader
+
+    _, detect = _outputs(data, tmp_path)
+    layers = napari_get_reader(str(detect))(str(detect))
+    kinds = [kind for _, _, kind in layers]
+    assert kinds.count("labels") == 1 and kinds[0] == "image"

@@ -26,6 +26,8 @@ class ChunkComponents:
     max y, max x (section pixel coordinates), peak value, and the class index of the piece.
     ``first_row``/``last_row`` and ``first_col``/``last_col`` are the local labels along the
     chunk's borders (0 = background). Pieces join only pieces of the same ``class_index``.
+    After :func:`merge_components`, ``component[i]`` is the index (in its returned list) of
+    the component that local label ``i + 1`` belongs to.
     """
 
     z: int
@@ -38,6 +40,7 @@ class ChunkComponents:
     last_col: np.ndarray
     class_index: int = 0
     ids: list[int] = field(default_factory=list)
+    component: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def chunk_components(
@@ -109,7 +112,8 @@ def merge_components(pieces: list[ChunkComponents]) -> list[dict[str, float]]:
     """Join pieces across chunk borders; one dict per component.
 
     Keys: ``z``, ``class_index``, ``area``, ``centroid_y``, ``centroid_x``, ``y_min``,
-    ``x_min``, ``y_max``, ``x_max``, ``peak``. Pieces of different classes never merge.
+    ``x_min``, ``y_max``, ``x_max``, ``peak``. Pieces of different classes never merge. Sets
+    each piece's ``component`` (see :class:`ChunkComponents`).
     """
     offset = 0
     for p in pieces:
@@ -160,6 +164,7 @@ def merge_components(pieces: list[ChunkComponents]) -> list[dict[str, float]]:
     for root, m in merged.items():
         out.append(
             {
+                "root": root,
                 "z": zs[root],
                 "class_index": int(m[8]),
                 "area": int(m[0]),
@@ -172,4 +177,8 @@ def merge_components(pieces: list[ChunkComponents]) -> list[dict[str, float]]:
                 "peak": float(m[7]),
             }
         )
-    return sorted(out, key=lambda c: (c["z"], c["y_min"], c["x_min"]))
+    out.sort(key=lambda c: (c["z"], c["y_min"], c["x_min"]))
+    index = {c.pop("root"): i for i, c in enumerate(out)}
+    for p in pieces:
+        p.component = np.array([index[uf.find(i)] for i in p.ids], dtype=np.int64)
+    return out

@@ -3,7 +3,9 @@
 The output ``OUT.zarr`` is a map store (:mod:`emae.io.map_store`): an OME-Zarr image (NGFF
 v0.4, multiscale, axes and pixel size of the input) of the anomaly map at its root (float32,
 larger = more anomalous, chunked ``(1, C, C)`` per section), class probabilities below it for
-classifier runs; plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it (:mod:`emae.qc`).
+classifier runs, and the detections as NGFF label images in ``labels/``
+(:mod:`emae.detection_labels`); plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it
+(:mod:`emae.qc`).
 
 Every output chunk is one task: it reads its region of the input plus a halo of ``overlap``
 pixels (only the input chunks it touches), maps it with the same tiled function as
@@ -36,6 +38,7 @@ from typing import Any
 from emae.classifier_bundle import is_classifier, load_classifier
 from emae.detect_chunk import DONE, Mapper, plan_chunks, read_marker
 from emae.detect_tasks import device_for_run, run_chunks
+from emae.detection_labels import LabelPainter
 from emae.detector import AutoencoderDetector
 from emae.errors import EmaeError
 from emae.io import open_image
@@ -306,7 +309,18 @@ def detect(
     for image_path in store_images(out).values():
         build_pyramid(image_path)
     markers = (read_marker(out / DONE / f"{c.name}.npz") for c in chunks)  # one at a time
-    reports = write_reports(out, markers, mapper.class_names())
+    painter = LabelPainter(
+        out,
+        image.shape,
+        image.axes,
+        (1, chunk, chunk) if image.axes == "ZYX" else (chunk, chunk),
+        threshold=None if mapper.detector is None else mapper.detector.pixel_threshold_.value,
+        classes=mapper.classes,
+        class_names=mapper.class_names(),
+        pixel_size=image.pixel_size,
+    )
+    reports = write_reports(out, markers, mapper.class_names(), on_section=painter.section)
+    reports["labels"] = [str(p) for p in painter.finish()]
     pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
     working = seconds - startup
     summary = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 
 DETECTION_FIELDS = (
+    "id",
     "class",
     "centroid_x",
     "centroid_y",
@@ -218,9 +219,10 @@ def write_figure(fig: Figure, path: Path) -> None:
 
 
 # The numeric columns of a detection, in the order of the on-disk table of :func:`write_reports`.
-_TABLE = ("class_index", "centroid_x", "centroid_y", "z", "x_min", "y_min", "x_max", "y_max")
+_TABLE = ("id", "class_index", "centroid_x", "centroid_y", "z", "x_min", "y_min", "x_max")
+_TABLE += ("y_max",)
 _TABLE += ("area", "peak")
-_INTEGER = {"z", "x_min", "y_min", "x_max", "y_max", "area"}
+_INTEGER = {"id", "z", "x_min", "y_min", "x_max", "y_max", "area"}
 _BLOCK = 65536  # detection rows written per block
 
 
@@ -262,6 +264,7 @@ def write_reports(
     out: Path,
     markers: Iterable[tuple[dict[str, Any], list[ChunkComponents]]],
     class_names: list[str],
+    on_section: Callable[[int, list[ChunkComponents], int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``OUT_detections.csv``, ``OUT_qc.csv`` and ``OUT_qc.png`` beside ``OUT.zarr``.
 
@@ -277,6 +280,11 @@ def write_reports(
     Returns the number of detections and the three paths. A chunk whose QC numbers differ
     from the others' (a done marker of another run) is an ``EmaeError`` naming it, and no
     report is half-written.
+
+    Detections are numbered ``1..n`` in section order (``id``, the first column), so that a
+    label image of them (:mod:`emae.detection_labels`) holds the same numbers.
+    ``on_section(z, pieces, first_id)`` is called after each section's pieces are merged:
+    local label ``i + 1`` of a piece is detection ``first_id + piece.component[i]``.
     """
     stem = out.with_suffix("")
     paths = {
@@ -306,6 +314,10 @@ def write_reports(
             qc_writer.writerows(_format(r) for r in _section_rows(z, tiles, numbers))
             qc_tiles.append((z, [_placed(t) for t in tiles]))
             merged = merge_components(pieces)
+            if on_section is not None:
+                on_section(z, pieces, n + 1)
+            for i, c in enumerate(merged):
+                c["id"] = n + 1 + i
             rows = np.array([[c[k] for k in _TABLE] for c in merged], dtype=np.float64)
             table.write(rows.reshape(-1, len(_TABLE)).tobytes())
             n += len(merged)

@@ -207,8 +207,9 @@ def multiscales_attrs(
     pixel_size: float | Sequence[float] | None,
     name: str,
     channel_names: Sequence[str] | None = None,
+    method: str = "mean",
 ) -> dict[str, Any]:
-    """NGFF v0.4 ``multiscales`` group attributes for a 2x2-mean pyramid.
+    """NGFF v0.4 ``multiscales`` group attributes for a 2x2-mean (or nearest) pyramid.
 
     Parameters
     ----------
@@ -224,6 +225,8 @@ def multiscales_attrs(
     channel_names
         One label per channel (``"C"`` axes), stored as OMERO channel metadata, which napari
         shows as layer names.
+    method
+        ``"mean"`` (images) or ``"nearest"`` (label images: every second pixel, no shift).
 
     Returns
     -------
@@ -247,7 +250,8 @@ def multiscales_attrs(
     for level in range(n_levels):
         f = [1] * (len(axes) - 2) + [2**level] * 2
         scale = [s * k for s, k in zip(sizes, f, strict=True)]
-        shift = [s * (k - 1) / 2 for s, k in zip(sizes, f, strict=True)]
+        centre = 0.5 if method == "mean" else 0.0  # nearest keeps pixel 0 of each block
+        shift = [s * (k - 1) * centre for s, k in zip(sizes, f, strict=True)]
         transforms = [{"type": "scale", "scale": scale}]
         if level > 0:
             transforms.append({"type": "translation", "translation": shift})
@@ -257,8 +261,8 @@ def multiscales_attrs(
         "name": name,
         "axes": ngff_axes,
         "datasets": datasets,
-        "type": "mean",
-        "metadata": {"method": "emae.io.ome_zarr.build_pyramid", "kernel": "2x2 mean in YX"},
+        "type": method,
+        "metadata": {"method": "emae.io.ome_zarr.build_pyramid", "kernel": f"2x2 {method} in YX"},
     }
     attrs: dict[str, Any] = {"multiscales": [multiscale]}
     if channel_names is not None:

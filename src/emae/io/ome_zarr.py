@@ -71,6 +71,7 @@ def create_ome_zarr(
     overwrite: bool = False,
     channel_names: Sequence[str] | None = None,
     kind: str = "image",
+    downsampling: str = "mean",
 ) -> zarr.Group:
     """Create an empty NGFF v0.4 image: metadata plus every pyramid level, filled with zeros.
 
@@ -105,6 +106,9 @@ def create_ome_zarr(
     kind
         What the image is (``"image"``, ``"anomaly map"``, ...), stored in the root attributes
         (:mod:`emae.io.provenance`).
+    downsampling
+        How :func:`build_pyramid` will fill the levels, for the metadata: ``"mean"`` or
+        ``"nearest"`` (label images).
 
     Returns
     -------
@@ -132,7 +136,9 @@ def create_ome_zarr(
     n_levels = _default_n_levels(shape, chunks) if n_levels is None else int(n_levels)
     if n_levels < 1:
         raise EmaeError(f"{path}: n_levels must be >= 1, got {n_levels}")
-    attrs = multiscales_attrs(axes, n_levels, pixel_size, name or path.name, channel_names)
+    attrs = multiscales_attrs(
+        axes, n_levels, pixel_size, name or path.name, channel_names, downsampling
+    )
     check_writable(path, overwrite=overwrite, **_only(kind))
     if path.is_dir():
         shutil.rmtree(path)
@@ -172,12 +178,13 @@ def _downsample_mean(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return mean.astype(dtype)
 
 
-def build_pyramid(path: str | Path, *, progress: bool = False) -> None:
+def build_pyramid(path: str | Path, *, progress: bool = False, method: str = "mean") -> None:
     """Compute levels 1.. of an image made by :func:`create_ome_zarr` from its level 0.
 
     Each level is the 2x2 (Y, X) mean of the previous one, rounded to the nearest integer for
-    integer dtypes. Work proceeds one output chunk at a time, so memory stays at a few chunks
-    whatever the image size. ``progress`` shows a progress bar per level.
+    integer dtypes; with ``method="nearest"`` (for label images, whose values are ids) it is
+    every second pixel instead. Work proceeds one output chunk at a time, so memory stays at a
+    few chunks whatever the image size. ``progress`` shows a progress bar per level.
     """
     group = zarr.open_group(store=str(path), mode="r+")
     validate_ngff(group.attrs.asdict(), path=str(path))
@@ -193,7 +200,11 @@ def build_pyramid(path: str | Path, *, progress: bool = False) -> None:
                 slice(2 * r.start, min(2 * r.stop, s))
                 for r, s in zip(region[-2:], src.shape[-2:], strict=True)
             )
-            dst[region] = _downsample_mean(np.asarray(src[(*region[:-2], y, x)]), dst.dtype)
+            block = np.asarray(src[(*region[:-2], y, x)])
+            if method == "nearest":
+                dst[region] = block[..., ::2, ::2]
+            else:
+                dst[region] = _downsample_mean(block, dst.dtype)
 
 
 def write_ome_zarr(
