@@ -11,9 +11,10 @@ float32) and writes
   the image score (the detector's reduction of the map), the mean, 99th percentile and maximum
   of the map, and the fraction of pixels above the model's pixel threshold.
 
-Each section is scored in overlapping tiles (:mod:`emae.tiling`, the code path of ``emae
-detect``); the maps of all sections are held in memory until written, so this command is meant
-for images of up to a few gigapixels; ``emae detect`` maps whole volumes chunk by chunk.
+Each section is scored in overlapping tiles by :func:`map_section` (:mod:`emae.tiling`, the
+code path of ``emae detect``; the napari widget calls it too); the maps of all sections are held
+in memory until written, so this command is meant for images of up to a few gigapixels;
+``emae detect`` maps whole volumes chunk by chunk.
 """
 
 from __future__ import annotations
@@ -101,6 +102,43 @@ def _map_pixel_size(images: list[Image], axes: str) -> tuple[float | None, ...] 
         return sizes
     z = images[0].pixel_size[0] if len(images) == 1 and images[0].ndim == 3 else None
     return (z, *sizes)
+
+
+def map_section(
+    detector: AutoencoderDetector,
+    section: np.ndarray,
+    *,
+    tile: int = 1024,
+    overlap: int = 64,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """The anomaly map of one section: the computation of ``emae score`` and the napari widget.
+
+    Parameters
+    ----------
+    detector
+        A fitted detector whose ``normalizer`` suits the section's dtype
+        (:func:`emae.normalization.normalizer_for`).
+    section
+        ``(H, W)`` raw pixels (``"YX"``), in the dtype the normalizer expects, all finite.
+    tile, overlap
+        Sections larger than ``tile`` pixels are mapped in tiles overlapping by ``overlap``
+        and blended without seams (:func:`emae.tiling.predict_tiled`).
+    batch_size
+        Tiles per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` float32, larger = more anomalous.
+    """
+    return predict_tiled(
+        section,
+        lambda tiles: detector.anomaly_map(tiles)[:, None],
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+    )[0]
 
 
 def score_images(
@@ -197,13 +235,13 @@ def score_images(
     maps = np.empty((len(sections), height, width), dtype=np.float32)
     rows = []
     for i, (image, source, z) in enumerate(tqdm(sections, desc="scoring", disable=not progress)):
-        maps[i] = predict_tiled(
+        maps[i] = map_section(
+            detector,
             image.check_finite(image.section(z), z),
-            lambda tiles: detector.anomaly_map(tiles)[:, None],
             tile=tile,
             overlap=overlap,
             batch_size=batch_size,
-        )[0]
+        )
         m = maps[i]
         rows.append(
             {
