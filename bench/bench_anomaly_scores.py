@@ -1,11 +1,12 @@
 """Benchmark: pixel AUROC of every model and anomaly score on the ``emae sample-data`` test set.
 
 Writes the default sample dataset (or uses ``--data``), trains each model of ``--models`` with
-:func:`emae.pretrain.pretrain` on ``unlabeled/volume.tif`` (the default
-:class:`~emae.pretrain.PretrainConfig`, only ``--steps`` changed), fits an
-:class:`~emae.detector.AutoencoderDetector` for every score of :data:`emae.scoring.SCORES`
-with :func:`emae.pretrain.fit_detector`, and the non-learned
-:class:`~emae.local_stats.LocalStatisticsDetector` on the same 512 random patches. Each
+:func:`emae.commands.pretrain.pretrain` on ``unlabeled/volume.tif`` (the default
+:class:`~emae.commands.pretrain.PretrainConfig`, only ``--steps`` changed), fits an
+:class:`~emae.anomaly.detector.AutoencoderDetector` for every score of
+:data:`emae.anomaly.scores.SCORES`
+with :func:`emae.commands.pretrain.fit_detector`, and the non-learned
+:class:`~emae.anomaly.local_stats.LocalStatisticsDetector` on the same 512 random patches. Each
 detector's anomaly maps of all test sections are scored against the masks (mask > 0 =
 artifact): pixel AUROC and average precision overall, and AUROC of each artifact class against
 the clean pixels.
@@ -41,13 +42,13 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from emae.bundle import load_bundle
+from emae.anomaly.local_stats import LocalStatisticsDetector
+from emae.anomaly.scores import SCORES
+from emae.commands.pretrain import SCORING_SEED_OFFSET, PretrainConfig, fit_detector, pretrain
+from emae.data.sampling import sample_patches
+from emae.folders.autoencoder import load_bundle
 from emae.io import open_image
-from emae.local_stats import LocalStatisticsDetector
 from emae.models import available_models
-from emae.pretrain import SCORING_SEED_OFFSET, PretrainConfig, fit_detector, pretrain
-from emae.sampling import sample_patches
-from emae.scoring import SCORES
 from emae.synth.sample_data import write_sample_data
 
 DEFAULT_MODELS = "conv-ae,denoising-ae,vae,beta-vae,pca"

@@ -1,7 +1,7 @@
 """Cost of one training item when patches are drawn from many source files.
 
-Compares, in one run, :class:`emae.dataset.RandomPatchDataset` (the sampler over all sources is
-built once per process) with calling :func:`emae.sampling.sample_patches` for each item (the
+Compares, in one run, :class:`emae.data.dataset.RandomPatchDataset` (the sampler over all sources is
+built once per process) with calling :func:`emae.data.sampling.sample_patches` for each item (the
 sampler rebuilt every time), for the same items.
 
     python bench/bench_dataset_sources.py [--sources 2000] [--items 256] [--dir TMP]
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emae.dataset import RandomPatchDataset
+from emae.data.dataset import RandomPatchDataset
+from emae.data.sampling import sample_patches
 from emae.io import open_image
-from emae.sampling import sample_patches
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ sample data) and the sample data (``--data``), measures in one run:
    median of the per-round ratios.
 3. ``sliding``: a naive sliding-window map (every patch scored, stride 1, its score given to its
    centre pixel) against the tiled fully convolutional map, per pixel.
-4. ``tile``: ``emae.detect.detect`` on a synthetic 8 x 1024 x 1024 volume (chunks of 1024,
+4. ``tile``: ``emae.commands.detect.detect`` on a synthetic 8 x 1024 x 1024 volume (chunks of 1024,
    halo 64) in one process, with tiles of 512 and of 1152 (one tile per chunk).
 5. ``dask``: a synthetic volume (``--dask-volume Z SIDE``, default the same 8 x 1024 x 1024) on
    a local Dask cluster: 1 worker of 1 thread, 2 workers of 1 thread, 1 worker of 2 threads.
@@ -56,10 +56,10 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from emae.detector import AutoencoderDetector
-from emae.error_maps import inference_precision, reconstruct
+from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.maps import inference_precision, reconstruct
 from emae.io import open_image
-from emae.tiling import predict_tiled
+from emae.volume.tiling import predict_tiled
 
 
 def _log(results: dict[str, Any], part: str, **values: Any) -> None:
@@ -230,7 +230,7 @@ def _volume(path: Path, data: Path, shape: tuple[int, int, int], chunk: int) -> 
 
 
 def _detect(args: argparse.Namespace, source: Path, name: str, **kwargs: Any) -> dict[str, Any]:
-    from emae.detect import detect
+    from emae.commands.detect import detect
 
     out = args.work / f"{name}.zarr"
     shutil.rmtree(out, ignore_errors=True)

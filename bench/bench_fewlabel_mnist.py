@@ -2,9 +2,10 @@
 train the classifier on 10 labels per digit and report the error on the 10,000 test digits.
 
 The semi-supervised protocol of Kingma et al. 2014 (test error with 100 labels: M1+TSVM 11.82%,
-M1+M2 3.33%). The autoencoder (:func:`emae.pretrain.pretrain`, 28 x 28 patches = whole digits,
+M1+M2 3.33%). The autoencoder (:func:`emae.commands.pretrain.pretrain`, 28 x 28 patches = whole
+digits,
 channels (32, 64), spatial latent) trains on all 60,000 training images, labels unread. 100
-labels (10 per class, seeded) then train, with :func:`emae.finetune.train_classifier`:
+labels (10 per class, seeded) then train, with :func:`emae.commands.finetune.train_classifier`:
 
 ``head``           the pretrained encoder, frozen, + 1x1-conv head
 ``head-finetune``  the same with the encoder fine-tuned at a tenth of the head's rate
@@ -12,7 +13,7 @@ labels (10 per class, seeded) then train, with :func:`emae.finetune.train_classi
 ``latent-logreg``  logistic regression on the frozen pooled latents
 ``head-finetune-shift``  head-finetune with shift augmentation, ``--semi-steps`` steps
 ``head-semi``      the same, semi-supervised: every step also trains on 3 unlabeled digits per
-                   labeled one through FixMatch's pseudo-labels (:mod:`emae.semi`); the
+                   labeled one through FixMatch's pseudo-labels (:mod:`emae.classify.semi`); the
                    unlabeled digits are the 60,000 training images, as in the protocol
 
 ``head-semi`` is the semi-supervised method the target is about, fixed before any test error
@@ -72,7 +73,7 @@ SEMI = ("head-finetune-shift", "head-semi")
 def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabeled=None):
     """One fitted classifier: ``predict_proba(images) -> (N, 10)``; ``steps`` of the semi
     methods are ``--semi-steps``."""
-    from emae.finetune import FinetuneConfig, train_classifier
+    from emae.commands.finetune import FinetuneConfig, train_classifier
 
     if method in SEMI:
         config = FinetuneConfig(
@@ -92,7 +93,7 @@ def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabe
             print(f"{method:14s} pseudo-labeled share of the unlabeled batch, per 50 steps: {used}")
         return fitted
     if method == "latent-logreg":
-        from emae.baselines import LatentClassifier
+        from emae.classify.baselines import LatentClassifier
 
         return LatentClassifier(encoder, kind="logreg").fit(x, y)
     config = FinetuneConfig(
@@ -138,8 +139,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from emae.bundle import is_bundle
-    from emae.pretrain import PretrainConfig, pretrain
+    from emae.commands.pretrain import PretrainConfig, pretrain
+    from emae.folders.autoencoder import is_bundle
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,10 +6,10 @@ of SEM Images"; public repository cagriyardimci/Nanofiber_SEM_Dataset): 1003 ima
 classes NonDefective / SlightlyDefective / Defective, ``group`` = the source micrograph (27).
 
 The class is a property of the whole micrograph, so the classifier sees each image whole
-(:mod:`emae.objects` variant ``"whole"``: reflect-padded to 512 x 512, resized to ``P x P``).
+(:mod:`emae.data.objects` variant ``"whole"``: reflect-padded to 512 x 512, resized to ``P x P``).
 So that encoder and head see the same scale, the autoencoder is pretrained, without labels, on
 exactly those ``P x P`` images of all 1003 images (written as a ``"ZYX"`` ``.npy`` stack in the
-work folder; the labels are never read for it). Then :func:`emae.compare.compare` runs the
+work folder; the labels are never read for it). Then :func:`emae.commands.compare.compare` runs the
 frozen head, a CNN from scratch, an RBF SVM on handcrafted features and latent logistic
 regression on group-aware stratified folds (the ``group`` column) and nested label budgets.
 ``--methods head-semi`` trains semi-supervised on the same stack as unlabeled images (as the
@@ -56,8 +56,8 @@ def whole_stack(labels_csv: Path, patch: int, path: Path) -> Path:
     Only the image paths of the CSV are used (the same function ``compare`` calls to build the
     classifier's inputs), never the labels.
     """
-    from emae.labels import load_labels
-    from emae.objects import object_patches
+    from emae.data.labels import load_labels
+    from emae.data.objects import object_patches
 
     if path.is_file():
         return path
@@ -89,10 +89,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from emae.bundle import is_bundle
-    from emae.compare import compare
-    from emae.finetune import FinetuneConfig
-    from emae.pretrain import PretrainConfig, pretrain
+    from emae.commands.compare import compare
+    from emae.commands.finetune import FinetuneConfig
+    from emae.commands.pretrain import PretrainConfig, pretrain
+    from emae.folders.autoencoder import is_bundle
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,8 @@
 """Benchmark: few-label artifact classification on ``emae sample-data``, cross-validated.
 
 Pretrains (or reuses) the default autoencoder on ``unlabeled/volume.tif`` of the sample data,
-then runs :func:`emae.compare.compare` on ``labels.csv``: the pretrained encoder + 1x1-conv head
+then runs :func:`emae.commands.compare.compare` on ``labels.csv``: the pretrained encoder +
+1x1-conv head
 (frozen), the same architecture trained from scratch, an RBF SVM on handcrafted features and
 logistic regression on the frozen pooled latents, on the same group-aware stratified folds and
 nested label budgets. Prints the learning curves (macro-F1 mean +- std over folds per method and
@@ -18,7 +19,7 @@ Usage::
 Without ``--data`` the sample data is written to ``WORK/sample-data`` (about 30 s; reused when
 present). Without ``--encoder`` the encoder is ``WORK/encoder`` when it exists, else the default
 conv-ae of ``bench_anomaly_scores.py`` (``runs/bench_anomaly_scores/models/conv-ae-s2000``) when
-that run has finished on the same data, else a fresh :class:`~emae.pretrain.PretrainConfig`
+that run has finished on the same data, else a fresh :class:`~emae.commands.pretrain.PretrainConfig`
 default run (``--pretrain-steps``) into ``WORK/encoder``. The comparison folder
 ``WORK/compare-*`` resumes an interrupted run (one result file per fit).
 """
@@ -83,8 +84,8 @@ def summary_from_results(out: Path) -> dict[str, Any]:
 
     Same layout as ``summary.json``, over the folds present; ``n_folds`` tells how many.
     """
-    from emae.labels import load_labels
-    from emae.metrics import summarize_folds
+    from emae.classify.metrics import summarize_folds
+    from emae.data.labels import load_labels
 
     settings = json.loads((out / "compare.json").read_text())
     rows = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
@@ -161,7 +162,7 @@ def claim_check(summary: dict[str, Any], small: tuple[str, ...] = SMALL_BUDGETS)
 
 def report(summary: dict[str, Any], out: Path, info: dict[str, Any], seconds: float) -> None:
     """Print the tables and write them, with the run's settings, to ``OUT/bench.json``."""
-    from emae.compare import markdown_table
+    from emae.commands.compare import markdown_table
 
     last = list(next(iter(summary["methods"].values())))[-1]
     final = markdown_table(summary, last)
@@ -193,8 +194,8 @@ def report(summary: dict[str, Any], out: Path, info: dict[str, Any], seconds: fl
 
 def find_encoder(args: argparse.Namespace, data: Path) -> Path:
     """``--encoder``, else a finished default run on ``data``, else a fresh default run."""
-    from emae.bundle import is_bundle
-    from emae.pretrain import PretrainConfig, pretrain
+    from emae.commands.pretrain import PretrainConfig, pretrain
+    from emae.folders.autoencoder import is_bundle
 
     if args.encoder is not None:
         return args.encoder
@@ -240,8 +241,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from emae.compare import compare
-    from emae.finetune import FinetuneConfig
+    from emae.commands.compare import compare
+    from emae.commands.finetune import FinetuneConfig
     from emae.synth.sample_data import SampleDataConfig, write_sample_data
 
     if args.threads:

@@ -1,6 +1,7 @@
 """Benchmark: pixel AUROC of synthetic artifacts drawn on real EM (ISBI 2012), per artifact type.
 
-Trains the default autoencoder (:func:`emae.pretrain.pretrain`, default :class:`PretrainConfig`,
+Trains the default autoencoder (:func:`emae.commands.pretrain.pretrain`, default
+:class:`PretrainConfig`,
 optionally fewer ``--steps``) on the ISBI 2012 slices except a held-out set: the last
 ``--holdout`` train images and the last ``--holdout`` test images (default 5 + 5: train 25-29,
 test 25-29). Then, for every kind in :data:`emae.synth.artifacts.ARTIFACT_TYPES`, it draws
@@ -9,7 +10,8 @@ test 25-29). Then, for every kind in :data:`emae.synth.artifacts.ARTIFACT_TYPES`
 against all other pixels of the same slices) of
 
 - the detector saved in the model folder (:meth:`AutoencoderDetector.from_bundle`), and
-- every score of :data:`emae.scoring.SCORES`, refitted with :func:`emae.pretrain.fit_detector`
+- every score of :data:`emae.anomaly.scores.SCORES`, refitted with
+  :func:`emae.commands.pretrain.fit_detector`
   on the training images.
 
 "overall" pools the pixels of all kinds; "mean" is the mean of the per-kind AUROCs.
@@ -41,10 +43,10 @@ import torch
 from PIL import Image as PILImage
 from sklearn.metrics import roc_auc_score
 
-from emae.bundle import load_bundle
-from emae.detector import AutoencoderDetector
-from emae.pretrain import PretrainConfig, fit_detector, pretrain
-from emae.scoring import SCORES
+from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.scores import SCORES
+from emae.commands.pretrain import PretrainConfig, fit_detector, pretrain
+from emae.folders.autoencoder import load_bundle
 from emae.synth.artifacts import ARTIFACT_TYPES, as_unit_float, inject
 
 REPO = Path(__file__).resolve().parents[1]

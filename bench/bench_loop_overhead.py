@@ -1,6 +1,7 @@
-"""Benchmark: training throughput of :func:`emae.training.train_loop` against a bare PyTorch loop.
+"""Benchmark: training throughput of :func:`emae.train.loop.train_loop` against a bare PyTorch loop.
 
-Both train the same model (the default conv autoencoder of :class:`emae.pretrain.PretrainConfig`,
+Both train the same model (the default conv autoencoder of
+:class:`emae.commands.pretrain.PretrainConfig`,
 rebuilt from the same seed for every run) on the same in-memory patches with the same batch,
 AdamW, learning-rate schedule (linear warm-up then cosine), gradient clipping, autocast
 precision and channels-last setting, with MSE reconstruction loss. ``train_loop`` runs without
@@ -38,10 +39,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from emae.losses import reconstruction_loss
+from emae.commands.pretrain import PretrainConfig
 from emae.models import build_model
-from emae.pretrain import PretrainConfig
-from emae.training import LoopSettings, select_precision, step_generator, train_loop
+from emae.train.loop import LoopSettings, select_precision, step_generator, train_loop
+from emae.train.losses import reconstruction_loss
 
 LARGE = 10**9  # validation / checkpoint interval that never comes
 

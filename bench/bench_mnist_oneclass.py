@@ -1,9 +1,11 @@
 """Benchmark: the one-class MNIST protocol (train on one digit, AUROC on the full test set).
 
-For each digit ``d``: train an autoencoder with :func:`emae.pretrain.pretrain` on the training
+For each digit ``d``: train an autoencoder with :func:`emae.commands.pretrain.pretrain` on the
+training
 images of digit ``d`` only (written as a ``"ZYX"`` ``.npy`` stack in the work folder), rebuild
 the fitted detector from the model folder, refit it for every score of
-:data:`emae.scoring.SCORES` (:func:`emae.pretrain.fit_detector` on the same digit-``d`` training
+:data:`emae.anomaly.scores.SCORES` (:func:`emae.commands.pretrain.fit_detector` on the same
+digit-``d`` training
 stack), and score all 10,000 test images (anomaly = not ``d``). Reports the image AUROC per
 digit and score (reduce ``mean`` and ``max``) next to Deep SVDD (Ruff et al. 2018).
 
@@ -14,7 +16,7 @@ library default (``error-z``/``mean``); the other scores are reported alongside,
 digit.
 
 The images are stored as uint16 ``pixel + 1``: emae's default patch check
-(:func:`emae.validity.not_empty`) rejects patches that are more than half 0 or dtype-maximum
+(:func:`emae.data.validity.not_empty`) rejects patches that are more than half 0 or dtype-maximum
 (padding), which is every MNIST digit. The percentile normalization is affine, so the offset
 changes nothing else; test images get the same offset.
 
@@ -41,10 +43,10 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from emae.bundle import load_bundle
-from emae.detector import AutoencoderDetector
-from emae.pretrain import PretrainConfig, fit_detector, pretrain
-from emae.scoring import SCORES, patch_scores
+from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.scores import SCORES, patch_scores
+from emae.commands.pretrain import PretrainConfig, fit_detector, pretrain
+from emae.folders.autoencoder import load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 #: Deep SVDD (one-class), Ruff et al. 2018, AUROC % for digits 0-9.

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 import zarr
 
-import emae.detect_chunk
 import emae.io.map_store
-from emae.detect import detect
+import emae.volume.chunks
+from emae.commands.detect import detect
+from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.io import write_ome_zarr
-from emae.pretrain import PretrainConfig, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
 
@@ -46,7 +46,7 @@ def _bytes(path: Path) -> int:
 
 def _run(model: Path, volume: Path, out: Path, dtype: Any, threads: int) -> float:
     emae.io.map_store.ANOMALY_DTYPE = dtype
-    emae.detect_chunk.ANOMALY_DTYPE = dtype
+    emae.volume.chunks.ANOMALY_DTYPE = dtype
     if out.exists():
         shutil.rmtree(out)
     began = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Creates (or reuses) a ``size x size`` uint8 zarr v3 array filled chunk by chunk with smooth
 texture and a band of zero padding, then, in a fresh subprocess, draws ``n`` patches with
-:func:`emae.sampling.sample_patches` (default padding check) and reports peak resident memory,
+:func:`emae.data.sampling.sample_patches` (default padding check) and reports peak resident memory,
 wall time and patches per second next to the size of the full array.
 
 Usage::
@@ -72,8 +72,8 @@ def make_array(path: Path, size: int, chunk: int, seed: int) -> None:
 
 def measure(path: str, n: int, patch: int, seed: int) -> dict[str, float]:
     """Sample ``n`` patches from ``path`` in this process; timings and peak memory."""
+    from emae.data.sampling import random_locations, sample_patches
     from emae.io.readers import open_image
-    from emae.sampling import random_locations, sample_patches
 
     baseline = _max_rss_bytes()
     image = open_image(path)

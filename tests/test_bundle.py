@@ -14,13 +14,13 @@ import safetensors.torch
 import torch
 
 import emae
-from emae.bundle import Bundle, load_bundle, save_bundle, update_bundle
+from emae.anomaly.scores import FeatureStatistics
+from emae.anomaly.thresholds import Threshold
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
+from emae.folders.autoencoder import Bundle, load_bundle, save_bundle, update_bundle
 from emae.models import available_models, build_model, model_spec
-from emae.normalization import PercentileNormalizer
-from emae.scoring import FeatureStatistics
 from emae.synth.tissue import make_section
-from emae.thresholds import Threshold
 
 KWARGS = {"channels": (8, 16), "latent_channels": 8}
 NORMALIZER = PercentileNormalizer(12.0, 240.0, low=1.0, high=99.0, source_dtype="uint8")

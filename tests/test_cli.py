@@ -218,8 +218,8 @@ def test_outputs_get_their_missing_parent_folders(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A tiny autoencoder folder and a (2, 90, 70) volume to detect on."""
+    from emae.commands.pretrain import PretrainConfig, pretrain
     from emae.io import write_tiff
-    from emae.pretrain import PretrainConfig, pretrain
     from emae.synth.tissue import make_volume, to_uint8
 
     root = tmp_path_factory.mktemp("cli")

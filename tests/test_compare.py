@@ -7,10 +7,10 @@ import json
 import pytest
 
 from emae.cli import main
-from emae.compare import compare
+from emae.commands.compare import compare
+from emae.commands.finetune import FinetuneConfig
+from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.errors import EmaeError
-from emae.finetune import FinetuneConfig
-from emae.pretrain import PretrainConfig, pretrain
 from emae.synth.sample_data import tiny_config, write_sample_data
 
 FAST = FinetuneConfig(steps=4, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
@@ -60,7 +60,7 @@ def test_compare_writes_every_fit_and_resumes(tmp_path, tiny, monkeypatch):
     assert "| head |" in (out / "table.md").read_text()
 
     # A second run with the same settings only reads the finished fits.
-    import emae.compare as module
+    import emae.commands.compare as module
 
     def refuse(*args, **kw):
         raise AssertionError("refit a finished result")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from emae.components import chunk_components, merge_components
+from emae.volume.components import chunk_components, merge_components
 
 
 def _chunked(values, mask, chunk):
@@ -80,7 +80,7 @@ def test_reports_stream_sections_and_list_every_component_by_peak(tmp_path):
     lists exactly the components of whole-section labeling, largest peak first."""
     import csv
 
-    from emae.qc import write_reports
+    from emae.volume.qc import write_reports
 
     rng = np.random.default_rng(3)
     chunk, sections, markers, expected = 16, [], [], []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emae.corruption import (
+from emae.errors import EmaeError
+from emae.train.corruption import (
     KINDS,
     Corruption,
     blank_patches,
@@ -14,7 +15,6 @@ from emae.corruption import (
     poisson_noise,
     salt_and_pepper,
 )
-from emae.errors import EmaeError
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -23,8 +23,8 @@ import tifffile
 import zarr
 
 from emae.cli import main
-from emae.finetune import FinetuneConfig, finetune
-from emae.pretrain import PretrainConfig, pretrain
+from emae.commands.finetune import FinetuneConfig, finetune
+from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
 TINY = dict(

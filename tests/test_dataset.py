@@ -11,10 +11,10 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-from emae.dataset import PatchDataset, RandomPatchDataset
+from emae.data.dataset import PatchDataset, RandomPatchDataset
+from emae.data.sampling import grid_locations, random_locations, sample_patches
 from emae.errors import EmaeError
 from emae.io.readers import open_image
-from emae.sampling import grid_locations, random_locations, sample_patches
 
 
 def _scale(patch: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ def test_masks_can_be_paths(sources, tmp_path):
 
 
 def test_random_dataset_builds_its_sampler_once_and_pickles_without_it(tmp_path, monkeypatch):
-    from emae import dataset as dataset_module
+    from emae.data import dataset as dataset_module
 
     paths = []
     for i in range(3):

@@ -14,15 +14,15 @@ import tifffile
 import torch
 import zarr
 
-from emae.detect import DONE, detect
-from emae.detect_chunk import Chunk, Mapper, chunk_device, process_chunk, resolve_device
-from emae.detect_tasks import client_for, device_for_run
+from emae.commands.detect import DONE, detect
+from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.score import score_images
 from emae.errors import EmaeError
 from emae.io import write_tiff
 from emae.io.ngff import validate_ngff
-from emae.pretrain import PretrainConfig, pretrain
-from emae.score import score_images
 from emae.synth.tissue import make_volume, to_uint8
+from emae.volume.chunks import Chunk, Mapper, chunk_device, process_chunk, resolve_device
+from emae.volume.tasks import client_for, device_for_run
 
 TINY = dict(
     steps=2,
@@ -92,7 +92,7 @@ def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
     detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
-    import emae.detect_tasks as module
+    import emae.volume.tasks as module
 
     original = module.process_chunk
     calls = []
@@ -118,7 +118,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
 
 _KILL_AFTER_WRITE = """
 import os, signal, sys
-import emae.detect_chunk as chunk
+import emae.volume.chunks as chunk
 from emae.cli import main
 
 original, writes = chunk._write, []
@@ -232,8 +232,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, data):
 
 
 def test_classifier_models_write_named_probability_channels(tmp_path, data):
-    from emae.finetune import FinetuneConfig, finetune
-    from emae.labels import LabeledSample, write_labels
+    from emae.commands.finetune import FinetuneConfig, finetune
+    from emae.data.labels import LabeledSample, write_labels
 
     stack = str(data / "stack.tif")
     samples = [LabeledSample(stack, x, y, 0, "clean") for x in (20, 35, 50) for y in (20, 45, 70)]

@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import zarr
 
-from emae.components import chunk_components
-from emae.detection_labels import LabelPainter
 from emae.io.map_store import create_map_store
-from emae.qc import write_reports
+from emae.volume.components import chunk_components
+from emae.volume.labels import LabelPainter
+from emae.volume.qc import write_reports
 
 CHUNK = 16
 

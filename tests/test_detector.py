@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from emae.detector import AutoencoderDetector
+from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.scores import SCORES
+from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
 from emae.io import write_tiff
 from emae.models import available_models, build_model
-from emae.normalization import PercentileNormalizer
-from emae.pretrain import PretrainConfig, pretrain
-from emae.scoring import SCORES
 from emae.synth.tissue import make_section, make_volume, to_uint8
 
 TINY = dict(
@@ -79,7 +79,7 @@ def test_every_model_meets_the_detector_contract(tmp_path, stack, images, model)
 
 @pytest.mark.parametrize("score", SCORES)
 def test_fit_save_load_gives_identical_scores(tmp_path, images, score):
-    from emae.bundle import save_bundle
+    from emae.folders.autoencoder import save_bundle
 
     model = _model()
     detector = AutoencoderDetector(model, NORMALIZER, score=score, reduce="p99").fit(images)
@@ -163,7 +163,7 @@ def test_bad_input_is_refused(images):
 
 
 def test_a_model_folder_without_scoring_is_refused(tmp_path):
-    from emae.bundle import save_bundle
+    from emae.folders.autoencoder import save_bundle
 
     save_bundle(
         tmp_path / "m",

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from emae import distributed
 from emae.errors import EmaeError
-from emae.losses import vae_loss
 from emae.models import build_model
-from emae.training import LoopSettings, step_generator, train_loop
+from emae.train import distributed
+from emae.train.loop import LoopSettings, step_generator, train_loop
+from emae.train.losses import vae_loss
 
 WORLD_SIZE = 2
 SETTINGS = LoopSettings(
@@ -94,7 +94,7 @@ def _worker(out: Path) -> None:
     def on_log(step, logs, model):
         calls["on_log"].append(step)
 
-    import emae.training as training
+    import emae.train.loop as training
 
     real_save = training._save_checkpoint
 

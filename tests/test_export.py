@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from emae.bundle import load_bundle, save_bundle
-from emae.classifier_bundle import FittedClassifier, load_classifier, save_classifier
+from emae.commands.export import export_onnx, is_emae_onnx
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
-from emae.export import export_onnx, is_emae_onnx
+from emae.folders.autoencoder import load_bundle, save_bundle
+from emae.folders.classifier import FittedClassifier, load_classifier, save_classifier
 from emae.models import PCAAutoencoder, available_models, build_model, model_spec
 from emae.models.classifier import EncoderClassifier
-from emae.normalization import PercentileNormalizer
 from emae.synth.tissue import make_section
 
 onnx = pytest.importorskip("onnx")
@@ -132,9 +132,9 @@ def test_metadata_round_trips(exported):
     folder, path, summary = exported["conv-ae"]
     props = _props(path)
     assert props["emae.kind"] == "autoencoder" and props["emae.model"] == "conv-ae"
-    assert json.loads(props["emae.normalization"]) == NORMALIZER.to_dict()
+    assert json.loads(props["emae.data.normalization"]) == NORMALIZER.to_dict()
     assert json.loads(props["emae.model_kwargs"]) == load_bundle(folder).model_kwargs
-    assert json.loads(props["emae.scoring"]) == {"score": "pixel", "reduce": "mean"}
+    assert json.loads(props["emae.anomaly.scores"]) == {"score": "pixel", "reduce": "mean"}
     assert props["emae.version"] and props["emae.min_size"] == "4"
     assert "not in the graph" in props["emae.outputs"]
     assert {k: v for k, v in summary.items() if k.startswith("emae.")} == props
@@ -189,15 +189,15 @@ def test_classifier_probabilities_are_reproduced(tmp_path, backbone, pooling):
     assert props["emae.kind"] == summary["emae.kind"] == "classifier"
     assert json.loads(props["emae.classes"]) == ["burnt", "clean", "fold"]
     assert props["emae.patch_size"] == "16" and props["emae.model"] == backbone
-    assert json.loads(props["emae.normalization"]) == NORMALIZER.to_dict()
+    assert json.loads(props["emae.data.normalization"]) == NORMALIZER.to_dict()
     print(f"classifier {backbone}/{pooling}: max |onnxruntime - torch| = {worst:.2g}")
 
 
 def test_a_trained_run_exports(tmp_path):
     """Folders written by the commands themselves: ``pretrain`` then ``finetune``."""
-    from emae.finetune import FinetuneConfig, finetune
-    from emae.labels import LabeledSample, write_labels
-    from emae.pretrain import PretrainConfig, pretrain
+    from emae.commands.finetune import FinetuneConfig, finetune
+    from emae.commands.pretrain import PretrainConfig, pretrain
+    from emae.data.labels import LabeledSample, write_labels
     from emae.synth.sample_data import tiny_config, write_sample_data
 
     write_sample_data(tmp_path / "data", tiny_config(0))
@@ -264,7 +264,7 @@ def test_overwrite_replaces_only_an_emae_export(tmp_path, exported):
 
 
 def test_a_graph_that_differs_from_the_model_is_not_written(tmp_path, exported, monkeypatch):
-    from emae import export
+    from emae.commands import export
 
     forward = export._Graph.forward
     monkeypatch.setattr(export._Graph, "forward", lambda self, raw: forward(self, raw + 1))

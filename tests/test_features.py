@@ -9,8 +9,13 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from emae.classify.features import (
+    HandcraftedFeatures,
+    feature_names,
+    handcrafted_features,
+    otsu_threshold,
+)
 from emae.errors import EmaeError
-from emae.features import HandcraftedFeatures, feature_names, handcrafted_features, otsu_threshold
 
 
 def disc(size: int, radius: float, *, inside: float = 0.8, outside: float = 0.2) -> np.ndarray:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from emae.classifier_bundle import is_classifier, load_classifier
+from emae.classify.stream import LabeledPatchStream, augment, class_weights
+from emae.commands.finetune import FinetuneConfig, finetune, train_classifier
+from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.data.labels import load_labels, read_labeled_patches
 from emae.errors import EmaeError
-from emae.finetune import FinetuneConfig, finetune, train_classifier
-from emae.labeled_stream import LabeledPatchStream, augment, class_weights
-from emae.labels import load_labels, read_labeled_patches
+from emae.folders.classifier import is_classifier, load_classifier
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
-from emae.pretrain import PretrainConfig, pretrain
 from emae.synth.sample_data import tiny_config, write_sample_data
 
 FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
@@ -142,7 +142,7 @@ def test_frozen_training_leaves_the_encoder_untouched(tiny):
     patches, labels = read_labeled_patches(labeled, 32)
     config = FinetuneConfig(**FAST)
     fitted, _ = train_classifier(patches, labels, labeled.classes, config, encoder=tiny / "ae")
-    from emae.bundle import load_bundle
+    from emae.folders.autoencoder import load_bundle
 
     original = load_bundle(tiny / "ae").model.state_dict()
     for k, v in fitted.model.backbone.state_dict().items():
@@ -205,7 +205,7 @@ def test_frozen_head_trains_on_cached_features_with_every_balance(tiny, balance)
 
 
 def test_cached_features_cover_the_eight_flips_and_turns():
-    from emae.labeled_stream import FeatureStream, dihedral
+    from emae.classify.stream import FeatureStream, dihedral
 
     patch = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     views = dihedral(patch)

@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
+from emae.data.folds import budget_subset, make_folds, parse_budgets
 from emae.errors import EmaeError
-from emae.folds import budget_subset, make_folds, parse_budgets
 
 CLASSES = ("clean", "dust", "fold")
 
@@ -112,7 +112,7 @@ def test_bad_requests(labels, groups, n_folds, match) -> None:
 def test_warns_when_a_class_spans_few_groups(caplog: pytest.LogCaptureFixture) -> None:
     y = np.repeat([0, 1], [30, 10])
     groups = [f"g{i % 6}" for i in range(30)] + ["r0"] * 5 + ["r1"] * 5
-    with caplog.at_level(logging.WARNING, logger="emae.folds"):
+    with caplog.at_level(logging.WARNING, logger="emae.data.folds"):
         folds = make_folds(y, groups, n_folds=4, seed=0, classes=("clean", "dust"))
     check_partition(folds, y.size, 4)
     assert "class 'dust' occurs in 2 groups only, so 2 of the 4 test folds lack it" in caplog.text

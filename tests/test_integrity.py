@@ -18,21 +18,21 @@ import pytest
 import safetensors.torch
 import torch
 
-from emae.bundle import load_bundle, save_bundle, update_bundle
-from emae.classifier_bundle import FittedClassifier, load_classifier, save_classifier
-from emae.dataset import RandomPatchDataset
-from emae.detect import DONE, detect
-from emae.detect_chunk import read_marker
+from emae.commands.detect import DONE, detect
+from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.data.dataset import RandomPatchDataset
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
+from emae.folders.autoencoder import load_bundle, save_bundle, update_bundle
+from emae.folders.classifier import FittedClassifier, load_classifier, save_classifier
 from emae.io import write_tiff
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
-from emae.normalization import PercentileNormalizer
-from emae.pretrain import PretrainConfig, pretrain
 from emae.report.render import build_sections
 from emae.report.results import detect_section
 from emae.synth.tissue import make_volume, to_uint8
-from emae.training import read_run_state
+from emae.train.loop import read_run_state
+from emae.volume.chunks import read_marker
 
 KWARGS = {"channels": [8, 16], "latent_channels": 4}
 NORMALIZER = PercentileNormalizer(12.0, 240.0, low=1.0, high=99.0, source_dtype="uint8")
@@ -124,7 +124,7 @@ def test_weights_replaced_by_other_numbers_are_refused(tmp_path):
 def test_folders_from_before_checksums_load_with_one_warning(tmp_path, caplog):
     path = _save(tmp_path / "old", arrays={"mean": np.arange(4.0)})
     _edit_header(path, lambda h: h.pop("checksums"))
-    with caplog.at_level(logging.WARNING, logger="emae.bundle"):
+    with caplog.at_level(logging.WARNING, logger="emae.folders.autoencoder"):
         for _ in range(2):
             bundle = load_bundle(path)
     assert np.array_equal(bundle.arrays["mean"], np.arange(4.0))

@@ -13,9 +13,9 @@ import tifffile
 import zarr
 from PIL import Image as PILImage
 
+from emae.data.normalization import PercentileNormalizer, check_finite
 from emae.errors import EmaeError
 from emae.io import expand_inputs, open_image, write_ome_zarr
-from emae.normalization import PercentileNormalizer, check_finite
 
 RNG = np.random.default_rng(2)
 PAGE = RNG.integers(0, 255, (64, 64)).astype(np.uint8)

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import zarr
 
+from emae.data.labels import LabeledSample, load_labels, read_labeled_patches, write_labels
 from emae.errors import EmaeError
-from emae.labels import LabeledSample, load_labels, read_labeled_patches, write_labels
 
 
 @pytest.fixture

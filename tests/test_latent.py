@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emae.baselines import LatentClassifier
+from emae.classify.baselines import LatentClassifier
+from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.errors import EmaeError, NotFittedError
 from emae.io import write_tiff
-from emae.pretrain import PretrainConfig, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from emae.anomaly.local_stats import LocalStatisticsDetector
+from emae.anomaly.thresholds import Threshold
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
-from emae.local_stats import LocalStatisticsDetector
-from emae.normalization import PercentileNormalizer
 from emae.synth.tissue import make_section, to_uint8
-from emae.thresholds import Threshold
 
 SIDE = 32
 

@@ -8,7 +8,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from emae.errors import EmaeError
-from emae.losses import (
+from emae.models import build_model
+from emae.train.losses import (
     RECONSTRUCTION_LOSSES,
     kl_weight,
     l1,
@@ -18,7 +19,6 @@ from emae.losses import (
     ssim_map,
     vae_loss,
 )
-from emae.models import build_model
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:

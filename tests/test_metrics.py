@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from emae.classify.metrics import classification_metrics, summarize_folds
 from emae.errors import EmaeError
-from emae.metrics import classification_metrics, summarize_folds
 
 CLASSES4 = ("clean", "dust", "fold", "stain")
 

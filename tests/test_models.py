@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emae.corruption import Corruption
 from emae.errors import EmaeError
-from emae.losses import mse, vae_loss
 from emae.models import (
     MODELS,
     ConvAutoencoder,
@@ -19,6 +17,8 @@ from emae.models import (
     model_spec,
 )
 from emae.models.blocks import count_parameters
+from emae.train.corruption import Corruption
+from emae.train.losses import mse, vae_loss
 
 NAMES = available_models()
 #: The networks trained by gradient descent (PCA is fitted in closed form; see test_pca.py).

@@ -22,14 +22,14 @@ napari = pytest.importorskip("napari")
 from napari.layers import Image, Labels, Layer, Points  # noqa: E402
 from napari.layers.utils.stack_utils import split_channels  # noqa: E402
 
-from emae.detect import detect  # noqa: E402
+from emae.commands.detect import detect  # noqa: E402
+from emae.commands.pretrain import PretrainConfig, pretrain  # noqa: E402
+from emae.commands.score import score_images  # noqa: E402
+from emae.data.labels import load_labels  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.io import write_tiff  # noqa: E402
 from emae.io.map_store import class_colours, create_map_store  # noqa: E402
-from emae.labels import load_labels  # noqa: E402
 from emae.napari import reader, widgets  # noqa: E402
-from emae.pretrain import PretrainConfig, pretrain  # noqa: E402
-from emae.score import score_images  # noqa: E402
 from emae.synth.tissue import make_volume, to_uint8  # noqa: E402
 
 TINY = dict(

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import zarr
 
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.io import Image, open_image
-from emae.normalization import PercentileNormalizer
 
 RNG = np.random.default_rng(3)
 

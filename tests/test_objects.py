@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emae.data.labels import LabeledSample, load_labels, write_labels
+from emae.data.objects import crop_object, object_box, object_patches
 from emae.errors import EmaeError
 from emae.io import write_tiff
-from emae.labels import LabeledSample, load_labels, write_labels
-from emae.objects import crop_object, object_box, object_patches
 
 
 def _disc(shape=(80, 100), centre=(30, 60), radius=10, value=200, background=50):

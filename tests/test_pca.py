@@ -8,13 +8,13 @@ import safetensors.torch
 import torch
 from sklearn.decomposition import PCA
 
-from emae.bundle import load_bundle, save_bundle
+from emae.anomaly.scores import SCORES, STATISTICS, anomaly_maps
+from emae.anomaly.statistics import FeatureStatistics
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
+from emae.folders.autoencoder import load_bundle, save_bundle
 from emae.models import PCAAutoencoder, build_model, model_spec
 from emae.models.blocks import center_crop
-from emae.normal_stats import FeatureStatistics
-from emae.normalization import PercentileNormalizer
-from emae.scoring import SCORES, STATISTICS, anomaly_maps
 from emae.synth.tissue import make_section
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emae.demo import demo_config, demo_config_path, run_demo
+from emae.commands.demo import demo_config, demo_config_path, run_demo
+from emae.commands.pipeline import run_pipeline
+from emae.commands.pipeline_config import load_pipeline_config
 from emae.errors import EmaeError
-from emae.pipeline import run_pipeline
-from emae.pipeline_config import load_pipeline_config
 
 # The demo's steps with the least work that still exercises each one.
 MICRO = {
@@ -34,7 +34,7 @@ MICRO = {
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("emae.demo.QUICK", MICRO)
+        mp.setattr("emae.commands.demo.QUICK", MICRO)
         record = run_demo(out, quick=True, progress=False)
     return out, record
 
@@ -74,7 +74,7 @@ def test_rerun_skips_finished_steps(demo_run, caplog):
     out, record = demo_run
     before = (out / "autoencoder" / "model.safetensors").stat().st_mtime_ns
     with pytest.MonkeyPatch.context() as mp, caplog.at_level("INFO"):
-        mp.setattr("emae.demo.QUICK", MICRO)
+        mp.setattr("emae.commands.demo.QUICK", MICRO)
         again = run_demo(out, quick=True, progress=False)
     assert (out / "autoencoder" / "model.safetensors").stat().st_mtime_ns == before
     assert "step pretrain: already done" in caplog.text
@@ -208,7 +208,7 @@ def test_same_seed_same_results(demo_run, tmp_path):
     out, _ = demo_run
     again = tmp_path / "again"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("emae.demo.QUICK", MICRO)
+        mp.setattr("emae.commands.demo.QUICK", MICRO)
         run_demo(again, quick=True, progress=False)
     for name in ("evaluation/metrics.json", "labels/test.csv", "detect_detections.csv"):
         mine = (again / name).read_text().replace(str(again.resolve()), "OUT")

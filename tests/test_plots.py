@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from emae.errors import EmaeError
-from emae.plots import (
+from emae.report.plots import (
     READABLE,
     class_style,
     plot_confusion_matrix,

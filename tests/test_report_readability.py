@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from emae.errors import EmaeError
-from emae.metrics import (
+from emae.classify.metrics import (
     _average_precision,
     _rank_auc,
     bootstrap_intervals,
@@ -20,10 +19,11 @@ from emae.metrics import (
     summarize_folds,
     wilson_interval,
 )
-from emae.qc import qc_figure, tile_grid, tiles_from_csv
+from emae.errors import EmaeError
 from emae.report import write_report
 from emae.report.figures import overlay_figure, panel_rows_figure, thumbnails_figure
 from emae.report.results import class_intervals, class_warnings, compare_section
+from emae.volume.qc import qc_figure, tile_grid, tiles_from_csv
 
 CLASSES = ["clean", "dust", "fold"]
 

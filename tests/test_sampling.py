@@ -8,9 +8,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emae.errors import EmaeError
-from emae.io.image import Image
-from emae.sampling import (
+from emae.data.sampling import (
     PatchLocation,
     grid_locations,
     not_empty,
@@ -18,6 +16,8 @@ from emae.sampling import (
     read_patches,
     sample_patches,
 )
+from emae.errors import EmaeError
+from emae.io.image import Image
 
 
 def _pixels(shape: tuple[int, ...], seed: int = 0, dtype: str = "uint8") -> np.ndarray:

@@ -10,9 +10,9 @@ import tifffile
 import zarr
 
 from emae.cli import main
+from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.score import score_images, scores_path
 from emae.io import write_tiff
-from emae.pretrain import PretrainConfig, pretrain
-from emae.score import score_images, scores_path
 from emae.synth.tissue import make_section, make_volume, to_uint8
 
 TINY = dict(

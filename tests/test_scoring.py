@@ -8,11 +8,7 @@ import safetensors.numpy
 import torch
 from torch import nn
 
-from emae.errors import EmaeError, NotFittedError
-from emae.losses import mse
-from emae.models import available_models, build_model, model_spec
-from emae.models.inference import inference_copy
-from emae.scoring import (
+from emae.anomaly.scores import (
     SCORES,
     STATISTICS,
     ErrorStatistics,
@@ -24,8 +20,12 @@ from emae.scoring import (
     shrunk_covariance,
     ssim_error_map,
 )
+from emae.errors import EmaeError, NotFittedError
+from emae.models import available_models, build_model, model_spec
+from emae.models.inference import inference_copy
 from emae.synth.artifacts import inject
 from emae.synth.tissue import make_section
+from emae.train.losses import mse
 
 SMALL = {"channels": (8, 16), "latent_channels": 8}
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emae.classify.semi import WithUnlabeled, consistency_loss, random_views
+from emae.classify.stream import LabeledPatchStream, augment, dihedral
+from emae.commands.finetune import FinetuneConfig, finetune, train_classifier
 from emae.errors import EmaeError
-from emae.finetune import FinetuneConfig, finetune, train_classifier
-from emae.labeled_stream import LabeledPatchStream, augment, dihedral
-from emae.semi import WithUnlabeled, consistency_loss, random_views
 
 FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
 
@@ -201,7 +201,7 @@ def test_a_confidence_that_label_smoothing_makes_unreachable_is_refused():
 
 
 def test_interrupted_semi_supervised_run_resumes_to_the_same_classifier(tmp_path, interrupted_from):
-    from emae.classifier_bundle import load_classifier
+    from emae.folders.classifier import load_classifier
     from emae.synth.sample_data import tiny_config, write_sample_data
 
     write_sample_data(tmp_path / "data", tiny_config(0))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from emae.baselines import SVMOnFeatures
+from emae.classify.baselines import SVMOnFeatures
 from emae.errors import EmaeError, NotFittedError
 
 SIZE = 24
@@ -85,7 +85,7 @@ def test_unfitted_raises():
 def test_tiny_classes_skip_the_search(caplog):
     x, y = discs_and_rings(3, seed=2)
     y = np.r_[y[:5], 2]  # classes of 3, 2 and 1 samples
-    with caplog.at_level(logging.WARNING, logger="emae.baselines.svm_features"):
+    with caplog.at_level(logging.WARNING, logger="emae.classify.baselines.svm_features"):
         model = SVMOnFeatures().fit(x, y)
     assert "no grid search" in caplog.text
     assert model.best_params_ == {"C": 1.0, "gamma": "scale"} and np.isnan(model.best_score_)
@@ -121,7 +121,7 @@ def test_clone_keeps_parameters():
 
 
 def test_grid_search_never_validates_on_a_training_group(data, monkeypatch):
-    import emae.baselines.svm_features as module
+    import emae.classify.baselines.svm_features as module
 
     seen = []
     original = module.GridSearchCV

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from emae import tensorboard as tb
 from emae.errors import EmaeError
 from emae.models import build_model
-from emae.training import LoopSettings, train_loop
+from emae.train import tensorboard as tb
+from emae.train.loop import LoopSettings, train_loop
 
 EventAccumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emae.anomaly.thresholds import Threshold, f1_curve, threshold_at_fpr, threshold_f1
 from emae.errors import EmaeError
-from emae.thresholds import Threshold, f1_curve, threshold_at_fpr, threshold_f1
 
 
 def brute_fpr(scores: np.ndarray, target: float) -> float:

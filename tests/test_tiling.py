@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emae.errors import EmaeError
-from emae.tiling import blend_weights, plan_tiles, predict_tiled
+from emae.volume.tiling import blend_weights, plan_tiles, predict_tiled
 
 
 def identity(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emae.errors import EmaeError
-from emae.training import LoopSettings, load_checkpoint, select_precision, train_loop
+from emae.train.loop import LoopSettings, load_checkpoint, select_precision, train_loop
 
 
 class Items(Dataset):

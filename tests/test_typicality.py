@@ -8,10 +8,10 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
+from emae.anomaly.statistics import ErrorStatistics
+from emae.anomaly.typicality import TypicalityStatistics
 from emae.errors import EmaeError, NotFittedError
-from emae.normal_stats import ErrorStatistics
 from emae.synth.tissue import make_section
-from emae.typicality import TypicalityStatistics
 
 
 class Blur(nn.Module):

@@ -13,8 +13,8 @@ import tifffile
 import zarr
 
 from emae.cli import main
+from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.io import open_image
-from emae.pretrain import PretrainConfig, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
 TINY = dict(

@@ -57,7 +57,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _labels(args: argparse.Namespace) -> None:
-    from emae.labels import load_labels
+    from emae.data.labels import load_labels
 
     labeled = load_labels(args.csv, patch_size=args.patch_size)
     counts = labeled.class_counts()
@@ -72,8 +72,8 @@ def _labels(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from emae import distributed
-    from emae.pretrain import load_config, pretrain
+    from emae.commands.pretrain import load_config, pretrain
+    from emae.train import distributed
 
     config = load_config(
         args.config,
@@ -121,7 +121,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from emae.score import score_images
+    from emae.commands.score import score_images
 
     result = score_images(
         args.model,
@@ -147,7 +147,7 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from emae.finetune import finetune, load_finetune_config
+    from emae.commands.finetune import finetune, load_finetune_config
 
     freeze = None
     if args.unfreeze_after is not None:
@@ -192,7 +192,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from emae.export import export_onnx
+    from emae.commands.export import export_onnx
 
     options = {} if args.opset is None else {"opset": args.opset}
     result = export_onnx(args.model, args.out, overwrite=args.overwrite, **options)
@@ -204,7 +204,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from emae.evaluate import evaluate
+    from emae.commands.evaluate import evaluate
 
     metrics = evaluate(
         args.classifier, args.labels, args.out, overwrite=args.overwrite, rescale=args.rescale
@@ -217,9 +217,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from emae.compare import compare
-    from emae.finetune import load_finetune_config
-    from emae.folds import parse_budgets
+    from emae.commands.compare import compare
+    from emae.commands.finetune import load_finetune_config
+    from emae.data.folds import parse_budgets
 
     config = load_finetune_config(args.config, steps=args.steps)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -241,7 +241,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _detect(args: argparse.Namespace) -> None:
-    from emae.detect import detect
+    from emae.commands.detect import detect
 
     summary = detect(
         args.model,
@@ -282,8 +282,8 @@ def _print_steps(record: dict) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    from emae.pipeline import run_pipeline
-    from emae.pipeline_config import load_pipeline_config
+    from emae.commands.pipeline import run_pipeline
+    from emae.commands.pipeline_config import load_pipeline_config
 
     config = load_pipeline_config(args.config, seed=args.seed)
     record = run_pipeline(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
@@ -299,7 +299,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from emae.demo import run_demo
+    from emae.commands.demo import run_demo
 
     record = run_demo(
         args.out,

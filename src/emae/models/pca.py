@@ -26,7 +26,7 @@ on every side, so every pixel, borders included, is averaged over the same numbe
 (``(P/s)**2`` when ``s`` divides ``P``). The coefficients of the tiles on a grid of
 ``ceil(H/s) x ceil(W/s)``, tile ``k`` centred on pixel ``k*s + (s-1)/2`` (up to half a pixel
 when ``P - s`` is odd), are the feature map (:meth:`PCAAutoencoder.features`); that is where
-:meth:`emae.normal_stats.FeatureStatistics.anomaly_map` expects a feature with
+:meth:`emae.anomaly.statistics.FeatureStatistics.anomaly_map` expects a feature with
 ``downsample_factor = s``.
 """
 

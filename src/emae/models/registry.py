@@ -32,9 +32,10 @@ class ModelSpec:
     build
         Constructor taking keyword arguments only, returning the ``nn.Module``.
     denoising
-        Train on corrupted inputs (:class:`emae.corruption.Corruption`) against clean targets.
+        Train on corrupted inputs (:class:`emae.train.corruption.Corruption`) against clean targets.
     variational
-        The module is a :class:`VariationalAutoencoder`; train with :func:`emae.losses.vae_loss`.
+        The module is a :class:`VariationalAutoencoder`; train with
+        :func:`emae.train.losses.vae_loss`.
     beta
         Default weight of the KL term in the training loss (0 for non-variational models).
     fitted_in_closed_form

@@ -2,7 +2,7 @@
 
 The encoder emits a mean and a log-variance per latent unit; training decodes a sample
 ``z = mu + exp(logvar / 2) * eps`` and adds ``beta * KL(q(z|x) || N(0, I))`` to the
-reconstruction loss (:func:`emae.losses.vae_loss`; beta and its warm-up belong to the loss).
+reconstruction loss (:func:`emae.train.losses.vae_loss`; beta and its warm-up belong to the loss).
 Scoring decodes the mean, so :meth:`VariationalAutoencoder.forward` is deterministic.
 
 Shapes (``m = 2**len(channels)``, ``h, w = ceil(H/m), ceil(W/m)``)::

@@ -5,11 +5,12 @@ of napari layers (:func:`score_image_layer`, :func:`write_points_csv`), which re
 and calls a pure function of arrays and paths; all of them are tested without a viewer:
 
 - :func:`score_layer`: the anomaly map of a ``"YX"`` image or each section of a ``"ZYX"``
-  stack, computed by :func:`emae.score.map_section` (the computation of ``emae score``) after
-  the same dtype check (:func:`emae.normalization.normalizer_for`); returned as napari layer
+  stack, computed by :func:`emae.commands.score.map_section` (the computation of ``emae score``)
+  after
+  the same dtype check (:func:`emae.data.normalization.normalizer_for`); returned as napari layer
   data tuples: the map (magma) and the pixels above the model's pixel threshold (labels).
 - :func:`points_to_labels_csv`: ``(y, x)`` or ``(z, y, x)`` pixel coordinates with one label
-  each, written with :func:`emae.labels.write_labels` (``x`` = column, ``y`` = row,
+  each, written with :func:`emae.data.labels.write_labels` (``x`` = column, ``y`` = row,
   ``z`` = section), ready for ``emae finetune``.
 
 Scoring runs in napari's main thread: the viewer waits until the map is done.
@@ -28,17 +29,17 @@ import numpy as np
 from magicgui import magic_factory
 from napari.utils.notifications import show_info
 
-from emae.detector import AutoencoderDetector
+from emae.anomaly.detector import AutoencoderDetector
+from emae.commands.score import map_section
+from emae.data.labels import LabeledSample, write_labels
+from emae.data.normalization import normalizer_for
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.image import Image
 from emae.io.provenance import check_not_input
 from emae.io.sources import split_source
-from emae.labels import LabeledSample, write_labels
 from emae.napari.reader import LayerData, contrast_limits
-from emae.normalization import normalizer_for
-from emae.score import map_section
-from emae.training import select_device
+from emae.train.loop import select_device
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -73,7 +74,7 @@ def score_layer(
     scale, translate
         The source layer's, given to the new layers so that they overlay it.
     tile, overlap, batch_size, device, precision
-        As for :func:`emae.score.score_images` (the same defaults, hence the same map).
+        As for :func:`emae.commands.score.score_images` (the same defaults, hence the same map).
 
     Returns
     -------
@@ -138,7 +139,7 @@ def points_to_labels_csv(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write labelled points as a labels CSV (:mod:`emae.labels`).
+    """Write labelled points as a labels CSV (:mod:`emae.data.labels`).
 
     Parameters
     ----------

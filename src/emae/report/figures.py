@@ -1,6 +1,7 @@
 """Figures of the HTML report, returned as ``data:`` URIs so the page needs no other file.
 
-Like :mod:`emae.plots`, every figure is drawn on the Agg canvas without ``pyplot``. Images are
+Like :mod:`emae.report.plots`, every figure is drawn on the Agg canvas without ``pyplot``. Images
+are
 ``"YX"`` arrays; overlays are drawn in red with opacity proportional to the value, ground-truth
 artifact outlines in cyan. Every colour-coded image has a labelled colour bar saying what the
 colour measures (anomaly: larger = worse).
@@ -242,8 +243,8 @@ def thumbnails_figure(
 
 
 def confusion_uri(matrix: Any, classes: Sequence[str], title: str) -> str:
-    """The row-normalized confusion matrix of :func:`emae.plots.plot_confusion_matrix`."""
-    from emae.plots import plot_confusion_matrix
+    """The row-normalized confusion matrix of :func:`emae.report.plots.plot_confusion_matrix`."""
+    from emae.report.plots import plot_confusion_matrix
 
     fig = plot_confusion_matrix(matrix, classes)
     fig.suptitle(title, fontsize=10)

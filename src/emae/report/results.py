@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from emae.metrics import bootstrap_intervals, rate_intervals
-from emae.plots import readable
-from emae.qc import qc_figure, tiles_from_csv
+from emae.classify.metrics import bootstrap_intervals, rate_intervals
 from emae.report import figures
+from emae.report.plots import readable
 from emae.report.sections import (
     Block,
     Runs,
@@ -28,6 +27,7 @@ from emae.report.sections import (
     _json,
     _stat,
 )
+from emae.volume.qc import qc_figure, tiles_from_csv
 
 PER_CLASS = ("tpr", "tnr", "ppv", "npv", "f1", "roc_auc", "pr_auc", "support")
 OVERALL = ("macro_f1", "balanced_accuracy", "accuracy", "macro_roc_auc", "macro_pr_auc")
@@ -85,7 +85,8 @@ def _predictions(evaluation: Path, classes: list[str]) -> tuple[np.ndarray, np.n
 
 
 def class_intervals(metrics: dict[str, Any], evaluation: Path) -> dict[str, dict[str, Any]]:
-    """Per class: counts and Wilson intervals of the rates (:func:`emae.metrics.rate_intervals`)
+    """Per class: counts and Wilson intervals of the rates
+    (:func:`emae.classify.metrics.rate_intervals`)
     and, where ``predictions.csv`` is readable, bootstrap intervals of F1 and the AUCs."""
     classes = list(metrics["classes"])
     out = rate_intervals(metrics["confusion_matrix"], classes)
@@ -303,7 +304,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _chunks_done(folder: Path, settings: dict[str, Any]) -> tuple[int, int] | None:
     """``(done, planned)`` chunks of a detect store, from its settings (volume shape, chunk
     size) and its done markers; None when the settings do not say."""
-    from emae.detect_chunk import DONE, plan_chunks
+    from emae.volume.chunks import DONE, plan_chunks
 
     shape, chunk = settings.get("shape"), settings.get("chunk")
     if not (

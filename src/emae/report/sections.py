@@ -102,8 +102,8 @@ def test_sections(
 
 def data_section(runs: Runs) -> Section | None:
     """Label counts and imbalance, the input images, the gallery of artifact types."""
+    from emae.data.labels import load_labels
     from emae.io import expand_inputs, open_image
-    from emae.labels import load_labels
 
     blocks: list[Block] = []
     if runs.labels and Path(runs.labels).is_file():
@@ -168,8 +168,8 @@ def _curves(summary: dict[str, Any], title: str) -> Block | None:
 
 def autoencoder_section(runs: Runs, folder: Path) -> Section:
     """Settings, training curve, and panels input / reconstruction / error / anomaly / target."""
-    from emae.detector import AutoencoderDetector
-    from emae.error_maps import reconstruct
+    from emae.anomaly.detector import AutoencoderDetector
+    from emae.anomaly.maps import reconstruct
 
     config = _json(folder / "config.json").get("run", {})
     summary = _json(folder / "training.json")
@@ -258,8 +258,8 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
 
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from emae.commands.score import scores_path
     from emae.io import open_image
-    from emae.score import scores_path
 
     if runs.score_map is None or not runs.score_map.is_file():
         return None

@@ -37,7 +37,7 @@ class Runs:
 
 def kind_of(path: Path) -> str | None:
     """The kind of emae output ``path`` is, ``"pipeline"``, or None."""
-    from emae.classifier_bundle import is_classifier
+    from emae.folders.classifier import is_classifier
 
     if not path.is_dir():
         return None

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from emae.errors import EmaeError
-from emae.seeding import as_generator
+from emae.runtime import as_generator
 
 #: Outside an artifact's mask no pixel changes by more than this.
 MASK_LEVEL = 0.1

@@ -29,9 +29,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from emae import __version__
+from emae.data.labels import LabeledSample, write_labels
 from emae.io.atomic import atomic_dir
 from emae.io.writers import write_tiff
-from emae.labels import LabeledSample, write_labels
 from emae.synth.artifacts import ARTIFACT_TYPES, inject
 from emae.synth.tissue import make_volume, to_uint8
 

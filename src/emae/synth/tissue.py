@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from emae.errors import EmaeError
-from emae.seeding import as_generator
+from emae.runtime import as_generator
 from emae.synth.neurites import (
     CYTOPLASM,
     DRIFT,

@@ -1,0 +1,1 @@
+"""Anomaly maps and scores: error maps, statistics of normal data, thresholds, detectors."""

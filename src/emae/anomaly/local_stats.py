@@ -1,0 +1,191 @@
+"""A non-learned baseline detector: local brightness and local contrast against normal tissue.
+
+This is what a microscopist checks by eye: is a region too dark or too bright, too flat
+(defocus, charging) or too busy (dust, noise)? :class:`LocalStatisticsDetector` measures, at
+every pixel of a normalized image, the mean and the standard deviation of the intensities in a
+Gaussian window of ``sigma`` pixels. ``fit`` learns the median and the MAD of both on normal
+images; a pixel's anomaly is the length of its two robust z-scores,
+``sqrt(z_mean**2 + z_std**2)``. The standard deviation is compared on a log scale, so halving
+and doubling the contrast are equally far from normal.
+
+It follows the contract of :class:`emae.anomaly.detector.AutoencoderDetector` (same methods, same
+thresholds chosen on held-out normal images), so any benchmark can put it beside the learned
+detectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from emae.anomaly.detector import held_out_thresholds, split_holdout
+from emae.anomaly.maps import as_images, local_std
+from emae.anomaly.scores import REDUCTIONS, patch_scores
+from emae.data.normalization import PercentileNormalizer
+from emae.errors import EmaeError, NotFittedError
+
+#: MAD of a normal distribution in units of its standard deviation.
+MAD_TO_STD = 1.4826
+#: Floor of the local standard deviation (normalized units) before taking its log.
+STD_EPS = 1e-3
+
+
+class LocalStatisticsDetector:
+    """Anomaly detector from local mean and local standard deviation; nothing is learned.
+
+    Parameters
+    ----------
+    normalizer
+        Intensity normalization; ``None`` fits one on the images given to :meth:`fit`
+        (``low`` and ``high`` percentiles of their pixels).
+    sigma
+        Gaussian window of the local statistics, in pixels.
+    low, high
+        Percentiles mapped to 0 and 1 when the normalizer is fitted here.
+    reduce
+        How a map becomes one score per image: ``"mean"``, ``"max"`` or ``"p99"``.
+    target_fpr
+        False-positive rate on normal held-out images that ``fit`` sets the thresholds at.
+    holdout
+        Fraction of the images given to ``fit`` kept apart to choose the thresholds.
+    seed
+        Seed of the held-out split and the pixel subsample.
+
+    Attributes
+    ----------
+    normalizer_ : PercentileNormalizer
+        The normalization used (``normalizer`` or the one fitted).
+    center_, scale_ : numpy.ndarray
+        ``(2,)`` float64 median and MAD-based standard deviation of the local mean and of the
+        log local standard deviation on the normal images.
+    threshold_ : float
+        Image scores strictly above it are anomalous (:meth:`predict`).
+    threshold_record_ : Threshold
+        How ``threshold_`` was chosen.
+    pixel_threshold_ : Threshold
+        The same rule for single pixels of :meth:`anomaly_map`.
+    """
+
+    def __init__(
+        self,
+        normalizer: PercentileNormalizer | None = None,
+        *,
+        sigma: float = 4.0,
+        low: float = 1.0,
+        high: float = 99.0,
+        reduce: str = "mean",
+        target_fpr: float = 0.01,
+        holdout: float = 0.25,
+        seed: int = 0,
+    ) -> None:
+        self.normalizer = normalizer
+        self.sigma = sigma
+        self.low = low
+        self.high = high
+        self.reduce = reduce
+        self.target_fpr = target_fpr
+        self.holdout = holdout
+        self.seed = seed
+
+    @property
+    def score_name(self) -> str:
+        """``"local-stats/<reduce>"``: what the image threshold applies to."""
+        return f"local-stats/{self.reduce}"
+
+    def _check_params(self) -> None:
+        if self.normalizer is not None and not isinstance(self.normalizer, PercentileNormalizer):
+            raise EmaeError(
+                f"normalizer must be None or a PercentileNormalizer, got {self.normalizer!r}"
+            )
+        if isinstance(self.sigma, bool) or not (
+            isinstance(self.sigma, (int, float)) and self.sigma > 0
+        ):
+            raise EmaeError(f"sigma must be > 0 pixels, got sigma={self.sigma!r}")
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise EmaeError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
+            )
+        if self.reduce not in REDUCTIONS:
+            raise EmaeError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
+        if not 0.0 <= self.target_fpr < 1.0:
+            raise EmaeError(f"target_fpr must be a rate in [0, 1), got {self.target_fpr!r}")
+        if not 0.0 < self.holdout < 1.0:
+            raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_record_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(normal_images) first"
+            )
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        """Local mean and log local std of normalized ``(N, H, W)``: ``(2, N, H, W)`` float32."""
+        mean = ndi.gaussian_filter(images, (0, self.sigma, self.sigma), mode="reflect")
+        log_std = np.log(np.maximum(local_std(images, self.sigma), STD_EPS))
+        return np.stack([mean, log_std])
+
+    def _maps(self, x: Any) -> np.ndarray:
+        features = self._features(self.normalizer_(as_images(x)))
+        z = (features - self.center_[:, None, None, None]) / self.scale_[:, None, None, None]
+        return np.sqrt(np.sum(z * z, axis=0)).astype(np.float32)
+
+    def fit(self, x: Any, y: Any = None) -> LocalStatisticsDetector:
+        """Learn the normal local statistics and the thresholds from normal images.
+
+        Parameters
+        ----------
+        x
+            ``(N, H, W)`` raw images of normal data (N >= 2), e.g. a few hundred random
+            64 x 64 patches. A small fraction of artifacts does little harm (median and MAD).
+        y
+            Ignored; present for the scikit-learn contract.
+
+        Returns
+        -------
+        LocalStatisticsDetector
+            ``self``, fitted.
+        """
+        self._check_params()
+        dtype = str(np.asarray(x).dtype)
+        x = as_images(x)
+        fit_part, held_out = split_holdout(x, self.holdout, self.seed)
+        normalizer = self.normalizer
+        if normalizer is None:
+            lo, hi = np.percentile(fit_part, [self.low, self.high])
+            if not hi > lo:
+                raise EmaeError(
+                    f"the {self.low} and {self.high} percentiles of the fit images are both "
+                    f"{lo}; the images look constant and cannot be normalized"
+                )
+            normalizer = PercentileNormalizer(float(lo), float(hi), self.low, self.high, dtype)
+        self.normalizer_ = normalizer
+        features = self._features(normalizer(fit_part)).reshape(2, -1).astype(np.float64)
+        center = np.median(features, axis=1)
+        mad = np.median(np.abs(features - center[:, None]), axis=1) * MAD_TO_STD
+        self.center_ = center
+        self.scale_ = np.maximum(mad, np.finfo(np.float32).eps)
+        record, self.pixel_threshold_ = held_out_thresholds(
+            self._maps(held_out),
+            reduce=self.reduce,
+            target_fpr=self.target_fpr,
+            seed=self.seed,
+            names=(self.score_name, "local-stats"),
+        )
+        self.threshold_record_ = record
+        self.threshold_ = record.value
+        return self
+
+    def anomaly_map(self, x: Any) -> np.ndarray:
+        """Per-pixel anomaly of raw images ``(N, H, W)``: ``(N, H, W)`` float32, larger = worse."""
+        self._check_fitted()
+        return self._maps(x)
+
+    def anomaly_score(self, x: Any) -> np.ndarray:
+        """One anomaly score per image: ``(N,)`` float32, larger = more anomalous."""
+        return patch_scores(self.anomaly_map(x), reduce=self.reduce)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """``(N,)`` bool: whether each image's score is above :attr:`threshold_`."""
+        return self.anomaly_score(x) > self.threshold_

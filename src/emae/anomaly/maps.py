@@ -1,0 +1,196 @@
+"""Reconstruction error maps: what an autoencoder failed to reproduce, pixel by pixel.
+
+Pure functions on normalized images ``(N, H, W)`` float32 (axes ``"NYX"``): the reconstruction,
+the smoothed squared or absolute error, ``1 - SSIM``, and the local standard deviation that
+describes image structure. :mod:`emae.anomaly.statistics` and :mod:`emae.anomaly.scores` build on
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from torch import nn
+
+from emae.errors import EmaeError
+from emae.models.inference import inference_copy
+from emae.train.losses import ssim_map
+
+
+def as_images(x: Any, what: str = "x") -> np.ndarray:
+    """``x`` as a C-contiguous float32 ``(N, H, W)`` array of finite values."""
+    a = np.asarray(x)
+    if a.ndim != 3 or a.dtype.kind not in "uif" or 0 in a.shape:
+        raise EmaeError(
+            f"{what} must be a non-empty (N, H, W) array of numbers, "
+            f"got shape {a.shape} dtype {a.dtype}"
+        )
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise EmaeError(f"{what} of shape {a.shape} holds NaN or infinite values")
+    return a
+
+
+_PRECISION: ContextVar[str] = ContextVar("emae_inference_precision", default="fp32")
+
+
+@contextmanager
+def inference_precision(precision: str) -> Iterator[None]:
+    """Run the forward passes of :func:`batched_apply` inside the block in ``precision``.
+
+    ``"fp32"`` (the default outside any block) computes in float32 in the default memory
+    format. ``"bf16"`` uses bfloat16 autocast and, on the CPU, channels-last tensors: several
+    times faster on CPUs with native bf16 instructions (AMX, AVX512-BF16) and on GPUs, with
+    outputs within about 1% of fp32. ``"auto"`` picks bf16 where the device supports it
+    natively, fp32 elsewhere (:func:`emae.train.loop.select_precision`).
+    """
+    if precision not in ("fp32", "bf16", "auto"):
+        raise EmaeError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
+
+
+def _same_shape(x: np.ndarray, recon: np.ndarray) -> None:
+    if x.shape != recon.shape:
+        raise EmaeError(f"x and recon must have the same shape, got {x.shape} and {recon.shape}")
+
+
+def batched_apply(
+    model: nn.Module,
+    method: str,
+    x: np.ndarray,
+    *,
+    batch_size: int,
+    device: str | torch.device | None,
+) -> np.ndarray:
+    """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated,
+    float32, CPU.
+
+    The forward passes run on an :func:`emae.models.inference.inference_copy` of the model
+    (``model`` keeps its mode, device and memory format). ``device=None`` uses the device of
+    the model's parameters. The precision is the one of the enclosing
+    :func:`inference_precision` block (fp32 outside).
+    """
+    from emae.train.loop import select_precision
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise EmaeError(f"batch_size must be a positive int, got {batch_size!r}")
+    if device is None:  # where the weights are (PCA holds buffers only)
+        tensor = next(iter(model.state_dict().values()), None)
+        device = tensor.device if tensor is not None else torch.device("cpu")
+    device = torch.device(device)
+    amp = select_precision(device, _PRECISION.get())
+    channels_last = amp is not None and device.type == "cpu"
+    fused = inference_copy(model).to(device)
+    if channels_last:
+        fused.to(memory_format=torch.channels_last)
+    fn = getattr(fused, method)
+    outputs = []
+    with torch.inference_mode(), torch.autocast(device.type, amp, enabled=amp is not None):
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            outputs.append(fn(batch).float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def reconstruct(
+    model: nn.Module,
+    x: Any,
+    *,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Reconstructions of ``x`` by an autoencoder, in eval mode and without autograd.
+
+    Parameters
+    ----------
+    model
+        Maps ``(B, 1, H, W)`` to ``(B, 1, H, W)``; its train/eval mode is restored afterwards.
+    x
+        ``(N, H, W)`` normalized images, float32 (other real dtypes are converted).
+    batch_size
+        Images per forward pass.
+    device
+        Where to compute; ``None`` uses the model's device, another device moves the model.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, H, W)`` float32.
+    """
+    x = as_images(x)
+    return batched_apply(model, "forward", x, batch_size=batch_size, device=device)[:, 0]
+
+
+def pixel_error_map(
+    x: Any, recon: Any, *, kind: Literal["mse", "l1"] = "mse", smooth_sigma: float = 2.0
+) -> np.ndarray:
+    """Per-pixel reconstruction error, Gaussian-smoothed within each image.
+
+    Parameters
+    ----------
+    x, recon
+        ``(N, H, W)`` images and their reconstructions.
+    kind
+        ``"mse"`` for ``(x - recon)**2``, ``"l1"`` for ``|x - recon|``.
+    smooth_sigma
+        Standard deviation in pixels of the smoothing (reflect at the borders); 0 for none.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, H, W)`` float32, non-negative.
+    """
+    x, recon = as_images(x), as_images(recon, "recon")
+    _same_shape(x, recon)
+    if kind not in ("mse", "l1"):
+        raise EmaeError(f"kind must be 'mse' or 'l1', got {kind!r}")
+    if not smooth_sigma >= 0:
+        raise EmaeError(f"smooth_sigma must be >= 0 pixels, got smooth_sigma={smooth_sigma}")
+    diff = x - recon
+    error = diff * diff if kind == "mse" else np.abs(diff)
+    if smooth_sigma > 0:
+        error = ndi.gaussian_filter(error, (0, smooth_sigma, smooth_sigma), mode="reflect")
+    return error.astype(np.float32, copy=False)
+
+
+def ssim_error_map(x: Any, recon: Any) -> np.ndarray:
+    """``1 - SSIM`` of each image and its reconstruction (:func:`emae.train.losses.ssim_map`).
+
+    Parameters
+    ----------
+    x, recon
+        ``(N, H, W)`` images and reconstructions, H and W > 5 (the 11-pixel SSIM window).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, H, W)`` float32 in ``[0, 2]``, 0 where the images agree.
+    """
+    x, recon = as_images(x), as_images(recon, "recon")
+    _same_shape(x, recon)
+    s = ssim_map(torch.from_numpy(x[:, None]), torch.from_numpy(recon[:, None]))
+    return (1.0 - s[:, 0]).numpy().astype(np.float32, copy=False)
+
+
+def local_std(x: Any, sigma: float) -> np.ndarray:
+    """Gaussian-weighted local standard deviation of each image: ``(N, H, W)`` float32.
+
+    ``sqrt(G(x**2) - G(x)**2)`` with ``G`` a Gaussian of ``sigma`` pixels (reflect borders).
+    """
+    x = as_images(x).astype(np.float64)
+    s = (0, sigma, sigma)
+    mean = ndi.gaussian_filter(x, s, mode="reflect")
+    var = ndi.gaussian_filter(x * x, s, mode="reflect") - mean * mean
+    return np.sqrt(np.maximum(var, 0.0)).astype(np.float32)

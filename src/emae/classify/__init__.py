@@ -1,0 +1,1 @@
+"""Classification: the labeled stream, semi-supervised training, features, metrics, baselines."""

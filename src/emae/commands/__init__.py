@@ -1,0 +1,1 @@
+"""Commands: files, configurations and run folders around the library's computations."""

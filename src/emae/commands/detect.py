@@ -1,0 +1,345 @@
+"""``emae detect``: the anomaly map of a whole volume, chunk by chunk, on Dask.
+
+The output ``OUT.zarr`` is a map store (:mod:`emae.io.map_store`): an OME-Zarr image (NGFF
+v0.4, multiscale, axes and pixel size of the input) of the anomaly map at its root (float32,
+larger = more anomalous, chunked ``(1, C, C)`` per section), class probabilities below it for
+classifier runs, and the detections as NGFF label images in ``labels/``
+(:mod:`emae.volume.labels`); plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it
+(:mod:`emae.volume.qc`).
+
+Every output chunk is one task: it reads its region of the input plus a halo of ``overlap``
+pixels (only the input chunks it touches), maps it with the same tiled function as
+``emae score`` (:mod:`emae.volume.tiling`), writes its own region of the store, and then writes a
+done
+marker holding its QC numbers and component pieces (:mod:`emae.volume.components`). Memory per task
+is
+bounded by the chunk and tile sizes, whatever the volume size.
+
+Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one
+with ``scheduler="tcp://host:8786"`` (e.g. started by dask-jobqueue on SLURM), or in this process
+with ``scheduler="synchronous"`` (:mod:`emae.volume.tasks`). The fitted detector is scattered to
+the workers once. With a GPU (``device="auto"`` finds CUDA) the tiles' forward passes run on it,
+one local worker per GPU.
+Rerunning the same command skips chunks with a done marker, so a killed run resumes and ends
+with the same result; a failing chunk is retried, then reported with its coordinates while the
+finished chunks are kept. An existing output made with other settings is replaced only with
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emae.anomaly.detector import AutoencoderDetector
+from emae.data.normalization import normalizer_for
+from emae.errors import EmaeError
+from emae.folders.classifier import is_classifier, load_classifier
+from emae.io import open_image
+from emae.io.atomic import atomic_file, check_writable
+from emae.io.map_store import create_map_store, store_images
+from emae.io.ome_zarr import build_pyramid
+from emae.io.provenance import check_not_input
+from emae.volume.chunks import DONE, Mapper, plan_chunks, read_marker
+from emae.volume.labels import LabelPainter
+from emae.volume.qc import write_reports
+from emae.volume.tasks import device_for_run, run_chunks
+
+logger = logging.getLogger(__name__)
+
+RUN = "emae_run.json"
+
+
+def _is_detect_store(path: Path) -> bool:
+    """Whether ``path`` is a store that ``emae detect`` made (it holds the run's settings)."""
+    return (path / RUN).is_file()
+
+
+def _previous_settings(run: Path) -> Any:
+    try:
+        return json.loads(run.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare(
+    out: Path,
+    settings: dict[str, Any],
+    shape: tuple[int, ...],
+    axes: str,
+    chunk: int,
+    overwrite: bool,
+    mapper: Mapper,
+    pixel_size: tuple[float | None, ...] | None,
+) -> bool:
+    """Create the store, or check it holds this run; returns whether it resumes.
+
+    A store of another detection is replaced only with ``overwrite``, except one in which no
+    chunk was finished (a run stopped before its first chunk, e.g. by a bad option): nothing
+    of value is lost by starting it again. Anything that is not a detect store is never
+    replaced.
+    """
+    run = out / RUN
+    if run.is_file():
+        if _previous_settings(run) == settings:
+            return True
+        started = (out / DONE).is_dir() and any(os.scandir(out / DONE))
+        if started and not overwrite:
+            raise EmaeError(
+                f"{out} holds a detection with other settings; pass --overwrite to replace it"
+            )
+    else:
+        check_writable(
+            out,
+            overwrite=overwrite,
+            replaceable=_is_detect_store,
+            kind="an output of emae detect",
+        )
+    if out.exists():
+        shutil.rmtree(out)
+    create_map_store(
+        out,
+        shape,
+        axes,
+        chunks=(1, chunk, chunk) if axes == "ZYX" else (chunk, chunk),
+        anomaly=mapper.detector is not None,
+        classes=mapper.classes,
+        clean_class=mapper.clean_class,
+        pixel_size=pixel_size,
+    )
+    (out / DONE).mkdir()
+    with atomic_file(run) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
+    return False
+
+
+def _mapper(model: str | Path, precision: str = "fp32") -> tuple[Mapper, int]:
+    """The mapper of an autoencoder or classifier folder, and the model's patch size.
+
+    A classifier also maps anomalies when the autoencoder it was fine-tuned from is still
+    where its training summary says and holds a fitted score.
+    """
+    if not is_classifier(model):
+        detector = AutoencoderDetector.from_bundle(model, device="cpu", precision=precision)
+        return Mapper(detector=detector), int(detector.model_config.get("patch_size", 1))
+    classifier = load_classifier(model)
+    summary_path = Path(model) / "training.json"
+    encoder = (
+        json.loads(summary_path.read_text()).get("encoder") if summary_path.is_file() else None
+    )
+    run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
+    detector = None
+    if encoder and Path(encoder, "scoring.json").is_file():
+        detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
+    clean = run.get("clean_class", "clean")
+    return Mapper(detector, classifier, clean), classifier.model.patch_size
+
+
+def _check_input(
+    image: Any, mapper: Mapper, patch: int, source: str, model: str, rescale: bool
+) -> dict[str, Any]:
+    """Refuse inputs the model cannot map meaningfully, before anything is written.
+
+    Sets the normalizers of ``mapper``'s models for this input (:func:`normalizer_for`) and
+    returns them as plain dicts, part of the run's identity.
+    """
+    if min(image.yx_shape) < patch:
+        raise EmaeError(
+            f"{source}: sections of {image.yx_shape[0]}x{image.yx_shape[1]} are smaller than "
+            f"the {patch}x{patch} patches the model {model} learned from"
+        )
+    image.check_complete()
+    used = {}
+    for name, fitted in (("detector", mapper.detector), ("classifier", mapper.classifier)):
+        if fitted is not None:
+            fitted.normalizer = normalizer_for(
+                image, fitted.normalizer, model=f"the model {model}", rescale=rescale
+            )
+            used[name] = fitted.normalizer.to_dict()
+    return used
+
+
+def detect(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    tile: int | None = None,
+    overlap: int = 64,
+    chunk: int = 1024,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scale: int = 0,
+    retries: int = 2,
+    precision: str = "auto",
+    threads: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    rescale: bool = False,
+    pixel_size: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Map a 2D image or ``"ZYX"`` volume and write ``out`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        An autoencoder folder from ``emae pretrain`` (with its fitted score and threshold).
+    source
+        Any input :func:`emae.io.open_image` reads (TIFF, OME-Zarr, HDF5, a folder of images).
+    out
+        The ``.zarr`` output.
+    tile, overlap
+        Tiles within a chunk and their overlap; ``overlap`` is also the halo read around a
+        chunk. Both in pixels. The default tile, ``chunk + 2 * overlap``, maps a chunk and its
+        halo in one pass: twice the throughput of 512-pixel tiles (docs/benchmarks.md).
+    chunk
+        Output chunk side; one task per chunk.
+    workers
+        Processes of the local Dask cluster (default: one per CPU core; with ``device="cuda"``
+        one per GPU, and more are spread over the GPUs in turn).
+    scheduler
+        Address of an existing Dask scheduler, or ``"synchronous"`` to run in this process.
+    scale
+        Pyramid level of a multiscale input.
+    retries
+        Retries of a failing chunk before it is reported.
+    threads
+        Torch threads per local worker (default: the CPU cores shared among the workers).
+    precision
+        Of the autoencoder's forward passes: ``"auto"`` (default: bf16 autocast where the CPU or
+        GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on sample data bf16 was 2.4x
+        faster with the same pixel AUROC (docs/benchmarks.md).
+    device
+        Where the forward passes run: ``"auto"`` (a CUDA GPU when torch sees one, else the
+        CPU), ``"cpu"``, ``"cuda"`` (one local worker per GPU) or ``"cuda:N"``. Not part of
+        the run's settings: a run resumed on another device continues the same output (its
+        maps then differ from the first device's by float rounding, or by about 1% where
+        ``precision="auto"`` picks bf16 on one device and fp32 on the other).
+    overwrite
+        Replace an existing output of ``emae detect`` made with other settings (nothing
+        else is ever replaced; the output may not be, contain or lie inside the input or
+        the model).
+    progress
+        Progress bar over chunks.
+    rescale
+        Normalize the input by its own percentiles instead of the model's intensity values
+        (:func:`emae.data.normalization.normalizer_for`): the way to map data of another dtype or
+        intensity range than the training data, which is refused otherwise.
+    pixel_size
+        Nanometers per pixel, to use instead of (or where the input lacks) its own: one size
+        for Y and X, or (Y, X), or (Z, Y, X) (:meth:`emae.io.Image.with_pixel_size`). The
+        output's OME-Zarr scale is the input's pixel size, so the maps overlay the input.
+
+    Returns
+    -------
+    dict
+        ``seconds``, ``megapixels_per_s`` (both from the start of the work to the last chunk),
+        ``startup_seconds`` (starting the Dask cluster and shipping the model; 0 with
+        ``scheduler="synchronous"``), ``megapixels_per_s_after_start`` (the chunks' throughput
+        once the cluster is up), ``chunks`` (done, skipped, failed), ``detections``, and the
+        paths written.
+    """
+    out = Path(out)
+    if out.suffix != ".zarr":
+        raise EmaeError(f"{out}: the output must be a .zarr store")
+    check_not_input(out, [source, model])
+    tile = tile or chunk + 2 * overlap
+    if chunk < 1 or not 0 <= overlap < tile:
+        raise EmaeError(
+            f"need --chunk >= 1 and 0 <= --overlap < --tile, got chunk={chunk}, "
+            f"overlap={overlap}, tile={tile}"
+        )
+    device = device_for_run(device, scheduler)
+    image = open_image(str(source), scale=scale).with_pixel_size(pixel_size)
+    mapper, patch = _mapper(model, precision)
+    normalizers = _check_input(image, mapper, patch, str(source), str(model), rescale)
+    settings = {
+        "model": str(Path(model).resolve()),
+        "source": str(source),
+        "shape": list(image.shape),
+        "scale": scale,
+        "tile": tile,
+        "overlap": overlap,
+        "chunk": chunk,
+        "precision": precision,
+        "channels": (["anomaly"] if mapper.detector else []) + list(mapper.classes),
+        "pixel_size_nm": None if image.pixel_size is None else list(image.pixel_size),
+        **({"normalizers": normalizers} if rescale else {}),
+    }
+    resumed = _prepare(
+        out, settings, image.shape, image.axes, chunk, overwrite, mapper, image.pixel_size
+    )
+    volume = (image.n_sections, *image.yx_shape)
+    chunks = plan_chunks(volume, chunk)
+    # One listing of the markers, not one file check per chunk (millions on a network file
+    # system when a large run resumes).
+    done = {e.name for e in os.scandir(out / DONE) if e.is_file()}
+    todo = [c for c in chunks if f"{c.name}.npz" not in done]
+    skipped = len(chunks) - len(todo)
+    if resumed:
+        logger.info("resuming %s: %d of %d chunks already done", out, skipped, len(chunks))
+    began = time.perf_counter()
+    failed, startup = run_chunks(
+        todo,
+        mapper,
+        str(source),
+        scale,
+        str(out),
+        tile,
+        overlap,
+        workers,
+        scheduler,
+        retries,
+        progress,
+        threads,
+        device,
+    )
+    seconds = time.perf_counter() - began
+    if failed:
+        where = ", ".join(f"{c.name} ({err})" for c, err in failed[:5])
+        raise EmaeError(
+            f"{len(failed)} of {len(chunks)} chunks failed after {retries} retries: {where}; "
+            f"the {len(chunks) - len(failed)} finished chunks are kept; rerun to retry"
+        )
+    for image_path in store_images(out).values():
+        build_pyramid(image_path)
+    markers = (read_marker(out / DONE / f"{c.name}.npz") for c in chunks)  # one at a time
+    painter = LabelPainter(
+        out,
+        image.shape,
+        image.axes,
+        (1, chunk, chunk) if image.axes == "ZYX" else (chunk, chunk),
+        threshold=None if mapper.detector is None else mapper.detector.pixel_threshold_.value,
+        classes=mapper.classes,
+        class_names=mapper.class_names(),
+        pixel_size=image.pixel_size,
+    )
+    reports = write_reports(out, markers, mapper.class_names(), on_section=painter.section)
+    reports["labels"] = [str(p) for p in painter.finish()]
+    pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
+    working = seconds - startup
+    summary = {
+        "seconds": seconds,
+        "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 and pixels else None,
+        "startup_seconds": startup,
+        "megapixels_per_s_after_start": pixels / 1e6 / working if working > 0 and pixels else None,
+        "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
+        **reports,
+        "map": str(out),
+    }
+    logger.info(
+        "%d chunks done, %d skipped in %.1f s (%.1f s starting the cluster); %d detections",
+        len(todo),
+        skipped,
+        seconds,
+        startup,
+        reports["detections"],
+    )
+    return summary

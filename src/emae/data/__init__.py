@@ -1,0 +1,1 @@
+"""Data: patches, sampling, validity, normalization, datasets, labels, objects, folds."""

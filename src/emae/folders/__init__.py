@@ -1,0 +1,1 @@
+"""Model folders: one loader and one writer per kind (autoencoder, classifier)."""

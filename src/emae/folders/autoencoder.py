@@ -1,0 +1,545 @@
+"""The trained-model folder: plain files that load without unpickling anything.
+
+A folder written by :func:`save_bundle` holds::
+
+    config.json          {"emae_version", "model": registry name, "model_kwargs", "run",
+                          "checksums": sha256 of every .safetensors file}
+    model.safetensors    the model's state dict (contiguous CPU tensors)
+    normalization.json   the PercentileNormalizer the model was trained with
+    scoring.json         how anomaly maps are computed: score name and parameters (optional)
+    scoring.safetensors  arrays of fitted scoring statistics (optional)
+    threshold.json       the decision threshold and how it was chosen (optional)
+
+Everything is JSON or safetensors, read with ``json`` and ``safetensors``; :func:`load_bundle`
+never calls ``torch.load`` or ``pickle``, so a folder from an untrusted source cannot run code.
+A ``model.pt`` or other pickle beside the files is ignored, and one renamed to
+``model.safetensors`` is refused as corrupt. :func:`update_bundle` replaces the scoring and
+threshold files of an existing folder (after fitting statistics or choosing a threshold).
+
+``config.json`` holds the sha256 of every ``.safetensors`` file of the folder, checked on load
+(:func:`check_checksums`, shared with :mod:`emae.folders.classifier`): weights replaced by other
+numbers after emae wrote them are refused, not silently used. Folders written before emae kept
+checksums load with a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+import emae
+from emae.anomaly.thresholds import Threshold
+from emae.data.normalization import PercentileNormalizer
+from emae.errors import EmaeError
+from emae.io.atomic import atomic_dir
+from emae.models import build_model
+
+logger = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+NORMALIZATION = "normalization.json"
+SCORING = "scoring.json"
+SCORING_ARRAYS = "scoring.safetensors"
+THRESHOLD = "threshold.json"
+#: Key of ``config.json`` holding ``{file name: sha256 hex}`` of the folder's ``.safetensors``.
+CHECKSUMS = "checksums"
+#: Files that look like pickled checkpoints; named in errors, never opened.
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A trained model as loaded from its folder.
+
+    Attributes
+    ----------
+    model
+        The registry model with its weights, in eval mode, on the CPU.
+    model_name, model_kwargs
+        Registry name and constructor arguments (JSON values: tuples come back as lists).
+    normalizer
+        Maps raw intensities to the model's input range.
+    config
+        The run configuration as saved (plain JSON).
+    scoring
+        Score name and parameters (``{}`` when none were saved).
+    arrays
+        Named arrays of fitted scoring statistics (``{}`` when none were saved).
+    threshold
+        :meth:`emae.anomaly.thresholds.Threshold.to_dict` of the decision threshold, or ``None``.
+    emae_version
+        Version of emae that wrote the folder.
+    """
+
+    model: nn.Module
+    model_name: str
+    model_kwargs: dict[str, Any]
+    normalizer: PercentileNormalizer
+    config: dict[str, Any]
+    scoring: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    threshold: dict[str, Any] | None
+    emae_version: str
+
+
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` is an emae model folder (the only kind of folder a save replaces)."""
+    return (Path(path) / CONFIG).is_file()
+
+
+#: What ``overwrite=True`` may replace: model folders, never other data.
+BUNDLE_ONLY: dict[str, Any] = {"replaceable": is_bundle, "kind": "an emae model folder"}
+
+
+def _json_value(value: Any, what: str) -> Any:
+    """``value`` after a JSON round trip (tuples become lists), or an error naming ``what``."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise EmaeError(
+            f"{what} must be plain JSON (dicts, lists, str, finite numbers): {exc}"
+        ) from None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EmaeError(f"{path}: not readable as JSON ({exc})") from None
+
+
+# --- failed writes and checksums -----------------------------------------------------------------
+
+
+def _write_reason(exc: BaseException) -> str | None:
+    """Why a write failed, in words, or None when ``exc`` is no failed write.
+
+    torch's zip writer reports a full disk as a ``RuntimeError`` without errno
+    (``[enforce fail at inline_container.cc:...] . unexpected pos ...``), safetensors as a
+    ``SafetensorError`` quoting the OS error.
+    """
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if isinstance(exc, SafetensorError) and "I/O error" in text:
+        return "no space left on device" if "os error 28" in text else text
+    if isinstance(exc, RuntimeError) and re.search(
+        r"inline_container|PytorchStreamWriter|file write failed", text
+    ):
+        return f"the write failed, most likely no space left on device ({text.splitlines()[0]})"
+    return None
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (full disk, quota, lost mount) into one ``EmaeError`` line.
+
+    Wrap an atomic writer (:mod:`emae.io.atomic`) in it: the writer has removed its temporary
+    file when the error arrives here, so nothing partial is left under the final name.
+    """
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        reason = _write_reason(exc)
+        if reason is None:
+            raise
+        raise EmaeError(f"cannot write {path}: {reason}") from None
+
+
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """``{name: sha256}`` of every ``.safetensors`` file in ``folder`` (a folder being written)."""
+    return {p.name: sha256(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+@functools.cache
+def _warn_unchecked(folder: str) -> None:
+    """Warn once per folder (per process) that its weights cannot be checked."""
+    logger.warning(
+        "%s: written by an emae without checksums; its weights are loaded unchecked "
+        "(save it again to add them)",
+        folder,
+    )
+
+
+def check_checksums(path: Path, header: Mapping[str, Any]) -> None:
+    """Refuse a model folder whose ``.safetensors`` files differ from the checksums it lists.
+
+    Every ``.safetensors`` file in ``path`` must be listed in ``header[CHECKSUMS]`` with its
+    sha256, and every listed file must exist, except the weights (their loader names a missing
+    weights file with any pickles beside it). A header without checksums (a folder written
+    before emae kept them) is loaded unchecked, with a warning once per folder.
+    """
+    sums = header.get(CHECKSUMS)
+    if sums is None:
+        _warn_unchecked(str(path))
+        return
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and Path(k).name == k for k, v in sums.items()
+    ):
+        raise EmaeError(f"{path / CONFIG}: {CHECKSUMS} must map file names to sha256 strings")
+    present = {p.name for p in path.glob("*.safetensors") if p.is_file()}
+    unlisted = sorted(present - set(sums))
+    if unlisted:
+        raise EmaeError(
+            f"{path}: {unlisted[0]} has no checksum in {CONFIG}; the folder was modified after "
+            f"emae wrote it"
+        )
+    for name, expected in sorted(sums.items()):
+        if name not in present:
+            if name == WEIGHTS:
+                continue
+            raise EmaeError(f"{path}: {name} is missing ({CONFIG} lists its checksum)")
+        if sha256(path / name) != expected:
+            raise EmaeError(
+                f"{path}: {name} does not match the checksum in {CONFIG}; the folder was "
+                f"modified after emae wrote it"
+            )
+
+
+def _threshold_dict(threshold: Threshold | Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The validated JSON form of a threshold given as a record or a dict."""
+    if not isinstance(threshold, Threshold):
+        if not isinstance(threshold, Mapping):
+            raise EmaeError(f"{where}: threshold must be a Threshold or a dict, got {threshold!r}")
+        try:
+            threshold = Threshold.from_dict(threshold)
+        except (EmaeError, TypeError) as exc:
+            raise EmaeError(f"{where}: {exc}") from None
+    return threshold.to_dict()
+
+
+def _arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Named numeric arrays, contiguous, as safetensors stores them."""
+    out = {}
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        if not isinstance(name, str) or a.dtype.kind not in "biuf":
+            raise EmaeError(
+                f"scoring arrays must map names to numeric arrays, got {name!r}: dtype {a.dtype}"
+            )
+        out[name] = a if a.flags.c_contiguous else a.copy(order="C")  # keeps 0-d arrays
+    return out
+
+
+def _check_state(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], where: str
+) -> None:
+    """Same tensor names and shapes as the freshly built model, or an error naming the first."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise EmaeError(
+            f"{where}: weights do not match the model: missing tensors "
+            f"{missing[:5]}, unexpected tensors {unexpected[:5]}"
+        )
+    for name, tensor in expected.items():
+        if tuple(found[name].shape) != tuple(tensor.shape):
+            raise EmaeError(
+                f"{where}: tensor {name!r} has shape {tuple(found[name].shape)}, the "
+                f"model expects {tuple(tensor.shape)}"
+            )
+
+
+def _optional_files(
+    scoring: Any, arrays: Any, threshold: Any, where: Path
+) -> dict[str, Callable[[Path], None]]:
+    """Validate the optional parts first, then return a writer per file name."""
+    writers: dict[str, Callable[[Path], None]] = {}
+    if scoring is not None:
+        if not isinstance(scoring, Mapping):
+            raise EmaeError(f"scoring must be a dict of score name and parameters, got {scoring!r}")
+        value = _json_value(dict(scoring), "scoring")
+        writers[SCORING] = lambda tmp: _write_json(tmp, value)
+    if arrays is not None:
+        if not isinstance(arrays, Mapping):
+            raise EmaeError(f"arrays must be a dict of named arrays, got {type(arrays).__name__}")
+        checked = _arrays(arrays)
+        writers[SCORING_ARRAYS] = lambda tmp: safetensors.numpy.save_file(checked, str(tmp))
+    if threshold is not None:
+        record = _threshold_dict(threshold, str(where))
+        writers[THRESHOLD] = lambda tmp: _write_json(tmp, record)
+    return writers
+
+
+def save_bundle(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    normalizer: PercentileNormalizer,
+    config: Mapping[str, Any],
+    scoring: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, Any] | None = None,
+    threshold: Threshold | Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a trained model as a folder of plain files, atomically.
+
+    Parameters
+    ----------
+    path
+        Destination folder; its parent must exist. The folder appears whole or not at all.
+    model
+        The trained module; its state dict must match ``build_model(model_name, **model_kwargs)``.
+    model_name, model_kwargs
+        Registry name and JSON-serializable constructor arguments of ``model``.
+    normalizer
+        The intensity normalization the model was trained with.
+    config
+        The run configuration, plain JSON (saved under ``"run"`` in ``config.json``).
+    scoring, arrays
+        Score name and parameters (``scoring.json``) and named numeric arrays of fitted
+        statistics (``scoring.safetensors``); each file is written only when given.
+    threshold
+        A :class:`~emae.anomaly.thresholds.Threshold` or its dict (``threshold.json``), when chosen.
+    overwrite
+        Replace an existing model folder (other non-empty folders are never replaced).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    path = Path(path)
+    kwargs = _json_value(dict(model_kwargs), "model_kwargs")
+    header = {
+        "emae_version": emae.__version__,
+        "model": model_name,
+        "model_kwargs": kwargs,
+        "run": _json_value(dict(config), "config"),
+    }
+    if not isinstance(normalizer, PercentileNormalizer):
+        raise EmaeError(f"normalizer must be a PercentileNormalizer, got {normalizer!r}")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _check_state(build_model(model_name, **kwargs).state_dict(), state, f"model {model_name!r}")
+    optional = _optional_files(scoring, arrays, threshold, path)
+    with write_errors(path), atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
+        safetensors.torch.save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _write_json(tmp / NORMALIZATION, normalizer.to_dict())
+        for name, write in optional.items():
+            write(tmp / name)
+        _write_json(tmp / CONFIG, {**header, CHECKSUMS: folder_checksums(tmp)})
+    logger.info("saved model %r to %s", model_name, path)
+    return path
+
+
+def _check_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise EmaeError(f"{path}: model folder not found")
+    if not (path / CONFIG).is_file():
+        raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """The compatibility series of a version: ``(major,)``, or ``(0, minor)`` before 1.0."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        return None
+    major, minor = int(match[1]), int(match[2])
+    return (major,) if major else (0, minor)
+
+
+def _check_version(saved: Any, where: Path) -> None:
+    """Warn when the folder was written by a newer release series than this emae."""
+    ours = _release(emae.__version__)
+    theirs = _release(saved) if isinstance(saved, str) else None
+    if theirs is None:
+        warnings.warn(f"{where}: unrecognized emae_version {saved!r}; loading anyway", stacklevel=3)
+    elif ours is not None and theirs > ours:
+        warnings.warn(
+            f"{where}: written by emae {saved}, newer than this emae {emae.__version__}; "
+            f"upgrade emae if loading fails or results look wrong",
+            stacklevel=3,
+        )
+
+
+def _read_tensors(path: Path, load: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """Tensors of a safetensors file through ``load``; a clear error for anything else."""
+    try:
+        return load(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EmaeError(
+            f"{path}: not a valid safetensors file ({exc}); emae loads weights only "
+            f"from safetensors and never unpickles files"
+        ) from None
+
+
+def load_weights(path: Path, model: nn.Module) -> nn.Module:
+    """Load ``path/model.safetensors`` into ``model``, checked tensor by tensor; eval mode."""
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        extra = f"; {', '.join(pickles)} not loaded (emae never unpickles files)" if pickles else ""
+        raise EmaeError(f"{path}: weights file {WEIGHTS} is missing{extra}")
+    state = _read_tensors(weights, safetensors.torch.load_file)
+    _check_state(model.state_dict(), state, str(weights))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _load_model(path: Path, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        model = build_model(name, **kwargs)
+    except EmaeError as exc:
+        raise EmaeError(f"{path / CONFIG}: {exc}") from None
+    return load_weights(path, model)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a model folder written by :func:`save_bundle`.
+
+    Only JSON and safetensors files are read; nothing is unpickled.
+
+    Raises
+    ------
+    EmaeError
+        When the folder or ``config.json`` is missing, a file is corrupt, a ``.safetensors``
+        file does not match its checksum in ``config.json``, the model name is unknown, or the
+        weights lack, add or reshape a tensor (the message names it).
+
+    Warns
+    -----
+    UserWarning
+        When the folder was written by a newer emae release series (``major``, or ``0.minor``
+        before 1.0) or its version is unreadable.
+    """
+    path = Path(path)
+    _check_folder(path)
+    header = _read_json(path / CONFIG)
+    keys = {"emae_version", "model", "model_kwargs", "run"}
+    if not isinstance(header, dict) or keys - set(header):
+        found = sorted(header) if isinstance(header, dict) else type(header).__name__
+        raise EmaeError(f"{path / CONFIG}: expected keys {sorted(keys)}, found {found}")
+    if not isinstance(header["model_kwargs"], dict):
+        raise EmaeError(
+            f"{path / CONFIG}: model_kwargs must be an object, got {header['model_kwargs']!r}"
+        )
+    _check_version(header["emae_version"], path)
+    check_checksums(path, header)
+    model = _load_model(path, header["model"], header["model_kwargs"])
+    if not (path / NORMALIZATION).is_file():
+        raise EmaeError(f"{path}: {NORMALIZATION} is missing")
+    try:
+        normalizer = PercentileNormalizer.from_dict(_read_json(path / NORMALIZATION))
+    except (EmaeError, TypeError) as exc:
+        raise EmaeError(f"{path / NORMALIZATION}: {exc}") from None
+    scoring = _read_json(path / SCORING) if (path / SCORING).is_file() else {}
+    if not isinstance(scoring, dict):
+        raise EmaeError(f"{path / SCORING}: expected a JSON object, got {scoring!r}")
+    arrays = {}
+    if (path / SCORING_ARRAYS).is_file():
+        arrays = _read_tensors(path / SCORING_ARRAYS, safetensors.numpy.load_file)
+    threshold = None
+    if (path / THRESHOLD).is_file():
+        threshold = _threshold_dict(_read_json(path / THRESHOLD), str(path / THRESHOLD))
+    return Bundle(
+        model=model,
+        model_name=header["model"],
+        model_kwargs=header["model_kwargs"],
+        normalizer=normalizer,
+        config=header["run"],
+        scoring=scoring,
+        arrays=arrays,
+        threshold=threshold,
+        emae_version=str(header["emae_version"]),
+    )
+
+
+def update_bundle(
+    path: str | Path,
+    *,
+    scoring: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, Any] | None = None,
+    threshold: Threshold | Mapping[str, Any] | None = None,
+) -> None:
+    """Replace the scoring and threshold files of an existing model folder.
+
+    The folder is rewritten as a whole, atomically (:func:`emae.io.atomic.atomic_dir`): the
+    given files are new, ``config.json`` gets their checksums, and every other file, the
+    weights included, is carried over unchanged (hard-linked where the file system allows).
+
+    Parameters
+    ----------
+    path
+        A folder written by :func:`save_bundle`.
+    scoring, arrays, threshold
+        As in :func:`save_bundle`; at least one must be given.
+
+    Raises
+    ------
+    EmaeError
+        When nothing is given, a part is invalid, or a file of the folder no longer matches its
+        checksum (an update never vouches for files modified after emae wrote them).
+    """
+    path = Path(path)
+    _check_folder(path)
+    if scoring is None and arrays is None and threshold is None:
+        raise EmaeError(f"{path}: nothing to update; give scoring, arrays or threshold")
+    writers = _optional_files(scoring, arrays, threshold, path)
+    header = _read_json(path / CONFIG)
+    if not isinstance(header, dict):
+        raise EmaeError(f"{path / CONFIG}: expected a JSON object, got {type(header).__name__}")
+    check_checksums(path, header)
+    with write_errors(path), atomic_dir(path, overwrite=True, **BUNDLE_ONLY) as tmp:
+        for entry in path.iterdir():
+            if entry.name not in writers and entry.name != CONFIG:
+                _carry(entry, tmp / entry.name)
+        for name, write in writers.items():
+            write(tmp / name)
+        if CHECKSUMS in header:  # a folder from before checksums stays unchecked
+            header = {**header, CHECKSUMS: folder_checksums(tmp)}
+        _write_json(tmp / CONFIG, header)
+    logger.info("updated %s in %s", ", ".join(writers), path)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Carry a file, folder or link of the old folder into the new one, unchanged."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))

@@ -1,0 +1,295 @@
+"""The trained classifier: prediction in memory, and its folder of plain files.
+
+A classifier folder holds::
+
+    config.json          {"emae_version", "kind": "classifier", "model": backbone name,
+                          "model_kwargs", "head", "classes", "features", "run",
+                          "checksums": sha256 of every .safetensors file}
+    model.safetensors    the EncoderClassifier's state dict (backbone and head)
+    normalization.json   the intensity normalization of its input
+    extra.safetensors    mean and std of the extra feature columns (when it uses them)
+    training.json        the training summary
+
+Like the autoencoder folder (:mod:`emae.folders.autoencoder`) it is read with ``json`` and
+``safetensors``
+only: nothing is unpickled, and the ``.safetensors`` files are checked against their checksums.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import safetensors.torch
+import torch
+
+import emae
+from emae.anomaly.maps import as_images
+from emae.data.normalization import PercentileNormalizer
+from emae.errors import EmaeError
+from emae.folders.autoencoder import (
+    BUNDLE_ONLY,
+    CHECKSUMS,
+    CONFIG,
+    NORMALIZATION,
+    WEIGHTS,
+    _check_version,
+    _read_json,
+    _read_tensors,
+    check_checksums,
+    folder_checksums,
+    load_weights,
+    write_errors,
+)
+from emae.io.atomic import atomic_dir
+from emae.models import build_model
+from emae.models.classifier import EncoderClassifier
+
+EXTRA = "extra.safetensors"
+#: Keys of a classifier's config.json (``checksums`` too, except in folders from before them).
+HEADER_KEYS = (
+    "emae_version",
+    "kind",
+    "model",
+    "model_kwargs",
+    "head",
+    "classes",
+    "features",
+    "run",
+)
+
+
+@dataclass
+class FittedClassifier:
+    """A trained :class:`EncoderClassifier` with what its inputs need.
+
+    Attributes
+    ----------
+    model
+        The classifier, in eval mode; on the CPU when loaded. Moved to a GPU (``model.to``),
+        the methods below compute there and still return CPU arrays.
+    classes
+        Class names, in the order of the probability columns (``classes_``).
+    normalizer
+        Maps raw intensities to the model's input range.
+    backbone_name, backbone_kwargs
+        Registry name and arguments of the backbone, to rebuild it.
+    feature_names
+        Names of the extra feature columns (empty when none).
+    extra_mean, extra_std
+        ``(F,)`` standardization of the extra features, or None.
+    """
+
+    model: EncoderClassifier
+    classes: tuple[str, ...]
+    normalizer: PercentileNormalizer
+    backbone_name: str
+    backbone_kwargs: dict[str, Any]
+    feature_names: tuple[str, ...] = ()
+    extra_mean: np.ndarray | None = None
+    extra_std: np.ndarray | None = None
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class names as an array, scikit-learn style."""
+        return np.array(self.classes)
+
+    def _device(self) -> torch.device:
+        """Where the model's weights are (inputs go there, outputs come back to the CPU)."""
+        return next(self.model.parameters()).device
+
+    def _extra(self, extra: Any, n: int) -> torch.Tensor | None:
+        if not self.feature_names:
+            return None
+        if extra is None:
+            raise EmaeError(f"this classifier needs the features {list(self.feature_names)}")
+        e = np.asarray(extra, dtype=np.float64)
+        if e.shape != (n, len(self.feature_names)) or not np.isfinite(e).all():
+            raise EmaeError(
+                f"extra features must be finite, shape ({n}, {len(self.feature_names)}), "
+                f"got {e.shape}"
+            )
+        return torch.from_numpy(((e - self.extra_mean) / self.extra_std).astype(np.float32))
+
+    @torch.inference_mode()
+    def predict_proba(self, x: Any, extra: Any = None, *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities of raw patches ``(N, P, P)``: ``(N, K)`` float32."""
+        self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this classifier", strict=False)
+        images = self.normalizer(as_images(x))
+        extras = self._extra(extra, len(images))
+        self.model.eval()
+        device = self._device()
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size, None]).to(device)
+            e = None if extras is None else extras[start : start + batch_size].to(device)
+            out.append(torch.softmax(self.model(batch, e).float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    def predict(self, x: Any, extra: Any = None) -> np.ndarray:
+        """Predicted class indices ``(N,)`` int64 (names: ``classes[i]``)."""
+        return self.predict_proba(x, extra).argmax(axis=1)
+
+    @torch.inference_mode()
+    def dense_probabilities(self, image: Any) -> np.ndarray:
+        """Per-class probability map of one raw 2D image ``(H, W)``: ``(K, h', w')`` float32.
+
+        Cell ``(i, j)`` classifies the patch whose top-left feature cell is ``(i, j)``
+        (``downsample_factor`` pixels per cell). Classifiers with extra features cannot map.
+        """
+        if self.feature_names:
+            raise EmaeError("a classifier that uses extra features cannot map whole images")
+        self.normalizer.check_dtype(np.asarray(image).dtype, "image", "it", strict=False)
+        x = torch.from_numpy(self.normalizer(as_images(np.asarray(image)[None]))[:, None])
+        self.model.eval()
+        return self.model.dense_probabilities(x.to(self._device()))[0].float().cpu().numpy()
+
+    def probability_maps(self, tiles: Any) -> np.ndarray:
+        """Full-resolution class probabilities of raw tiles ``(B, H, W)``: ``(B, K, H, W)`` float32.
+
+        The tiles are reflect-padded by half a patch, so the dense map's cell ``(i, j)`` classifies
+        the patch centred on pixel ``(m i, m j)`` (``m = downsample_factor``); the cells are then
+        upsampled bilinearly to pixels. Each pixel's probabilities are those of the patch around it.
+        """
+        if self.feature_names:
+            raise EmaeError("a classifier that uses extra features cannot map whole images")
+        self.normalizer.check_dtype(np.asarray(tiles).dtype, "tiles", "it", strict=False)
+        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(self._device())
+        h, w = x.shape[-2:]
+        half = self.model.patch_size // 2
+        mode = "reflect" if min(h, w) > half else "replicate"
+        padded = torch.nn.functional.pad(x, (half, half, half, half), mode=mode)
+        self.model.eval()
+        with torch.inference_mode():
+            cells = self.model.dense_probabilities(padded).float()  # (B, K, h', w')
+        m = self.model.downsample_factor
+        fine = torch.nn.functional.interpolate(
+            cells, scale_factor=m, mode="bilinear", align_corners=False
+        )
+        shift = (m - 1) // 2  # cell i covers pixels m i - m/2 .. m i + m/2 after upsampling
+        fine = torch.nn.functional.pad(fine, (0, w, 0, h), mode="replicate")
+        out = fine[:, :, shift : shift + h, shift : shift + w]
+        return (out / out.sum(dim=1, keepdim=True)).cpu().numpy()
+
+
+def save_classifier(
+    path: str | Path,
+    fitted: FittedClassifier,
+    *,
+    config: dict[str, Any],
+    summary: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a classifier folder atomically (see the module docstring)."""
+    path = Path(path)
+    m = fitted.model
+    header = {
+        "emae_version": emae.__version__,
+        "kind": "classifier",
+        "model": fitted.backbone_name,
+        "model_kwargs": fitted.backbone_kwargs,
+        "head": {
+            "n_classes": m.n_classes,
+            "patch_size": m.patch_size,
+            "hidden": m.head[0].out_channels,
+            "dropout": float(m.head[2].p),
+            "n_extra": m.n_extra,
+            "pooling": m.pooling,
+        },
+        "classes": list(fitted.classes),
+        "features": list(fitted.feature_names),
+        "run": config,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
+    with write_errors(path), atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
+        safetensors.torch.save_file(state, str(tmp / WEIGHTS))
+        (tmp / NORMALIZATION).write_text(json.dumps(fitted.normalizer.to_dict(), indent=2))
+        if fitted.feature_names:
+            arrays = {"mean": fitted.extra_mean, "std": fitted.extra_std}
+            safetensors.numpy.save_file(
+                {k: np.asarray(v) for k, v in arrays.items()}, str(tmp / EXTRA)
+            )
+        if summary is not None:
+            (tmp / "training.json").write_text(json.dumps(summary, indent=2, default=float))
+        header[CHECKSUMS] = folder_checksums(tmp)
+        (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
+    return path
+
+
+def is_classifier(path: str | Path) -> bool:
+    """Whether ``path`` is a classifier folder (rather than an autoencoder folder)."""
+    try:
+        return json.loads((Path(path) / CONFIG).read_text()).get("kind") == "classifier"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The checked ``config.json`` of a classifier folder."""
+    if not (path / CONFIG).is_file():
+        raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
+    header = _read_json(path / CONFIG)
+    if isinstance(header, dict) and "kind" not in header and "model" in header:
+        raise EmaeError(
+            f"{path}: an autoencoder folder, not a classifier; train one with emae finetune"
+        )
+    if not isinstance(header, dict) or set(HEADER_KEYS) - set(header):
+        found = sorted(header) if isinstance(header, dict) else type(header).__name__
+        raise EmaeError(f"{path / CONFIG}: expected keys {sorted(HEADER_KEYS)}, found {found}")
+    if header["kind"] != "classifier":
+        raise EmaeError(f"{path / CONFIG}: kind must be 'classifier', got {header['kind']!r}")
+    types = {"model_kwargs": dict, "head": dict, "classes": list, "features": list}
+    for key, kind in types.items():
+        value = header[key]
+        if not isinstance(value, kind) or (
+            kind is list and not all(isinstance(v, str) for v in value)
+        ):
+            expected = "an object" if kind is dict else "a list of names"
+            raise EmaeError(f"{path / CONFIG}: {key} must be {expected}, got {value!r}")
+    return header
+
+
+def load_classifier(path: str | Path) -> FittedClassifier:
+    """Load a folder written by :func:`save_classifier`; nothing is unpickled.
+
+    Raises
+    ------
+    EmaeError
+        When a file is missing or corrupt, ``config.json`` lacks a key, a ``.safetensors`` file
+        does not match its checksum, or the weights lack, add or reshape a tensor.
+    """
+    path = Path(path)
+    header = _header(path)
+    _check_version(header["emae_version"], path)
+    check_checksums(path, header)
+    try:
+        backbone = build_model(header["model"], **header["model_kwargs"])
+        model = EncoderClassifier(backbone, **header["head"])
+    except (EmaeError, TypeError) as exc:
+        raise EmaeError(f"{path / CONFIG}: {exc}") from None
+    load_weights(path, model)
+    try:
+        normalizer = PercentileNormalizer.from_dict(_read_json(path / NORMALIZATION))
+    except (EmaeError, TypeError) as exc:
+        raise EmaeError(f"{path / NORMALIZATION}: {exc}") from None
+    mean = std = None
+    if header["features"]:
+        arrays = _read_tensors(path / EXTRA, safetensors.numpy.load_file)
+        shape = (len(header["features"]),)
+        if any(arrays.get(k, np.empty(0)).shape != shape for k in ("mean", "std")):
+            raise EmaeError(f"{path / EXTRA}: expected arrays 'mean' and 'std' of shape {shape}")
+        mean, std = arrays["mean"], arrays["std"]
+    return FittedClassifier(
+        model=model,
+        classes=tuple(header["classes"]),
+        normalizer=normalizer,
+        backbone_name=header["model"],
+        backbone_kwargs=header["model_kwargs"],
+        feature_names=tuple(header["features"]),
+        extra_mean=mean,
+        extra_std=std,
+    )

@@ -1,0 +1,1 @@
+"""Training: the loop, distributed runs, losses, corruptions, TensorBoard logging."""

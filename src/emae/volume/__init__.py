@@ -1,0 +1,1 @@
+"""Whole volumes: tiling, chunk tasks on Dask, connected components, QC, label images."""

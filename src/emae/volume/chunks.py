@@ -1,0 +1,301 @@
+"""One task of ``emae detect``: map one output chunk, write it, leave a done marker.
+
+:class:`Mapper` turns raw tiles into the output channels: the anomaly map of an autoencoder
+(:class:`~emae.anomaly.detector.AutoencoderDetector`) and/or the per-class probability maps of a
+classifier (:class:`~emae.folders.classifier.FittedClassifier`). :func:`process_chunk` reads the
+chunk's region of the input plus a halo, maps it with :func:`emae.volume.tiling.predict_tiled`,
+writes
+its region of ``anomaly`` (float16) and ``probabilities`` (uint8, 0-255), finds the connected
+regions in it (anomaly above the pixel threshold; each artifact class where it is the most
+probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
+and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
+
+Chunks are mapped on the device :func:`chunk_device` picks in the process that maps them (the
+CPU, or a GPU: the tiles' forward passes run there, the scoring and writing on the CPU): the
+device asked for, resolved on the worker itself, or on a local cluster of GPU workers, GPU
+``k % gpus`` for worker ``k`` (worker names survive restarts, so a restarted worker keeps its
+GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from emae.anomaly.detector import AutoencoderDetector
+from emae.errors import EmaeError
+from emae.folders.classifier import FittedClassifier
+from emae.io import open_image
+from emae.io.atomic import atomic_file
+from emae.io.map_store import ANOMALY_DTYPE, image_paths
+from emae.volume.components import ChunkComponents, chunk_components
+from emae.volume.tiling import predict_tiled
+
+DONE = "emae_done"
+#: Class index of the anomaly in component records; classifier class k has index k + 1.
+ANOMALY = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output chunk ``z, y0:y1, x0:x1`` of the section grid."""
+
+    z: int
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    @property
+    def name(self) -> str:
+        return f"z{self.z}_y{self.y0}_x{self.x0}"
+
+
+def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
+    """Chunks of ``chunk x chunk`` pixels per section of a ``(Z, H, W)`` volume."""
+    z, h, w = shape
+    return [
+        Chunk(k, y, x, min(y + chunk, h), min(x + chunk, w))
+        for k in range(z)
+        for y in range(0, h, chunk)
+        for x in range(0, w, chunk)
+    ]
+
+
+@dataclass
+class Mapper:
+    """Raw tiles ``(B, h, w)`` -> channels ``(B, C, h, w)``: anomaly first, then class maps."""
+
+    detector: AutoencoderDetector | None = None
+    classifier: FittedClassifier | None = None
+    clean_class: str = "clean"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return () if self.classifier is None else self.classifier.classes
+
+    def to(self, device: str) -> Mapper:
+        """Run the models' forward passes on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
+        if self.detector is not None:
+            self.detector.device = device
+        if self.classifier is not None:
+            self.classifier.model.to(device)
+        return self
+
+    def class_names(self) -> list[str]:
+        """Component class names by class index (see :data:`ANOMALY`)."""
+        return ["anomaly", *self.classes]
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        parts = []
+        if self.detector is not None:
+            parts.append(self.detector.anomaly_map(tiles)[:, None])
+        if self.classifier is not None:
+            parts.append(self.classifier.probability_maps(tiles))
+        return np.concatenate(parts, axis=1)
+
+
+def resolve_device(name: str) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` from ``auto|cpu|cuda|cuda:N`` as this process sees
+    its GPUs (``auto``: CUDA when torch sees a GPU, else the CPU); a one-line error for a GPU
+    torch does not see here."""
+    import torch
+
+    check_device_name(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0 or (name != "cuda" and int(name.removeprefix("cuda:")) >= count):
+        raise EmaeError(f"device {name!r} requested but torch sees {count} CUDA GPU(s)")
+    return name
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name other than ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    index = name.removeprefix("cuda:")
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and index.isdigit()):
+        raise EmaeError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def chunk_device(device: str, gpus: int = 0) -> str:
+    """The device this process maps its chunks on.
+
+    With ``gpus > 0`` (a local cluster of workers spread over that many GPUs) worker ``k``
+    uses ``cuda:{k % gpus}``; otherwise ``device`` (``auto|cpu|cuda|cuda:N``) as resolved by
+    :func:`resolve_device` here, on the worker.
+    """
+    if not gpus:
+        return resolve_device(device)
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        name = 0
+    return f"cuda:{(name if isinstance(name, int) else 0) % gpus}"
+
+
+def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
+    image = open_image(source, scale=scale)
+    h, w = image.yx_shape
+    ry0, rx0 = max(c.y0 - halo, 0), max(c.x0 - halo, 0)
+    ry1, rx1 = min(c.y1 + halo, h), min(c.x1 + halo, w)
+    yx = (slice(ry0, ry1), slice(rx0, rx1))
+    region = np.asarray(image.data[(c.z, *yx) if image.ndim == 3 else yx])
+    return image.check_finite(region, c.z, ry0, rx0), ry0, rx0
+
+
+def _write(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> None:
+    array = zarr.open_array(array_path, mode="r+")
+    yx = (slice(c.y0, c.y1), slice(c.x0, c.x1))
+    spatial = array.ndim - (1 if channels else 0)
+    where = (c.z, *yx) if spatial == 3 else yx
+    array[(slice(None), *where) if channels else where] = values
+
+
+def process_chunk(
+    c: Chunk,
+    mapper: Mapper,
+    source: str,
+    scale: int,
+    out: str,
+    *,
+    tile: int,
+    overlap: int,
+    threads: int | None = None,
+    device: str = "cpu",
+    gpus: int = 0,
+) -> dict[str, Any]:
+    """Map one output chunk, write it and its done marker; returns its QC numbers.
+
+    ``device``, ``gpus``: where the forward passes run (:func:`chunk_device`).
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = chunk_device(device, gpus)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.removeprefix("cuda:")))
+    mapper.to(device)
+    region, ry0, rx0 = _read_region(source, scale, c, overlap)
+    maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
+    core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
+    qc: dict[str, Any] = {
+        "z": c.z,
+        "y0": c.y0,
+        "x0": c.x0,
+        "height": c.y1 - c.y0,
+        "width": c.x1 - c.x0,
+    }
+    pieces: list[ChunkComponents] = []
+    paths = image_paths(
+        out, anomaly=mapper.detector is not None, probabilities=mapper.classifier is not None
+    )
+    if mapper.detector is not None:
+        stored = core[0].astype(ANOMALY_DTYPE)
+        _write(f"{paths['anomaly']}/0", c, stored, channels=False)
+        values = stored.astype(np.float32)  # decide on what was written
+        anomalous = values > mapper.detector.pixel_threshold_.value
+        pieces.append(chunk_components(values, anomalous, c.z, c.y0, c.x0, ANOMALY))
+        qc["mean_anomaly"] = float(values.mean(dtype=np.float64))
+        qc["anomalous_fraction"] = float(anomalous.mean())
+        core = core[1:]
+    if mapper.classifier is not None:
+        stored = np.rint(np.clip(core, 0, 1) * 255).astype(np.uint8)
+        _write(f"{paths['probabilities']}/0", c, stored, channels=True)
+        best = stored.argmax(axis=0)
+        for k, name in enumerate(mapper.classes):
+            found = (best == k) & (stored[k] >= 128)
+            qc[f"fraction_{name}"] = float(found.mean())
+            if name != mapper.clean_class:
+                values = stored[k].astype(np.float32) / 255
+                pieces.append(chunk_components(values, found, c.z, c.y0, c.x0, k + 1))
+    arrays: dict[str, np.ndarray] = {"qc": np.array(json.dumps(qc))}
+    for i, p in enumerate(pieces):
+        arrays.update(
+            {
+                f"stats_{i}": p.stats,
+                f"first_row_{i}": p.first_row,
+                f"last_row_{i}": p.last_row,
+                f"first_col_{i}": p.first_col,
+                f"last_col_{i}": p.last_col,
+                f"class_{i}": np.array(p.class_index),
+            }
+        )
+    with atomic_file(Path(out) / DONE / f"{c.name}.npz", overwrite=True) as tmp:
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)
+    return qc
+
+
+#: Position keys every marker's QC numbers hold (integers).
+_POSITION = ("z", "y0", "x0", "height", "width")
+#: Arrays of component piece ``i`` in a marker, besides ``stats_i``.
+_PIECE = ("first_row", "last_row", "first_col", "last_col", "class")
+
+
+def _parse_marker(f: Any) -> tuple[dict[str, Any], list[ChunkComponents]]:
+    """The contents of an open marker; KeyError, ValueError or TypeError when it is no marker."""
+    qc = json.loads(str(f["qc"]))
+    if not isinstance(qc, dict) or not all(isinstance(qc.get(k), int) for k in _POSITION):
+        raise ValueError(f"its QC record lacks the chunk position {list(_POSITION)}")
+    if not all(isinstance(v, (int, float)) for v in qc.values()):
+        raise ValueError("its QC numbers are not all numbers")
+    n = sum(1 for k in f.files if k.startswith("stats_"))
+    pieces = []
+    for i in range(n):
+        stats = np.asarray(f[f"stats_{i}"])
+        if stats.ndim != 2 or stats.shape[1] != 9:
+            raise ValueError(f"stats_{i} has shape {stats.shape}, expected (n, 9)")
+        first_row, last_row, first_col, last_col, class_index = (f[f"{k}_{i}"] for k in _PIECE)
+        pieces.append(
+            ChunkComponents(
+                qc["z"],
+                qc["y0"],
+                qc["x0"],
+                stats,
+                first_row,
+                last_row,
+                first_col,
+                last_col,
+                int(class_index),
+            )
+        )
+    return qc, pieces
+
+
+def read_marker(path: Path) -> tuple[dict[str, Any], list[ChunkComponents]]:
+    """The QC numbers and component pieces of a done chunk (never unpickles).
+
+    Raises
+    ------
+    EmaeError
+        One line naming the marker when it is truncated, foreign or missing, and saying to
+        delete it and rerun ``emae detect``, which then maps that chunk again.
+    """
+    broken = (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            qc, pieces = _parse_marker(f)
+        chunk = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
+        if Path(path).stem != chunk:
+            raise ValueError(f"it holds chunk {chunk}")
+    except broken as exc:
+        reason = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        if "pickle" in reason:  # numpy's advice to unpickle it is not ours to give
+            reason = "not an .npz archive of arrays"
+        raise EmaeError(
+            f"{path}: unreadable done marker ({reason or type(exc).__name__}); delete it and "
+            "rerun emae detect to map that chunk again"
+        ) from None
+    return qc, pieces
