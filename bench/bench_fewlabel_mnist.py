@@ -73,7 +73,8 @@ SEMI = ("head-finetune-shift", "head-semi")
 def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabeled=None):
     """One fitted classifier: ``predict_proba(images) -> (N, 10)``; ``steps`` of the semi
     methods are ``--semi-steps``."""
-    from emae.commands.finetune import FinetuneConfig, train_classifier
+    from emae.classify.config import FinetuneConfig
+    from emae.classify.training import train_classifier
 
     if method in SEMI:
         config = FinetuneConfig(

@@ -89,8 +89,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
+    from emae.classify.config import FinetuneConfig
     from emae.commands.compare import compare
-    from emae.commands.finetune import FinetuneConfig
     from emae.commands.pretrain import PretrainConfig, pretrain
     from emae.folders.autoencoder import is_bundle
 

@@ -241,8 +241,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
+    from emae.classify.config import FinetuneConfig
     from emae.commands.compare import compare
-    from emae.commands.finetune import FinetuneConfig
     from emae.synth.sample_data import SampleDataConfig, write_sample_data
 
     if args.threads:

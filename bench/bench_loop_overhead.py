@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,7 +39,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from emae.commands.pretrain import PretrainConfig
 from emae.models import build_model
-from emae.train.loop import LoopSettings, select_precision, step_generator, train_loop
+from emae.runtime import select_precision
+from emae.train.loop import LoopSettings, lr_schedule, step_generator, train_loop
 from emae.train.losses import reconstruction_loss
 
 LARGE = 10**9  # validation / checkpoint interval that never comes
@@ -66,19 +65,6 @@ def make_model(config: PretrainConfig) -> nn.Module:
         return build_model(config.model, **config.model_kwargs())
 
 
-def schedule(settings: LoopSettings) -> Callable[[int], float]:
-    """The same factor as train_loop: linear warm-up, then cosine decay to 5%."""
-    warmup = min(settings.warmup_steps, max(settings.steps - 1, 0))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(settings.steps - warmup, 1)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 def run_bare(config: PretrainConfig, settings: LoopSettings, data: torch.Tensor) -> float:
     """Seconds for ``settings.steps`` steps of a plain loop."""
     model = make_model(config)
@@ -90,7 +76,7 @@ def run_bare(config: PretrainConfig, settings: LoopSettings, data: torch.Tensor)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(settings))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings))
     b = settings.batch_size
     for k in range(settings.steps):
         x = data[k * b : (k + 1) * b].contiguous(memory_format=torch.channels_last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -216,30 +217,14 @@ def test_outputs_get_their_missing_parent_folders(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny autoencoder folder and a (2, 90, 70) volume to detect on."""
-    from emae.commands.pretrain import PretrainConfig, pretrain
+def tiny_run(tmp_path_factory, tiny_model):
+    """A copy of the tiny autoencoder folder and a (2, 90, 70) volume to detect on."""
     from emae.io import write_tiff
     from emae.synth.tissue import make_volume, to_uint8
 
     root = tmp_path_factory.mktemp("cli")
     write_tiff(root / "stack.tif", to_uint8(make_volume((2, 90, 70), seed=4)), axes="ZYX")
-    config = PretrainConfig(
-        steps=2,
-        batch_size=4,
-        patch_size=32,
-        channels=(8, 16),
-        latent_channels=4,
-        val_patches=8,
-        val_every=2,
-        checkpoint_every=2,
-        precision="fp32",
-        warmup_steps=1,
-        score_patches=16,
-        score="pixel",
-        norm="none",
-    )
-    pretrain([root / "stack.tif"], root / "run", config, progress=False)
+    shutil.copytree(tiny_model, root / "run")
     return root
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from emae.classify.config import FinetuneConfig
 from emae.cli import main
 from emae.commands.compare import compare
-from emae.commands.finetune import FinetuneConfig
 from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.errors import EmaeError
 from emae.synth.sample_data import tiny_config, write_sample_data
@@ -17,23 +17,10 @@ FAST = FinetuneConfig(steps=4, batch_size=8, warmup_steps=1, precision="fp32", d
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_settings):
     root = tmp_path_factory.mktemp("compare")
     write_sample_data(root / "data", tiny_config(0))
-    config = PretrainConfig(
-        steps=2,
-        batch_size=4,
-        patch_size=32,
-        channels=(8, 16),
-        latent_channels=4,
-        val_patches=8,
-        val_every=2,
-        checkpoint_every=2,
-        precision="fp32",
-        warmup_steps=1,
-        score_patches=16,
-        score="pixel",
-    )
+    config = PretrainConfig(**tiny_settings, score="pixel")
     pretrain([root / "data" / "unlabeled" / "volume.tif"], root / "ae", config, progress=False)
     return root
 

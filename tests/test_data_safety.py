@@ -22,26 +22,12 @@ import pytest
 import tifffile
 import zarr
 
+from emae.classify.config import FinetuneConfig
 from emae.cli import main
-from emae.commands.finetune import FinetuneConfig, finetune
+from emae.commands.finetune import finetune
 from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.synth.tissue import make_volume, to_uint8
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 DETECT = ["--chunk", "40", "--tile", "48", "--overlap", "8", "--scheduler", "synchronous"]
 
 
@@ -70,7 +56,7 @@ def _labels(path: Path, image: str, n: int = 12) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, tiny_settings) -> Path:
     root = tmp_path_factory.mktemp("safety")
     user = root / "user"
     user.mkdir()
@@ -117,7 +103,10 @@ def world(tmp_path_factory) -> Path:
     _labels(user / "labels.csv", "stack.tif")
     _labels(user / "labels_u16.csv", "u16.tif")
     (user / "bad_labels.csv").write_text("image,x,label\nstack.tif,5,clean\n")
-    pretrain([user / "stack.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    # Its own model, not a copy of tiny_model: the --rescale test needs the model's
+    # normalization to be the one fitted on this stack.
+    settings = PretrainConfig(**tiny_settings, score="pixel", norm="none")
+    pretrain([user / "stack.tif"], root / "run", settings, progress=False)
     config = FinetuneConfig(steps=2, batch_size=4, device="cpu", precision="fp32")
     finetune(root / "run", user / "labels.csv", root / "clf", config, progress=False)
     # Damaged emae outputs (outside the fingerprinted folders: the cases' commands own them).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import torch
 import zarr
 
 from emae.commands.detect import DONE, detect
-from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.commands.score import score_images
 from emae.errors import EmaeError
 from emae.io import write_tiff
@@ -24,32 +24,16 @@ from emae.synth.tissue import make_volume, to_uint8
 from emae.volume.chunks import Chunk, Mapper, chunk_device, process_chunk, resolve_device
 from emae.volume.tasks import client_for, device_for_run
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 SMALL = dict(tile=48, overlap=16, chunk=40, scheduler="synchronous", progress=False)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("detect")
     volume = to_uint8(make_volume((2, 90, 70), seed=4))
-    write_tiff(root / "clean.tif", volume, axes="ZYX")
     volume[1, 30:50, 20:40] = 255  # a burnt square
     write_tiff(root / "stack.tif", volume, axes="ZYX")
-    pretrain([root / "clean.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    shutil.copytree(tiny_model, root / "run")
     return root
 
 
@@ -232,7 +216,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, data):
 
 
 def test_classifier_models_write_named_probability_channels(tmp_path, data):
-    from emae.commands.finetune import FinetuneConfig, finetune
+    from emae.classify.config import FinetuneConfig
+    from emae.commands.finetune import finetune
     from emae.data.labels import LabeledSample, write_labels
 
     stack = str(data / "stack.tif")
@@ -274,7 +259,7 @@ def test_classifier_models_write_named_probability_channels(tmp_path, data):
 def test_devices_are_checked_and_gpus_shared_out(tmp_path, data, monkeypatch):
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(EmaeError, match="device must be auto, cpu, cuda or cuda:N"):
+    with pytest.raises(EmaeError, match="device must be auto, cpu, cuda, cuda:N or mps"):
         resolve_device("gpu")
     with pytest.raises(EmaeError, match="cuda:N"):
         resolve_device("cuda:x")

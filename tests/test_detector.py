@@ -15,19 +15,6 @@ from emae.io import write_tiff
 from emae.models import available_models, build_model
 from emae.synth.tissue import make_section, make_volume, to_uint8
 
-TINY = dict(
-    steps=4,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-)
 NORMALIZER = PercentileNormalizer(low_value=40.0, high_value=220.0)
 
 
@@ -36,6 +23,12 @@ def stack(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "stack.tif"
     write_tiff(path, to_uint8(make_volume((2, 96, 96), seed=0)), axes="ZYX")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_settings) -> dict:
+    """The shared tiny settings, trained for 4 steps."""
+    return {**tiny_settings, "steps": 4}
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +44,9 @@ def _model() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("model", available_models())
-def test_every_model_meets_the_detector_contract(tmp_path, stack, images, model):
+def test_every_model_meets_the_detector_contract(tmp_path, stack, images, tiny, model):
     run = tmp_path / "run"
-    pretrain([stack], run, PretrainConfig(model=model, **TINY), progress=False)
+    pretrain([stack], run, PretrainConfig(model=model, **tiny), progress=False)
     detector = AutoencoderDetector.from_bundle(run)
     maps = detector.anomaly_map(images)
     scores = detector.anomaly_score(images)
@@ -66,7 +59,7 @@ def test_every_model_meets_the_detector_contract(tmp_path, stack, images, model)
 
     # Loading twice gives identical scores; so does a second run with the same seed.
     np.testing.assert_array_equal(AutoencoderDetector.from_bundle(run).anomaly_map(images), maps)
-    pretrain([stack], tmp_path / "again", PretrainConfig(model=model, **TINY), progress=False)
+    pretrain([stack], tmp_path / "again", PretrainConfig(model=model, **tiny), progress=False)
     again = AutoencoderDetector.from_bundle(tmp_path / "again")
     np.testing.assert_allclose(again.anomaly_map(images), maps, rtol=1e-5, atol=1e-5)
     assert again.threshold_ == pytest.approx(detector.threshold_, rel=1e-5, abs=1e-6)

@@ -193,28 +193,17 @@ def test_classifier_probabilities_are_reproduced(tmp_path, backbone, pooling):
     print(f"classifier {backbone}/{pooling}: max |onnxruntime - torch| = {worst:.2g}")
 
 
-def test_a_trained_run_exports(tmp_path):
+def test_a_trained_run_exports(tmp_path, tiny_settings):
     """Folders written by the commands themselves: ``pretrain`` then ``finetune``."""
-    from emae.commands.finetune import FinetuneConfig, finetune
+    from emae.classify.config import FinetuneConfig
+    from emae.commands.finetune import finetune
     from emae.commands.pretrain import PretrainConfig, pretrain
     from emae.data.labels import LabeledSample, write_labels
     from emae.synth.sample_data import tiny_config, write_sample_data
 
     write_sample_data(tmp_path / "data", tiny_config(0))
     volume = tmp_path / "data" / "unlabeled" / "volume.tif"
-    config = PretrainConfig(
-        **TINY,
-        steps=2,
-        batch_size=4,
-        patch_size=32,
-        val_patches=8,
-        val_every=2,
-        checkpoint_every=2,
-        precision="fp32",
-        warmup_steps=1,
-        score_patches=16,
-        score="pixel",
-    )
+    config = PretrainConfig(**tiny_settings, score="pixel")
     pretrain([volume], tmp_path / "ae", config, progress=False)
     assert export_onnx(tmp_path / "ae", tmp_path / "ae.onnx")["max_abs_diff"] <= ATOL
     spots = [(x, y) for x in (20, 40) for y in (20, 40)]

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from emae.classify.config import FinetuneConfig
 from emae.classify.stream import LabeledPatchStream, augment, class_weights
-from emae.commands.finetune import FinetuneConfig, finetune, train_classifier
+from emae.classify.training import train_classifier
+from emae.commands.finetune import finetune
 from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.data.labels import load_labels, read_labeled_patches
 from emae.errors import EmaeError
@@ -20,24 +22,11 @@ FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_settings):
     """Tiny sample data and an encoder pretrained on it for a few steps."""
     root = tmp_path_factory.mktemp("finetune")
     write_sample_data(root / "data", tiny_config(0))
-    config = PretrainConfig(
-        steps=4,
-        batch_size=4,
-        patch_size=32,
-        channels=(8, 16),
-        latent_channels=4,
-        val_patches=8,
-        val_every=2,
-        checkpoint_every=2,
-        precision="fp32",
-        warmup_steps=1,
-        score_patches=16,
-        score="pixel",
-    )
+    config = PretrainConfig(**{**tiny_settings, "steps": 4}, score="pixel")
     pretrain([root / "data" / "unlabeled" / "volume.tif"], root / "ae", config, progress=False)
     return root
 

@@ -20,6 +20,7 @@ import torch
 
 from emae.commands.detect import DONE, detect
 from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.run_dir import read_run_state
 from emae.data.dataset import RandomPatchDataset
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
@@ -31,40 +32,30 @@ from emae.models.classifier import EncoderClassifier
 from emae.report.render import build_sections
 from emae.report.results import detect_section
 from emae.synth.tissue import make_volume, to_uint8
-from emae.train.loop import read_run_state
 from emae.volume.chunks import read_marker
 
 KWARGS = {"channels": [8, 16], "latent_channels": 4}
 NORMALIZER = PercentileNormalizer(12.0, 240.0, low=1.0, high=99.0, source_dtype="uint8")
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 SMALL = dict(tile=48, overlap=16, chunk=40, scheduler="synchronous", progress=False)
 CHUNKS = 2 * 3 * 2  # a (2, 90, 70) volume in chunks of 40
 MODIFIED = r"does not match the checksum in config\.json; the folder was modified after emae"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_model):
     """A tiny pretrained model, its input stack and one finished detect store ``out.zarr``."""
     root = tmp_path_factory.mktemp("integrity")
     volume = to_uint8(make_volume((2, 90, 70), seed=4))
     write_tiff(root / "stack.tif", volume, axes="ZYX")
-    pretrain([root / "stack.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    shutil.copytree(tiny_model, root / "run")
     detect(root / "run", root / "stack.tif", root / "out.zarr", **SMALL)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_settings) -> dict:
+    """Settings for this module's own training runs: those of the shared ``tiny_model``."""
+    return {**tiny_settings, "score": "pixel", "norm": "none"}
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -270,9 +261,9 @@ def test_a_marker_of_another_run_stops_the_reports_with_its_chunk(tmp_path, data
 
 
 @pytest.fixture
-def interrupted(tmp_path, data, interrupted_from):
+def interrupted(tmp_path, data, tiny, interrupted_from):
     """An interrupted pretraining run: ``RUN.training/`` with a checkpoint, no ``RUN/``."""
-    config = PretrainConfig(**{**TINY, "steps": 6})
+    config = PretrainConfig(**{**tiny, "steps": 6})
     with interrupted_from(RandomPatchDataset, 3 * 4), pytest.raises(KeyboardInterrupt):
         pretrain([data / "stack.tif"], tmp_path / "run", config, progress=False)
     work = tmp_path / "run.training"
@@ -326,7 +317,7 @@ TORCH_ENOSPC = "[enforce fail at inline_container.cc:672] . unexpected pos 704 v
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(
-    tmp_path, data, monkeypatch
+    tmp_path, data, tiny, monkeypatch
 ):
     def full(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"PK partial")  # what torch had written when the disk filled up
@@ -336,7 +327,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(
     with pytest.raises(
         EmaeError, match=r"cannot write .*checkpoint\.pt: .*no space left on device"
     ):
-        pretrain([data / "stack.tif"], tmp_path / "run", PretrainConfig(**TINY), progress=False)
+        pretrain([data / "stack.tif"], tmp_path / "run", PretrainConfig(**tiny), progress=False)
     work = tmp_path / "run.training"
     assert not (work / "checkpoint.pt").exists() and _hidden(work) == []
     assert not (tmp_path / "run").exists()

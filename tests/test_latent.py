@@ -13,23 +13,10 @@ from emae.synth.tissue import make_volume, to_uint8
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
+def encoder(tmp_path_factory, tiny_settings):
     root = tmp_path_factory.mktemp("latent")
     write_tiff(root / "v.tif", to_uint8(make_volume((2, 96, 96), seed=0)), axes="ZYX")
-    config = PretrainConfig(
-        steps=2,
-        batch_size=4,
-        patch_size=32,
-        channels=(8, 16),
-        latent_channels=4,
-        val_patches=8,
-        val_every=2,
-        checkpoint_every=2,
-        precision="fp32",
-        warmup_steps=1,
-        score_patches=16,
-        score="pixel",
-    )
+    config = PretrainConfig(**tiny_settings, score="pixel")
     pretrain([root / "v.tif"], root / "ae", config, progress=False)
     return root / "ae"
 

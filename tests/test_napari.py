@@ -7,6 +7,7 @@ and the widgets' functions take napari layer objects, which need no viewer.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import typing
 from importlib import import_module, resources
@@ -23,7 +24,6 @@ from napari.layers import Image, Labels, Layer, Points  # noqa: E402
 from napari.layers.utils.stack_utils import split_channels  # noqa: E402
 
 from emae.commands.detect import detect  # noqa: E402
-from emae.commands.pretrain import PretrainConfig, pretrain  # noqa: E402
 from emae.commands.score import score_images  # noqa: E402
 from emae.data.labels import load_labels  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
@@ -32,33 +32,17 @@ from emae.io.map_store import class_colours, create_map_store  # noqa: E402
 from emae.napari import reader, widgets  # noqa: E402
 from emae.synth.tissue import make_volume, to_uint8  # noqa: E402
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 SIZES = (30.0, 4.0, 4.0)
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("napari")
     volume = to_uint8(make_volume((2, 80, 72), seed=6))
-    write_tiff(root / "clean.tif", volume, axes="ZYX", pixel_size=SIZES)
     volume[1, 30:46, 20:36] = 255  # a burnt square
     write_tiff(root / "em.tif", volume, axes="ZYX", pixel_size=SIZES)
-    pretrain([root / "clean.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    shutil.copytree(tiny_model, root / "run")
     return root
 
 

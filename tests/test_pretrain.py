@@ -15,19 +15,6 @@ from emae.io import write_tiff
 from emae.models import available_models, model_spec
 from emae.synth.tissue import make_volume, to_uint8
 
-TINY = dict(
-    steps=4,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-)
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -36,10 +23,16 @@ def stack(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_settings) -> dict:
+    """The shared tiny settings for 4 steps, with the default ``score_patches``."""
+    return {k: v for k, v in tiny_settings.items() if k != "score_patches"} | {"steps": 4}
+
+
 @pytest.mark.parametrize("model", available_models())
-def test_every_model_pretrains_into_a_model_folder(tmp_path, stack, model):
+def test_every_model_pretrains_into_a_model_folder(tmp_path, stack, tiny, model):
     run = tmp_path / "run"
-    summary = pretrain([stack], run, PretrainConfig(model=model, **TINY), progress=False)
+    summary = pretrain([stack], run, PretrainConfig(model=model, **tiny), progress=False)
     steps = 0 if model_spec(model).fitted_in_closed_form else 4  # PCA: fitted, not trained
     assert summary["steps_done"] == steps and summary["best_val"] > 0
     assert summary["threshold"]["method"] == "fpr" and summary["threshold"]["n_normal"] > 0
@@ -51,8 +44,8 @@ def test_every_model_pretrains_into_a_model_folder(tmp_path, stack, model):
 @pytest.mark.parametrize(
     "model", [m for m in available_models() if not model_spec(m).fitted_in_closed_form]
 )
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, monkeypatch, model):
-    config = PretrainConfig(**{**TINY, "steps": 6, "model": model})
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, tiny, monkeypatch, model):
+    config = PretrainConfig(**{**tiny, "steps": 6, "model": model})
     pretrain([stack], tmp_path / "a", config, progress=False)
 
     original = RandomPatchDataset.__getitem__
@@ -79,12 +72,12 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, stack, monkeypatc
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
-def test_existing_model_folder_is_kept(tmp_path, stack):
+def test_existing_model_folder_is_kept(tmp_path, stack, tiny):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
     with pytest.raises(EmaeError, match="already exists"):
-        pretrain([stack], run, PretrainConfig(**TINY), progress=False)
+        pretrain([stack], run, PretrainConfig(**tiny), progress=False)
     assert (run / "notes.txt").read_text() == "mine"
 
 
@@ -102,12 +95,12 @@ def test_config_file_and_flags(tmp_path):
         load_config(None, patch_size=60)
 
 
-def test_cli_pretrain(tmp_path, stack, capsys):
+def test_cli_pretrain(tmp_path, stack, tiny, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(
         "\n".join(
             f"{k}: {list(v) if isinstance(v, tuple) else v}"
-            for k, v in TINY.items()
+            for k, v in tiny.items()
             if k != "steps"
         )
     )
@@ -130,15 +123,15 @@ def test_cli_pretrain(tmp_path, stack, capsys):
     assert "missing.tif: no such file" in capsys.readouterr().err
 
 
-def test_tensorboard_logs_land_in_the_model_folder(tmp_path, stack):
+def test_tensorboard_logs_land_in_the_model_folder(tmp_path, stack, tiny):
     pytest.importorskip("tensorboard")
     run = tmp_path / "run"
-    pretrain([stack], run, PretrainConfig(**TINY, tensorboard=True), progress=False)
+    pretrain([stack], run, PretrainConfig(**tiny, tensorboard=True), progress=False)
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
 
 
-def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack):
+def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack, tiny):
     import json
     import os
     import subprocess
@@ -147,7 +140,7 @@ def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack)
     import yaml
 
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "channels": [8, 16], "norm": "none"}))
+    config.write_text(yaml.safe_dump({**tiny, "channels": [8, 16], "norm": "none"}))
     command = [
         sys.executable,
         "-m",
@@ -171,11 +164,11 @@ def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "training.json").read_text())
-    assert summary["processes"] == 2 and summary["steps_done"] == TINY["steps"]
+    assert summary["processes"] == 2 and summary["steps_done"] == tiny["steps"]
     assert not (tmp_path / "run.training").exists()
     # The same global batch in one process gives the same weights (no BatchNorm here).
     pretrain(
-        [stack], tmp_path / "single", PretrainConfig(**{**TINY, "norm": "none"}), progress=False
+        [stack], tmp_path / "single", PretrainConfig(**{**tiny, "norm": "none"}), progress=False
     )
     two = load_file(tmp_path / "run" / "model.safetensors")
     one = load_file(tmp_path / "single" / "model.safetensors")
@@ -183,13 +176,13 @@ def test_torchrun_pretrains_one_model_folder_from_two_processes(tmp_path, stack)
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5, msg=key)
 
 
-def test_images_on_a_black_background_train_with_the_padding_check_off(tmp_path):
+def test_images_on_a_black_background_train_with_the_padding_check_off(tmp_path, tiny):
     rng = np.random.default_rng(0)
     digits = np.zeros((20, 32, 32), dtype=np.uint8)
     digits[:, 10:22, 12:20] = rng.integers(100, 255, (20, 12, 8))  # small bright objects
     write_tiff(tmp_path / "digits.tif", digits, axes="ZYX")
-    config = PretrainConfig(**{**TINY, "steps": 2}, skip_padding=False, threads=1)
+    config = PretrainConfig(**{**tiny, "steps": 2}, skip_padding=False, threads=1)
     summary = pretrain([tmp_path / "digits.tif"], tmp_path / "run", config, progress=False)
     assert summary["steps_done"] == 2
     with pytest.raises(EmaeError, match="skip_padding: false"):
-        pretrain([tmp_path / "digits.tif"], tmp_path / "b", PretrainConfig(**TINY), progress=False)
+        pretrain([tmp_path / "digits.tif"], tmp_path / "b", PretrainConfig(**tiny), progress=False)

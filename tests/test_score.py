@@ -15,23 +15,9 @@ from emae.commands.score import score_images, scores_path
 from emae.io import write_tiff
 from emae.synth.tissue import make_section, make_volume, to_uint8
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-)
-
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_settings):
     root = tmp_path_factory.mktemp("score")
     volume = to_uint8(make_volume((3, 80, 72), seed=1))
     write_tiff(root / "stack.tif", volume, axes="ZYX")
@@ -39,7 +25,7 @@ def data(tmp_path_factory):
     for z in range(3):
         write_tiff(root / "sections" / f"s{z}.tif", volume[z], axes="YX")
     write_tiff(root / "other.tif", to_uint8(make_section((40, 40), seed=2)), axes="YX")
-    pretrain([root / "stack.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    pretrain([root / "stack.tif"], root / "run", PretrainConfig(**tiny_settings), progress=False)
     return root
 
 

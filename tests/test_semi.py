@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from emae.classify.config import FinetuneConfig
 from emae.classify.semi import WithUnlabeled, consistency_loss, random_views
 from emae.classify.stream import LabeledPatchStream, augment, dihedral
-from emae.commands.finetune import FinetuneConfig, finetune, train_classifier
+from emae.classify.training import train_classifier
+from emae.commands.finetune import finetune
 from emae.errors import EmaeError
 
 FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")

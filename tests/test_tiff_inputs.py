@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +18,10 @@ import tifffile
 import zarr
 
 from emae.cli import main
-from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.synth.tissue import make_volume, to_uint8
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 VOLUME = to_uint8(make_volume((2, 128, 128), seed=7))
 GRAY = {"photometric": "minisblack"}  # a (Z, Y, X) stack, not planar RGB
 DETECT = ["--chunk", "64", "--tile", "48", "--overlap", "16", "--scheduler", "synchronous"]
@@ -140,10 +125,9 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(tmp_path_factory, tiny_model) -> Path:
     root = tmp_path_factory.mktemp("tiff_inputs")
-    tifffile.imwrite(root / "train.tif", VOLUME, **GRAY)
-    pretrain([root / "train.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    shutil.copytree(tiny_model, root / "run")
     return root / "run"
 
 

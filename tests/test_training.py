@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emae.errors import EmaeError
-from emae.train.loop import LoopSettings, load_checkpoint, select_precision, train_loop
+from emae.runtime import select_precision
+from emae.train.loop import LoopSettings, load_checkpoint, train_loop
 
 
 class Items(Dataset):

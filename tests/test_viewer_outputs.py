@@ -7,37 +7,23 @@ pixel size, so that it overlays the input in napari or neuroglancer.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import tifffile
 import zarr
 
 from emae.cli import main
-from emae.commands.pretrain import PretrainConfig, pretrain
 from emae.io import open_image
 from emae.synth.tissue import make_volume, to_uint8
 
-TINY = dict(
-    steps=2,
-    batch_size=4,
-    patch_size=32,
-    channels=(8, 16),
-    latent_channels=4,
-    val_patches=8,
-    val_every=2,
-    checkpoint_every=2,
-    precision="fp32",
-    warmup_steps=1,
-    score_patches=16,
-    score="pixel",
-    norm="none",
-)
 DETECT = ["--chunk", "40", "--tile", "48", "--overlap", "8", "--scheduler", "synchronous"]
 SIZES = (30.0, 4.0, 4.0)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tiny_model):
     from ome_zarr.writer import write_image
 
     root = tmp_path_factory.mktemp("viewers")
@@ -53,7 +39,7 @@ def data(tmp_path_factory):
         storage_options={"chunks": (1, 40, 36)},
     )
     tifffile.imwrite(root / "em.tif", volume, photometric="minisblack")
-    pretrain([root / "em.tif"], root / "run", PretrainConfig(**TINY), progress=False)
+    shutil.copytree(tiny_model, root / "run")
     return root
 
 

@@ -24,49 +24,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
 from emae.anomaly.maps import as_images, inference_precision
-from emae.anomaly.scores import REDUCTIONS, SCORES, STATISTICS, anomaly_maps, patch_scores
+from emae.anomaly.scores import REDUCTIONS, SCORES, STATISTICS, anomaly_maps
 from emae.anomaly.thresholds import Threshold
 from emae.data.normalization import PercentileNormalizer
-from emae.errors import EmaeError, NotFittedError
+from emae.errors import EmaeError
 from emae.folders.autoencoder import load_bundle
-from emae.runtime import as_generator
 
 #: The default score, chosen by measurement: on ISBI 2012 with drawn artifacts it has a pooled
 #: pixel AUROC of 0.761 against 0.42 or less for the others (docs/benchmarks.md, "Real EM").
 DEFAULT_SCORE = "typicality"
-#: Pixels of the held-out maps used to choose the pixel threshold (a seeded subsample).
-MAX_THRESHOLD_PIXELS = 2_000_000
 
 
-def split_holdout(x: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split normal images ``(N, H, W)`` into a part that fits a score and a held-out part
-    that sets its thresholds (a ``holdout`` fraction, drawn with ``seed``)."""
-    n_holdout = round(holdout * len(x))
-    if len(x) < 2 or not 0 < n_holdout < len(x):
-        raise EmaeError(
-            f"fit needs normal images for both the statistics and the held-out threshold "
-            f"choice; got {len(x)} image(s) with holdout={holdout}"
-        )
-    order = as_generator(seed).permutation(len(x))
-    return x[order[n_holdout:]], x[order[:n_holdout]]
-
-
-def held_out_thresholds(
-    maps: np.ndarray, *, reduce: str, target_fpr: float, seed: int, names: tuple[str, str]
-) -> tuple[Threshold, Threshold]:
-    """Image and pixel thresholds at ``target_fpr`` from the anomaly maps ``(N, H, W)`` of
-    held-out normal images; pixels are subsampled to :data:`MAX_THRESHOLD_PIXELS` (seed + 1).
-    ``names`` are the recorded score names of the image and the pixel threshold."""
-    record = Threshold.at_fpr(patch_scores(maps, reduce=reduce), target_fpr, score=names[0])
-    pixels = maps.ravel()
-    if pixels.size > MAX_THRESHOLD_PIXELS:
-        rng = as_generator(seed + 1)
-        pixels = pixels[rng.choice(pixels.size, MAX_THRESHOLD_PIXELS, replace=False)]
-    return record, Threshold.at_fpr(pixels, target_fpr, score=names[1])
-
-
-class AutoencoderDetector:
+class AutoencoderDetector(AnomalyDetector):
     """Anomaly detector from a trained autoencoder.
 
     Parameters
@@ -155,12 +126,6 @@ class AutoencoderDetector:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise EmaeError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_record_"):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(normal_images) first"
-            )
-
     def _maps(self, x: Any) -> np.ndarray:
         """Anomaly maps of raw images: ``(N, H, W)`` float32."""
         self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this detector", strict=False)
@@ -219,47 +184,6 @@ class AutoencoderDetector:
             names=(self.score_name, self.score),
         )
         self._set_threshold(record)
-        return self
-
-    def _set_threshold(self, record: Threshold) -> None:
-        self.threshold_record_ = record
-        self.threshold_ = record.value
-
-    def anomaly_map(self, x: Any) -> np.ndarray:
-        """Per-pixel anomaly of raw images ``(N, H, W)``: ``(N, H, W)`` float32, larger = worse."""
-        self._check_fitted()
-        return self._maps(x)
-
-    def anomaly_score(self, x: Any) -> np.ndarray:
-        """One anomaly score per image: ``(N,)`` float32, larger = more anomalous."""
-        return self.reduce_maps(self.anomaly_map(x))
-
-    def reduce_maps(self, maps: Any) -> np.ndarray:
-        """Anomaly maps ``(N, H, W)`` to image scores ``(N,)`` float32, as :meth:`anomaly_score`."""
-        return patch_scores(maps, reduce=self.reduce)
-
-    def predict(self, x: Any) -> np.ndarray:
-        """``(N,)`` bool: whether each image's score is above :attr:`threshold_`."""
-        return self.anomaly_score(x) > self.threshold_
-
-    def threshold_from_labels(self, x: Any, y: Any) -> AutoencoderDetector:
-        """Replace the image threshold by the F1-optimal one on labeled images.
-
-        Parameters
-        ----------
-        x
-            ``(N, H, W)`` raw images.
-        y
-            ``(N,)`` labels, 1 (or True) for anomalous.
-        """
-        record = Threshold.best_f1(self.anomaly_score(x), y, score=self.score_name)
-        self._set_threshold(record)
-        return self
-
-    def set_threshold(self, value: float) -> AutoencoderDetector:
-        """Use a fixed image threshold chosen by hand."""
-        self._check_fitted()
-        self._set_threshold(Threshold.fixed(value, score=self.score_name))
         return self
 
     def bundle_parts(self) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from emae.anomaly.detector import held_out_thresholds, split_holdout
+from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
 from emae.anomaly.maps import as_images, local_std
-from emae.anomaly.scores import REDUCTIONS, patch_scores
+from emae.anomaly.scores import REDUCTIONS
 from emae.data.normalization import PercentileNormalizer
-from emae.errors import EmaeError, NotFittedError
+from emae.errors import EmaeError
 
 #: MAD of a normal distribution in units of its standard deviation.
 MAD_TO_STD = 1.4826
@@ -32,7 +32,7 @@ MAD_TO_STD = 1.4826
 STD_EPS = 1e-3
 
 
-class LocalStatisticsDetector:
+class LocalStatisticsDetector(AnomalyDetector):
     """Anomaly detector from local mean and local standard deviation; nothing is learned.
 
     Parameters
@@ -114,12 +114,6 @@ class LocalStatisticsDetector:
         if not 0.0 < self.holdout < 1.0:
             raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_record_"):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet; call fit(normal_images) first"
-            )
-
     def _features(self, images: np.ndarray) -> np.ndarray:
         """Local mean and log local std of normalized ``(N, H, W)``: ``(2, N, H, W)`` float32."""
         mean = ndi.gaussian_filter(images, (0, self.sigma, self.sigma), mode="reflect")
@@ -153,13 +147,9 @@ class LocalStatisticsDetector:
         fit_part, held_out = split_holdout(x, self.holdout, self.seed)
         normalizer = self.normalizer
         if normalizer is None:
-            lo, hi = np.percentile(fit_part, [self.low, self.high])
-            if not hi > lo:
-                raise EmaeError(
-                    f"the {self.low} and {self.high} percentiles of the fit images are both "
-                    f"{lo}; the images look constant and cannot be normalized"
-                )
-            normalizer = PercentileNormalizer(float(lo), float(hi), self.low, self.high, dtype)
+            normalizer = PercentileNormalizer.from_array(
+                fit_part, low=self.low, high=self.high, source_dtype=dtype, what="the fit images"
+            )
         self.normalizer_ = normalizer
         features = self._features(normalizer(fit_part)).reshape(2, -1).astype(np.float64)
         center = np.median(features, axis=1)
@@ -173,19 +163,5 @@ class LocalStatisticsDetector:
             seed=self.seed,
             names=(self.score_name, "local-stats"),
         )
-        self.threshold_record_ = record
-        self.threshold_ = record.value
+        self._set_threshold(record)
         return self
-
-    def anomaly_map(self, x: Any) -> np.ndarray:
-        """Per-pixel anomaly of raw images ``(N, H, W)``: ``(N, H, W)`` float32, larger = worse."""
-        self._check_fitted()
-        return self._maps(x)
-
-    def anomaly_score(self, x: Any) -> np.ndarray:
-        """One anomaly score per image: ``(N,)`` float32, larger = more anomalous."""
-        return patch_scores(self.anomaly_map(x), reduce=self.reduce)
-
-    def predict(self, x: Any) -> np.ndarray:
-        """``(N,)`` bool: whether each image's score is above :attr:`threshold_`."""
-        return self.anomaly_score(x) > self.threshold_

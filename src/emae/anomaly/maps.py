@@ -18,9 +18,9 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
+from emae.anomaly.ssim import ssim_map
 from emae.errors import EmaeError
 from emae.models.inference import inference_copy
-from emae.train.losses import ssim_map
 
 
 def as_images(x: Any, what: str = "x") -> np.ndarray:
@@ -48,7 +48,7 @@ def inference_precision(precision: str) -> Iterator[None]:
     format. ``"bf16"`` uses bfloat16 autocast and, on the CPU, channels-last tensors: several
     times faster on CPUs with native bf16 instructions (AMX, AVX512-BF16) and on GPUs, with
     outputs within about 1% of fp32. ``"auto"`` picks bf16 where the device supports it
-    natively, fp32 elsewhere (:func:`emae.train.loop.select_precision`).
+    natively, fp32 elsewhere (:func:`emae.runtime.select_precision`).
     """
     if precision not in ("fp32", "bf16", "auto"):
         raise EmaeError(f"precision must be fp32, bf16 or auto, got {precision!r}")
@@ -80,7 +80,7 @@ def batched_apply(
     the model's parameters. The precision is the one of the enclosing
     :func:`inference_precision` block (fp32 outside).
     """
-    from emae.train.loop import select_precision
+    from emae.runtime import select_precision
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EmaeError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -166,7 +166,7 @@ def pixel_error_map(
 
 
 def ssim_error_map(x: Any, recon: Any) -> np.ndarray:
-    """``1 - SSIM`` of each image and its reconstruction (:func:`emae.train.losses.ssim_map`).
+    """``1 - SSIM`` of each image and its reconstruction (:func:`emae.anomaly.ssim.ssim_map`).
 
     Parameters
     ----------

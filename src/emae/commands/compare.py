@@ -38,13 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from emae.classify.config import FinetuneConfig
+from emae.classify.inputs import check_semi_supervised
 from emae.classify.metrics import classification_metrics, summarize_folds
-from emae.commands.finetune import (
-    FinetuneConfig,
-    check_semi_supervised,
-    train_classifier,
-    unlabeled_patches,
-)
+from emae.classify.training import train_classifier
+from emae.commands.finetune import unlabeled_patches
 from emae.data.folds import budget_subset, make_folds
 from emae.data.labels import load_labels
 from emae.data.objects import labeled_dtype, object_patches

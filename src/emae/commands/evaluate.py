@@ -85,12 +85,12 @@ def evaluate(
     patches, local = object_patches(labeled, patch_size, run.get("input", "surrounding"))
     source = labeled_dtype(labeled)
     if rescale:
-        low, high = clf.normalizer.low, clf.normalizer.high
-        low_value, high_value = np.percentile(patches, [low, high])
-        if not high_value > low_value:
-            raise EmaeError(f"{labels_csv}: the labeled patches are constant; cannot rescale")
-        clf.normalizer = PercentileNormalizer(
-            float(low_value), float(high_value), low, high, source_dtype=str(source)
+        clf.normalizer = PercentileNormalizer.from_array(
+            patches,
+            low=clf.normalizer.low,
+            high=clf.normalizer.high,
+            source_dtype=str(source),
+            what=f"the patches of {labels_csv}",
         )
     clf.normalizer.check_dtype(
         source, f"{labels_csv}: the labeled images", f"the classifier {classifier}"

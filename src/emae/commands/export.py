@@ -47,9 +47,9 @@ from torch import nn
 import emae
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
-from emae.folders.autoencoder import load_bundle, write_errors
+from emae.folders.autoencoder import load_bundle
 from emae.folders.classifier import is_classifier, load_classifier
-from emae.io.atomic import atomic_file, check_writable
+from emae.io.atomic import atomic_file, check_writable, write_errors
 from emae.io.provenance import check_not_input
 from emae.models import model_spec
 from emae.models.pca import PCAAutoencoder

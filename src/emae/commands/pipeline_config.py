@@ -95,7 +95,7 @@ class PipelineConfig(BaseModel):
     def finetune_config(self, steps: int | None = None) -> Any:
         """The :class:`~emae.commands.finetune.FinetuneConfig` of fine-tuning (or of ``steps``
         steps)."""
-        from emae.commands.finetune import FinetuneConfig
+        from emae.classify.config import FinetuneConfig
 
         extra = {"steps": steps} if steps is not None else {}
         return FinetuneConfig(**{**self.finetune, "seed": self.seed, **extra})

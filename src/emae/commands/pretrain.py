@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from emae.anomaly.detector import DEFAULT_SCORE, AutoencoderDetector
+from emae.commands.run_dir import begin, check_fresh, check_resumable, read_run_state, training_dir
 from emae.config import read_options
 from emae.data.dataset import RandomPatchDataset
 from emae.data.normalization import PercentileNormalizer
@@ -42,11 +43,14 @@ from emae.io.sources import split_source
 from emae.models import available_models, build_model, model_spec
 from emae.train import distributed
 from emae.train.corruption import Corruption
-from emae.train.loop import LoopSettings, LossFn, read_run_state, train_loop
+from emae.train.loop import LoopSettings, LossFn, train_loop
 from emae.train.losses import kl_weight, reconstruction_loss, vae_loss
 from emae.train.tensorboard import TensorBoardLogger
 
 logger = logging.getLogger(__name__)
+
+#: The identity file of an interrupted pretraining in ``OUT.training/``.
+IDENTITY = "config.json"
 
 #: Seed offsets of the validation and scoring patches, so they differ from every training draw.
 VALIDATION_SEED_OFFSET = 7_919
@@ -227,10 +231,6 @@ def _absolute(source: str) -> str:
     return str(Path(path).resolve()) + (f":{dataset}" if dataset is not None else "")
 
 
-def _training_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".training")
-
-
 def _prepare(
     out: Path, config: PretrainConfig, sources: list[str], resume: bool, overwrite: bool
 ) -> tuple[Path, PercentileNormalizer]:
@@ -238,7 +238,7 @@ def _prepare(
 
     Under torchrun, rank 0 prepares the folder while the other processes wait, then read it.
     """
-    work = _training_dir(out)
+    work = training_dir(out)
     if not distributed.is_main():
         distributed.barrier()
         return work, read_run_state(work / "normalization.json", PercentileNormalizer.from_dict)
@@ -248,41 +248,18 @@ def _prepare(
         distributed.barrier()
 
 
-def _saved_run(value: Any) -> dict[str, Any]:
-    """The ``config.json`` of an interrupted run: its configuration and sources."""
-    if not isinstance(value["config"], dict) or not isinstance(value["sources"], list):
-        raise ValueError("expected a config object and a list of sources")
-    return value
-
-
 def _prepare_main(
     work: Path, out: Path, config: PretrainConfig, sources: list[str], resume: bool, overwrite: bool
 ) -> tuple[Path, PercentileNormalizer]:
     """What rank 0 (or the only process) does in :func:`_prepare`."""
-    saved_config = work / "config.json"
+    identity = {"config": config.model_dump(mode="json"), "sources": sources}
     if resume:
-        if not saved_config.exists():
-            raise EmaeError(f"nothing to resume: {work} holds no interrupted run")
-        saved = read_run_state(saved_config, _saved_run)
-        if saved["config"] != config.model_dump(mode="json") or saved["sources"] != sources:
-            differ = sorted(
-                k for k, v in config.model_dump(mode="json").items() if saved["config"].get(k) != v
-            )
-            raise EmaeError(
-                f"cannot resume {out}: the configuration or inputs differ from the "
-                f"interrupted run (options: {differ or 'inputs'})"
-            )
+        check_resumable(work, identity, out, IDENTITY)
         return work, read_run_state(work / "normalization.json", PercentileNormalizer.from_dict)
     for path in (out, work):
         check_not_input(path, sources)
     check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
-    if work.exists():
-        if not overwrite:
-            raise EmaeError(
-                f"{work} holds an interrupted run; pass --resume to continue it or "
-                "--overwrite to start again"
-            )
-        shutil.rmtree(work)
+    check_fresh(work, overwrite)
     images = [open_image(s, scale=config.scale) for s in sources]
     for image in images:
         if min(image.yx_shape) < config.patch_size:
@@ -293,7 +270,6 @@ def _prepare_main(
                 f"--patch-size or larger images"
             )
         image.check_complete()
-    work.mkdir()
     try:
         normalizer = PercentileNormalizer.fit(
             images,
@@ -309,12 +285,9 @@ def _prepare_main(
         raise EmaeError(
             f"{exc}; for objects on a black background set skip_padding: false"
         ) from None
+    begin(work, identity, IDENTITY)  # only now replace an interrupted run: the inputs are good
     with atomic_file(work / "normalization.json") as tmp:
         tmp.write_text(json.dumps(normalizer.to_dict(), indent=2))
-    with atomic_file(saved_config) as tmp:
-        tmp.write_text(
-            json.dumps({"config": config.model_dump(mode="json"), "sources": sources}, indent=2)
-        )
     return work, normalizer
 
 

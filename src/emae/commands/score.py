@@ -36,7 +36,7 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.image import Image
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_image
-from emae.train.loop import select_device
+from emae.runtime import select_device
 from emae.volume.tiling import predict_tiled
 
 logger = logging.getLogger(__name__)

@@ -196,6 +196,33 @@ class PercentileNormalizer:
             )
         return cls(float(low_value), float(high_value), low, high, dtypes[0], clip)
 
+    @classmethod
+    def from_array(
+        cls,
+        values: Any,
+        *,
+        low: float = 1.0,
+        high: float = 99.0,
+        source_dtype: str | None = None,
+        clip: bool = False,
+        what: str = "the values",
+    ) -> PercentileNormalizer:
+        """A normalizer from the ``low`` and ``high`` percentiles of ``values`` (in memory).
+
+        The in-memory counterpart of :meth:`fit`, for patches already read (fine-tuning,
+        evaluation, detectors fitted on arrays). ``what`` names the values in the error for a
+        constant array.
+        """
+        a = np.asarray(values)
+        low_value, high_value = np.percentile(a, [low, high])
+        if not high_value > low_value:
+            raise EmaeError(
+                f"the {low:g} and {high:g} percentiles of {what} are both {low_value}; they "
+                "look constant and cannot be normalized"
+            )
+        dtype = str(a.dtype) if source_dtype is None else str(source_dtype)
+        return cls(float(low_value), float(high_value), low, high, dtype, clip)
+
     def check_dtype(
         self, dtype: Any, where: str = "input", model: str = "the model", *, strict: bool = True
     ) -> None:

@@ -24,7 +24,6 @@ checksums load with a warning.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
@@ -33,8 +32,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ import emae
 from emae.anomaly.thresholds import Threshold
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
-from emae.io.atomic import atomic_dir
+from emae.io.atomic import atomic_dir, write_errors
 from emae.models import build_model
 
 logger = logging.getLogger(__name__)
@@ -133,43 +131,6 @@ def _read_json(path: Path) -> Any:
 
 
 # --- failed writes and checksums -----------------------------------------------------------------
-
-
-def _write_reason(exc: BaseException) -> str | None:
-    """Why a write failed, in words, or None when ``exc`` is no failed write.
-
-    torch's zip writer reports a full disk as a ``RuntimeError`` without errno
-    (``[enforce fail at inline_container.cc:...] . unexpected pos ...``), safetensors as a
-    ``SafetensorError`` quoting the OS error.
-    """
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
-        return exc.strerror or str(exc)
-    text = str(exc)
-    if isinstance(exc, SafetensorError) and "I/O error" in text:
-        return "no space left on device" if "os error 28" in text else text
-    if isinstance(exc, RuntimeError) and re.search(
-        r"inline_container|PytorchStreamWriter|file write failed", text
-    ):
-        return f"the write failed, most likely no space left on device ({text.splitlines()[0]})"
-    return None
-
-
-@contextmanager
-def write_errors(path: Path) -> Iterator[None]:
-    """Turn a failed write of ``path`` (full disk, quota, lost mount) into one ``EmaeError`` line.
-
-    Wrap an atomic writer (:mod:`emae.io.atomic`) in it: the writer has removed its temporary
-    file when the error arrives here, so nothing partial is left under the final name.
-    """
-    try:
-        yield
-    except (OSError, SafetensorError, RuntimeError) as exc:
-        reason = _write_reason(exc)
-        if reason is None:
-            raise
-        raise EmaeError(f"cannot write {path}: {reason}") from None
 
 
 def sha256(path: Path) -> str:

@@ -43,9 +43,8 @@ from emae.folders.autoencoder import (
     check_checksums,
     folder_checksums,
     load_weights,
-    write_errors,
 )
-from emae.io.atomic import atomic_dir
+from emae.io.atomic import atomic_dir, write_errors
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 

@@ -39,7 +39,7 @@ from emae.io.image import Image
 from emae.io.provenance import check_not_input
 from emae.io.sources import split_source
 from emae.napari.reader import LayerData, contrast_limits
-from emae.train.loop import select_device
+from emae.runtime import select_device
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

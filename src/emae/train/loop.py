@@ -44,7 +44,6 @@ processes,
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -60,8 +59,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
-from emae.folders.autoencoder import write_errors
-from emae.io.atomic import atomic_file
+from emae.io.atomic import atomic_file, write_errors
+from emae.runtime import select_device, select_precision
 from emae.train import distributed
 from emae.train.distributed import DistInfo
 
@@ -91,42 +90,6 @@ class LoopSettings:
     device: str = "auto"
     precision: str = "auto"
     progress: bool = True
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; other names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EmaeError("device 'cuda' requested but torch sees no CUDA GPU")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise EmaeError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
-    return torch.device(name)
-
-
-def select_precision(device: torch.device, name: str = "auto") -> torch.dtype | None:
-    """The autocast dtype: ``None`` for fp32, else ``torch.bfloat16``.
-
-    ``"auto"`` uses bf16 on GPUs that support it and on CPUs with native bf16 instructions
-    (AVX512-BF16 or AMX), where it is usually faster than fp32; fp32 elsewhere.
-    """
-    if name == "fp32":
-        return None
-    if name not in ("auto", "bf16"):
-        raise EmaeError(f"precision must be auto, fp32 or bf16, got {name!r}")
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    elif device.type == "cpu":
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    else:
-        supported = False
-    if name == "bf16" and not supported:
-        raise EmaeError(f"precision 'bf16' requested but {device} has no native bf16 support")
-    return torch.bfloat16 if supported else None
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -159,7 +122,8 @@ def process_device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _schedule(settings: LoopSettings) -> Callable[[int], float]:
+def lr_schedule(settings: LoopSettings) -> Callable[[int], float]:
+    """The learning-rate factor of step ``step``: linear warm-up, then cosine decay to 5%."""
     warmup = min(settings.warmup_steps, max(settings.steps - 1, 0))
 
     def factor(step: int) -> float:
@@ -201,39 +165,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or {"model", "optimizer", "scheduler"} - set(saved):
         raise EmaeError(f"{path}: not an emae checkpoint (no model, optimizer and scheduler)")
     return saved
-
-
-def read_run_state(path: str | Path, parse: Callable[[Any], T] = lambda value: value) -> T:
-    """A JSON state file of an interrupted run (configuration, normalization), parsed.
-
-    Parameters
-    ----------
-    path
-        The file, e.g. ``RUN.training/normalization.json``.
-    parse
-        Turns the JSON value into what the caller needs (e.g.
-        ``PercentileNormalizer.from_dict``); its ``EmaeError``, ``KeyError``, ``TypeError`` or
-        ``ValueError`` means the file does not hold what it should.
-
-    Raises
-    ------
-    EmaeError
-        One line naming the file when it is missing, not JSON, or refused by ``parse``, with
-        how to start the run again.
-    """
-    path = Path(path)
-    restart = f"the interrupted run in {path.parent} cannot resume; pass --overwrite to start again"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EmaeError(f"{path}: missing; {restart}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EmaeError(f"{path}: not readable as JSON ({exc}); {restart}") from None
-    try:
-        return parse(value)
-    except (EmaeError, KeyError, TypeError, ValueError) as exc:
-        reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise EmaeError(f"{path}: unexpected content ({reason}); {restart}") from None
 
 
 def _to(batch: Any, device: torch.device, channels_last: bool) -> Any:
@@ -352,7 +283,7 @@ def train_loop(
         lr=settings.lr,
         weight_decay=settings.weight_decay,
     )
-    schedule = _schedule(settings)
+    schedule = lr_schedule(settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         [_group_schedule(schedule, g.get("lr_scale", 1.0), g.get("start_step", 0)) for g in groups],

@@ -35,6 +35,7 @@ from emae.folders.classifier import FittedClassifier
 from emae.io import open_image
 from emae.io.atomic import atomic_file
 from emae.io.map_store import ANOMALY_DTYPE, image_paths
+from emae.runtime import resolve_device
 from emae.volume.components import ChunkComponents, chunk_components
 from emae.volume.tiling import predict_tiled
 
@@ -100,30 +101,6 @@ class Mapper:
         if self.classifier is not None:
             parts.append(self.classifier.probability_maps(tiles))
         return np.concatenate(parts, axis=1)
-
-
-def resolve_device(name: str) -> str:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` from ``auto|cpu|cuda|cuda:N`` as this process sees
-    its GPUs (``auto``: CUDA when torch sees a GPU, else the CPU); a one-line error for a GPU
-    torch does not see here."""
-    import torch
-
-    check_device_name(name)
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return name
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0 or (name != "cuda" and int(name.removeprefix("cuda:")) >= count):
-        raise EmaeError(f"device {name!r} requested but torch sees {count} CUDA GPU(s)")
-    return name
-
-
-def check_device_name(name: str) -> None:
-    """Refuse a device name other than ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    index = name.removeprefix("cuda:")
-    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and index.isdigit()):
-        raise EmaeError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
 def chunk_device(device: str, gpus: int = 0) -> str:

@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
-from emae.volume.chunks import Chunk, Mapper, check_device_name, process_chunk, resolve_device
+from emae.runtime import check_device_name, resolve_device
+from emae.volume.chunks import Chunk, Mapper, process_chunk
 
 
 def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") -> Any:
