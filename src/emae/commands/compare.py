@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from emae.classify.config import FinetuneConfig
+from emae.classify.estimator import PatchClassifier
 from emae.classify.inputs import check_semi_supervised
 from emae.classify.metrics import classification_metrics, summarize_folds
-from emae.classify.training import train_classifier
 from emae.commands.finetune import unlabeled_patches
 from emae.data.folds import budget_subset, make_folds
 from emae.data.labels import load_labels
@@ -77,6 +77,52 @@ def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarr
     return out
 
 
+def make_estimator(
+    method: str,
+    *,
+    encoder: Path | None,
+    config: FinetuneConfig,
+    classes: tuple[str, ...],
+    source_dtype: str | None = None,
+) -> Any:
+    """The unfitted estimator of ``method`` (all follow the scikit-learn classifier contract).
+
+    The head methods are :class:`~emae.classify.estimator.PatchClassifier` with the encoder
+    frozen (``head``), fine-tuned (``head-finetune``, ``head-semi``) or absent
+    (``cnn-scratch``); the baselines are :class:`~emae.classify.baselines.SVMOnFeatures` and
+    :class:`~emae.classify.baselines.LatentClassifier`.
+    """
+    from emae.classify.baselines import LatentClassifier, SVMOnFeatures
+
+    if method in ("head", "head-finetune", "head-semi", "cnn-scratch"):
+        freeze = "frozen" if method == "head" else "finetune"
+        return PatchClassifier(
+            None if method == "cnn-scratch" else encoder,
+            config.model_copy(update={"freeze": freeze}),
+            classes=range(len(classes)),
+            class_names=classes,
+            source_dtype=source_dtype,
+        )
+    if method == "svm-features":
+        return SVMOnFeatures(seed=config.seed)
+    if method in ("latent-logreg", "latent-knn"):
+        return LatentClassifier(encoder, kind="logreg" if method == "latent-logreg" else "knn")
+    raise EmaeError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+#: What each method's ``fit`` takes besides the patches and labels (``features`` also goes to
+#: ``predict_proba``): feature columns, the samples' groups, unlabeled patches.
+FIT_INPUTS = {
+    "head": ("features",),
+    "head-finetune": ("features",),
+    "head-semi": ("features", "unlabeled"),
+    "cnn-scratch": ("features",),
+    "svm-features": ("features", "groups"),
+    "latent-logreg": (),
+    "latent-knn": (),
+}
+
+
 def fit_predict(
     method: str,
     train: tuple[np.ndarray, np.ndarray, np.ndarray | None],
@@ -94,39 +140,20 @@ def fit_predict(
     ``groups`` (of the training samples) keep the SVM's grid search group-aware;
     ``unlabeled`` ``(M, P, P)`` raw patches are what ``head-semi`` trains on besides the labels;
     ``source_dtype`` is the dtype of the images the patches came from (see
-    :func:`emae.commands.finetune.train_classifier`).
+    :func:`emae.classify.training.train_classifier`).
     """
     x, y, extra = train
     x_test, extra_test = test
-    k = len(classes)
-    if method in ("head", "head-finetune", "head-semi", "cnn-scratch"):
-        freeze = "frozen" if method == "head" else "finetune"
-        run = config.model_copy(update={"freeze": freeze})
-        if method == "head-semi" and unlabeled is None:
-            raise EmaeError("method head-semi needs unlabeled images (--unlabeled DATA)")
-        fitted, _ = train_classifier(
-            x,
-            y,
-            classes,
-            run,
-            encoder=None if method == "cnn-scratch" else encoder,
-            extra=extra,
-            unlabeled=unlabeled if method == "head-semi" else None,
-            source_dtype=source_dtype,
-        )
-        return fitted.predict_proba(x_test, extra_test)
-    if method == "svm-features":
-        from emae.classify.baselines import SVMOnFeatures
-
-        svm = SVMOnFeatures(seed=config.seed).fit(x, y, features=extra, groups=groups)
-        return _full_proba(svm.predict_proba(x_test, features=extra_test), svm.classes_, k)
-    if method in ("latent-logreg", "latent-knn"):
-        from emae.classify.baselines import LatentClassifier
-
-        kind = "logreg" if method == "latent-logreg" else "knn"
-        latent = LatentClassifier(encoder, kind=kind).fit(x, y)
-        return _full_proba(latent.predict_proba(x_test), latent.classes_, k)
-    raise EmaeError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "head-semi" and unlabeled is None:
+        raise EmaeError("method head-semi needs unlabeled images (--unlabeled DATA)")
+    estimator = make_estimator(
+        method, encoder=encoder, config=config, classes=classes, source_dtype=source_dtype
+    )
+    given = {"features": extra, "groups": groups, "unlabeled": unlabeled}
+    takes = FIT_INPUTS[method]
+    estimator.fit(x, y, **{k: given[k] for k in takes})
+    predict = {"features": extra_test} if "features" in takes else {}
+    return _full_proba(estimator.predict_proba(x_test, **predict), estimator.classes_, len(classes))
 
 
 def _check_settings(out: Path, settings: dict[str, Any], overwrite: bool) -> None:

@@ -1,0 +1,303 @@
+"""What each ``emae`` subcommand does with its parsed flags: call the API, print the result.
+
+:func:`emae.cli.build_parser` binds every subcommand to one function here; each turns the
+``argparse.Namespace`` into keyword arguments of a library or command function and prints one
+summary of what was written. No computation lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from emae.errors import EmaeError
+
+
+def sample_data(args: argparse.Namespace) -> None:
+    from emae.synth.sample_data import SampleDataConfig, tiny_config, write_sample_data
+
+    config = tiny_config(args.seed) if args.tiny else SampleDataConfig(seed=args.seed)
+    manifest = write_sample_data(args.dir, config, overwrite=args.overwrite)
+    print(
+        f"wrote {manifest['n_labels']} labels, an unlabeled volume of "
+        f"{'x'.join(map(str, manifest['unlabeled_shape']))} and "
+        f"{manifest['test_shape'][0]} test sections to {args.dir} (see {args.dir}/README.md)"
+    )
+
+
+def pixel_size(text: str | None) -> tuple[float, ...] | None:
+    from emae.io.pixel_size import parse_pixel_size
+
+    return parse_pixel_size(text)
+
+
+def info(args: argparse.Namespace) -> None:
+    from emae.io import expand_inputs, open_image
+
+    for source in expand_inputs(args.inputs):
+        image = open_image(source, scale=args.scale)
+        chunks = getattr(image.data, "chunks", None)
+        size_mb = image.dtype.itemsize * int(np.prod(image.shape)) / 1e6
+        print(
+            f"{source}: axes={image.axes} shape={'x'.join(map(str, image.shape))} "
+            f"dtype={image.dtype} pixel size={image.pixel_size_text()} "
+            f"chunks={tuple(chunks) if chunks else None} ({size_mb:,.1f} MB)"
+        )
+
+
+def labels(args: argparse.Namespace) -> None:
+    from emae.data.labels import load_labels
+
+    labeled = load_labels(args.csv, patch_size=args.patch_size)
+    counts = labeled.class_counts()
+    groups = {s.group for s in labeled.samples if s.group is not None}
+    print(
+        f"{args.csv}: {len(labeled.samples)} {labeled.kind} samples, {len(counts)} classes, "
+        f"{len(groups)} groups, features: {', '.join(labeled.features) or 'none'}"
+    )
+    largest = max(counts.values())
+    for name, n in counts.items():
+        print(f"  {name:<20} {n:>6}  (1:{largest / max(n, 1):.1f} to the largest class)")
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    from emae.commands.pretrain import load_config, pretrain
+    from emae.train import distributed
+
+    config = load_config(
+        args.config,
+        model=args.model,
+        steps=args.steps,
+        patch_size=args.patch_size,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.workers,
+        score=args.score,
+        tensorboard=args.tensorboard or None,
+    )
+    info = distributed.init_from_env()  # a process group when started by torchrun
+    try:
+        summary = pretrain(
+            args.data,
+            args.out,
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet and info.rank == 0,
+        )
+    finally:
+        distributed.cleanup()
+    if info.rank != 0:
+        return
+    best = summary["best_val"]
+    steps, this_run = summary["steps_done"], summary.get("steps_this_run", summary["steps_done"])
+    if steps and not this_run:
+        how = f"all {steps} steps were done before the resume"
+    else:
+        since = f" since the resume at step {steps - this_run}" if this_run < steps else ""
+        how = (
+            f"trained for {steps} steps ({summary['samples_per_s']:.0f} patches/s{since} on "
+            f"{summary['device']}, {summary['precision']}, {summary['seconds']:.0f} s)"
+        )
+    print(f"{config.model}: {how}; best validation loss {best:.4g}; model folder {args.out}")
+    threshold = summary["threshold"]
+    print(
+        f"anomaly score {threshold['score']}: threshold {threshold['value']:.4g} flags "
+        f"{100 * threshold['target_fpr']:g}% of {threshold['n_normal']} held-out patches"
+    )
+
+
+def score(args: argparse.Namespace) -> None:
+    from emae.commands.score import score_images
+
+    result = score_images(
+        args.model,
+        args.inputs,
+        args.out,
+        overwrite=args.overwrite,
+        device=args.device,
+        batch_size=args.batch_size,
+        scale=args.scale,
+        tile=args.tile,
+        overlap=args.overlap,
+        precision=args.precision,
+        progress=not args.quiet,
+        rescale=args.rescale,
+        pixel_size=pixel_size(args.pixel_size),
+    )
+    print(
+        f"wrote the {result['axes']} anomaly map {result['map']} "
+        f"({'x'.join(map(str, result['shape']))}, float32, larger = more anomalous) and "
+        f"{result['scores']}; {result['anomalous_sections']} of {result['sections']} "
+        f"section(s) above the model's threshold"
+    )
+
+
+def finetune(args: argparse.Namespace) -> None:
+    from emae.commands.finetune import finetune, load_finetune_config
+
+    freeze = None
+    if args.unfreeze_after is not None:
+        freeze = "unfreeze"
+    elif args.freeze is not None:
+        freeze = "frozen" if args.freeze else "finetune"
+    config = load_finetune_config(
+        args.config,
+        freeze=freeze,
+        unfreeze_after=args.unfreeze_after,
+        balance=args.balance,
+        input=args.input,
+        orientation=args.orientation,
+        tensorboard=args.tensorboard or None,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        rescale=args.rescale or None,
+    )
+    if args.model is None and not args.scratch:
+        raise EmaeError("give the autoencoder folder to fine-tune, or --scratch")
+    encoder = None if args.scratch else args.model
+    summary = finetune(
+        encoder,
+        args.labels,
+        args.out,
+        config,
+        unlabeled=args.unlabeled or (),
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
+    if summary["unlabeled_patches"]:
+        counts += f" and {summary['unlabeled_patches']} unlabeled patches"
+    print(
+        f"trained a {len(summary['class_counts'])}-class classifier ({config.freeze} encoder, "
+        f"balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
+        f"classifier folder {args.out}"
+    )
+
+
+def export(args: argparse.Namespace) -> None:
+    from emae.commands.export import export_onnx
+
+    options = {} if args.opset is None else {"opset": args.opset}
+    result = export_onnx(args.model, args.out, overwrite=args.overwrite, **options)
+    print(
+        f"exported the {result['emae.model']} {result['emae.kind']} to {result['path']} (opset "
+        f"{result['opset']}; onnxruntime matches emae within {result['max_abs_diff']:.1g})\n"
+        f"  input:   {result['emae.input']}\n  outputs: {result['emae.outputs']}"
+    )
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from emae.commands.evaluate import evaluate
+
+    metrics = evaluate(
+        args.classifier, args.labels, args.out, overwrite=args.overwrite, rescale=args.rescale
+    )
+    print(
+        f"{sum(c['support'] for c in metrics['per_class'].values())} samples: macro-F1 "
+        f"{metrics['macro_f1']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"accuracy {metrics['accuracy']:.3f}; report in {args.out}"
+    )
+
+
+def compare(args: argparse.Namespace) -> None:
+    from emae.commands.compare import compare
+    from emae.commands.finetune import load_finetune_config
+    from emae.data.folds import parse_budgets
+
+    config = load_finetune_config(args.config, steps=args.steps)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    summary = compare(
+        args.labels,
+        args.out,
+        encoder=args.encoder,
+        unlabeled=args.unlabeled or (),
+        methods=methods,
+        folds=args.folds,
+        budgets=parse_budgets(args.budgets),
+        config=config,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"compared {', '.join(summary['methods'])}; results in {args.out}:")
+    print((Path(args.out) / "table.md").read_text(), end="")
+
+
+def detect(args: argparse.Namespace) -> None:
+    from emae.commands.detect import detect
+
+    summary = detect(
+        args.model,
+        args.input,
+        args.out,
+        tile=args.tile,
+        overlap=args.overlap,
+        chunk=args.chunk,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        scale=args.scale,
+        precision=args.precision,
+        threads=args.threads,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        rescale=args.rescale,
+        pixel_size=pixel_size(args.pixel_size),
+    )
+    chunks = summary["chunks"]
+    rate = summary["megapixels_per_s"]
+    print(
+        f"{chunks['done']} chunks done, {chunks['skipped']} skipped in {summary['seconds']:.1f} s"
+        + (f" ({rate:.2f} MP/s)" if rate else "")
+        + (f", {summary['startup_seconds']:.1f} s of it starting the cluster" if rate else "")
+        + f"; {summary['detections']} detections; map {summary['map']}, "
+        f"{summary['detections_csv']}, {summary['qc_csv']}, {summary['qc_png']}"
+    )
+
+
+def print_steps(record: dict) -> None:
+    steps = record["steps"]
+    total = sum(s["seconds"] for s in steps.values())
+    print(
+        f"{len(steps)} steps in {total:.0f} s: "
+        + ", ".join(f"{name} {s['seconds']:.0f} s" for name, s in steps.items())
+    )
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    from emae.commands.pipeline import run_pipeline
+    from emae.commands.pipeline_config import load_pipeline_config
+
+    config = load_pipeline_config(args.config, seed=args.seed)
+    record = run_pipeline(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print_steps(record)
+    print(f"results in {args.out}; open {args.out / 'report.html'}")
+
+
+def report(args: argparse.Namespace) -> None:
+    from emae.report import write_report
+
+    path = write_report(args.runs, args.out, title=args.title, overwrite=args.overwrite)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
+
+
+def demo(args: argparse.Namespace) -> None:
+    from emae.commands.demo import run_demo
+
+    record = run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print_steps(record)
+    print(f"demo results in {Path(args.out).resolve()}; open {args.out / 'report.html'}")
