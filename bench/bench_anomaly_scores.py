@@ -2,10 +2,10 @@
 
 Writes the default sample dataset (or uses ``--data``), trains each model of ``--models`` with
 :func:`emae.commands.pretrain.pretrain` on ``unlabeled/volume.tif`` (the default
-:class:`~emae.commands.pretrain.PretrainConfig`, only ``--steps`` changed), fits an
+:class:`~emae.train.config.PretrainConfig`, only ``--steps`` changed), fits an
 :class:`~emae.anomaly.detector.AutoencoderDetector` for every score of
 :data:`emae.anomaly.scores.SCORES`
-with :func:`emae.commands.pretrain.fit_detector`, and the non-learned
+with :func:`emae.train.autoencoder.fit_detector`, and the non-learned
 :class:`~emae.anomaly.local_stats.LocalStatisticsDetector` on the same 512 random patches. Each
 detector's anomaly maps of all test sections are scored against the masks (mask > 0 =
 artifact): pixel AUROC and average precision overall, and AUROC of each artifact class against
@@ -44,12 +44,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from emae.anomaly.local_stats import LocalStatisticsDetector
 from emae.anomaly.scores import SCORES
-from emae.commands.pretrain import SCORING_SEED_OFFSET, PretrainConfig, fit_detector, pretrain
+from emae.commands.pretrain import pretrain
 from emae.data.sampling import sample_patches
 from emae.folders.autoencoder import load_bundle
 from emae.io import open_image
 from emae.models import available_models
 from emae.synth.sample_data import write_sample_data
+from emae.train.autoencoder import SCORING_SEED_OFFSET, fit_detector
+from emae.train.config import PretrainConfig
 
 DEFAULT_MODELS = "conv-ae,denoising-ae,vae,beta-vae,pca"
 DEFAULT_WORK = Path("runs/bench_anomaly_scores")

@@ -140,8 +140,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from emae.commands.pretrain import PretrainConfig, pretrain
-    from emae.folders.autoencoder import is_bundle
+    from emae.commands.pretrain import pretrain
+    from emae.folders.files import is_bundle
+    from emae.train.config import PretrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

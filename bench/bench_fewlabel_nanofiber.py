@@ -91,8 +91,9 @@ def main() -> None:
 
     from emae.classify.config import FinetuneConfig
     from emae.commands.compare import compare
-    from emae.commands.pretrain import PretrainConfig, pretrain
-    from emae.folders.autoencoder import is_bundle
+    from emae.commands.pretrain import pretrain
+    from emae.folders.files import is_bundle
+    from emae.train.config import PretrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,7 @@ Usage::
 Without ``--data`` the sample data is written to ``WORK/sample-data`` (about 30 s; reused when
 present). Without ``--encoder`` the encoder is ``WORK/encoder`` when it exists, else the default
 conv-ae of ``bench_anomaly_scores.py`` (``runs/bench_anomaly_scores/models/conv-ae-s2000``) when
-that run has finished on the same data, else a fresh :class:`~emae.commands.pretrain.PretrainConfig`
+that run has finished on the same data, else a fresh :class:`~emae.train.config.PretrainConfig`
 default run (``--pretrain-steps``) into ``WORK/encoder``. The comparison folder
 ``WORK/compare-*`` resumes an interrupted run (one result file per fit).
 """
@@ -194,8 +194,9 @@ def report(summary: dict[str, Any], out: Path, info: dict[str, Any], seconds: fl
 
 def find_encoder(args: argparse.Namespace, data: Path) -> Path:
     """``--encoder``, else a finished default run on ``data``, else a fresh default run."""
-    from emae.commands.pretrain import PretrainConfig, pretrain
-    from emae.folders.autoencoder import is_bundle
+    from emae.commands.pretrain import pretrain
+    from emae.folders.files import is_bundle
+    from emae.train.config import PretrainConfig
 
     if args.encoder is not None:
         return args.encoder

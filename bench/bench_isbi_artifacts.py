@@ -11,7 +11,7 @@ against all other pixels of the same slices) of
 
 - the detector saved in the model folder (:meth:`AutoencoderDetector.from_bundle`), and
 - every score of :data:`emae.anomaly.scores.SCORES`, refitted with
-  :func:`emae.commands.pretrain.fit_detector`
+  :func:`emae.train.autoencoder.fit_detector`
   on the training images.
 
 "overall" pools the pixels of all kinds; "mean" is the mean of the per-kind AUROCs.
@@ -45,9 +45,11 @@ from sklearn.metrics import roc_auc_score
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.anomaly.scores import SCORES
-from emae.commands.pretrain import PretrainConfig, fit_detector, pretrain
+from emae.commands.pretrain import pretrain
 from emae.folders.autoencoder import load_bundle
 from emae.synth.artifacts import ARTIFACT_TYPES, as_unit_float, inject
+from emae.train.autoencoder import fit_detector
+from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

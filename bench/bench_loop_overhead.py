@@ -1,7 +1,7 @@
 """Benchmark: training throughput of :func:`emae.train.loop.train_loop` against a bare PyTorch loop.
 
 Both train the same model (the default conv autoencoder of
-:class:`emae.commands.pretrain.PretrainConfig`,
+:class:`emae.train.config.PretrainConfig`,
 rebuilt from the same seed for every run) on the same in-memory patches with the same batch,
 AdamW, learning-rate schedule (linear warm-up then cosine), gradient clipping, autocast
 precision and channels-last setting, with MSE reconstruction loss. ``train_loop`` runs without
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from emae.commands.pretrain import PretrainConfig
 from emae.models import build_model
 from emae.runtime import select_precision
+from emae.train.config import PretrainConfig
 from emae.train.loop import LoopSettings, lr_schedule, step_generator, train_loop
 from emae.train.losses import reconstruction_loss
 

@@ -4,7 +4,7 @@ For each digit ``d``: train an autoencoder with :func:`emae.commands.pretrain.pr
 training
 images of digit ``d`` only (written as a ``"ZYX"`` ``.npy`` stack in the work folder), rebuild
 the fitted detector from the model folder, refit it for every score of
-:data:`emae.anomaly.scores.SCORES` (:func:`emae.commands.pretrain.fit_detector` on the same
+:data:`emae.anomaly.scores.SCORES` (:func:`emae.train.autoencoder.fit_detector` on the same
 digit-``d`` training
 stack), and score all 10,000 test images (anomaly = not ``d``). Reports the image AUROC per
 digit and score (reduce ``mean`` and ``max``) next to Deep SVDD (Ruff et al. 2018).
@@ -45,8 +45,10 @@ from sklearn.metrics import roc_auc_score
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.anomaly.scores import SCORES, patch_scores
-from emae.commands.pretrain import PretrainConfig, fit_detector, pretrain
+from emae.commands.pretrain import pretrain
 from emae.folders.autoencoder import load_bundle
+from emae.train.autoencoder import fit_detector
+from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 #: Deep SVDD (one-class), Ruff et al. 2018, AUROC % for digits 0-9.

@@ -35,9 +35,10 @@ import zarr
 import emae.io.map_store
 import emae.volume.chunks
 from emae.commands.detect import detect
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.io import write_ome_zarr
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 
 def _bytes(path: Path) -> int:

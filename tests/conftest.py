@@ -10,9 +10,10 @@ from types import MappingProxyType
 
 import pytest
 
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.io import write_tiff
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

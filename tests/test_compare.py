@@ -9,9 +9,10 @@ import pytest
 from emae.classify.config import FinetuneConfig
 from emae.cli import main
 from emae.commands.compare import compare
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.errors import EmaeError
 from emae.synth.sample_data import tiny_config, write_sample_data
+from emae.train.config import PretrainConfig
 
 FAST = FinetuneConfig(steps=4, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
 

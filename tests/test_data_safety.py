@@ -25,8 +25,9 @@ import zarr
 from emae.classify.config import FinetuneConfig
 from emae.cli import main
 from emae.commands.finetune import finetune
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 DETECT = ["--chunk", "40", "--tile", "48", "--overlap", "8", "--scheduler", "synchronous"]
 

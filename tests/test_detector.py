@@ -8,12 +8,13 @@ import torch
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.anomaly.scores import SCORES
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
 from emae.io import write_tiff
 from emae.models import available_models, build_model
 from emae.synth.tissue import make_section, make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 NORMALIZER = PercentileNormalizer(low_value=40.0, high_value=220.0)
 

@@ -96,13 +96,13 @@ def _worker(out: Path) -> None:
 
     import emae.train.loop as training
 
-    real_save = training._save_checkpoint
+    real_save = training.save_checkpoint
 
     def save(path, state):
         calls["save"].append(state["step"])
         real_save(path, state)
 
-    training._save_checkpoint = save
+    training.save_checkpoint = save
     results: dict[str, object] = {"info": [info.rank, info.world_size, info.local_rank]}
 
     # (a, b) an uninterrupted run, with validation and logging

@@ -197,9 +197,10 @@ def test_a_trained_run_exports(tmp_path, tiny_settings):
     """Folders written by the commands themselves: ``pretrain`` then ``finetune``."""
     from emae.classify.config import FinetuneConfig
     from emae.commands.finetune import finetune
-    from emae.commands.pretrain import PretrainConfig, pretrain
+    from emae.commands.pretrain import pretrain
     from emae.data.labels import LabeledSample, write_labels
     from emae.synth.sample_data import tiny_config, write_sample_data
+    from emae.train.config import PretrainConfig
 
     write_sample_data(tmp_path / "data", tiny_config(0))
     volume = tmp_path / "data" / "unlabeled" / "volume.tif"

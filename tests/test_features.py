@@ -9,12 +9,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from emae.classify.features import (
-    HandcraftedFeatures,
-    feature_names,
-    handcrafted_features,
-    otsu_threshold,
-)
+from emae.classify.features import HandcraftedFeatures, feature_names, handcrafted_features
+from emae.data.segmentation import otsu_threshold
 from emae.errors import EmaeError
 
 

@@ -10,13 +10,14 @@ from emae.classify.config import FinetuneConfig
 from emae.classify.stream import LabeledPatchStream, augment, class_weights
 from emae.classify.training import train_classifier
 from emae.commands.finetune import finetune
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.data.labels import load_labels, read_labeled_patches
 from emae.errors import EmaeError
 from emae.folders.classifier import is_classifier, load_classifier
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.synth.sample_data import tiny_config, write_sample_data
+from emae.train.config import PretrainConfig
 
 FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
 

@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 
 from emae.commands.detect import DONE, detect
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.commands.run_dir import read_run_state
 from emae.data.dataset import RandomPatchDataset
 from emae.data.normalization import PercentileNormalizer
@@ -29,9 +29,10 @@ from emae.folders.classifier import FittedClassifier, load_classifier, save_clas
 from emae.io import write_tiff
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
+from emae.report.detection import detect_section
 from emae.report.render import build_sections
-from emae.report.results import detect_section
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 from emae.volume.chunks import read_marker
 
 KWARGS = {"channels": [8, 16], "latent_channels": 4}
@@ -115,7 +116,7 @@ def test_weights_replaced_by_other_numbers_are_refused(tmp_path):
 def test_folders_from_before_checksums_load_with_one_warning(tmp_path, caplog):
     path = _save(tmp_path / "old", arrays={"mean": np.arange(4.0)})
     _edit_header(path, lambda h: h.pop("checksums"))
-    with caplog.at_level(logging.WARNING, logger="emae.folders.autoencoder"):
+    with caplog.at_level(logging.WARNING, logger="emae.folders.integrity"):
         for _ in range(2):
             bundle = load_bundle(path)
     assert np.array_equal(bundle.arrays["mean"], np.arange(4.0))

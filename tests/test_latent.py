@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from emae.classify.baselines import LatentClassifier
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.errors import EmaeError, NotFittedError
 from emae.io import write_tiff
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from emae.cli import main
-from emae.commands.pretrain import PretrainConfig, load_config, pretrain
+from emae.commands.pretrain import load_config, pretrain
 from emae.data.dataset import RandomPatchDataset
 from emae.errors import EmaeError
 from emae.io import write_tiff
 from emae.models import available_models, model_spec
 from emae.synth.tissue import make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 
 @pytest.fixture(scope="module")

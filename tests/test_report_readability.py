@@ -21,8 +21,9 @@ from emae.classify.metrics import (
 )
 from emae.errors import EmaeError
 from emae.report import write_report
+from emae.report.comparison import compare_section
+from emae.report.evaluation import class_intervals, class_warnings
 from emae.report.figures import overlay_figure, panel_rows_figure, thumbnails_figure
-from emae.report.results import class_intervals, class_warnings, compare_section
 from emae.volume.qc import qc_figure, tile_grid, tiles_from_csv
 
 CLASSES = ["clean", "dust", "fold"]

@@ -10,10 +10,11 @@ import tifffile
 import zarr
 
 from emae.cli import main
-from emae.commands.pretrain import PretrainConfig, pretrain
+from emae.commands.pretrain import pretrain
 from emae.commands.score import score_images, scores_path
 from emae.io import write_tiff
 from emae.synth.tissue import make_section, make_volume, to_uint8
+from emae.train.config import PretrainConfig
 
 
 @pytest.fixture(scope="module")

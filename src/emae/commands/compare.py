@@ -299,8 +299,9 @@ def _pretrained_encoder(
     path: Path, unlabeled: Sequence[str | Path], seed: int, progress: bool
 ) -> Path:
     """Pretrain the default autoencoder on ``unlabeled`` into ``path`` (or reuse it)."""
-    from emae.commands.pretrain import PretrainConfig, pretrain
-    from emae.folders.autoencoder import is_bundle
+    from emae.commands.pretrain import pretrain
+    from emae.folders.files import is_bundle
+    from emae.train.config import PretrainConfig
 
     if is_bundle(path):
         return path

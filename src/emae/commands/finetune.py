@@ -108,7 +108,7 @@ def finetune(
         The training summary, with the class counts.
     """
     config = config or FinetuneConfig()
-    from emae.folders.autoencoder import BUNDLE_ONLY
+    from emae.folders.files import BUNDLE_ONLY
     from emae.io.atomic import check_writable
     from emae.io.provenance import check_not_input
 

@@ -2,7 +2,7 @@
 
 One shallow pydantic model. Inputs are files, folders or globs; relative paths are resolved
 against the folder of the YAML file, so a configuration travels with the data it describes.
-``pretrain`` and ``finetune`` hold the options of :class:`~emae.commands.pretrain.PretrainConfig`
+``pretrain`` and ``finetune`` hold the options of :class:`~emae.train.config.PretrainConfig`
 and
 :class:`~emae.commands.finetune.FinetuneConfig` (validated here, at the edge, so a typo fails before
 any training starts). ``configs/demo.yaml`` is the documented example; it describes the folder
@@ -87,8 +87,8 @@ class PipelineConfig(BaseModel):
         return self
 
     def pretrain_config(self) -> Any:
-        """The :class:`~emae.commands.pretrain.PretrainConfig` of the pretrain step."""
-        from emae.commands.pretrain import PretrainConfig
+        """The :class:`~emae.train.config.PretrainConfig` of the pretrain step."""
+        from emae.train.config import PretrainConfig
 
         return PretrainConfig(**{**self.pretrain, "seed": self.seed})
 

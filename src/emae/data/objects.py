@@ -15,9 +15,9 @@ For whole-image labels (``image,label[,mask]``), what the classifier sees can be
     class is a property of all of it (e.g. the defect density of a fibre mat).
 
 The object is the sample's ``mask`` (labels CSV column) when given, else
-:func:`emae.classify.features.segment_object` (Otsu threshold, largest component). An image in
-which no
-object is found falls back to the whole image, and the number of such images is logged.
+:func:`emae.data.segmentation.segment_object` (Otsu threshold, largest component). An image
+in which no object is found falls back to the whole image, and the number of such images is
+logged.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from emae.classify.features import segment_object
 from emae.data.labels import LabeledSet, read_labeled_patches
+from emae.data.segmentation import segment_object
 from emae.errors import EmaeError
 from emae.io.readers import open_image
 

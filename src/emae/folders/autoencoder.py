@@ -17,21 +17,15 @@ A ``model.pt`` or other pickle beside the files is ignored, and one renamed to
 threshold files of an existing folder (after fitting statistics or choosing a threshold).
 
 ``config.json`` holds the sha256 of every ``.safetensors`` file of the folder, checked on load
-(:func:`check_checksums`, shared with :mod:`emae.folders.classifier`): weights replaced by other
-numbers after emae wrote them are refused, not silently used. Folders written before emae kept
-checksums load with a warning.
+(:mod:`emae.folders.integrity`); the files and readers shared with the classifier folder are in
+:mod:`emae.folders.files`.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import os
-import re
 import shutil
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,29 +34,35 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 import safetensors.torch
-import torch
-from safetensors import SafetensorError
 from torch import nn
 
 import emae
 from emae.anomaly.thresholds import Threshold
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
+from emae.folders.files import (
+    BUNDLE_ONLY,
+    CONFIG,
+    NORMALIZATION,
+    WEIGHTS,
+    check_folder,
+    check_state,
+    check_version,
+    json_value,
+    load_weights,
+    read_json,
+    read_tensors,
+    write_json,
+)
+from emae.folders.integrity import CHECKSUMS, check_checksums, folder_checksums
 from emae.io.atomic import atomic_dir, write_errors
 from emae.models import build_model
 
 logger = logging.getLogger(__name__)
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-NORMALIZATION = "normalization.json"
 SCORING = "scoring.json"
 SCORING_ARRAYS = "scoring.safetensors"
 THRESHOLD = "threshold.json"
-#: Key of ``config.json`` holding ``{file name: sha256 hex}`` of the folder's ``.safetensors``.
-CHECKSUMS = "checksums"
-#: Files that look like pickled checkpoints; named in errors, never opened.
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 
 @dataclass(frozen=True)
@@ -100,98 +100,6 @@ class Bundle:
     emae_version: str
 
 
-def is_bundle(path: Path) -> bool:
-    """Whether ``path`` is an emae model folder (the only kind of folder a save replaces)."""
-    return (Path(path) / CONFIG).is_file()
-
-
-#: What ``overwrite=True`` may replace: model folders, never other data.
-BUNDLE_ONLY: dict[str, Any] = {"replaceable": is_bundle, "kind": "an emae model folder"}
-
-
-def _json_value(value: Any, what: str) -> Any:
-    """``value`` after a JSON round trip (tuples become lists), or an error naming ``what``."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise EmaeError(
-            f"{what} must be plain JSON (dicts, lists, str, finite numbers): {exc}"
-        ) from None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EmaeError(f"{path}: not readable as JSON ({exc})") from None
-
-
-# --- failed writes and checksums -----------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    """The hex sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def folder_checksums(folder: Path) -> dict[str, str]:
-    """``{name: sha256}`` of every ``.safetensors`` file in ``folder`` (a folder being written)."""
-    return {p.name: sha256(p) for p in sorted(folder.glob("*.safetensors"))}
-
-
-@functools.cache
-def _warn_unchecked(folder: str) -> None:
-    """Warn once per folder (per process) that its weights cannot be checked."""
-    logger.warning(
-        "%s: written by an emae without checksums; its weights are loaded unchecked "
-        "(save it again to add them)",
-        folder,
-    )
-
-
-def check_checksums(path: Path, header: Mapping[str, Any]) -> None:
-    """Refuse a model folder whose ``.safetensors`` files differ from the checksums it lists.
-
-    Every ``.safetensors`` file in ``path`` must be listed in ``header[CHECKSUMS]`` with its
-    sha256, and every listed file must exist, except the weights (their loader names a missing
-    weights file with any pickles beside it). A header without checksums (a folder written
-    before emae kept them) is loaded unchecked, with a warning once per folder.
-    """
-    sums = header.get(CHECKSUMS)
-    if sums is None:
-        _warn_unchecked(str(path))
-        return
-    if not isinstance(sums, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and Path(k).name == k for k, v in sums.items()
-    ):
-        raise EmaeError(f"{path / CONFIG}: {CHECKSUMS} must map file names to sha256 strings")
-    present = {p.name for p in path.glob("*.safetensors") if p.is_file()}
-    unlisted = sorted(present - set(sums))
-    if unlisted:
-        raise EmaeError(
-            f"{path}: {unlisted[0]} has no checksum in {CONFIG}; the folder was modified after "
-            f"emae wrote it"
-        )
-    for name, expected in sorted(sums.items()):
-        if name not in present:
-            if name == WEIGHTS:
-                continue
-            raise EmaeError(f"{path}: {name} is missing ({CONFIG} lists its checksum)")
-        if sha256(path / name) != expected:
-            raise EmaeError(
-                f"{path}: {name} does not match the checksum in {CONFIG}; the folder was "
-                f"modified after emae wrote it"
-            )
-
-
 def _threshold_dict(threshold: Threshold | Mapping[str, Any], where: str) -> dict[str, Any]:
     """The validated JSON form of a threshold given as a record or a dict."""
     if not isinstance(threshold, Threshold):
@@ -217,25 +125,6 @@ def _arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_state(
-    expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], where: str
-) -> None:
-    """Same tensor names and shapes as the freshly built model, or an error naming the first."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    if missing or unexpected:
-        raise EmaeError(
-            f"{where}: weights do not match the model: missing tensors "
-            f"{missing[:5]}, unexpected tensors {unexpected[:5]}"
-        )
-    for name, tensor in expected.items():
-        if tuple(found[name].shape) != tuple(tensor.shape):
-            raise EmaeError(
-                f"{where}: tensor {name!r} has shape {tuple(found[name].shape)}, the "
-                f"model expects {tuple(tensor.shape)}"
-            )
-
-
 def _optional_files(
     scoring: Any, arrays: Any, threshold: Any, where: Path
 ) -> dict[str, Callable[[Path], None]]:
@@ -244,8 +133,8 @@ def _optional_files(
     if scoring is not None:
         if not isinstance(scoring, Mapping):
             raise EmaeError(f"scoring must be a dict of score name and parameters, got {scoring!r}")
-        value = _json_value(dict(scoring), "scoring")
-        writers[SCORING] = lambda tmp: _write_json(tmp, value)
+        value = json_value(dict(scoring), "scoring")
+        writers[SCORING] = lambda tmp: write_json(tmp, value)
     if arrays is not None:
         if not isinstance(arrays, Mapping):
             raise EmaeError(f"arrays must be a dict of named arrays, got {type(arrays).__name__}")
@@ -253,7 +142,7 @@ def _optional_files(
         writers[SCORING_ARRAYS] = lambda tmp: safetensors.numpy.save_file(checked, str(tmp))
     if threshold is not None:
         record = _threshold_dict(threshold, str(where))
-        writers[THRESHOLD] = lambda tmp: _write_json(tmp, record)
+        writers[THRESHOLD] = lambda tmp: write_json(tmp, record)
     return writers
 
 
@@ -298,80 +187,26 @@ def save_bundle(
         The folder.
     """
     path = Path(path)
-    kwargs = _json_value(dict(model_kwargs), "model_kwargs")
+    kwargs = json_value(dict(model_kwargs), "model_kwargs")
     header = {
         "emae_version": emae.__version__,
         "model": model_name,
         "model_kwargs": kwargs,
-        "run": _json_value(dict(config), "config"),
+        "run": json_value(dict(config), "config"),
     }
     if not isinstance(normalizer, PercentileNormalizer):
         raise EmaeError(f"normalizer must be a PercentileNormalizer, got {normalizer!r}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _check_state(build_model(model_name, **kwargs).state_dict(), state, f"model {model_name!r}")
+    check_state(build_model(model_name, **kwargs).state_dict(), state, f"model {model_name!r}")
     optional = _optional_files(scoring, arrays, threshold, path)
     with write_errors(path), atomic_dir(path, overwrite=overwrite, **BUNDLE_ONLY) as tmp:
         safetensors.torch.save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        _write_json(tmp / NORMALIZATION, normalizer.to_dict())
+        write_json(tmp / NORMALIZATION, normalizer.to_dict())
         for name, write in optional.items():
             write(tmp / name)
-        _write_json(tmp / CONFIG, {**header, CHECKSUMS: folder_checksums(tmp)})
+        write_json(tmp / CONFIG, {**header, CHECKSUMS: folder_checksums(tmp)})
     logger.info("saved model %r to %s", model_name, path)
     return path
-
-
-def _check_folder(path: Path) -> None:
-    if not path.is_dir():
-        raise EmaeError(f"{path}: model folder not found")
-    if not (path / CONFIG).is_file():
-        raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
-
-
-def _release(version: str) -> tuple[int, ...] | None:
-    """The compatibility series of a version: ``(major,)``, or ``(0, minor)`` before 1.0."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None:
-        return None
-    major, minor = int(match[1]), int(match[2])
-    return (major,) if major else (0, minor)
-
-
-def _check_version(saved: Any, where: Path) -> None:
-    """Warn when the folder was written by a newer release series than this emae."""
-    ours = _release(emae.__version__)
-    theirs = _release(saved) if isinstance(saved, str) else None
-    if theirs is None:
-        warnings.warn(f"{where}: unrecognized emae_version {saved!r}; loading anyway", stacklevel=3)
-    elif ours is not None and theirs > ours:
-        warnings.warn(
-            f"{where}: written by emae {saved}, newer than this emae {emae.__version__}; "
-            f"upgrade emae if loading fails or results look wrong",
-            stacklevel=3,
-        )
-
-
-def _read_tensors(path: Path, load: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """Tensors of a safetensors file through ``load``; a clear error for anything else."""
-    try:
-        return load(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise EmaeError(
-            f"{path}: not a valid safetensors file ({exc}); emae loads weights only "
-            f"from safetensors and never unpickles files"
-        ) from None
-
-
-def load_weights(path: Path, model: nn.Module) -> nn.Module:
-    """Load ``path/model.safetensors`` into ``model``, checked tensor by tensor; eval mode."""
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        extra = f"; {', '.join(pickles)} not loaded (emae never unpickles files)" if pickles else ""
-        raise EmaeError(f"{path}: weights file {WEIGHTS} is missing{extra}")
-    state = _read_tensors(weights, safetensors.torch.load_file)
-    _check_state(model.state_dict(), state, str(weights))
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def _load_model(path: Path, name: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -401,8 +236,8 @@ def load_bundle(path: str | Path) -> Bundle:
         before 1.0) or its version is unreadable.
     """
     path = Path(path)
-    _check_folder(path)
-    header = _read_json(path / CONFIG)
+    check_folder(path)
+    header = read_json(path / CONFIG)
     keys = {"emae_version", "model", "model_kwargs", "run"}
     if not isinstance(header, dict) or keys - set(header):
         found = sorted(header) if isinstance(header, dict) else type(header).__name__
@@ -411,24 +246,24 @@ def load_bundle(path: str | Path) -> Bundle:
         raise EmaeError(
             f"{path / CONFIG}: model_kwargs must be an object, got {header['model_kwargs']!r}"
         )
-    _check_version(header["emae_version"], path)
+    check_version(header["emae_version"], path)
     check_checksums(path, header)
     model = _load_model(path, header["model"], header["model_kwargs"])
     if not (path / NORMALIZATION).is_file():
         raise EmaeError(f"{path}: {NORMALIZATION} is missing")
     try:
-        normalizer = PercentileNormalizer.from_dict(_read_json(path / NORMALIZATION))
+        normalizer = PercentileNormalizer.from_dict(read_json(path / NORMALIZATION))
     except (EmaeError, TypeError) as exc:
         raise EmaeError(f"{path / NORMALIZATION}: {exc}") from None
-    scoring = _read_json(path / SCORING) if (path / SCORING).is_file() else {}
+    scoring = read_json(path / SCORING) if (path / SCORING).is_file() else {}
     if not isinstance(scoring, dict):
         raise EmaeError(f"{path / SCORING}: expected a JSON object, got {scoring!r}")
     arrays = {}
     if (path / SCORING_ARRAYS).is_file():
-        arrays = _read_tensors(path / SCORING_ARRAYS, safetensors.numpy.load_file)
+        arrays = read_tensors(path / SCORING_ARRAYS, safetensors.numpy.load_file)
     threshold = None
     if (path / THRESHOLD).is_file():
-        threshold = _threshold_dict(_read_json(path / THRESHOLD), str(path / THRESHOLD))
+        threshold = _threshold_dict(read_json(path / THRESHOLD), str(path / THRESHOLD))
     return Bundle(
         model=model,
         model_name=header["model"],
@@ -469,11 +304,11 @@ def update_bundle(
         checksum (an update never vouches for files modified after emae wrote them).
     """
     path = Path(path)
-    _check_folder(path)
+    check_folder(path)
     if scoring is None and arrays is None and threshold is None:
         raise EmaeError(f"{path}: nothing to update; give scoring, arrays or threshold")
     writers = _optional_files(scoring, arrays, threshold, path)
-    header = _read_json(path / CONFIG)
+    header = read_json(path / CONFIG)
     if not isinstance(header, dict):
         raise EmaeError(f"{path / CONFIG}: expected a JSON object, got {type(header).__name__}")
     check_checksums(path, header)
@@ -485,7 +320,7 @@ def update_bundle(
             write(tmp / name)
         if CHECKSUMS in header:  # a folder from before checksums stays unchecked
             header = {**header, CHECKSUMS: folder_checksums(tmp)}
-        _write_json(tmp / CONFIG, header)
+        write_json(tmp / CONFIG, header)
     logger.info("updated %s in %s", ", ".join(writers), path)
 
 

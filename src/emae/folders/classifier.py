@@ -11,8 +11,8 @@ A classifier folder holds::
     training.json        the training summary
 
 Like the autoencoder folder (:mod:`emae.folders.autoencoder`) it is read with ``json`` and
-``safetensors``
-only: nothing is unpickled, and the ``.safetensors`` files are checked against their checksums.
+``safetensors`` only (:mod:`emae.folders.files`): nothing is unpickled, and the ``.safetensors``
+files are checked against their checksums (:mod:`emae.folders.integrity`).
 """
 
 from __future__ import annotations
@@ -31,19 +31,17 @@ import emae
 from emae.anomaly.maps import as_images
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
-from emae.folders.autoencoder import (
+from emae.folders.files import (
     BUNDLE_ONLY,
-    CHECKSUMS,
     CONFIG,
     NORMALIZATION,
     WEIGHTS,
-    _check_version,
-    _read_json,
-    _read_tensors,
-    check_checksums,
-    folder_checksums,
+    check_version,
     load_weights,
+    read_json,
+    read_tensors,
 )
+from emae.folders.integrity import CHECKSUMS, check_checksums, folder_checksums
 from emae.io.atomic import atomic_dir, write_errors
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
@@ -231,7 +229,7 @@ def _header(path: Path) -> dict[str, Any]:
     """The checked ``config.json`` of a classifier folder."""
     if not (path / CONFIG).is_file():
         raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
-    header = _read_json(path / CONFIG)
+    header = read_json(path / CONFIG)
     if isinstance(header, dict) and "kind" not in header and "model" in header:
         raise EmaeError(
             f"{path}: an autoencoder folder, not a classifier; train one with emae finetune"
@@ -263,7 +261,7 @@ def load_classifier(path: str | Path) -> FittedClassifier:
     """
     path = Path(path)
     header = _header(path)
-    _check_version(header["emae_version"], path)
+    check_version(header["emae_version"], path)
     check_checksums(path, header)
     try:
         backbone = build_model(header["model"], **header["model_kwargs"])
@@ -272,12 +270,12 @@ def load_classifier(path: str | Path) -> FittedClassifier:
         raise EmaeError(f"{path / CONFIG}: {exc}") from None
     load_weights(path, model)
     try:
-        normalizer = PercentileNormalizer.from_dict(_read_json(path / NORMALIZATION))
+        normalizer = PercentileNormalizer.from_dict(read_json(path / NORMALIZATION))
     except (EmaeError, TypeError) as exc:
         raise EmaeError(f"{path / NORMALIZATION}: {exc}") from None
     mean = std = None
     if header["features"]:
-        arrays = _read_tensors(path / EXTRA, safetensors.numpy.load_file)
+        arrays = read_tensors(path / EXTRA, safetensors.numpy.load_file)
         shape = (len(header["features"]),)
         if any(arrays.get(k, np.empty(0)).shape != shape for k in ("mean", "std")):
             raise EmaeError(f"{path / EXTRA}: expected arrays 'mean' and 'std' of shape {shape}")

@@ -15,12 +15,10 @@ from typing import Any
 from emae import __version__
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file, check_writable
-from emae.report.results import (
-    classifier_section,
-    compare_section,
-    detect_section,
-    reproducibility_section,
-)
+from emae.report.comparison import compare_section
+from emae.report.detection import detect_section
+from emae.report.evaluation import classifier_section
+from emae.report.reproducibility import reproducibility_section
 from emae.report.sections import anomaly_section, autoencoder_section, data_section
 from emae.report.sources import find_runs
 

@@ -19,6 +19,7 @@ panels, is computed here from the maps, images and masks they name).
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -71,6 +72,13 @@ def _json(path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise EmaeError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_sections(

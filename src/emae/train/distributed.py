@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from emae.errors import EmaeError
+from emae.runtime import select_device
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +169,23 @@ def sync_batchnorm(module: nn.Module, enabled: bool = True) -> Iterator[nn.Modul
         for name, layer in originals.items():
             layer.train(module.get_submodule(name).training)
             module.set_submodule(name, layer)
+
+
+def process_device(name: str, info: DistInfo) -> torch.device:
+    """This process's device: :func:`select_device` in one process, else GPU ``local_rank``
+    (``"auto"``, ``"cuda"``) or the CPU (``"cpu"``, or ``"auto"`` without CUDA)."""
+    if info.world_size == 1:
+        return select_device(name)
+    if name not in ("auto", "cuda", "cpu"):
+        raise EmaeError(
+            f"with {info.world_size} processes each one uses GPU LOCAL_RANK or the CPU: "
+            f"device must be auto, cuda or cpu, got {name!r}"
+        )
+    if name != "cpu" and select_device(name).type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    if torch.distributed.get_backend() == "nccl":
+        raise EmaeError(
+            "device 'cpu' needs the gloo backend, but the process group uses nccl; "
+            "train on the GPUs (device auto or cuda) or hide them with CUDA_VISIBLE_DEVICES="
+        )
+    return torch.device("cpu")

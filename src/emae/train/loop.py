@@ -59,10 +59,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
-from emae.io.atomic import atomic_file, write_errors
-from emae.runtime import select_device, select_precision
+from emae.runtime import select_precision
 from emae.train import distributed
-from emae.train.distributed import DistInfo
+from emae.train.checkpoint import load_checkpoint, save_checkpoint
+from emae.train.distributed import process_device
+from emae.train.schedule import group_schedule, lr_schedule, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -90,81 +91,6 @@ class LoopSettings:
     device: str = "auto"
     precision: str = "auto"
     progress: bool = True
-
-
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """The generator of step ``step`` on process ``rank``: independent of how the run was
-    interrupted; rank 0 draws what a single process draws.
-
-    Torch's CPU generator keeps the low 32 bits of a seed, so ranks are spread over that range
-    by multiples of the 32-bit golden ratio, far from the nearby seeds of the next steps.
-    """
-    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 2_654_435_761)
-
-
-def process_device(name: str, info: DistInfo) -> torch.device:
-    """This process's device: :func:`select_device` in one process, else GPU ``local_rank``
-    (``"auto"``, ``"cuda"``) or the CPU (``"cpu"``, or ``"auto"`` without CUDA)."""
-    if info.world_size == 1:
-        return select_device(name)
-    if name not in ("auto", "cuda", "cpu"):
-        raise EmaeError(
-            f"with {info.world_size} processes each one uses GPU LOCAL_RANK or the CPU: "
-            f"device must be auto, cuda or cpu, got {name!r}"
-        )
-    if name != "cpu" and select_device(name).type == "cuda":
-        return torch.device("cuda", info.local_rank)
-    if torch.distributed.get_backend() == "nccl":
-        raise EmaeError(
-            "device 'cpu' needs the gloo backend, but the process group uses nccl; "
-            "train on the GPUs (device auto or cuda) or hide them with CUDA_VISIBLE_DEVICES="
-        )
-    return torch.device("cpu")
-
-
-def lr_schedule(settings: LoopSettings) -> Callable[[int], float]:
-    """The learning-rate factor of step ``step``: linear warm-up, then cosine decay to 5%."""
-    warmup = min(settings.warmup_steps, max(settings.steps - 1, 0))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(settings.steps - warmup, 1)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-def _group_schedule(
-    schedule: Callable[[int], float], scale: float, start: int
-) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        return scale * schedule(step) if step >= start else 0.0
-
-    return factor
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write the checkpoint atomically; a full disk is one line, and the old one stays."""
-    with write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, overwrite=True) as tmp:
-            torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train_loop`; never unpickles arbitrary objects."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise EmaeError(f"{path}: no checkpoint to resume from") from None
-    except Exception as exc:  # a corrupt or foreign file; never execute its contents
-        raise EmaeError(
-            f"{path}: not a readable emae checkpoint ({exc.__class__.__name__})"
-        ) from None
-    if not isinstance(saved, dict) or {"model", "optimizer", "scheduler"} - set(saved):
-        raise EmaeError(f"{path}: not an emae checkpoint (no model, optimizer and scheduler)")
-    return saved
 
 
 def _to(batch: Any, device: torch.device, channels_last: bool) -> Any:
@@ -286,7 +212,7 @@ def train_loop(
     schedule = lr_schedule(settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        [_group_schedule(schedule, g.get("lr_scale", 1.0), g.get("start_step", 0)) for g in groups],
+        [group_schedule(schedule, g.get("lr_scale", 1.0), g.get("start_step", 0)) for g in groups],
     )
     state: dict[str, Any] = {
         "step": 0,
@@ -322,7 +248,7 @@ def train_loop(
         if checkpoint is None:
             return
         if main:
-            _save_checkpoint(
+            save_checkpoint(
                 Path(checkpoint),
                 {
                     **state,

@@ -1,0 +1,135 @@
+"""The options of an autoencoder's pretraining: one shallow pydantic model.
+
+:class:`PretrainConfig` is what ``emae pretrain --config`` reads, what the pipeline's
+``pretrain:`` section holds, and what :func:`emae.train.autoencoder.fit_autoencoder` takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from emae.anomaly.detector import DEFAULT_SCORE
+from emae.models import available_models, model_spec
+from emae.train.loop import LoopSettings
+
+
+class PretrainConfig(BaseModel):
+    """Everything that defines a pretraining run; one flat level, validated at the edge.
+
+    The defaults train on 64,000 patches of 64 x 64 (2,000 steps of 32); the run logs its own
+    time estimate after its first steps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("conv-ae", description="Registered model name (see `emae.models`).")
+    patch_size: int = Field(64, ge=16, le=1024, description="Side of the square patches.")
+    channels: tuple[int, ...] = Field((32, 64, 128), description="Channels per encoder level.")
+    latent: Literal["spatial", "vector"] = Field("spatial", description="Latent map or vector.")
+    latent_channels: int = Field(16, ge=1, le=1024, description="Channels of a spatial latent.")
+    latent_dim: int = Field(128, ge=1, le=65536, description="Size of a vector latent.")
+    norm: Literal["batch", "group", "none"] = Field(
+        "batch", description="Normalization; batch keeps inference local and tile-independent."
+    )
+    loss: Literal["mse", "l1", "ssim", "mse+ssim"] = Field("mse", description="Reconstruction.")
+    beta: float | None = Field(None, ge=0, description="KL weight; None: the model's default.")
+    kl_warmup_steps: int = Field(500, ge=0, description="Steps of linear KL warm-up (VAEs).")
+    steps: int = Field(2000, ge=1, description="Optimizer steps; patches seen = steps x batch.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Patches per step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warm-up steps.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip; 0 disables.")
+    val_patches: int = Field(256, ge=1, description="Validation patches (a separate draw).")
+    val_every: int = Field(250, ge=1, description="Validate and log every N steps.")
+    patience: int = Field(0, ge=0, description="Stop after N validations without gain; 0: off.")
+    checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps.")
+    seed: int = Field(0, ge=0, description="Seed of sampling, initialization and noise.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Autocast dtype.")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    low_percentile: float = Field(1.0, ge=0, lt=50, description="Maps to 0 when normalizing.")
+    high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
+    scale: int = Field(0, ge=0, description="Pyramid level of multiscale inputs.")
+    pca_tile: int = Field(16, ge=2, le=256, description="pca: side of the tiles PCA works on.")
+    score: Literal["pixel", "ssim", "feature", "error-z", "typicality"] = Field(
+        DEFAULT_SCORE, description="Anomaly score fitted after training (see emae.anomaly.scores)."
+    )
+    reduce: Literal["mean", "max", "p99"] = Field("mean", description="Map -> patch score.")
+    target_fpr: float = Field(
+        0.01, ge=0, lt=1, description="Thresholds flag this fraction of normal held-out data."
+    )
+    score_patches: int = Field(
+        512, ge=8, description="Patches drawn after training to fit the score and thresholds."
+    )
+    tensorboard: bool = Field(False, description="Write TensorBoard logs to RUN/tensorboard.")
+    skip_padding: bool = Field(
+        True,
+        description="Skip patches that are mostly 0 or the dtype maximum (scan padding); turn "
+        "off for images on a black background, e.g. isolated particles.",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads of torch; None: torch's default."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in available_models():
+            raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        return name
+
+    @model_validator(mode="after")
+    def _patch_fits_depth(self) -> PretrainConfig:
+        if model_spec(self.model).fitted_in_closed_form:
+            if self.pca_tile > self.patch_size:
+                raise ValueError(
+                    f"pca_tile={self.pca_tile} must not exceed patch_size={self.patch_size}"
+                )
+            return self
+        multiple = 2 ** len(self.channels)
+        if self.patch_size % multiple:
+            raise ValueError(
+                f"patch_size must be a multiple of {multiple} for {len(self.channels)} levels, "
+                f"got patch_size={self.patch_size}"
+            )
+        return self
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the registered model's constructor.
+
+        For ``pca``: tiles of ``pca_tile`` pixels and ``latent_channels`` components.
+        """
+        if model_spec(self.model).fitted_in_closed_form:
+            return {"patch_size": self.pca_tile, "n_components": self.latent_channels}
+        kwargs: dict[str, Any] = {
+            "channels": tuple(self.channels),
+            "norm": self.norm,
+            "latent": self.latent,
+            "latent_channels": self.latent_channels,
+            "latent_dim": self.latent_dim,
+        }
+        if self.latent == "vector":
+            kwargs["patch_size"] = self.patch_size
+        return kwargs
+
+    def loop_settings(self, progress: bool = True) -> LoopSettings:
+        """The loop's settings: plain keyword arguments, made once here."""
+        return LoopSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            grad_clip=self.grad_clip,
+            val_every=self.val_every,
+            patience=self.patience,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            device=self.device,
+            precision=self.precision,
+            progress=progress,
+        )
