@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from emae import __version__
@@ -74,35 +73,17 @@ def split_labels(config: PipelineConfig, out: Path) -> tuple[Path, Path]:
     tuple of Path
         ``labels/train.csv`` and ``labels/test.csv`` in ``out``.
     """
-    from emae.data.folds import make_folds
+    from emae.data.folds import holdout_groups
     from emae.data.labels import load_labels, write_labels
 
     labeled = load_labels(config.labels)
-    n_folds = max(2, round(1 / config.test_share))
     groups = [s.group for s in labeled.samples]
-    if len({g for g in groups if g}) < n_folds:
-        raise EmaeError(
-            f"{config.labels}: holding out {config.test_share:g} of the labels needs at least "
-            f"{n_folds} groups (a `group` column, e.g. the section); give test_labels instead"
+    try:
+        train, test = holdout_groups(
+            labeled.label_indices(), groups, config.test_share, config.seed, labeled.classes
         )
-    y = labeled.label_indices()
-    folds = make_folds(y, groups, n_folds, config.seed, classes=labeled.classes)
-
-    def unseen(fold: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        train, test = fold
-        return test[~np.isin(y[test], y[train])]
-
-    train, test = min(folds, key=lambda f: len(unseen(f)))
-    dropped = unseen((train, test))
-    if len(dropped):
-        names = sorted({labeled.classes[i] for i in y[dropped]})
-        logger.warning(
-            "classes %s occur in too few groups to be both trained on and held out: their %d "
-            "held-out samples are left out of the test set",
-            names,
-            len(dropped),
-        )
-        test = np.setdiff1d(test, dropped)
+    except EmaeError as exc:
+        raise EmaeError(f"{config.labels}: {exc}; give test_labels instead") from None
     folder = out / "labels"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -217,3 +217,59 @@ def parse_budgets(text: str) -> list[int | None]:
             raise EmaeError(f"label budget {item!r} is repeated in {text!r}")
         budgets.append(value)
     return sorted(b for b in budgets if b is not None) + ([None] if None in budgets else [])
+
+
+def holdout_groups(
+    y: np.ndarray,
+    groups: Sequence[str | None],
+    test_share: float,
+    seed: int,
+    classes: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole groups as a test set of about ``test_share`` of the samples.
+
+    Of the group-aware folds (:func:`make_folds`, one per ``1 / test_share``), the first whose
+    training part holds every class of its test part is used; with rare classes confined to
+    one group, the fold that leaves the fewest test samples unseen, and those are dropped from
+    the test set (a classifier cannot be scored on classes it never saw), with a warning.
+
+    Parameters
+    ----------
+    y
+        ``(N,)`` int class indices.
+    groups
+        The group of each sample (None: a group of its own).
+    test_share
+        The share of samples to hold out, e.g. 0.2.
+    seed, classes
+        As :func:`make_folds`.
+
+    Returns
+    -------
+    train, test
+        Sorted sample indices.
+    """
+    n_folds = max(2, round(1 / test_share))
+    if len({g for g in groups if g}) < n_folds:
+        raise EmaeError(
+            f"holding out {test_share:g} of the labels needs at least {n_folds} groups "
+            "(a `group` column, e.g. the section)"
+        )
+    folds = make_folds(y, groups, n_folds, seed, classes=classes)
+
+    def unseen(fold: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        train, test = fold
+        return test[~np.isin(y[test], y[train])]
+
+    train, test = min(folds, key=lambda f: len(unseen(f)))
+    dropped = unseen((train, test))
+    if len(dropped):
+        names = sorted({classes[i] if classes is not None else str(i) for i in y[dropped]})
+        logger.warning(
+            "classes %s occur in too few groups to be both trained on and held out: their %d "
+            "held-out samples are left out of the test set",
+            names,
+            len(dropped),
+        )
+        test = np.setdiff1d(test, dropped)
+    return np.sort(train), np.sort(test)
