@@ -21,7 +21,7 @@ from emae.errors import EmaeError
 from emae.io import write_tiff
 from emae.io.ngff import validate_ngff
 from emae.synth.tissue import make_volume, to_uint8
-from emae.volume.chunks import Chunk, Mapper, chunk_device, process_chunk, resolve_device
+from emae.volume.chunks import Chunk, ChunkJob, Mapper, chunk_device, process_chunk, resolve_device
 from emae.volume.tasks import client_for, device_for_run
 
 SMALL = dict(tile=48, overlap=16, chunk=40, scheduler="synchronous", progress=False)
@@ -311,9 +311,10 @@ def test_chunks_map_on_the_device_chunk_device_picks(tmp_path):
 
     c = Chunk(0, 0, 0, 8, 8)
     with pytest.raises(Stop, match=r"^cpu$"):
-        process_chunk(c, Recorder(), "unused", 0, str(tmp_path), tile=8, overlap=0)
+        process_chunk(c, Recorder(), ChunkJob("unused", 0, str(tmp_path), tile=8, overlap=0))
     with pytest.raises(EmaeError, match="device must be"):
-        process_chunk(c, Recorder(), "unused", 0, str(tmp_path), tile=8, overlap=0, device="x")
+        job = ChunkJob("unused", 0, str(tmp_path), tile=8, overlap=0, device="x")
+        process_chunk(c, Recorder(), job)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

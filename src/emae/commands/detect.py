@@ -46,7 +46,7 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store, store_images
 from emae.io.ome_zarr import build_pyramid
 from emae.io.provenance import check_not_input
-from emae.volume.chunks import DONE, Mapper, plan_chunks, read_marker
+from emae.volume.chunks import DONE, ChunkJob, Mapper, plan_chunks, read_marker
 from emae.volume.labels import LabelPainter
 from emae.volume.qc import write_reports
 from emae.volume.tasks import device_for_run, run_chunks
@@ -286,20 +286,9 @@ def detect(
     if resumed:
         logger.info("resuming %s: %d of %d chunks already done", out, skipped, len(chunks))
     began = time.perf_counter()
+    job = ChunkJob(str(source), scale, str(out), tile, overlap, threads=threads, device=device)
     failed, startup = run_chunks(
-        todo,
-        mapper,
-        str(source),
-        scale,
-        str(out),
-        tile,
-        overlap,
-        workers,
-        scheduler,
-        retries,
-        progress,
-        threads,
-        device,
+        todo, mapper, job, workers=workers, scheduler=scheduler, retries=retries, progress=progress
     )
     seconds = time.perf_counter() - began
     if failed:

@@ -139,28 +139,42 @@ def _write(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> Non
     array[(slice(None), *where) if channels else where] = values
 
 
-def process_chunk(
-    c: Chunk,
-    mapper: Mapper,
-    source: str,
-    scale: int,
-    out: str,
-    *,
-    tile: int,
-    overlap: int,
-    threads: int | None = None,
-    device: str = "cpu",
-    gpus: int = 0,
-) -> dict[str, Any]:
-    """Map one output chunk, write it and its done marker; returns its QC numbers.
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk task of one run shares: one frozen description, sent with each task.
 
-    ``device``, ``gpus``: where the forward passes run (:func:`chunk_device`).
+    Attributes
+    ----------
+    source, scale
+        The input (any :func:`emae.io.open_image` source) and its pyramid level.
+    out
+        The map store being written.
+    tile, overlap
+        Tiles within a chunk and their overlap (also the halo read around a chunk), pixels.
+    threads
+        Torch threads of the process mapping the chunk (None: leave as it is).
+    device, gpus
+        Where the forward passes run (:func:`chunk_device`).
     """
+
+    source: str
+    scale: int
+    out: str
+    tile: int
+    overlap: int
+    threads: int | None = None
+    device: str = "cpu"
+    gpus: int = 0
+
+
+def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
+    """Map one output chunk of ``job``, write it and its done marker; returns its QC numbers."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    device = chunk_device(device, gpus)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    source, scale, out, tile, overlap = job.source, job.scale, job.out, job.tile, job.overlap
+    device = chunk_device(job.device, job.gpus)
     if device.startswith("cuda:"):
         torch.cuda.set_device(int(device.removeprefix("cuda:")))
     mapper.to(device)

@@ -16,6 +16,7 @@ does).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import time
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
 from emae.runtime import check_device_name, resolve_device
-from emae.volume.chunks import Chunk, Mapper, process_chunk
+from emae.volume.chunks import Chunk, ChunkJob, Mapper, process_chunk
 
 
 def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") -> Any:
@@ -62,30 +63,25 @@ def device_for_run(device: str, scheduler: str | None) -> str:
 def run_chunks(
     todo: list[Chunk],
     mapper: Mapper,
-    source: str,
-    scale: int,
-    out: str,
-    tile: int,
-    overlap: int,
+    job: ChunkJob,
+    *,
     workers: int | None,
     scheduler: str | None,
     retries: int,
     progress: bool,
-    threads: int | None = None,
-    device: str = "cpu",
 ) -> tuple[list[tuple[Chunk, str]], float]:
-    """Process the chunks; returns those that failed, with their error, and the seconds spent
-    starting the cluster and shipping the model to it (0 in this process)."""
+    """Process the chunks of ``job`` on ``scheduler`` (``"synchronous"``: in this process; an
+    address; None: a local cluster of ``workers``); returns those that failed, with their
+    error, and the seconds spent starting the cluster and shipping the model to it."""
     if not todo:
         return [], 0.0
-    kwargs = {"tile": tile, "overlap": overlap, "device": device}
     bar = tqdm(total=len(todo), desc="detecting", unit="chunk", disable=not progress)
     failed = []
     if scheduler == "synchronous":
         for c in todo:
             for attempt in range(retries + 1):
                 try:
-                    process_chunk(c, mapper, source, scale, out, threads=threads, **kwargs)
+                    process_chunk(c, mapper, job)
                     break
                 except Exception as exc:  # reported with the chunk's coordinates
                     if attempt == retries:
@@ -96,16 +92,17 @@ def run_chunks(
     from distributed import as_completed
 
     began = time.perf_counter()
-    client, gpus = client_for(workers, scheduler, device)
-    kwargs["gpus"] = gpus
+    client, gpus = client_for(workers, scheduler, job.device)
     local = None if scheduler else client.cluster  # closed with the client, not left to GC
     # The client closes first, releasing the scattered mapper: workers that shut down while a
     # client still holds it make the scheduler log an ERROR ("caused the cluster to lose
     # scattered data") after a successful run.
     with local or contextlib.nullcontext(), client:
         n_workers = max(1, len(client.nthreads()))
+        threads = job.threads
         if threads is None and not scheduler:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
+        job = dataclasses.replace(job, threads=threads, gpus=gpus)
         shared = client.scatter(mapper, broadcast=True)
         startup = time.perf_counter() - began
         chunks = iter(todo)
@@ -114,18 +111,7 @@ def run_chunks(
         window = max(4, 4 * n_workers)
 
         def submit(c: Chunk) -> Any:
-            future = client.submit(
-                process_chunk,
-                c,
-                shared,
-                source,
-                scale,
-                out,
-                threads=threads,
-                retries=retries,
-                pure=False,
-                **kwargs,
-            )
+            future = client.submit(process_chunk, c, shared, job, retries=retries, pure=False)
             pending[future] = c
             return future
 
