@@ -53,6 +53,22 @@ def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
+def _input_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of commands that map images: intensity rescaling and the pixel size."""
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the input by its own intensity percentiles instead of the model's "
+        "(for data of another dtype or range than the training data, refused otherwise).",
+    )
+    p.add_argument(
+        "--pixel-size",
+        metavar="NM",
+        help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
+        "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``emae`` command, one sub-command per API entry point."""
     parser = argparse.ArgumentParser(
@@ -125,18 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
     p.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
-    p.add_argument(
-        "--rescale",
-        action="store_true",
-        help="Normalize the input by its own intensity percentiles instead of the model's "
-        "(for data of another dtype or range than the training data, refused otherwise).",
-    )
-    p.add_argument(
-        "--pixel-size",
-        metavar="NM",
-        help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
-        "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
-    )
+    _input_flags(p)
     p.set_defaults(func=handlers.score)
 
     p = command("finetune", help="Train encoder + classifier head on few labels.")
@@ -258,18 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
-    p.add_argument(
-        "--rescale",
-        action="store_true",
-        help="Normalize the input by its own intensity percentiles instead of the model's "
-        "(for data of another dtype or range than the training data, refused otherwise).",
-    )
-    p.add_argument(
-        "--pixel-size",
-        metavar="NM",
-        help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
-        "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
-    )
+    _input_flags(p)
     p.set_defaults(func=handlers.detect)
 
     p = command(
