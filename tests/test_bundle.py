@@ -105,6 +105,8 @@ def test_every_model_round_trips_exactly(tmp_path, name):
     header = json.loads((path / "config.json").read_text())
     assert header == {
         "emae_version": emae.__version__,
+        "kind": "autoencoder",
+        "format": 1,
         "model": name,
         "model_kwargs": bundle.model_kwargs,
         "run": CONFIG,
@@ -326,3 +328,21 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(EmaeError, match="not an emae model folder; refusing to replace it"):
         save(data, overwrite=True)
     assert [p.name for p in data.iterdir()] == ["stack.tif"]
+
+
+def test_a_folder_of_another_kind_or_a_newer_format_is_refused(tmp_path):
+    from emae.folders.classifier import load_classifier
+
+    path = save(tmp_path / "ae")
+    with pytest.raises(EmaeError, match="an autoencoder folder, not a classifier"):
+        load_classifier(path)
+    header = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**header, "kind": "classifier"}))
+    with pytest.raises(EmaeError, match="a classifier folder, not an autoencoder one"):
+        load_bundle(path)
+    (path / "config.json").write_text(json.dumps({**header, "format": 2}))
+    with pytest.raises(EmaeError, match="format 2, newer than this emae reads"):
+        load_bundle(path)
+    legacy = {k: v for k, v in header.items() if k not in ("kind", "format")}
+    (path / "config.json").write_text(json.dumps(legacy))
+    assert load_bundle(path).model_name == "conv-ae"  # written before kind and format

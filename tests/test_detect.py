@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -254,6 +255,16 @@ def test_classifier_models_write_named_probability_channels(tmp_path, data):
     assert classes <= {"anomaly", "burnt"} and summary["detections"] == len(
         _rows(tmp_path / "p_detections.csv")
     )
+
+    # A classifier whose autoencoder moved: an error, unless the classes alone are asked for.
+    record = json.loads((tmp_path / "clf" / "training.json").read_text())
+    record["encoder"] = str(tmp_path / "moved-away")
+    (tmp_path / "clf" / "training.json").write_text(json.dumps(record))
+    with pytest.raises(EmaeError, match=r"moved-away, is gone .* --classes-only"):
+        detect(tmp_path / "clf", data / "stack.tif", tmp_path / "q.zarr", **SMALL)
+    detect(tmp_path / "clf", data / "stack.tif", tmp_path / "q.zarr", **SMALL, classes_only=True)
+    root = zarr.open_group(str(tmp_path / "q.zarr"), mode="r")
+    assert root.attrs["emae"]["kind"] == "probability map" and root["0"].shape == (2, 2, 90, 70)
 
 
 def test_devices_are_checked_and_gpus_shared_out(tmp_path, data, monkeypatch):

@@ -264,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
     p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
     _input_flags(p)
+    p.add_argument(
+        "--classes-only",
+        action="store_true",
+        help="Classifier runs: map the classes without the autoencoder's anomaly map.",
+    )
     p.set_defaults(func=handlers.detect)
 
     p = command(

@@ -119,11 +119,12 @@ def _prepare(
     return False
 
 
-def _mapper(model: str | Path, precision: str = "fp32") -> tuple[Mapper, int]:
+def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) -> tuple[Mapper, int]:
     """The mapper of an autoencoder or classifier folder, and the model's patch size.
 
-    A classifier also maps anomalies when the autoencoder it was fine-tuned from is still
-    where its training summary says and holds a fitted score.
+    A classifier also maps anomalies with the autoencoder it was fine-tuned from (named in its
+    training summary), unless ``anomaly`` is False. That autoencoder missing (moved, deleted)
+    is an error rather than an anomaly map silently left out.
     """
     if not is_classifier(model):
         detector = AutoencoderDetector.from_bundle(model, device="cpu", precision=precision)
@@ -135,7 +136,13 @@ def _mapper(model: str | Path, precision: str = "fp32") -> tuple[Mapper, int]:
     )
     run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
     detector = None
-    if encoder and Path(encoder, "scoring.json").is_file():
+    if encoder and anomaly:
+        if not Path(encoder, "scoring.json").is_file():
+            raise EmaeError(
+                f"{model}: the autoencoder it was fine-tuned from, {encoder}, is gone (or holds "
+                "no fitted score), and the anomaly map needs it; put it back, or map the "
+                "classes alone with --classes-only"
+            )
         detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
     clean = run.get("clean_class", "clean")
     return Mapper(detector, classifier, clean), classifier.model.patch_size
@@ -184,6 +191,7 @@ def detect(
     progress: bool = True,
     rescale: bool = False,
     pixel_size: Sequence[float] | None = None,
+    classes_only: bool = False,
 ) -> dict[str, Any]:
     """Map a 2D image or ``"ZYX"`` volume and write ``out`` (see the module docstring).
 
@@ -236,6 +244,9 @@ def detect(
         Nanometers per pixel, to use instead of (or where the input lacks) its own: one size
         for Y and X, or (Y, X), or (Z, Y, X) (:meth:`emae.io.Image.with_pixel_size`). The
         output's OME-Zarr scale is the input's pixel size, so the maps overlay the input.
+    classes_only
+        With a classifier, map its classes without the anomaly map of the autoencoder it was
+        fine-tuned from (which is otherwise required).
 
     Returns
     -------
@@ -258,7 +269,7 @@ def detect(
         )
     device = device_for_run(device, scheduler)
     image = open_image(str(source), scale=scale).with_pixel_size(pixel_size)
-    mapper, patch = _mapper(model, precision)
+    mapper, patch = _mapper(model, precision, anomaly=not classes_only)
     normalizers = _check_input(image, mapper, patch, str(source), str(model), rescale)
     settings = {
         "model": str(Path(model).resolve()),

@@ -251,6 +251,7 @@ def detect(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         rescale=args.rescale,
         pixel_size=pixel_size(args.pixel_size),
+        classes_only=args.classes_only,
     )
     chunks = summary["chunks"]
     rate = summary["megapixels_per_s"]

@@ -43,9 +43,11 @@ from emae.errors import EmaeError
 from emae.folders.files import (
     BUNDLE_ONLY,
     CONFIG,
+    FORMAT,
     NORMALIZATION,
     WEIGHTS,
     check_folder,
+    check_kind,
     check_state,
     check_version,
     json_value,
@@ -190,6 +192,8 @@ def save_bundle(
     kwargs = json_value(dict(model_kwargs), "model_kwargs")
     header = {
         "emae_version": emae.__version__,
+        "kind": "autoencoder",
+        "format": FORMAT,
         "model": model_name,
         "model_kwargs": kwargs,
         "run": json_value(dict(config), "config"),
@@ -246,6 +250,7 @@ def load_bundle(path: str | Path) -> Bundle:
         raise EmaeError(
             f"{path / CONFIG}: model_kwargs must be an object, got {header['model_kwargs']!r}"
         )
+    check_kind(header, "autoencoder", path)
     check_version(header["emae_version"], path)
     check_checksums(path, header)
     model = _load_model(path, header["model"], header["model_kwargs"])

@@ -34,8 +34,10 @@ from emae.errors import EmaeError
 from emae.folders.files import (
     BUNDLE_ONLY,
     CONFIG,
+    FORMAT,
     NORMALIZATION,
     WEIGHTS,
+    check_kind,
     check_version,
     load_weights,
     read_json,
@@ -187,6 +189,7 @@ def save_classifier(
     header = {
         "emae_version": emae.__version__,
         "kind": "classifier",
+        "format": FORMAT,
         "model": fitted.backbone_name,
         "model_kwargs": fitted.backbone_kwargs,
         "head": {
@@ -230,15 +233,14 @@ def _header(path: Path) -> dict[str, Any]:
     if not (path / CONFIG).is_file():
         raise EmaeError(f"{path}: not an emae model folder (no {CONFIG})")
     header = read_json(path / CONFIG)
-    if isinstance(header, dict) and "kind" not in header and "model" in header:
+    if isinstance(header, dict) and header.get("kind", "autoencoder") == "autoencoder":
         raise EmaeError(
             f"{path}: an autoencoder folder, not a classifier; train one with emae finetune"
         )
     if not isinstance(header, dict) or set(HEADER_KEYS) - set(header):
         found = sorted(header) if isinstance(header, dict) else type(header).__name__
         raise EmaeError(f"{path / CONFIG}: expected keys {sorted(HEADER_KEYS)}, found {found}")
-    if header["kind"] != "classifier":
-        raise EmaeError(f"{path / CONFIG}: kind must be 'classifier', got {header['kind']!r}")
+    check_kind(header, "classifier", path / CONFIG)
     types = {"model_kwargs": dict, "head": dict, "classes": list, "features": list}
     for key, kind in types.items():
         value = header[key]

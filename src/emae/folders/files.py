@@ -80,6 +80,28 @@ def _release(version: str) -> tuple[int, ...] | None:
     return (major,) if major else (0, minor)
 
 
+#: The layout version of model folders this emae writes and reads (``"format"`` in config.json).
+FORMAT = 1
+
+
+def check_kind(header: Mapping[str, Any], kind: str, where: Path) -> None:
+    """Refuse a folder of another kind (``"autoencoder"``, ``"classifier"``) or a newer format.
+
+    Folders written before the ``kind`` and ``format`` keys were recorded are autoencoders
+    (classifiers always had ``kind``) of format 1.
+    """
+    found = header.get("kind", "autoencoder")
+    if found != kind:
+        what = {"classifier": "emae finetune", "autoencoder": "emae pretrain"}.get(kind, "emae")
+        raise EmaeError(f"{where}: a {found} folder, not an {kind} one; make one with {what}")
+    version = header.get("format", 1)
+    if not isinstance(version, int) or version > FORMAT:
+        raise EmaeError(
+            f"{where}: model folder format {version!r}, newer than this emae reads "
+            f"({FORMAT}); upgrade emae"
+        )
+
+
 def check_version(saved: Any, where: Path) -> None:
     """Warn when the folder was written by a newer release series than this emae."""
     ours = _release(emae.__version__)
