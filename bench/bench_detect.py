@@ -57,7 +57,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from emae.anomaly.detector import AutoencoderDetector
-from emae.anomaly.maps import inference_precision, reconstruct
+from emae.anomaly.maps import reconstruct
 from emae.io import open_image
 from emae.volume.tiling import predict_tiled
 
@@ -155,15 +155,14 @@ def part_bound(args: argparse.Namespace, results: dict[str, Any]) -> None:
     _log(results, "bound", model_flops_per_pixel=per_pixel)
     image = np.random.default_rng(0).random((1, 2048, 2048), dtype=np.float32)
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        with inference_precision(precision):
-            reconstruct(model, image, batch_size=1)  # warm-up
-            rounds = []
-            for _ in range(args.rounds):
-                bound = _matmul_flops(dtype) / per_pixel / 1e6
-                began = time.perf_counter()
-                reconstruct(model, image, batch_size=1)
-                forward = image.size / 1e6 / (time.perf_counter() - began)
-                rounds.append((bound, forward))
+        reconstruct(model, image, batch_size=1, precision=precision)  # warm-up
+        rounds = []
+        for _ in range(args.rounds):
+            bound = _matmul_flops(dtype) / per_pixel / 1e6
+            began = time.perf_counter()
+            reconstruct(model, image, batch_size=1, precision=precision)
+            forward = image.size / 1e6 / (time.perf_counter() - began)
+            rounds.append((bound, forward))
         bound, forward = (max(v) for v in zip(*rounds, strict=True))
         measured = results.get("precision", {}).get(f"{precision}_mp_per_s")
         _log(
@@ -417,19 +416,18 @@ def _workers_bound_worker(model: str, side: int, rounds: int, barrier: Any, queu
     found: dict[str, list[tuple[float, float]]] = {}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        with inference_precision(precision):
+        torch.mm(a, b)
+        reconstruct(detector.model, image, batch_size=1, precision=precision)  # warm-up
+        found[precision] = []
+        for _ in range(rounds):
+            barrier.wait(timeout=600)
+            began = time.perf_counter()
             torch.mm(a, b)
-            reconstruct(detector.model, image, batch_size=1)  # warm-up
-            found[precision] = []
-            for _ in range(rounds):
-                barrier.wait(timeout=600)
-                began = time.perf_counter()
-                torch.mm(a, b)
-                matmul_s = time.perf_counter() - began
-                barrier.wait(timeout=600)
-                began = time.perf_counter()
-                reconstruct(detector.model, image, batch_size=1)
-                found[precision].append((matmul_s, time.perf_counter() - began))
+            matmul_s = time.perf_counter() - began
+            barrier.wait(timeout=600)
+            began = time.perf_counter()
+            reconstruct(detector.model, image, batch_size=1, precision=precision)
+            found[precision].append((matmul_s, time.perf_counter() - began))
     queue.put(found)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
-from emae.anomaly.maps import as_images, inference_precision
+from emae.anomaly.maps import as_images
 from emae.anomaly.scores import REDUCTIONS, SCORES, STATISTICS, anomaly_maps
 from emae.anomaly.thresholds import Threshold
 from emae.data.normalization import PercentileNormalizer
@@ -65,7 +65,7 @@ class AutoencoderDetector(AnomalyDetector):
         Seed of the held-out split and the pixel subsample.
     precision
         Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see
-        :func:`emae.anomaly.maps.inference_precision`).
+        :func:`emae.anomaly.maps.batched_apply`).
 
     Attributes
     ----------
@@ -133,15 +133,15 @@ class AutoencoderDetector(AnomalyDetector):
 
     def _normalized_maps(self, images: np.ndarray) -> np.ndarray:
         """Anomaly maps of normalized images ``(N, H, W)`` float32."""
-        with inference_precision(self.precision):
-            return anomaly_maps(
-                self.model,
-                images,
-                score=self.score,
-                stats=self.stats_,
-                batch_size=self.batch_size,
-                device=self.device,
-            )
+        return anomaly_maps(
+            self.model,
+            images,
+            score=self.score,
+            stats=self.stats_,
+            batch_size=self.batch_size,
+            device=self.device,
+            precision=self.precision,
+        )
 
     def fit(self, x: Any, y: Any = None) -> AutoencoderDetector:
         """Learn the score's statistics and the thresholds from normal images.
@@ -169,13 +169,13 @@ class AutoencoderDetector(AnomalyDetector):
         stats_class = STATISTICS.get(self.score)
         self.stats_ = None
         if stats_class is not None:
-            with inference_precision(self.precision):
-                self.stats_ = stats_class().fit(
-                    self.model,
-                    self.normalizer(fit_part),
-                    batch_size=self.batch_size,
-                    device=self.device,
-                )
+            self.stats_ = stats_class().fit(
+                self.model,
+                self.normalizer(fit_part),
+                batch_size=self.batch_size,
+                device=self.device,
+                precision=self.precision,
+            )
         record, self.pixel_threshold_ = held_out_thresholds(
             self._normalized_maps(self.normalizer(held_out)),
             reduce=self.reduce,

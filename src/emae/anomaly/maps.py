@@ -8,9 +8,6 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, Literal
 
 import numpy as np
@@ -37,28 +34,6 @@ def as_images(x: Any, what: str = "x") -> np.ndarray:
     return a
 
 
-_PRECISION: ContextVar[str] = ContextVar("emae_inference_precision", default="fp32")
-
-
-@contextmanager
-def inference_precision(precision: str) -> Iterator[None]:
-    """Run the forward passes of :func:`batched_apply` inside the block in ``precision``.
-
-    ``"fp32"`` (the default outside any block) computes in float32 in the default memory
-    format. ``"bf16"`` uses bfloat16 autocast and, on the CPU, channels-last tensors: several
-    times faster on CPUs with native bf16 instructions (AMX, AVX512-BF16) and on GPUs, with
-    outputs within about 1% of fp32. ``"auto"`` picks bf16 where the device supports it
-    natively, fp32 elsewhere (:func:`emae.runtime.select_precision`).
-    """
-    if precision not in ("fp32", "bf16", "auto"):
-        raise EmaeError(f"precision must be fp32, bf16 or auto, got {precision!r}")
-    token = _PRECISION.set(precision)
-    try:
-        yield
-    finally:
-        _PRECISION.reset(token)
-
-
 def _same_shape(x: np.ndarray, recon: np.ndarray) -> None:
     if x.shape != recon.shape:
         raise EmaeError(f"x and recon must have the same shape, got {x.shape} and {recon.shape}")
@@ -71,14 +46,18 @@ def batched_apply(
     *,
     batch_size: int,
     device: str | torch.device | None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated,
     float32, CPU.
 
     The forward passes run on an :func:`emae.models.inference.inference_copy` of the model
     (``model`` keeps its mode, device and memory format). ``device=None`` uses the device of
-    the model's parameters. The precision is the one of the enclosing
-    :func:`inference_precision` block (fp32 outside).
+    the model's parameters. ``precision``: ``"fp32"`` computes in float32 in the default memory
+    format; ``"bf16"`` uses bfloat16 autocast and, on the CPU, channels-last tensors (several
+    times faster on CPUs with native bf16 instructions, AMX or AVX512-BF16, and on GPUs, with
+    outputs within about 1% of fp32); ``"auto"`` picks bf16 where the device supports it
+    natively, fp32 elsewhere (:func:`emae.runtime.select_precision`).
     """
     from emae.runtime import select_precision
 
@@ -88,7 +67,7 @@ def batched_apply(
         tensor = next(iter(model.state_dict().values()), None)
         device = tensor.device if tensor is not None else torch.device("cpu")
     device = torch.device(device)
-    amp = select_precision(device, _PRECISION.get())
+    amp = select_precision(device, precision)
     channels_last = amp is not None and device.type == "cpu"
     fused = inference_copy(model).to(device)
     if channels_last:
@@ -110,6 +89,7 @@ def reconstruct(
     *,
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Reconstructions of ``x`` by an autoencoder, in eval mode and without autograd.
 
@@ -123,6 +103,8 @@ def reconstruct(
         Images per forward pass.
     device
         Where to compute; ``None`` uses the model's device, another device moves the model.
+    precision
+        ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :func:`batched_apply`).
 
     Returns
     -------
@@ -130,7 +112,9 @@ def reconstruct(
         ``(N, H, W)`` float32.
     """
     x = as_images(x)
-    return batched_apply(model, "forward", x, batch_size=batch_size, device=device)[:, 0]
+    return batched_apply(
+        model, "forward", x, batch_size=batch_size, device=device, precision=precision
+    )[:, 0]
 
 
 def pixel_error_map(

@@ -92,6 +92,7 @@ def anomaly_maps(
     stats: FeatureStatistics | ErrorStatistics | TypicalityStatistics | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Anomaly maps of ``x`` under one of :data:`SCORES`.
 
@@ -107,8 +108,8 @@ def anomaly_maps(
         :data:`STATISTICS`).
     stats
         Fitted statistics for the scores that need them; must be ``None`` for the others.
-    batch_size, device
-        See :func:`reconstruct`.
+    batch_size, device, precision
+        See :func:`~emae.anomaly.maps.batched_apply`.
 
     Returns
     -------
@@ -124,9 +125,11 @@ def anomaly_maps(
         if not isinstance(stats, expected):
             got = "none" if stats is None else f"a {type(stats).__name__}"
             raise EmaeError(f"score {score!r} needs a fitted {expected.__name__}, got {got}")
-        return stats.anomaly_map(model, x, batch_size=batch_size, device=device)
+        return stats.anomaly_map(
+            model, x, batch_size=batch_size, device=device, precision=precision
+        )
     x = as_images(x)
-    recon = reconstruct(model, x, batch_size=batch_size, device=device)
+    recon = reconstruct(model, x, batch_size=batch_size, device=device, precision=precision)
     return pixel_error_map(x, recon) if score == "pixel" else ssim_error_map(x, recon)
 
 

@@ -175,12 +175,15 @@ class FeatureStatistics(_NormalStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> FeatureStatistics:
         """Estimate the statistics from normal ``patches``: ``(N, H, W)`` normalized float32."""
         if self.shrinkage is not None and not 0.0 <= self.shrinkage <= 1.0:
             raise EmaeError(f"shrinkage must be None or in [0, 1], got {self.shrinkage!r}")
         patches = as_images(patches, "patches")
-        features = batched_apply(model, "features", patches, batch_size=batch_size, device=device)
+        features = batched_apply(
+            model, "features", patches, batch_size=batch_size, device=device, precision=precision
+        )
         vectors = features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])  # (N*h*w, C)
         if len(vectors) < 2:
             raise EmaeError(f"need at least 2 feature vectors to fit, got {len(vectors)}")
@@ -205,6 +208,7 @@ class FeatureStatistics(_NormalStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> np.ndarray:
         """Squared Mahalanobis distance of the features, bilinearly upsampled: ``(N, H, W)``.
 
@@ -214,7 +218,9 @@ class FeatureStatistics(_NormalStatistics):
         """
         _check_fitted(self, "precision_")
         x = as_images(x)
-        features = batched_apply(model, "features", x, batch_size=batch_size, device=device)
+        features = batched_apply(
+            model, "features", x, batch_size=batch_size, device=device, precision=precision
+        )
         if features.shape[1] != self.mean_.size:
             raise EmaeError(
                 f"the model gives {features.shape[1]} feature channels; these "
@@ -294,9 +300,9 @@ class ErrorStatistics(_NormalStatistics):
         self.smooth_sigma = smooth_sigma
 
     def _error_and_structure(
-        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any
+        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any, precision: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        recon = reconstruct(model, x, batch_size=batch_size, device=device)
+        recon = reconstruct(model, x, batch_size=batch_size, device=device, precision=precision)
         error = pixel_error_map(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
         return error, local_std(x, self.structure_sigma)
 
@@ -307,6 +313,7 @@ class ErrorStatistics(_NormalStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> ErrorStatistics:
         """Learn the error per structure bin from normal ``patches``: ``(N, H, W)`` float32."""
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 1:
@@ -314,7 +321,7 @@ class ErrorStatistics(_NormalStatistics):
         if not self.structure_sigma > 0:
             raise EmaeError(f"structure_sigma must be > 0 pixels, got {self.structure_sigma!r}")
         patches = as_images(patches, "patches")
-        error, structure = self._error_and_structure(model, patches, batch_size, device)
+        error, structure = self._error_and_structure(model, patches, batch_size, device, precision)
         self.centers_, self.mean_, self.std_ = binned_statistics(error, structure, self.n_bins)
         return self
 
@@ -325,10 +332,13 @@ class ErrorStatistics(_NormalStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> np.ndarray:
         """The z-scored reconstruction error of ``x``: ``(N, H, W)`` float32."""
         _check_fitted(self, "std_")
-        error, structure = self._error_and_structure(model, as_images(x), batch_size, device)
+        error, structure = self._error_and_structure(
+            model, as_images(x), batch_size, device, precision
+        )
         mean = np.interp(structure, self.centers_, self.mean_)
         std = np.interp(structure, self.centers_, self.std_)
         return ((error - mean) / std).astype(np.float32)

@@ -76,10 +76,10 @@ class TypicalityStatistics(ErrorStatistics):
         self.aggregate_sigma = aggregate_sigma
 
     def _error_and_structure(
-        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any
+        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any, precision: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """The log of the smoothed squared error, and the local standard deviation."""
-        error, structure = super()._error_and_structure(model, x, batch_size, device)
+        error, structure = super()._error_and_structure(model, x, batch_size, device, precision)
         return np.log(error.astype(np.float64) + LOG_EPS), structure
 
     def fit(
@@ -89,11 +89,12 @@ class TypicalityStatistics(ErrorStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> TypicalityStatistics:
         """Learn the log error per structure bin from normal ``patches`` ``(N, H, W)``."""
         if not self.aggregate_sigma >= 0:
             raise EmaeError(f"aggregate_sigma must be >= 0 pixels, got {self.aggregate_sigma!r}")
-        super().fit(model, patches, batch_size=batch_size, device=device)
+        super().fit(model, patches, batch_size=batch_size, device=device, precision=precision)
         return self
 
     def anomaly_map(
@@ -103,9 +104,10 @@ class TypicalityStatistics(ErrorStatistics):
         *,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> np.ndarray:
         """The smoothed squared z-score of the log error: ``(N, H, W)`` float32, >= 0."""
-        z = super().anomaly_map(model, x, batch_size=batch_size, device=device)
+        z = super().anomaly_map(model, x, batch_size=batch_size, device=device, precision=precision)
         z2 = z.astype(np.float64) ** 2
         if self.aggregate_sigma > 0:
             z2 = ndi.gaussian_filter(z2, (0, self.aggregate_sigma, self.aggregate_sigma))

@@ -182,7 +182,7 @@ def score_images(
         and blended without seams (:mod:`emae.volume.tiling`), so memory stays bounded by the tile.
     precision
         Of the forward passes: ``"auto"`` (default: bf16 where the device has it natively),
-        ``"fp32"`` or ``"bf16"`` (see :func:`emae.anomaly.maps.inference_precision`).
+        ``"fp32"`` or ``"bf16"`` (see :func:`emae.anomaly.maps.batched_apply`).
     progress
         Show a progress bar over sections.
     rescale
