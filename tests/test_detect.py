@@ -317,7 +317,7 @@ def test_chunks_map_on_the_device_chunk_device_picks(tmp_path):
         pass
 
     class Recorder(Mapper):
-        def to(self, device):
+        def on(self, device):
             raise Stop(device)
 
     c = Chunk(0, 0, 0, 8, 8)

@@ -19,6 +19,8 @@ GPU).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import zipfile
 import zlib
@@ -82,13 +84,20 @@ class Mapper:
     def classes(self) -> tuple[str, ...]:
         return () if self.classifier is None else self.classifier.classes
 
-    def to(self, device: str) -> Mapper:
-        """Run the models' forward passes on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``)."""
+    def on(self, device: str) -> Mapper:
+        """This mapper with its forward passes on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+
+        A new mapper: the detector is a shallow copy with its ``device`` set (the model and
+        statistics are shared), the classifier's module is moved to ``device``.
+        """
+        detector = None
         if self.detector is not None:
-            self.detector.device = device
-        if self.classifier is not None:
-            self.classifier.model.to(device)
-        return self
+            detector = copy.copy(self.detector)
+            detector.device = device
+        classifier = self.classifier
+        if classifier is not None:
+            classifier = dataclasses.replace(classifier, model=classifier.model.to(device))
+        return Mapper(detector, classifier, self.clean_class)
 
     def class_names(self) -> list[str]:
         """Component class names by class index (see :data:`ANOMALY`)."""
@@ -177,7 +186,7 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
     device = chunk_device(job.device, job.gpus)
     if device.startswith("cuda:"):
         torch.cuda.set_device(int(device.removeprefix("cuda:")))
-    mapper.to(device)
+    mapper = mapper.on(device)
     region, ry0, rx0 = _read_region(source, scale, c, overlap)
     maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
     core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
