@@ -71,6 +71,13 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are: its first parameter's or buffer's device (PCA holds buffers
+    only), the CPU for a model without either."""
+    tensor = next(iter(model.state_dict().values()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def select_device(name: str = "auto") -> torch.device:
     """:func:`resolve_device` as a ``torch.device``."""
     return torch.device(resolve_device(name))

@@ -59,14 +59,11 @@ def batched_apply(
     outputs within about 1% of fp32); ``"auto"`` picks bf16 where the device supports it
     natively, fp32 elsewhere (:func:`emae.runtime.select_precision`).
     """
-    from emae.runtime import select_precision
+    from emae.runtime import model_device, select_precision
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EmaeError(f"batch_size must be a positive int, got {batch_size!r}")
-    if device is None:  # where the weights are (PCA holds buffers only)
-        tensor = next(iter(model.state_dict().values()), None)
-        device = tensor.device if tensor is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     amp = select_precision(device, precision)
     channels_last = amp is not None and device.type == "cpu"
     fused = inference_copy(model).to(device)

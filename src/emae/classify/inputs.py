@@ -17,6 +17,7 @@ from emae.errors import EmaeError
 from emae.folders.autoencoder import load_bundle
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
+from emae.runtime import model_device
 from emae.synth.artifacts import INJECTORS, inject
 
 
@@ -100,7 +101,7 @@ def hold_out(
     e_val = None if extra is None else torch.from_numpy(extra[val])
 
     def val_fn(model: torch.nn.Module) -> float:
-        device = next(iter(model.state_dict().values())).device
+        device = model_device(model)
         e = None if e_val is None else e_val.to(device)
         logits = model(x_val.to(device), e).float()
         w = None if weight is None else weight.to(device)

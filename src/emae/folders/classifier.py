@@ -47,6 +47,7 @@ from emae.folders.integrity import CHECKSUMS, check_checksums, folder_checksums
 from emae.io.atomic import atomic_dir, write_errors
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
+from emae.runtime import model_device
 
 EXTRA = "extra.safetensors"
 #: Keys of a classifier's config.json (``checksums`` too, except in folders from before them).
@@ -99,7 +100,7 @@ class FittedClassifier:
 
     def _device(self) -> torch.device:
         """Where the model's weights are (inputs go there, outputs come back to the CPU)."""
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def _extra(self, extra: Any, n: int) -> torch.Tensor | None:
         if not self.feature_names:

@@ -24,6 +24,7 @@ from emae.data.sampling import sample_patches
 from emae.data.validity import PatchCheck, not_empty
 from emae.io import open_image
 from emae.models import build_model, model_spec
+from emae.runtime import model_device
 from emae.train.config import PretrainConfig
 from emae.train.corruption import Corruption
 from emae.train.loop import LossFn, train_loop
@@ -186,7 +187,7 @@ def fit_autoencoder(
     recon = reconstruction_loss(config.loss)
 
     def val_fn(model: torch.nn.Module) -> float:
-        device = next(iter(model.state_dict().values())).device  # PCA has buffers only
+        device = model_device(model)
         losses = [float(recon(model(b.to(device)), b.to(device))) for b in val.split(64)]
         return sum(losses) / len(losses)
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from emae.anomaly.maps import reconstruct
 from emae.errors import EmaeError
+from emae.runtime import model_device
 from emae.train import distributed
 
 
@@ -82,7 +83,7 @@ def classification_figure(
         was_training = model.training
         model.eval()
         try:
-            device = next(iter(model.state_dict().values())).device
+            device = model_device(model)
             with torch.inference_mode():
                 probs = torch.softmax(model(patches.to(device)).float(), dim=1).cpu().numpy()
         finally:
