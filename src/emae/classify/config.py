@@ -12,6 +12,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emae.train.options import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Patience,
+    Precision,
+    Seed,
+    Steps,
+    TensorBoard,
+    ValEvery,
+    WarmupSteps,
+    WeightDecay,
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,14 +60,14 @@ class FinetuneConfig(BaseModel):
     )
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the last 1x1 conv.")
     label_smoothing: float = Field(0.05, ge=0, lt=1, description="Cross-entropy smoothing.")
-    steps: int = Field(400, ge=1, description="Optimizer steps (items seen = steps x batch).")
-    batch_size: int = Field(32, ge=1, le=4096, description="Patches per step.")
-    lr: float = Field(3e-3, gt=0, le=1, description="Peak learning rate of the head.")
-    weight_decay: float = Field(1e-3, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
-    seed: int = Field(0, ge=0, description="Seed of initialization, draws and augmentation.")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Autocast dtype.")
+    steps: Steps = 400
+    batch_size: BatchSize = 32
+    lr: LearningRate = 3e-3  # of the head; a fine-tuned encoder learns at encoder_lr_scale
+    weight_decay: WeightDecay = 1e-3
+    warmup_steps: WarmupSteps = 20
+    seed: Seed = 0
+    device: Device = "auto"
+    precision: Precision = "auto"
     clean_class: str = Field("clean", description="The artifact-free class (balance artificial).")
     scratch_channels: tuple[int, ...] = Field(
         (32, 64, 128), description="Encoder channels when training from scratch (no encoder)."
@@ -61,12 +75,12 @@ class FinetuneConfig(BaseModel):
     patch_size: int | None = Field(
         None, ge=8, description="Patch side; default the encoder's training patch size."
     )
-    tensorboard: bool = Field(False, description="Write TensorBoard logs to OUT/tensorboard.")
+    tensorboard: TensorBoard = False
     val_fraction: float = Field(
         0.0, ge=0, le=0.5, description="Stratified share of labels held out for validation."
     )
-    patience: int = Field(0, ge=0, description="Stop after N validations without gain; 0: off.")
-    val_every: int = Field(50, ge=1, description="Validate and log every N steps.")
+    patience: Patience = 0
+    val_every: ValEvery = 50
     input: Literal["surrounding", "cropped", "masked", "whole"] = Field(
         "surrounding", description="Object-centred images: what the classifier sees."
     )

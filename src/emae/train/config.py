@@ -13,6 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from emae.anomaly.detector import DEFAULT_SCORE
 from emae.models import available_models, model_spec
 from emae.train.loop import LoopSettings
+from emae.train.options import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Patience,
+    Precision,
+    Seed,
+    Steps,
+    TensorBoard,
+    ValEvery,
+    WarmupSteps,
+    WeightDecay,
+)
 
 
 class PretrainConfig(BaseModel):
@@ -36,19 +49,19 @@ class PretrainConfig(BaseModel):
     loss: Literal["mse", "l1", "ssim", "mse+ssim"] = Field("mse", description="Reconstruction.")
     beta: float | None = Field(None, ge=0, description="KL weight; None: the model's default.")
     kl_warmup_steps: int = Field(500, ge=0, description="Steps of linear KL warm-up (VAEs).")
-    steps: int = Field(2000, ge=1, description="Optimizer steps; patches seen = steps x batch.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Patches per step.")
-    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warm-up steps.")
+    steps: Steps = 2000
+    batch_size: BatchSize = 32
+    lr: LearningRate = 1e-3
+    weight_decay: WeightDecay = 1e-4
+    warmup_steps: WarmupSteps = 100
     grad_clip: float = Field(1.0, ge=0, description="Gradient norm clip; 0 disables.")
     val_patches: int = Field(256, ge=1, description="Validation patches (a separate draw).")
-    val_every: int = Field(250, ge=1, description="Validate and log every N steps.")
-    patience: int = Field(0, ge=0, description="Stop after N validations without gain; 0: off.")
+    val_every: ValEvery = 250
+    patience: Patience = 0
     checkpoint_every: int = Field(250, ge=1, description="Checkpoint every N steps.")
-    seed: int = Field(0, ge=0, description="Seed of sampling, initialization and noise.")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Autocast dtype.")
+    seed: Seed = 0
+    device: Device = "auto"
+    precision: Precision = "auto"
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     low_percentile: float = Field(1.0, ge=0, lt=50, description="Maps to 0 when normalizing.")
     high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
@@ -64,7 +77,7 @@ class PretrainConfig(BaseModel):
     score_patches: int = Field(
         512, ge=8, description="Patches drawn after training to fit the score and thresholds."
     )
-    tensorboard: bool = Field(False, description="Write TensorBoard logs to RUN/tensorboard.")
+    tensorboard: TensorBoard = False
     skip_padding: bool = Field(
         True,
         description="Skip patches that are mostly 0 or the dtype maximum (scan padding); turn "
