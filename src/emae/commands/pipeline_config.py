@@ -16,9 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emae.classify.config import FinetuneConfig
 from emae.config import read_options
 from emae.data.folds import parse_budgets
 from emae.errors import EmaeError, config_error
+from emae.train.config import PretrainConfig
 
 
 class PipelineConfig(BaseModel):
@@ -42,11 +44,13 @@ class PipelineConfig(BaseModel):
         None, description="Volume to map with `emae detect`; None: skip detection."
     )
     seed: int = Field(0, ge=0, description="Seed of every step.")
-    pretrain: dict[str, Any] = Field(
-        default_factory=dict, description="PretrainConfig options (seed is set from `seed`)."
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig,
+        description="PretrainConfig options (seed is set from `seed`).",
     )
-    finetune: dict[str, Any] = Field(
-        default_factory=dict, description="FinetuneConfig options (seed is set from `seed`)."
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,
+        description="FinetuneConfig options (seed is set from `seed`).",
     )
     compare_methods: list[str] = Field(
         default_factory=lambda: ["head", "cnn-scratch", "svm-features"],
@@ -76,29 +80,22 @@ class PipelineConfig(BaseModel):
     def _sub_configs(self) -> PipelineConfig:
         from emae.commands.compare import METHODS
 
-        for name, build in (("pretrain", self.pretrain_config), ("finetune", self.finetune_config)):
-            try:
-                build()
-            except ValueError as exc:  # pydantic's ValidationError: one line per bad option
-                raise ValueError(str(config_error(exc, f"{name} options"))) from None
+        # Every step runs with the pipeline's seed.
+        self.pretrain = self.pretrain.model_copy(update={"seed": self.seed})
+        self.finetune = self.finetune.model_copy(update={"seed": self.seed})
         unknown = sorted(set(self.compare_methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown compare methods {unknown}; available: {list(METHODS)}")
         return self
 
-    def pretrain_config(self) -> Any:
+    def pretrain_config(self) -> PretrainConfig:
         """The :class:`~emae.train.config.PretrainConfig` of the pretrain step."""
-        from emae.train.config import PretrainConfig
+        return self.pretrain
 
-        return PretrainConfig(**{**self.pretrain, "seed": self.seed})
-
-    def finetune_config(self, steps: int | None = None) -> Any:
-        """The :class:`~emae.commands.finetune.FinetuneConfig` of fine-tuning (or of ``steps``
+    def finetune_config(self, steps: int | None = None) -> FinetuneConfig:
+        """The :class:`~emae.classify.config.FinetuneConfig` of fine-tuning (or of ``steps``
         steps)."""
-        from emae.classify.config import FinetuneConfig
-
-        extra = {"steps": steps} if steps is not None else {}
-        return FinetuneConfig(**{**self.finetune, "seed": self.seed, **extra})
+        return self.finetune if steps is None else self.finetune.model_copy(update={"steps": steps})
 
 
 def _resolve(value: str, root: Path) -> str:
