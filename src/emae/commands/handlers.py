@@ -95,7 +95,12 @@ def pretrain(args: argparse.Namespace) -> None:
         return
     best = summary["best_val"]
     steps, this_run = summary["steps_done"], summary.get("steps_this_run", summary["steps_done"])
-    if steps and not this_run:
+    if "fitted_patches" in summary:
+        how = (
+            f"fitted in closed form on {summary['fitted_patches']} patches "
+            f"({summary['seconds']:.0f} s)"
+        )
+    elif steps and not this_run:
         how = f"all {steps} steps were done before the resume"
     else:
         since = f" since the resume at step {steps - this_run}" if this_run < steps else ""

@@ -89,6 +89,7 @@ def fit_closed_form(
     return {
         "history": [{"step": 0, "val_loss": val}],
         "steps_done": 0,
+        "fitted_patches": n,
         "best_val": val,
         "stopped_early": False,
         "seconds": seconds,
