@@ -262,3 +262,29 @@ def test_qc_figure_draws_the_worst_sections_when_there_are_many() -> None:
     fig = qc_figure(sections, max_maps=4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("z ")]
     assert len(titles) == 4 and "z 7: 1%" in titles and "z 30: 1%" in titles
+
+
+def test_a_closed_form_model_is_reported_as_fitted_not_trained(tmp_path):
+    import json
+
+    from emae.report.sections import _fmt, autoencoder_section
+    from emae.report.sources import Runs
+
+    folder = tmp_path / "pca"
+    folder.mkdir()
+    run = {"model": "pca", "patch_size": 64, "pca_tile": 16, "latent_channels": 8, "seed": 3}
+    (folder / "config.json").write_text(json.dumps({"run": run}))
+    summary = {
+        "steps_done": 0,
+        "fitted_patches": 4096,
+        "seconds": 2.0,
+        "best_val": 0.01,
+        "history": [{"step": 0, "val_loss": 0.01}],
+    }
+    (folder / "training.json").write_text(json.dumps(summary))
+    section = autoencoder_section(Runs(), folder)
+    items = dict(section["blocks"][0]["items"])
+    assert items["fitted in closed form on"] == "4096 patches"
+    assert "steps x batch" not in items and "channels" not in items
+    assert len(section["blocks"]) == 1  # no training curve of a single point
+    assert _fmt(9.9e-05) == "9.9e-05" and _fmt(0.25) == "0.250" and _fmt(0.0) == "0.000"

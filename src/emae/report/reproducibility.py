@@ -36,8 +36,11 @@ def reproducibility_section(runs: Runs, folders: list[Path]) -> Section:
                 "text": json.dumps(record.get("config", {}), indent=2),
             }
         )
+    seeds = []
     for folder in folders:
         config = _json(folder / "config.json")
+        if isinstance(config.get("run"), dict) and "seed" in config["run"]:
+            seeds.append(config["run"]["seed"])
         if config:
             blocks.append(
                 {
@@ -47,6 +50,8 @@ def reproducibility_section(runs: Runs, folders: list[Path]) -> Section:
                 }
             )
     seed = (record or {}).get("seed")
+    if seed is None and seeds:  # runs without a pipeline record: the seeds of their configs
+        seed = ", ".join(str(s) for s in dict.fromkeys(seeds))
     items = [("emae version", __version__), ("seed", seed if seed is not None else "–")]
     blocks.insert(0, {"type": "kv", "caption": "Versions", "items": items})
     return {"id": "reproduce", "title": "How to reproduce", "blocks": blocks}

@@ -40,7 +40,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+        if not np.isfinite(value):
+            return "–"
+        if 0 < abs(value) < 0.5 * 10**-digits:  # would print as 0.000: show its size instead
+            return f"{value:.2g}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
@@ -167,7 +171,7 @@ def _curves(summary: dict[str, Any], title: str) -> Block | None:
         for p in summary.get("history", [])
         if p.get("val_loss") is not None
     ]
-    if not curve and not val:
+    if len(curve) + len(val) < 2:  # nothing to draw a curve of (e.g. a model fitted at once)
         return None
     series = {"training loss": curve, "validation loss": val}
     fig = figures.curves_figure({k: v for k, v in series.items() if v}, title)
@@ -182,16 +186,31 @@ def autoencoder_section(runs: Runs, folder: Path) -> Section:
     config = _json(folder / "config.json").get("run", {})
     summary = _json(folder / "training.json")
     threshold = summary.get("threshold", {})
+    if "fitted_patches" in summary:  # closed form (PCA): no layers, no steps
+        architecture = [
+            ("tile, components", f"{config.get('pca_tile')}, {config.get('latent_channels')}")
+        ]
+        training = [
+            ("fitted in closed form on", f"{summary['fitted_patches']} patches"),
+            ("fitting time", f"{summary.get('seconds', 0):.0f} s"),
+        ]
+    else:
+        architecture = [
+            ("channels", config.get("channels")),
+            ("latent", f"{config.get('latent')} ({config.get('latent_channels')} channels)"),
+        ]
+        training = [
+            ("steps x batch", f"{summary.get('steps_done')} x {config.get('batch_size')}"),
+            ("training time", f"{summary.get('seconds', 0):.0f} s"),
+            ("throughput", f"{summary.get('samples_per_s', 0):.0f} patches/s"),
+            ("device, precision", f"{summary.get('device')}, {summary.get('precision')}"),
+        ]
     items = [
         ("model", config.get("model")),
         ("folder", str(folder)),
         ("patch size", config.get("patch_size")),
-        ("channels", config.get("channels")),
-        ("latent", f"{config.get('latent')} ({config.get('latent_channels')} channels)"),
-        ("steps x batch", f"{summary.get('steps_done')} x {config.get('batch_size')}"),
-        ("training time", f"{summary.get('seconds', 0):.0f} s"),
-        ("throughput", f"{summary.get('samples_per_s', 0):.0f} patches/s"),
-        ("device, precision", f"{summary.get('device')}, {summary.get('precision')}"),
+        *architecture,
+        *training,
         ("best validation loss", _fmt(summary.get("best_val"), 4)),
         ("anomaly score", config.get("score")),
         (

@@ -180,7 +180,10 @@ def qc_figure(
         im = ax.imshow(
             np.array(fractions), aspect="auto", cmap="magma", interpolation="nearest", **norm
         )
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if t <= 40:
+            ax.set_xticks(range(t))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("tile (row-major within the section)")
         ax.set_ylabel("section z")
         if z <= 40:
