@@ -5,7 +5,7 @@ The semi-supervised protocol of Kingma et al. 2014 (test error with 100 labels: 
 M1+M2 3.33%). The autoencoder (:func:`emae.commands.pretrain.pretrain`, 28 x 28 patches = whole
 digits,
 channels (32, 64), spatial latent) trains on all 60,000 training images, labels unread. 100
-labels (10 per class, seeded) then train, with :func:`emae.commands.finetune.train_classifier`:
+labels (10 per class, seeded) then train, with :func:`emae.classify.training.train_classifier`:
 
 ``head``           the pretrained encoder, frozen, + 1x1-conv head
 ``head-finetune``  the same with the encoder fine-tuned at a tenth of the head's rate

@@ -1,14 +1,13 @@
 """Benchmark: few-label artifact classification on ``emae sample-data``, cross-validated.
 
-Pretrains (or reuses) the default autoencoder on ``unlabeled/volume.tif`` of the sample data,
-then runs :func:`emae.commands.compare.compare` on ``labels.csv``: the pretrained encoder +
-1x1-conv head
+Pretrains (or reuses) the default autoencoder on ``unlabeled/volume.tif`` of the sample data, then
+runs :func:`emae.commands.compare.compare` on ``labels.csv``: the pretrained encoder + 1x1-conv head
 (frozen), the same architecture trained from scratch, an RBF SVM on handcrafted features and
 logistic regression on the frozen pooled latents, on the same group-aware stratified folds and
 nested label budgets. Prints the learning curves (macro-F1 mean +- std over folds per method and
-budget), the final table at the largest budget, the mean seconds per fit, and whether the head
-beats the CNN from scratch and the SVM at budgets <= 25 labels per class. ``--methods
-head-semi`` trains semi-supervised on patches of ``unlabeled/volume.tif`` too.
+budget), the final table at the largest budget, the mean seconds per fit, and whether the head beats
+the CNN from scratch and the SVM at budgets <= 25 labels per class. ``--methods head-semi`` trains
+semi-supervised on patches of ``unlabeled/volume.tif`` too.
 
 Usage::
 

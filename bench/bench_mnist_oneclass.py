@@ -1,13 +1,11 @@
 """Benchmark: the one-class MNIST protocol (train on one digit, AUROC on the full test set).
 
 For each digit ``d``: train an autoencoder with :func:`emae.commands.pretrain.pretrain` on the
-training
-images of digit ``d`` only (written as a ``"ZYX"`` ``.npy`` stack in the work folder), rebuild
-the fitted detector from the model folder, refit it for every score of
+training images of digit ``d`` only (written as a ``"ZYX"`` ``.npy`` stack in the work folder),
+rebuild the fitted detector from the model folder, refit it for every score of
 :data:`emae.anomaly.scores.SCORES` (:func:`emae.train.autoencoder.fit_detector` on the same
-digit-``d`` training
-stack), and score all 10,000 test images (anomaly = not ``d``). Reports the image AUROC per
-digit and score (reduce ``mean`` and ``max``) next to Deep SVDD (Ruff et al. 2018).
+digit-``d`` training stack), and score all 10,000 test images (anomaly = not ``d``). Reports the
+image AUROC per digit and score (reduce ``mean`` and ``max``) next to Deep SVDD (Ruff et al. 2018).
 
 One configuration for all digits, fixed before looking at test scores: 28 x 28 patches (the
 whole image), channels (32, 64), a 32-dimensional vector latent (the size of Deep SVDD's

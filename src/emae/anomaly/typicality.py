@@ -10,8 +10,8 @@ the region looks like to a microscope.
 :class:`TypicalityStatistics` learns, on normal patches, the mean and standard deviation of the
 *log* smoothed squared error for each kind of local structure (pixels binned by local standard
 deviation, as in :class:`~emae.anomaly.statistics.ErrorStatistics`). A pixel's anomaly is the
-squared
-z-score of its log error, averaged over a Gaussian neighbourhood of ``aggregate_sigma`` pixels::
+squared z-score of its log error, averaged over a Gaussian neighbourhood of ``aggregate_sigma``
+pixels::
 
     z = (log e - mean(structure)) / std(structure)        anomaly = G_sigma * z**2
 

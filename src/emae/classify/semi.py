@@ -1,9 +1,8 @@
 """Semi-supervised classifier training: the unlabeled patches take part, through consistency.
 
 A few hundred labels leave the unlabeled images unused once the encoder is pretrained. Given
-unlabeled patches, :func:`emae.commands.finetune.train_classifier` adds FixMatch (Sohn et al. 2020)
-to
-every step: besides the labeled batch of ``B`` patches, ``ratio * B`` unlabeled patches are
+unlabeled patches, :func:`emae.classify.training.train_classifier` adds FixMatch (Sohn et al. 2020)
+to every step: besides the labeled batch of ``B`` patches, ``ratio * B`` unlabeled patches are
 seen twice, once weakly and once strongly augmented. Where the prediction on the weak view is
 confident (largest probability at least ``confidence``), its class becomes the pseudo-label the
 strong view is trained to predict::

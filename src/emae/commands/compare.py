@@ -10,9 +10,8 @@ Methods (:data:`METHODS`):
 
 ``head``            pretrained encoder, frozen, + 1x1-conv head (:mod:`emae.commands.finetune`)
 ``head-finetune``   the same with the encoder fine-tuned at a lower learning rate
-``head-semi``       ``head-finetune`` trained semi-supervised (:mod:`emae.classify.semi`) on
-patches of
-                    the ``unlabeled`` images besides the labels
+``head-semi``       ``head-finetune`` trained semi-supervised (:mod:`emae.classify.semi`)
+                    on patches of the ``unlabeled`` images besides the labels
 ``cnn-scratch``     the same architecture from random weights, trained on the labels only
 ``svm-features``    RBF SVM on handcrafted features (:mod:`emae.classify.baselines.svm_features`)
 ``latent-logreg``   logistic regression on frozen pooled latents

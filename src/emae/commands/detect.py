@@ -7,12 +7,10 @@ classifier runs, and the detections as NGFF label images in ``labels/``
 (:mod:`emae.volume.labels`); plus ``detections.csv``, ``qc.csv`` and ``qc.png`` beside it
 (:mod:`emae.volume.qc`).
 
-Every output chunk is one task: it reads its region of the input plus a halo of ``overlap``
-pixels (only the input chunks it touches), maps it with the same tiled function as
-``emae score`` (:mod:`emae.volume.tiling`), writes its own region of the store, and then writes a
-done
-marker holding its QC numbers and component pieces (:mod:`emae.volume.components`). Memory per task
-is
+Every output chunk is one task: it reads its region of the input plus a halo of ``overlap`` pixels
+(only the input chunks it touches), maps it with the same tiled function as ``emae score``
+(:mod:`emae.volume.tiling`), writes its own region of the store, and then writes a done marker
+holding its QC numbers and component pieces (:mod:`emae.volume.components`). Memory per task is
 bounded by the chunk and tile sizes, whatever the volume size.
 
 Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one

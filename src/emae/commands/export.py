@@ -8,8 +8,7 @@ The folder's intensity normalization is in the graph, so it takes raw pixels (ca
 
 with ``x = (raw - low_value) / (high_value - low_value)`` in float32 (clipped to [0, 1] if the
 normalizer clips), as :class:`~emae.data.normalization.PercentileNormalizer` computes it. The
-anomaly
-score and threshold are *not* in the graph: ``squared_error`` is what the ``"pixel"`` score
+anomaly score and threshold are *not* in the graph: ``squared_error`` is what the ``"pixel"`` score
 smooths; the other scores need statistics only emae applies (``emae detect``). VAEs export their
 deterministic path, the decoded posterior mean, as emae scores them.
 

@@ -13,8 +13,7 @@ the "CNN from scratch" baseline of ``emae compare``.
 
 Given unlabeled patches too (``unlabeled=``, ``--unlabeled DATA``), every step also trains on
 them through FixMatch's pseudo-labels and consistency (:mod:`emae.classify.semi`): the unlabeled
-images
-then shape the classifier itself, not only the encoder's pretraining.
+images then shape the classifier itself, not only the encoder's pretraining.
 """
 
 from __future__ import annotations

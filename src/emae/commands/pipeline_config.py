@@ -2,9 +2,8 @@
 
 One shallow pydantic model. Inputs are files, folders or globs; relative paths are resolved
 against the folder of the YAML file, so a configuration travels with the data it describes.
-``pretrain`` and ``finetune`` hold the options of :class:`~emae.train.config.PretrainConfig`
-and
-:class:`~emae.commands.finetune.FinetuneConfig` (validated here, at the edge, so a typo fails before
+``pretrain`` and ``finetune`` hold the options of :class:`~emae.train.config.PretrainConfig` and
+:class:`~emae.classify.config.FinetuneConfig` (validated here, at the edge, so a typo fails before
 any training starts). ``configs/demo.yaml`` is the documented example; it describes the folder
 that ``emae sample-data`` writes.
 """

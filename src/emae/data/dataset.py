@@ -7,8 +7,8 @@ keeps it open (a process started by ``fork`` reopens its images rather than shar
 - :class:`PatchDataset` reads a fixed list of :class:`~emae.data.patches.PatchLocation`.
 - :class:`RandomPatchDataset` is a stream of random patches counted in samples seen rather than
   epochs: item ``i`` is sample ``i`` of :func:`~emae.data.sampling.sample_patches` for the seed, so
-  it
-  does not depend on workers, batch size or shuffling, and training resumes at item ``k`` exactly.
+  it does not depend on workers, batch size or shuffling, and training resumes at item ``k``
+  exactly.
 
 Items are ``torch.float32`` tensors of shape ``(1, patch_size, patch_size)``: the patch after the
 optional ``transform`` (an ``(H, W)`` array to a float32 ``(H, W)`` array, e.g. a normalizer),

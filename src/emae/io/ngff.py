@@ -133,8 +133,8 @@ def open_zarr(
     Parameters
     ----------
     path
-        Folder of a zarr v2/v3 array (``store.zarr``, ``store.zarr/anomaly``) or of an OME-Zarr
-        image group (NGFF v0.4 or v0.5).
+        Folder of a zarr v2/v3 array or of an OME-Zarr image group (NGFF v0.4 or v0.5), e.g.
+        ``store.zarr`` or ``store.zarr/probabilities``.
     scale
         Pyramid level of an OME-Zarr group; must be 0 for a plain array.
 

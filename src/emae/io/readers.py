@@ -316,8 +316,9 @@ def open_image(source: str | Path, *, scale: int = 0) -> Image:
     ----------
     source
         A TIFF, PNG or JPEG file; a ``.npy`` file; a zarr array or OME-Zarr image folder
-        (``store.zarr``, ``store.zarr/anomaly``); an HDF5 dataset as ``file.h5:/path/to/dataset``
-        (the dataset may be omitted when the file holds exactly one); or a folder of 2D
+        (``store.zarr``, ``store.zarr/probabilities``); an HDF5 dataset as
+        ``file.h5:/path/to/dataset`` (the dataset may be omitted when the file holds exactly
+        one); or a folder of 2D
         TIFF/PNG/JPEG sections, stacked in natural name order.
     scale
         Pyramid level to open for OME-Zarr images and pyramidal TIFFs (0 is full resolution).

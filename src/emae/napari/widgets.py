@@ -4,11 +4,10 @@ Each widget is a magicgui factory (:data:`score_widget`, :data:`points_widget`) 
 of napari layers (:func:`score_image_layer`, :func:`write_points_csv`), which reads the layer
 and calls a pure function of arrays and paths; all of them are tested without a viewer:
 
-- :func:`score_layer`: the anomaly map of a ``"YX"`` image or each section of a ``"ZYX"``
-  stack, computed by :func:`emae.commands.score.map_section` (the computation of ``emae score``)
-  after
-  the same dtype check (:func:`emae.data.normalization.normalizer_for`); returned as napari layer
-  data tuples: the map (magma) and the pixels above the model's pixel threshold (labels).
+- :func:`score_layer`: the anomaly map of a ``"YX"`` image or each section of a ``"ZYX"`` stack,
+  computed by :func:`emae.commands.score.map_section` (the computation of ``emae score``) after the
+  same dtype check (:func:`emae.data.normalization.normalizer_for`); returned as napari layer data
+  tuples: the map (magma) and the pixels above the model's pixel threshold (labels).
 - :func:`points_to_labels_csv`: ``(y, x)`` or ``(z, y, x)`` pixel coordinates with one label
   each, written with :func:`emae.data.labels.write_labels` (``x`` = column, ``y`` = row,
   ``z`` = section), ready for ``emae finetune``.

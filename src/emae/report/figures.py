@@ -1,8 +1,7 @@
 """Figures of the HTML report, returned as ``data:`` URIs so the page needs no other file.
 
 Like :mod:`emae.report.plots`, every figure is drawn on the Agg canvas without ``pyplot``. Images
-are
-``"YX"`` arrays; overlays are drawn in red with opacity proportional to the value, ground-truth
+are ``"YX"`` arrays; overlays are drawn in red with opacity proportional to the value, ground-truth
 artifact outlines in cyan. Every colour-coded image has a labelled colour bar saying what the
 colour measures (anomaly: larger = worse).
 """

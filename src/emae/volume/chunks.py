@@ -4,8 +4,8 @@
 (:class:`~emae.anomaly.detector.AutoencoderDetector`) and/or the per-class probability maps of a
 classifier (:class:`~emae.folders.classifier.FittedClassifier`). :func:`process_chunk` reads the
 chunk's region of the input plus a halo, maps it with :func:`emae.volume.tiling.predict_tiled`,
-writes
-its region of ``anomaly`` (float16) and ``probabilities`` (uint8, 0-255), finds the connected
+writes its region of the map store (:mod:`emae.io.map_store`: the anomaly map in float32,
+``probabilities`` in uint8, 0-255), finds the connected
 regions in it (anomaly above the pixel threshold; each artifact class where it is the most
 probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
 and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
