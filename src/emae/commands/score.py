@@ -70,11 +70,12 @@ def scores_path(map_path: str | Path) -> Path:
     return path.with_name(path.name.split(".")[0] + "_scores.csv")
 
 
-def _open_inputs(inputs: Sequence[str | Path], scale: int) -> tuple[list[Image], list[str]]:
+def _sources(inputs: Sequence[str | Path]) -> list[str]:
+    """The image sources that files, folders and globs name (:func:`emae.io.expand_inputs`)."""
     sources = expand_inputs([str(s) for s in inputs])
     if not sources:
         raise EmaeError(f"no input images found in {', '.join(map(str, inputs))}")
-    return [open_image(s, scale=scale) for s in sources], sources
+    return sources
 
 
 def _map_axes(images: list[Image], sources: list[str]) -> str:
@@ -205,7 +206,7 @@ def score_images(
     if out.suffix.lower() not in MAP_SUFFIXES:
         raise EmaeError(f"{out}: the map must end in .tif, .tiff or .zarr")
     csv_path = scores_path(out)
-    sources = expand_inputs([str(s) for s in inputs])
+    sources = _sources(inputs)
     for path in (out, csv_path):
         check_not_input(path, [model_dir, *sources])
     check_writable(
@@ -220,8 +221,7 @@ def score_images(
     detector = AutoencoderDetector.from_bundle(
         model_dir, batch_size=batch_size, device=select_device(device), precision=precision
     )
-    images, sources = _open_inputs(sources, scale)
-    images = [im.with_pixel_size(pixel_size) for im in images]
+    images = [open_image(s, scale=scale).with_pixel_size(pixel_size) for s in sources]
     axes = _map_axes(images, sources)
     for image in images:
         image.check_complete()

@@ -64,13 +64,7 @@ def check_finite(
         return
     if math.prod(image.shape) <= n_samples:
         for z in range(image.n_sections):
-            bad = np.argwhere(~np.isfinite(image.section(z)))
-            if len(bad):
-                y, x = bad[0]
-                raise EmaeError(
-                    f"{image.path}: holds NaN or infinite values (section {z}, "
-                    f"y={y}, x={x}); replace them before processing"
-                )
+            image.check_finite(image.section(z), z)
         return
     size = _patch_size([image], patch_size)
     n = _n_patches(n_samples, size)

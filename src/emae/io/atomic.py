@@ -143,10 +143,15 @@ def atomic_file(
     overwrite: bool = False,
     replaceable: Callable[[Path], bool] | None = None,
     kind: str = "emae output",
+    sweep: bool = True,
 ) -> Iterator[Path]:
     """Yield a temporary file path that is renamed to ``path`` when the block succeeds.
 
     ``overwrite``, ``replaceable`` and ``kind`` are those of :func:`check_writable`.
+    ``sweep`` first removes the temporaries of killed writers of ``path`` (:func:`_remove_stale`),
+    which lists the folder: pass False for the many small files of one folder (the done
+    markers of a large detect run), where a listing per write would cost time quadratic in
+    the number of files.
 
     Examples
     --------
@@ -156,7 +161,8 @@ def atomic_file(
     path = check_writable(
         path, overwrite=overwrite, replaceable=replaceable, kind=kind, probe=False
     )
-    _remove_stale(path)
+    if sweep:
+        _remove_stale(path)
     tmp = _temporary_sibling(path)
     try:
         yield tmp

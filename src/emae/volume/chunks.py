@@ -232,7 +232,8 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
                 f"class_{i}": np.array(p.class_index),
             }
         )
-    with atomic_file(Path(out) / DONE / f"{c.name}.npz", overwrite=True) as tmp:
+    # No sweep: it would list the folder of (possibly millions of) markers at every chunk.
+    with atomic_file(Path(out) / DONE / f"{c.name}.npz", overwrite=True, sweep=False) as tmp:
         with tmp.open("wb") as f:
             np.savez(f, **arrays)
     return qc

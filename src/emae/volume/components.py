@@ -43,11 +43,20 @@ class ChunkComponents:
     component: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
+def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 8-connected regions of a ``(h, w)`` bool mask: int labels ``1..n`` (0 elsewhere), n.
+
+    The one labelling of detections: :func:`chunk_components` when a chunk is mapped, and the
+    label images painted from the stored map afterwards (:mod:`emae.volume.labels`).
+    """
+    return ndi.label(mask, _EIGHT)
+
+
 def chunk_components(
     values: np.ndarray, mask: np.ndarray, z: int, y0: int, x0: int, class_index: int = 0
 ) -> ChunkComponents:
     """Label ``mask`` ``(h, w)`` bool; statistics use ``values`` ``(h, w)`` for the peak."""
-    labels, n = ndi.label(mask, _EIGHT)
+    labels, n = label_regions(mask)
     stats = np.zeros((n, 9), dtype=np.float64)
     if n:
         yy, xx = np.nonzero(labels)

@@ -26,17 +26,15 @@ from typing import Any
 
 import numpy as np
 import zarr
-from scipy import ndimage as ndi
 
 from emae.io.map_store import image_paths
 from emae.io.ome_zarr import build_pyramid, create_ome_zarr
-from emae.volume.components import ChunkComponents
+from emae.volume.components import ChunkComponents, label_regions
 
 LABELS = "labels"
 ANOMALY, CLASSES = "anomaly", "classes"
 #: Detections whose properties (class, area, peak) are listed in the label metadata, at most.
 MAX_PROPERTIES = 100_000
-_EIGHT = np.ones((3, 3), dtype=bool)
 
 
 class LabelPainter:
@@ -133,7 +131,7 @@ class LabelPainter:
 
     def _ids(self, mask: np.ndarray, piece: ChunkComponents, first_id: int) -> np.ndarray:
         """Detection ids of ``mask``'s regions: the chunk's local labels renamed."""
-        local, n = ndi.label(mask, _EIGHT)
+        local, n = label_regions(mask)
         if n != len(piece.stats):
             raise RuntimeError(
                 f"chunk z={piece.z} y0={piece.y0} x0={piece.x0}: {n} regions in the stored map "
