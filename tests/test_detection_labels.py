@@ -77,3 +77,30 @@ def test_regions_across_chunks_get_their_csv_ids(tmp_path):
     props = zarr.open_group(str(out / "labels" / "classes"), mode="r").attrs["image-label"]
     assert [p["class"] for p in props["properties"]] == ["dust"]
     assert props["properties"][0]["area"] == 20 * 5
+
+
+def test_a_sparse_pyramid_built_from_its_painted_regions_equals_the_full_one(tmp_path):
+    from emae.io.ome_zarr import build_pyramid, create_ome_zarr
+
+    shape, chunks = (3, 200, 150), (1, 32, 32)
+    painted = [
+        (slice(1, 2), slice(40, 72), slice(96, 128)),
+        (slice(2, 3), slice(192, 200), slice(0, 32)),
+    ]
+    stores = []
+    for name in ("full", "sparse"):
+        group = create_ome_zarr(
+            tmp_path / name, shape, np.uint32, axes="ZYX", chunks=chunks, downsampling="nearest"
+        )
+        for i, region in enumerate(painted):
+            group["0"][region] = i + 7
+        stores.append(group)
+    # Written but not declared: the sparse build must leave its blocks alone (never read them).
+    stores[1]["0"][0, 0:4, 0:4] = 99
+    build_pyramid(tmp_path / "full", method="nearest")
+    build_pyramid(tmp_path / "sparse", method="nearest", regions=painted)
+    levels = sorted(stores[0].array_keys())
+    assert len(levels) >= 3
+    for level in levels[1:]:
+        np.testing.assert_array_equal(stores[1][level][:], stores[0][level][:])
+    assert stores[1]["2"][:].max() == 8  # the painted ids reach the coarse levels

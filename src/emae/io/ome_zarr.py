@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise, product
 from pathlib import Path
 from typing import Any
@@ -178,13 +178,43 @@ def _downsample_mean(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return mean.astype(dtype)
 
 
-def build_pyramid(path: str | Path, *, progress: bool = False, method: str = "mean") -> None:
+def _touched(
+    regions: Iterable[tuple[slice, ...]], shape: Sequence[int], chunks: Sequence[int]
+) -> list[tuple[slice, ...]]:
+    """The chunk-aligned blocks of the next level (``shape``, ``chunks``) that the level-below
+    ``regions`` (slices per axis, Y and X halved by the level) overlap, in C order."""
+    found = set()
+    for region in regions:
+        lo = [r.start for r in region[:-2]] + [r.start // 2 for r in region[-2:]]
+        hi = [r.stop for r in region[:-2]] + [-(-r.stop // 2) for r in region[-2:]]
+        ranges = [
+            range(a // c * c, min(b, s), c)
+            for a, b, c, s in zip(lo, hi, chunks, shape, strict=True)
+        ]
+        found.update(product(*ranges))
+    return [
+        tuple(slice(a, min(a + c, s)) for a, c, s in zip(starts, chunks, shape, strict=True))
+        for starts in sorted(found)
+    ]
+
+
+def build_pyramid(
+    path: str | Path,
+    *,
+    progress: bool = False,
+    method: str = "mean",
+    regions: Iterable[tuple[slice, ...]] | None = None,
+) -> None:
     """Compute levels 1.. of an image made by :func:`create_ome_zarr` from its level 0.
 
     Each level is the 2x2 (Y, X) mean of the previous one, rounded to the nearest integer for
     integer dtypes; with ``method="nearest"`` (for label images, whose values are ids) it is
     every second pixel instead. Work proceeds one output chunk at a time, so memory stays at a
     few chunks whatever the image size. ``progress`` shows a progress bar per level.
+
+    ``regions`` (level-0 slices per axis) limits the work to the blocks of every level that
+    cover them: for an image written in a few places only (a label image of sparse
+    detections), the rest of the pyramid stays the fill value without being read.
     """
     group = zarr.open_group(store=str(path), mode="r+")
     validate_ngff(group.attrs.asdict(), path=str(path))
@@ -192,10 +222,16 @@ def build_pyramid(path: str | Path, *, progress: bool = False, method: str = "me
     for prev, cur in pairwise(datasets):
         src, dst = group[prev["path"]], group[cur["path"]]
         logger.info("%s: building level %s with shape %s", path, cur["path"], dst.shape)
-        n_blocks = int(np.prod([-(-s // c) for s, c in zip(dst.shape, dst.chunks, strict=True)]))
-        regions = _blocks(dst.shape, dst.chunks)
+        if regions is None:
+            n_blocks = int(
+                np.prod([-(-s // c) for s, c in zip(dst.shape, dst.chunks, strict=True)])
+            )
+            blocks: Iterable[tuple[slice, ...]] = _blocks(dst.shape, dst.chunks)
+        else:
+            regions = blocks = _touched(regions, dst.shape, dst.chunks)
+            n_blocks = len(blocks)
         desc = f"level {cur['path']}"
-        for region in tqdm(regions, total=n_blocks, desc=desc, disable=not progress):
+        for region in tqdm(blocks, total=n_blocks, desc=desc, disable=not progress):
             y, x = (
                 slice(2 * r.start, min(2 * r.stop, s))
                 for r, s in zip(region[-2:], src.shape[-2:], strict=True)

@@ -14,7 +14,8 @@ images. The ids are those of :func:`emae.volume.qc.write_reports`, which calls
 after merging each section's pieces: a chunk's regions are found again from the map stored in
 the store (the same float32 or uint8 values, threshold and 8-connectivity as when the chunk was
 mapped, so the same local labels) and renamed to their detection ids. Only chunks that hold a
-detection are read and written; memory is one chunk.
+detection are read and written, and only their blocks of the pyramid levels are built; memory
+is one chunk.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class LabelPainter:
         group.attrs["labels"] = names
         self.names = names
         self.properties: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in names}
+        # Level-0 regions painted, per image: only their blocks of the pyramid are built.
+        self.painted: dict[str, list[tuple[slice, ...]]] = {n: [] for n in names}
 
     def _read(self, name: str, piece: ChunkComponents, channels: bool) -> np.ndarray:
         h, w = len(piece.first_col), len(piece.first_row)
@@ -104,6 +107,7 @@ class LabelPainter:
         yx = (slice(piece.y0, piece.y0 + h), slice(piece.x0, piece.x0 + w))
         where = (piece.z, *yx) if self.axes == "ZYX" else yx
         zarr.open_array(str(self.out / LABELS / name / "0"), mode="r+")[where] = labels
+        self.painted[name].append((slice(piece.z, piece.z + 1), *yx) if self.axes == "ZYX" else yx)
 
     def section(self, z: int, pieces: list[ChunkComponents], first_id: int) -> None:
         """Paint one section's merged pieces (the ``on_section`` of ``write_reports``)."""
@@ -162,7 +166,7 @@ class LabelPainter:
         paths = []
         for name in self.names:
             path = self.out / LABELS / name
-            build_pyramid(path, method="nearest")
+            build_pyramid(path, method="nearest", regions=self.painted[name])
             group = zarr.open_group(str(path), mode="r+")
             group.attrs["image-label"] = {
                 "version": "0.4",
