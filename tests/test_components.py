@@ -76,11 +76,14 @@ def test_different_classes_never_merge():
 
 
 def test_reports_stream_sections_and_list_every_component_by_peak(tmp_path):
-    """write_reports takes a one-pass iterator of markers (one section held at a time) and
-    lists exactly the components of whole-section labeling, largest peak first."""
+    """Sections finished from their chunks' records give write_reports (a one-pass iterator,
+    one section held at a time) exactly the components of whole-section labeling, largest peak
+    first."""
     import csv
 
+    from emae.volume.done import read_manifest, write_chunk_record
     from emae.volume.qc import write_reports
+    from emae.volume.sections import SectionJob, finish_section
 
     rng = np.random.default_rng(3)
     chunk, sections, markers, expected = 16, [], [], []
@@ -99,16 +102,25 @@ def test_reports_stream_sections_and_list_every_component_by_peak(tmp_path):
                 qc = {"z": z, "y0": y0, "x0": x0, "height": h, "width": w}
                 qc["anomalous_fraction"] = float(mask[sl].mean())
                 markers.append((qc, [chunk_components(values[sl], mask[sl], z, y0, x0)]))
+    out = tmp_path / "map.zarr"
+    names: dict[int, list[str]] = {}
+    for qc, pieces in markers:
+        name = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
+        write_chunk_record(out, name, qc, pieces)
+        names.setdefault(qc["z"], []).append(name)
+    job = SectionJob(str(out), "ZYX", 40, 35, threshold=None)
+    for z, section in names.items():
+        finish_section(z, section, job)
     consumed = []
 
     def one_pass():
-        for m in markers:
-            consumed.append(m[0]["z"])
-            yield m
+        for z in range(3):
+            consumed.append(z)
+            m = read_manifest(out, z, pieces=False)
+            yield z, m.tiles, m.detections
 
-    out = tmp_path / "map.zarr"
     result = write_reports(out, one_pass(), ["anomaly"])
-    assert consumed == sorted(consumed) and len(consumed) == len(markers)
+    assert consumed == [0, 1, 2]
     with open(result["detections_csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert result["detections"] == len(rows) == len(expected)

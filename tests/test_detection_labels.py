@@ -9,8 +9,10 @@ import zarr
 
 from emae.io.map_store import create_map_store
 from emae.volume.components import chunk_components
-from emae.volume.labels import LabelPainter
+from emae.volume.done import read_manifest, write_chunk_record
+from emae.volume.labels import create_label_images, write_label_properties
 from emae.volume.qc import write_reports
+from emae.volume.sections import SectionJob, finish_section, label_section
 
 CHUNK = 16
 
@@ -44,20 +46,24 @@ def test_regions_across_chunks_get_their_csv_ids(tmp_path):
     create_map_store(out, shape, "ZYX", chunks=(1, CHUNK, CHUNK), classes=("dust", "clean"))
     zarr.open_array(str(out / "0"), mode="r+")[:] = anomaly
     zarr.open_array(str(out / "probabilities" / "0"), mode="r+")[:] = probs
-    painter = LabelPainter(
-        out,
-        shape,
-        "ZYX",
-        (1, CHUNK, CHUNK),
-        threshold=1.0,
-        classes=("dust", "clean"),
-        class_names=["anomaly", "dust", "clean"],
-        pixel_size=None,
-    )
+    create_label_images(out, shape, "ZYX", (1, CHUNK, CHUNK), ["anomaly", "classes"], None)
+    names: dict[int, list[str]] = {}
+    for qc, pieces in _markers(probs, anomaly, 1.0):
+        name = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
+        write_chunk_record(out, name, qc, pieces)
+        names.setdefault(qc["z"], []).append(name)
+    job = SectionJob(str(out), "ZYX", 40, 40, threshold=1.0, classes=("dust", "clean"))
+    counts = [finish_section(z, names[z], job) for z in range(2)]
+    label_section(0, 1, job)
+    label_section(1, 1 + counts[0], job)
+    found = []
     result = write_reports(
-        out, _markers(probs, anomaly, 1.0), ["anomaly", "dust", "clean"], on_section=painter.section
+        out,
+        ((z, m.tiles, m.detections) for z in range(2) for m in [read_manifest(out, z)]),
+        ["anomaly", "dust", "clean"],
+        on_detection=found.append,
     )
-    painter.finish()
+    write_label_properties(out, ["anomaly", "classes"], found)
     with open(tmp_path / "o_detections.csv", newline="") as f:
         rows = {int(r["id"]): r for r in csv.DictReader(f)}
     assert result["detections"] == len(rows) == 3

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import zarr
 
 from emae.commands.detect import DONE, detect
 from emae.commands.pretrain import pretrain
@@ -33,7 +34,8 @@ from emae.report.detection import detect_section
 from emae.report.render import build_sections
 from emae.synth.tissue import make_volume, to_uint8
 from emae.train.config import PretrainConfig
-from emae.volume.chunks import read_marker
+from emae.volume.components import chunk_components
+from emae.volume.done import read_chunk_record, read_manifest, write_chunk_record
 
 KWARGS = {"channels": [8, 16], "latent_channels": 4}
 NORMALIZER = PercentileNormalizer(12.0, 240.0, low=1.0, high=99.0, source_dtype="uint8")
@@ -207,50 +209,79 @@ def _foreign(marker: Path) -> None:
         np.savez(f, a=np.zeros(3))
 
 
-def _other_chunk(marker: Path) -> None:
-    marker.write_bytes(marker.with_name("z1_y0_x0.npz").read_bytes())
+def _other(marker: Path) -> None:
+    if marker.name.startswith("z0_"):  # a chunk record: section z1's folder holds the other
+        marker.write_bytes((marker.parent.parent / "z1" / "z1_y0_x0.npz").read_bytes())
+    else:
+        marker.write_bytes(marker.with_name("z1.npz").read_bytes())
 
 
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [
-        (_truncate, r"\(File is not a zip file\)"),
-        (lambda marker: marker.write_text("not a marker"), r"\(not an \.npz archive of arrays\)"),
-        (lambda marker: marker.write_bytes(b""), r"\(.+\)"),
-        (_foreign, r"\(qc is not a file in the archive\)"),
-        (_other_chunk, r"\(it holds chunk z1_y0_x0\)"),
-    ],
-    ids=["truncated", "text", "empty", "foreign-npz", "other-chunk"],
-)
-def test_an_unreadable_marker_is_one_line_naming_it(tmp_path, data, damage, reason):
-    marker = _copy_store(data, tmp_path / "out.zarr") / DONE / "z0_y0_x0.npz"
+_DAMAGE = [
+    (_truncate, r"\(File is not a zip file\)"),
+    (lambda marker: marker.write_text("not a marker"), r"\(not an \.npz archive of arrays\)"),
+    (lambda marker: marker.write_bytes(b""), r"\(.+\)"),
+    (_foreign, r"\((qc|tiles) is not a file in the archive\)"),
+    (_other, r"\(it holds (chunk z1_y0_x0|tiles of another section than z=0)\)"),
+]
+_IDS = ["truncated", "text", "empty", "foreign-npz", "other"]
+
+
+def _chunk_records(tmp_path: Path) -> Path:
+    """Two chunk records, as a section in progress holds them."""
+    values = np.zeros((4, 4), np.float32)
+    for z in (0, 1):
+        qc = {"z": z, "y0": 0, "x0": 0, "height": 4, "width": 4, "anomalous_fraction": 0.0}
+        write_chunk_record(
+            tmp_path, f"z{z}_y0_x0", qc, [chunk_components(values, values > 1, z, 0, 0)]
+        )
+    return tmp_path / DONE / "z0" / "z0_y0_x0.npz"
+
+
+@pytest.mark.parametrize(("damage", "reason"), _DAMAGE, ids=_IDS)
+def test_an_unreadable_chunk_record_is_one_line_naming_it(tmp_path, damage, reason):
+    marker = _chunk_records(tmp_path)
+    read_chunk_record(marker)  # readable before the damage
     damage(marker)
     with pytest.raises(EmaeError, match=rf"z0_y0_x0\.npz: unreadable done marker {reason}") as err:
-        read_marker(marker)
-    assert "delete it and rerun emae detect" in str(err.value) and "\n" not in str(err.value)
+        read_chunk_record(marker)
+    assert "rerun emae detect to map that chunk again" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
-def test_a_truncated_marker_stops_detect_with_what_to_do(tmp_path, data):
+@pytest.mark.parametrize(("damage", "reason"), _DAMAGE, ids=_IDS)
+def test_an_unreadable_section_manifest_is_one_line_naming_it(tmp_path, data, damage, reason):
     out = _copy_store(data, tmp_path / "out.zarr")
-    marker = out / DONE / "z1_y40_x40.npz"
+    damage(out / DONE / "z0.npz")
+    with pytest.raises(EmaeError, match=rf"z0\.npz: unreadable done marker {reason}") as err:
+        read_manifest(out, 0)
+    assert "delete it and rerun emae detect to map that section again" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_manifest_stops_detect_with_what_to_do(tmp_path, data):
+    out = _copy_store(data, tmp_path / "out.zarr")
+    marker = out / DONE / "z1.npz"
     marker.write_bytes(marker.read_bytes()[:100])
-    with pytest.raises(EmaeError, match=r"z1_y40_x40\.npz: unreadable done marker .* delete it"):
+    with pytest.raises(EmaeError, match=r"z1\.npz: unreadable done marker .* delete it"):
         detect(data / "run", data / "stack.tif", out, **SMALL)
     assert _hidden(tmp_path) == []  # the reports' temporary files are gone
     marker.unlink()  # what the message says to do
     summary = detect(data / "run", data / "stack.tif", out, **SMALL)
-    assert summary["chunks"] == {"done": 1, "skipped": CHUNKS - 1, "failed": 0}
+    assert summary["chunks"] == {"done": CHUNKS // 2, "skipped": CHUNKS // 2, "failed": 0}
+    for name in ("0", "labels/anomaly/0"):
+        again = zarr.open_array(str(out / name), mode="r")[:]
+        np.testing.assert_array_equal(again, zarr.open_array(str(data / "out.zarr" / name))[:])
 
 
 def test_a_marker_of_another_run_stops_the_reports_with_its_chunk(tmp_path, data):
     out = _copy_store(data, tmp_path / "out.zarr")
-    marker = out / DONE / "z0_y40_x0.npz"
+    marker = out / DONE / "z0.npz"
     with np.load(marker) as f:
         arrays = dict(f)
-    qc = json.loads(str(arrays["qc"]))
-    del qc["mean_anomaly"]  # e.g. written by a classifier run
+    tiles = json.loads(str(arrays["tiles"]))
+    del tiles[2]["mean_anomaly"]  # chunk z0_y40_x0, e.g. written by a classifier run
     with marker.open("wb") as f:
-        np.savez(f, **{**arrays, "qc": np.array(json.dumps(qc))})
+        np.savez(f, **{**arrays, "tiles": np.array(json.dumps(tiles))})
     with pytest.raises(
         EmaeError, match=r"done marker of chunk z0_y40_x0 holds QC numbers .*delete"
     ):
@@ -378,9 +409,8 @@ def test_report_of_a_killed_detect_run_says_incomplete(tmp_path, data):
     out = _copy_store(data, tmp_path / "out.zarr")
     for suffix in ("_detections.csv", "_qc.csv", "_qc.png"):  # an earlier run's reports
         shutil.copy(data / f"out{suffix}", tmp_path / f"out{suffix}")
-    for marker in sorted((out / DONE).iterdir())[5:]:
-        marker.unlink()
-    expected = f"incomplete: 5 of {CHUNKS} chunks done; rerun emae detect to finish"
+    (out / DONE / "z1.npz").unlink()  # section 1 never finished
+    expected = f"incomplete: {CHUNKS // 2} of {CHUNKS} chunks done; rerun emae detect to finish"
     items, highlights = _status(detect_section(out))
     assert items["status"] == expected and "detections" not in items
     assert highlights == {"whole-volume detection": expected}

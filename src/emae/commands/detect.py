@@ -9,23 +9,29 @@ classifier runs, and the detections as NGFF label images in ``labels/``
 
 Every output chunk is one task: it reads its region of the input plus a halo of ``overlap`` pixels
 (only the input chunks it touches), maps it with the same tiled function as ``emae score``
-(:mod:`emae.volume.tiling`), writes its own region of the store, and then writes a done marker
-holding its QC numbers and component pieces (:mod:`emae.volume.components`). Memory per task is
-bounded by the chunk and tile sizes, whatever the volume size.
+(:mod:`emae.volume.tiling`), writes its own region of the store, and then records its QC
+numbers and component pieces (:mod:`emae.volume.components`, :mod:`emae.volume.done`). Memory
+per task is bounded by the chunk and tile sizes, whatever the volume size. When a section's last
+chunk is done, a section task merges its detections, builds its blocks of the pyramid levels
+and replaces its chunks' records with one manifest; when every section is done, section tasks
+paint the numbered detections into the label images (:mod:`emae.volume.sections`). Only the
+reports (two CSV files and a figure, from the sections' manifests) are written by this process.
 
 Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one
 with ``scheduler="tcp://host:8786"`` (e.g. started by dask-jobqueue on SLURM), or in this process
 with ``scheduler="synchronous"`` (:mod:`emae.volume.tasks`). The fitted detector is scattered to
 the workers once. With a GPU (``device="auto"`` finds CUDA) the tiles' forward passes run on it,
 one local worker per GPU.
-Rerunning the same command skips chunks with a done marker, so a killed run resumes and ends
-with the same result; a failing chunk is retried, then reported with its coordinates while the
+Rerunning the same command skips the finished chunks and sections, so a killed run resumes and
+ends with the same result; a failing chunk is retried, then reported with its coordinates while the
 finished chunks are kept. An existing output made with other settings is replaced only with
 ``overwrite``.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import logging
 import os
@@ -35,19 +41,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emae.anomaly.detector import AutoencoderDetector
 from emae.data.normalization import normalizer_for
 from emae.errors import EmaeError
 from emae.folders.classifier import is_classifier, load_classifier
 from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
-from emae.io.map_store import create_map_store, store_images
-from emae.io.ome_zarr import build_pyramid
+from emae.io.map_store import create_map_store
 from emae.io.provenance import check_not_input
-from emae.volume.chunks import DONE, ChunkJob, Mapper, plan_chunks, read_marker
-from emae.volume.labels import LabelPainter
+from emae.volume.chunks import Chunk, ChunkJob, Mapper, plan_chunks
+from emae.volume.done import DONE, read_manifest, read_painted, scan
+from emae.volume.labels import (
+    MAX_PROPERTIES,
+    create_label_images,
+    label_names,
+    write_label_properties,
+)
 from emae.volume.qc import write_reports
-from emae.volume.tasks import device_for_run, run_chunks
+from emae.volume.sections import SectionJob, finish_section, label_section
+from emae.volume.tasks import Runner, Task, chunk_tasks, device_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +126,27 @@ def _prepare(
         pixel_size=pixel_size,
     )
     (out / DONE).mkdir()
+    create_label_images(
+        out,
+        shape,
+        axes,
+        (1, chunk, chunk) if axes == "ZYX" else (chunk, chunk),
+        label_names(mapper.detector is not None, mapper.classes),
+        pixel_size,
+    )
     with atomic_file(run) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
     return False
+
+
+def _raise_for_sections(failed: list[tuple[Any, str]], n_sections: int) -> None:
+    """One line naming the sections whose task failed (after the chunks were all done)."""
+    if failed:
+        where = ", ".join(f"{key} ({err})" for key, err in failed[:5])
+        raise EmaeError(
+            f"{len(failed)} of {n_sections} sections could not be finished: {where}; the "
+            "mapped chunks are kept; rerun to retry"
+        )
 
 
 def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) -> tuple[Mapper, int]:
@@ -286,41 +318,114 @@ def detect(
         out, settings, image.shape, image.axes, chunk, overwrite, mapper, image.pixel_size
     )
     volume = (image.n_sections, *image.yx_shape)
-    chunks = plan_chunks(volume, chunk)
-    # One listing of the markers, not one file check per chunk (millions on a network file
-    # system when a large run resumes).
-    done = {e.name for e in os.scandir(out / DONE) if e.is_file()}
-    todo = [c for c in chunks if f"{c.name}.npz" not in done]
-    skipped = len(chunks) - len(todo)
+    sections: dict[int, list[Chunk]] = {}
+    for c in plan_chunks(volume, chunk):
+        sections.setdefault(c.z, []).append(c)
+    # One listing of the done-state, and one per section in progress (not one file check per
+    # chunk: millions on a network file system when a large run resumes).
+    state = scan(out)
+    todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
+    n_chunks = sum(len(cs) for cs in sections.values())
+    skipped = n_chunks - len(todo)
     if resumed:
-        logger.info("resuming %s: %d of %d chunks already done", out, skipped, len(chunks))
-    began = time.perf_counter()
-    job = ChunkJob(str(source), scale, str(out), tile, overlap, threads=threads, device=device)
-    failed, startup = run_chunks(
-        todo, mapper, job, workers=workers, scheduler=scheduler, retries=retries, progress=progress
-    )
-    seconds = time.perf_counter() - began
-    if failed:
-        where = ", ".join(f"{c.name} ({err})" for c, err in failed[:5])
-        raise EmaeError(
-            f"{len(failed)} of {len(chunks)} chunks failed after {retries} retries: {where}; "
-            f"the {len(chunks) - len(failed)} finished chunks are kept; rerun to retry"
-        )
-    for image_path in store_images(out).values():
-        build_pyramid(image_path)
-    markers = (read_marker(out / DONE / f"{c.name}.npz") for c in chunks)  # one at a time
-    painter = LabelPainter(
-        out,
-        image.shape,
+        logger.info("resuming %s: %d of %d chunks already done", out, skipped, n_chunks)
+    section_job = SectionJob(
+        str(out),
         image.axes,
-        (1, chunk, chunk) if image.axes == "ZYX" else (chunk, chunk),
+        *image.yx_shape,
         threshold=None if mapper.detector is None else mapper.detector.pixel_threshold_.value,
         classes=mapper.classes,
-        class_names=mapper.class_names(),
-        pixel_size=image.pixel_size,
     )
-    reports = write_reports(out, markers, mapper.class_names(), on_section=painter.section)
-    reports["labels"] = [str(p) for p in painter.finish()]
+    left = collections.Counter(c.z for c in todo)
+    chunks_left = len(todo)
+    counts: dict[int, int] = {}
+    times = {"began": time.perf_counter()}
+
+    def finish(z: int) -> Task:
+        names = [c.name for c in sections[z]]
+        return f"z{z}", finish_section, (z, names, section_job)
+
+    def follow(key: Any, result: Any) -> list[Task]:
+        nonlocal chunks_left
+        if isinstance(key, Chunk):
+            left[key.z] -= 1
+            chunks_left -= 1
+            if not chunks_left:
+                times["chunks"] = time.perf_counter()
+            return [finish(key.z)] if left[key.z] == 0 else []
+        counts[int(key[1:])] = int(result)
+        return []
+
+    unfinished = [z for z in sections if z not in state.finished and not left[z]]
+    with Runner(
+        workers=workers,
+        scheduler=scheduler,
+        device=device,
+        threads=threads,
+        retries=retries,
+        progress=progress,
+    ) as runner:
+        job = ChunkJob(
+            str(source),
+            scale,
+            str(out),
+            tile,
+            overlap,
+            threads=runner.threads,
+            device=device,
+            gpus=runner.gpus,
+        )
+        work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job)
+        failed = runner.run(
+            itertools.chain((finish(z) for z in unfinished), work),
+            desc="detecting",
+            total=len(todo) + len(unfinished),
+            follow=follow,
+        )
+        times.setdefault("chunks", time.perf_counter())
+        chunk_failures = [(k, e) for k, e in failed if isinstance(k, Chunk)]
+        if chunk_failures:
+            where = ", ".join(f"{c.name} ({err})" for c, err in chunk_failures[:5])
+            raise EmaeError(
+                f"{len(chunk_failures)} of {n_chunks} chunks failed after {retries} retries: "
+                f"{where}; the {n_chunks - len(chunk_failures)} finished chunks are kept; rerun "
+                "to retry"
+            )
+        _raise_for_sections(failed, len(sections))
+        for z in sections:
+            if z not in counts:  # finished by an earlier run
+                counts[z] = len(read_manifest(out, z, pieces=False).detections)
+        starts = np.cumsum([1] + [counts[z] for z in sections])[:-1].tolist()
+        first_ids = dict(zip(sections, starts, strict=True))
+        paint = [
+            (f"z{z}", label_section, (z, first_ids[z], section_job))
+            for z in sections
+            if read_painted(out, z) != first_ids[z]
+        ]
+        failed = runner.run(paint, desc="labels", total=len(paint))
+        _raise_for_sections(failed, len(sections))
+    times["labels"] = time.perf_counter()
+    properties: list[dict[str, Any]] = []
+    listed = collections.Counter()
+
+    def keep(detection: dict[str, Any]) -> None:  # the first ones of each label image
+        anomaly = detection["class"] == "anomaly"
+        if listed[anomaly] < MAX_PROPERTIES:
+            listed[anomaly] += 1
+            properties.append(detection)
+
+    manifests = ((z, read_manifest(out, z, pieces=False)) for z in sections)  # one at a time
+    reports = write_reports(
+        out,
+        ((z, m.tiles, m.detections) for z, m in manifests),
+        mapper.class_names(),
+        on_detection=keep,
+    )
+    names = label_names(mapper.detector is not None, mapper.classes)
+    reports["labels"] = [str(p) for p in write_label_properties(out, names, properties)]
+    ended = time.perf_counter()
+    startup = runner.startup_seconds
+    seconds = times["chunks"] - times["began"]
     pixels = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
     working = seconds - startup
     summary = {
@@ -328,6 +433,12 @@ def detect(
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 and pixels else None,
         "startup_seconds": startup,
         "megapixels_per_s_after_start": pixels / 1e6 / working if working > 0 and pixels else None,
+        "post_chunk_seconds": ended - times["chunks"],
+        "total_seconds": ended - times["began"],
+        "phases": {
+            "sections_after_last_chunk": times["labels"] - times["chunks"],
+            "reports": ended - times["labels"],
+        },
         "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
         **reports,
         "map": str(out),

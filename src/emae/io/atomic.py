@@ -51,7 +51,7 @@ def check_writable(
         Also create and remove a file in the folder, so that a read-only mount is refused
         before any work starts. The commands check their outputs this way once; the atomic
         writers below skip it (their own temporary file is the probe), so the many small
-        writes of a large run (one done marker per chunk) cost no extra file operations.
+        writes of a large run (one record per chunk) cost no extra file operations.
 
     Returns
     -------

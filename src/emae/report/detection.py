@@ -6,7 +6,6 @@ A killed or failed run is reported as incomplete from its chunk markers; blocks 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from emae.volume.qc import qc_figure, tiles_from_csv
 
 def _chunks_done(folder: Path, settings: dict[str, Any]) -> tuple[int, int] | None:
     """``(done, planned)`` chunks of a detect store, from its settings (volume shape, chunk
-    size) and its done markers; None when the settings do not say."""
-    from emae.volume.chunks import DONE, plan_chunks
+    size) and its done-state; None when the settings do not say."""
+    from emae.volume.done import chunks_done
 
     shape, chunk = settings.get("shape"), settings.get("chunk")
     if not (
@@ -31,16 +30,13 @@ def _chunks_done(folder: Path, settings: dict[str, Any]) -> tuple[int, int] | No
         and chunk > 0
     ):
         return None
-    planned = {f"{c.name}.npz" for c in plan_chunks((1, *shape)[-3:], chunk)}
-    markers = folder / DONE
-    found = {e.name for e in os.scandir(markers) if e.is_file()} if markers.is_dir() else set()
-    return len(planned & found), len(planned)
+    return chunks_done(folder, tuple((1, *shape)[-3:]), chunk)
 
 
 def _incomplete(folder: Path, settings: dict[str, Any], detections_csv: Path) -> str | None:
     """Why the store holds no finished detection (a killed or failed run), or None.
 
-    ``emae detect`` writes a done marker per chunk and the reports only after the last chunk,
+    ``emae detect`` records every chunk as done and writes the reports only after the last one,
     so a store with chunks left, or without reports, is unfinished whatever CSV lies beside it
     (an earlier run's, replaced by the next complete one).
     """

@@ -1,4 +1,4 @@
-"""One task of ``emae detect``: map one output chunk, write it, leave a done marker.
+"""One task of ``emae detect``: map one output chunk, write it, record it as done.
 
 :class:`Mapper` turns raw tiles into the output channels: the anomaly map of an autoencoder
 (:class:`~emae.anomaly.detector.AutoencoderDetector`) and/or the per-class probability maps of a
@@ -7,8 +7,8 @@ chunk's region of the input plus a halo, maps it with :func:`emae.volume.tiling.
 writes its region of the map store (:mod:`emae.io.map_store`: the anomaly map in float32,
 ``probabilities`` in uint8, 0-255), finds the connected
 regions in it (anomaly above the pixel threshold; each artifact class where it is the most
-probable class with probability >= 0.5) and writes a marker holding the chunk's QC numbers
-and component pieces. The marker is an ``.npz`` of plain arrays, read without unpickling.
+probable class with probability >= 0.5) and writes the chunk's record, its QC numbers and
+component pieces (:mod:`emae.volume.done`).
 
 Chunks are mapped on the device :func:`chunk_device` picks in the process that maps them (the
 CPU, or a GPU: the tiles' forward passes run there, the scoring and writing on the CPU): the
@@ -21,27 +21,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import zipfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
 from emae.anomaly.detector import AutoencoderDetector
-from emae.errors import EmaeError
 from emae.folders.classifier import FittedClassifier
 from emae.io import open_image
-from emae.io.atomic import atomic_file
 from emae.io.map_store import ANOMALY_DTYPE, image_paths
 from emae.runtime import resolve_device
 from emae.volume.components import ChunkComponents, chunk_components
+from emae.volume.done import write_chunk_record
 from emae.volume.tiling import predict_tiled
 
-DONE = "emae_done"
 #: Class index of the anomaly in component records; classifier class k has index k + 1.
 ANOMALY = 0
 
@@ -177,7 +171,7 @@ class ChunkJob:
 
 
 def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
-    """Map one output chunk of ``job``, write it and its done marker; returns its QC numbers."""
+    """Map one output chunk of ``job``, write it and its record; returns its QC numbers."""
     import torch
 
     if job.threads:
@@ -220,83 +214,5 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
             if name != mapper.clean_class:
                 values = stored[k].astype(np.float32) / 255
                 pieces.append(chunk_components(values, found, c.z, c.y0, c.x0, k + 1))
-    arrays: dict[str, np.ndarray] = {"qc": np.array(json.dumps(qc))}
-    for i, p in enumerate(pieces):
-        arrays.update(
-            {
-                f"stats_{i}": p.stats,
-                f"first_row_{i}": p.first_row,
-                f"last_row_{i}": p.last_row,
-                f"first_col_{i}": p.first_col,
-                f"last_col_{i}": p.last_col,
-                f"class_{i}": np.array(p.class_index),
-            }
-        )
-    # No sweep: it would list the folder of (possibly millions of) markers at every chunk.
-    with atomic_file(Path(out) / DONE / f"{c.name}.npz", overwrite=True, sweep=False) as tmp:
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
+    write_chunk_record(out, c.name, qc, pieces)
     return qc
-
-
-#: Position keys every marker's QC numbers hold (integers).
-_POSITION = ("z", "y0", "x0", "height", "width")
-#: Arrays of component piece ``i`` in a marker, besides ``stats_i``.
-_PIECE = ("first_row", "last_row", "first_col", "last_col", "class")
-
-
-def _parse_marker(f: Any) -> tuple[dict[str, Any], list[ChunkComponents]]:
-    """The contents of an open marker; KeyError, ValueError or TypeError when it is no marker."""
-    qc = json.loads(str(f["qc"]))
-    if not isinstance(qc, dict) or not all(isinstance(qc.get(k), int) for k in _POSITION):
-        raise ValueError(f"its QC record lacks the chunk position {list(_POSITION)}")
-    if not all(isinstance(v, (int, float)) for v in qc.values()):
-        raise ValueError("its QC numbers are not all numbers")
-    n = sum(1 for k in f.files if k.startswith("stats_"))
-    pieces = []
-    for i in range(n):
-        stats = np.asarray(f[f"stats_{i}"])
-        if stats.ndim != 2 or stats.shape[1] != 9:
-            raise ValueError(f"stats_{i} has shape {stats.shape}, expected (n, 9)")
-        first_row, last_row, first_col, last_col, class_index = (f[f"{k}_{i}"] for k in _PIECE)
-        pieces.append(
-            ChunkComponents(
-                qc["z"],
-                qc["y0"],
-                qc["x0"],
-                stats,
-                first_row,
-                last_row,
-                first_col,
-                last_col,
-                int(class_index),
-            )
-        )
-    return qc, pieces
-
-
-def read_marker(path: Path) -> tuple[dict[str, Any], list[ChunkComponents]]:
-    """The QC numbers and component pieces of a done chunk (never unpickles).
-
-    Raises
-    ------
-    EmaeError
-        One line naming the marker when it is truncated, foreign or missing, and saying to
-        delete it and rerun ``emae detect``, which then maps that chunk again.
-    """
-    broken = (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            qc, pieces = _parse_marker(f)
-        chunk = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
-        if Path(path).stem != chunk:
-            raise ValueError(f"it holds chunk {chunk}")
-    except broken as exc:
-        reason = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-        if "pickle" in reason:  # numpy's advice to unpickle it is not ours to give
-            reason = "not an .npz archive of arrays"
-        raise EmaeError(
-            f"{path}: unreadable done marker ({reason or type(exc).__name__}); delete it and "
-            "rerun emae detect to map that chunk again"
-        ) from None
-    return qc, pieces

@@ -1,7 +1,7 @@
 """Where the artifacts are: detections, per-section and per-tile QC, and the QC maps.
 
-From the done markers of ``emae detect`` (one per chunk: its QC numbers and component pieces),
-:func:`write_reports` writes beside the map:
+From the sections' manifests of ``emae detect`` (each section's QC numbers per chunk and its merged
+detections, :mod:`emae.volume.done`), :func:`write_reports` writes beside the map:
 
 ``detections.csv``
     one row per connected region above the model's pixel threshold (merged across chunks):
@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from matplotlib.ticker import MaxNLocator
 
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
-from emae.volume.components import ChunkComponents, merge_components
+from emae.volume.sections import TABLE, check_numbers
 
 DETECTION_FIELDS = (
     "id",
@@ -221,10 +220,6 @@ def write_figure(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-# The numeric columns of a detection, in the order of the on-disk table of :func:`write_reports`.
-_TABLE = ("id", "class_index", "centroid_x", "centroid_y", "z", "x_min", "y_min", "x_max")
-_TABLE += ("y_max",)
-_TABLE += ("area", "peak")
 _INTEGER = {"id", "z", "x_min", "y_min", "x_max", "y_max", "area"}
 _BLOCK = 65536  # detection rows written per block
 
@@ -247,47 +242,34 @@ def _section_rows(z: int, tiles: list[dict[str, Any]], numbers: list[str]) -> li
     return rows
 
 
-def _check_numbers(qc: dict[str, Any], numbers: list[str], out: Path) -> None:
-    """Refuse a chunk whose QC numbers differ from the first chunk's (a marker of another run)."""
-    found = [k for k in qc if k not in ("z", "y0", "x0", "height", "width")]
-    if sorted(found) != sorted(numbers):
-        chunk = f"z{qc['z']}_y{qc['y0']}_x{qc['x0']}"
-        raise EmaeError(
-            f"{out}: the done marker of chunk {chunk} holds QC numbers {sorted(found)}, the "
-            f"others {sorted(numbers)}; delete that marker and rerun emae detect to map that "
-            "chunk again"
-        )
-
-
 def _format(row: dict[str, Any]) -> dict[str, Any]:
     return {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()}
 
 
 def write_reports(
     out: Path,
-    markers: Iterable[tuple[dict[str, Any], list[ChunkComponents]]],
+    sections: Iterable[tuple[int, list[dict[str, Any]], np.ndarray]],
     class_names: list[str],
-    on_section: Callable[[int, list[ChunkComponents], int], None] | None = None,
+    on_detection: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``OUT_detections.csv``, ``OUT_qc.csv`` and ``OUT_qc.png`` beside ``OUT.zarr``.
 
-    ``markers`` yield every chunk's ``(qc, pieces)`` section by section, row-major within each
-    section; ``class_names[i]`` names component class index ``i``. The QC numbers are the keys
-    of the markers' ``qc`` besides the position: ``mean_anomaly``, ``anomalous_fraction`` and
-    ``fraction_<class>``. The QC figure (:func:`qc_figure`) shows the anomalous fraction, or for
-    a classifier without anomaly map the summed fractions of the classes other than ``clean``.
+    ``sections`` yield, in z order, each section's ``(z, tiles, detections)``: its chunks' QC
+    numbers (row-major; dicts with the position and ``mean_anomaly``, ``anomalous_fraction``,
+    ``fraction_<class>``) and its merged detections, ``(n, len(TABLE))`` float64 rows in
+    :data:`emae.volume.sections.TABLE` order with ids ``1..n`` within the section (the
+    sections' manifests, :mod:`emae.volume.done`). ``class_names[i]`` names class index ``i``.
+    The QC figure (:func:`qc_figure`) shows the anomalous fraction, or for a classifier
+    without anomaly map the summed fractions of the classes other than ``clean``.
 
-    Memory does not grow with the volume: one section's markers are held at a time (components
-    never cross sections), its merged detections go to a table on disk, and only their peaks
-    (8 bytes per detection) are read back to write the CSV largest peak first.
-    Returns the number of detections and the three paths. A chunk whose QC numbers differ
-    from the others' (a done marker of another run) is an ``EmaeError`` naming it, and no
-    report is half-written.
-
-    Detections are numbered ``1..n`` in section order (``id``, the first column), so that a
-    label image of them (:mod:`emae.volume.labels`) holds the same numbers.
-    ``on_section(z, pieces, first_id)`` is called after each section's pieces are merged:
-    local label ``i + 1`` of a piece is detection ``first_id + piece.component[i]``.
+    Detections are numbered ``1..n`` in section order (``id``, the first column), as the label
+    images (:mod:`emae.volume.labels`) hold them; ``on_detection`` is called with each one
+    (``id``, ``class``, ``area``, ``peak``, ...) in id order. Memory does not grow with the
+    volume's detections: they go to a table on disk, and only their peaks (8 bytes per
+    detection) are read back to write the CSV largest peak first. Returns the number of
+    detections and the three paths. A section whose QC numbers differ from the others' (a
+    marker of another run) is an ``EmaeError`` naming its chunk, and no report is
+    half-written.
     """
     stem = out.with_suffix("")
     paths = {
@@ -303,41 +285,43 @@ def write_reports(
         qc_tmp.open("w", newline="") as qc_file,
     ):
         qc_writer = None
-        for z, group in groupby(markers, key=lambda m: m[0]["z"]):
-            tiles, pieces = [], []
-            for qc, chunk_pieces in group:
-                tiles.append(qc)
-                pieces.extend(chunk_pieces)
+        for z, tiles, rows in sections:
             if qc_writer is None:
                 numbers = [k for k in tiles[0] if k not in ("z", "y0", "x0", "height", "width")]
                 qc_writer = csv.DictWriter(qc_file, fieldnames=(*QC_FIELDS, *numbers))
                 qc_writer.writeheader()
             for t in tiles:
-                _check_numbers(t, numbers, out)
+                check_numbers(t, numbers, str(out))
             qc_writer.writerows(_format(r) for r in _section_rows(z, tiles, numbers))
             qc_tiles.append((z, [_placed(t) for t in tiles]))
-            merged = merge_components(pieces)
-            if on_section is not None:
-                on_section(z, pieces, n + 1)
-            for i, c in enumerate(merged):
-                c["id"] = n + 1 + i
-            rows = np.array([[c[k] for k in _TABLE] for c in merged], dtype=np.float64)
-            table.write(rows.reshape(-1, len(_TABLE)).tobytes())
-            n += len(merged)
+            rows = np.array(rows, dtype=np.float64).reshape(-1, len(TABLE))
+            rows[:, TABLE.index("id")] += n
+            if on_detection is not None:
+                for row in rows.tolist():
+                    on_detection(_detection(dict(zip(TABLE, row, strict=True)), class_names))
+            table.write(rows.tobytes())
+            n += len(rows)
         table.flush()
         with atomic_file(paths["detections_csv"], overwrite=True) as det_tmp:
             with det_tmp.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=DETECTION_FIELDS)
                 writer.writeheader()
                 if n:
-                    rows = np.memmap(table.name, np.float64, "r", shape=(n, len(_TABLE)))
-                    order = np.argsort(-rows[:, _TABLE.index("peak")], kind="stable")
+                    rows = np.memmap(table.name, np.float64, "r", shape=(n, len(TABLE)))
+                    order = np.argsort(-rows[:, TABLE.index("peak")], kind="stable")
                     for start in range(0, n, _BLOCK):
                         for row in rows[order[start : start + _BLOCK]]:
-                            values = dict(zip(_TABLE, row.tolist(), strict=True))
-                            d = {k: int(v) if k in _INTEGER else v for k, v in values.items()}
-                            d["class"] = class_names[int(d.pop("class_index"))]
-                            writer.writerow(_format(d))
+                            values = dict(zip(TABLE, row.tolist(), strict=True))
+                            writer.writerow(_format(_detection(values, class_names)))
                     del rows
+    if qc_writer is None:
+        raise EmaeError(f"{out}: no section to report")
     write_figure(qc_figure(qc_tiles), paths["qc_png"])
     return {"detections": n, **{k: str(v) for k, v in paths.items()}}
+
+
+def _detection(values: dict[str, float], class_names: list[str]) -> dict[str, Any]:
+    """A table row as a detection: integer columns as ints, the class by name."""
+    d: dict[str, Any] = {k: int(v) if k in _INTEGER else v for k, v in values.items()}
+    d["class"] = class_names[int(d.pop("class_index"))]
+    return d

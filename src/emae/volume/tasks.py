@@ -1,10 +1,12 @@
-"""Running ``emae detect``'s chunk tasks: in this process or on a Dask cluster, CPU or GPU.
+"""Running ``emae detect``'s tasks: in this process or on a Dask cluster, CPU or GPU.
 
-:func:`run_chunks` maps the chunks still to do with :func:`emae.volume.chunks.process_chunk`:
-in this process (``scheduler="synchronous"``), on a new local cluster, or on an existing one
-(``scheduler="tcp://host:8786"``). The mapper is scattered to the workers once, and at most a
-few tasks per worker are in flight, so neither the scheduler nor this process holds one task
-per chunk of a large volume. A failing chunk is retried, then returned with its error.
+:class:`Runner` runs the tasks of a run (the chunks, :func:`emae.volume.chunks.process_chunk`;
+the sections, :mod:`emae.volume.sections`) in this process (``scheduler="synchronous"``), on a
+new local cluster, or on an existing one (``scheduler="tcp://host:8786"``). The mapper is
+scattered to the workers once, and at most a few tasks per worker are in flight, so neither the
+scheduler nor this process holds one task per chunk of a large volume. A task can enable others
+(a section's task once its last chunk is done), which then run before the rest. A failing task
+is retried, then returned with its error.
 
 On GPUs (``device="cuda"``) a local cluster has one worker per GPU by default, worker ``k`` on
 GPU ``k % gpus`` (:func:`emae.volume.chunks.chunk_device`); ``cuda:N`` starts one worker on GPU
@@ -15,11 +17,11 @@ does).
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import dataclasses
-import itertools
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
 from emae.runtime import check_device_name, resolve_device
-from emae.volume.chunks import Chunk, ChunkJob, Mapper, process_chunk
+from emae.volume.chunks import Chunk, ChunkJob, process_chunk
 
 
 def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") -> Any:
@@ -60,72 +62,152 @@ def device_for_run(device: str, scheduler: str | None) -> str:
     return resolve_device(device)
 
 
-def run_chunks(
-    todo: list[Chunk],
-    mapper: Mapper,
-    job: ChunkJob,
-    *,
-    workers: int | None,
-    scheduler: str | None,
-    retries: int,
-    progress: bool,
-) -> tuple[list[tuple[Chunk, str]], float]:
-    """Process the chunks of ``job`` on ``scheduler`` (``"synchronous"``: in this process; an
-    address; None: a local cluster of ``workers``); returns those that failed, with their
-    error, and the seconds spent starting the cluster and shipping the model to it."""
-    if not todo:
-        return [], 0.0
-    bar = tqdm(total=len(todo), desc="detecting", unit="chunk", disable=not progress)
-    failed = []
-    if scheduler == "synchronous":
-        for c in todo:
-            for attempt in range(retries + 1):
-                try:
-                    process_chunk(c, mapper, job)
-                    break
-                except Exception as exc:  # reported with the chunk's coordinates
-                    if attempt == retries:
-                        failed.append((c, f"{type(exc).__name__}: {exc}"))
-            bar.update(1)
-        bar.close()
-        return failed, 0.0
-    from distributed import as_completed
+#: A task: its key (for progress and errors), the function and its arguments.
+Task = tuple[Any, Callable[..., Any], tuple[Any, ...]]
+#: Called in this process with a finished task's key and result; returns the tasks it enables.
+Follow = Callable[[Any, Any], list[Task]]
 
-    began = time.perf_counter()
-    client, gpus = client_for(workers, scheduler, job.device)
-    local = None if scheduler else client.cluster  # closed with the client, not left to GC
-    # The client closes first, releasing the scattered mapper: workers that shut down while a
-    # client still holds it make the scheduler log an ERROR ("caused the cluster to lose
-    # scattered data") after a successful run.
-    with local or contextlib.nullcontext(), client:
+
+def chunk_tasks(todo: Iterable[Chunk], mapper: Any, job: ChunkJob) -> Iterator[Task]:
+    """The tasks mapping the chunks ``todo`` (:func:`~emae.volume.chunks.process_chunk`)."""
+    for c in todo:
+        yield c, process_chunk, (c, mapper, job)
+
+
+class Runner:
+    """Runs ``emae detect``'s tasks in this process or on a Dask cluster, CPU or GPU.
+
+    A context manager: entering starts the cluster (``scheduler=None``: a local one of
+    ``workers`` processes) or connects to ``scheduler``; ``"synchronous"`` runs every task
+    here. Tasks run with :meth:`run`, several times over one cluster (the chunks, then the
+    sections).
+
+    Attributes
+    ----------
+    startup_seconds
+        Starting the cluster and shipping what :meth:`share` shipped (0 in this process).
+    threads
+        Torch threads per task: ``threads`` or, on a local cluster, the CPU cores shared
+        among its workers.
+    gpus
+        GPUs a local cluster spreads its workers over (0: each worker resolves its device).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int | None,
+        scheduler: str | None,
+        device: str,
+        threads: int | None,
+        retries: int,
+        progress: bool,
+    ) -> None:
+        self.workers, self.scheduler, self.device = workers, scheduler, device
+        self.threads, self.retries, self.progress = threads, retries, progress
+        self.gpus, self.startup_seconds = 0, 0.0
+        self._stack = contextlib.ExitStack()
+        self.client: Any = None
+
+    def __enter__(self) -> Runner:
+        if self.scheduler == "synchronous":
+            return self
+        began = time.perf_counter()
+        client, self.gpus = client_for(self.workers, self.scheduler, self.device)
+        local = None if self.scheduler else client.cluster  # closed with the client
+        # The client closes first, releasing the scattered data: workers that shut down while
+        # a client still holds it make the scheduler log an ERROR ("caused the cluster to lose
+        # scattered data") after a successful run.
+        self._stack.enter_context(local or contextlib.nullcontext())
+        self._stack.enter_context(client)
+        self.client = client
         n_workers = max(1, len(client.nthreads()))
-        threads = job.threads
-        if threads is None and not scheduler:
-            threads = max(1, (os.cpu_count() or 1) // n_workers)
-        job = dataclasses.replace(job, threads=threads, gpus=gpus)
-        shared = client.scatter(mapper, broadcast=True)
-        startup = time.perf_counter() - began
-        chunks = iter(todo)
-        # A bounded window of tasks in flight: the scheduler and this process hold a few per
-        # worker, not one per chunk (millions on a large volume).
-        window = max(4, 4 * n_workers)
+        if self.threads is None and not self.scheduler:
+            self.threads = max(1, (os.cpu_count() or 1) // n_workers)
+        self.window = max(4, 4 * n_workers)
+        self.startup_seconds = time.perf_counter() - began
+        return self
 
-        def submit(c: Chunk) -> Any:
-            future = client.submit(process_chunk, c, shared, job, retries=retries, pure=False)
-            pending[future] = c
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def share(self, value: Any) -> Any:
+        """``value`` shipped to every worker once (here: itself); counted in the start-up."""
+        if self.client is None:
+            return value
+        began = time.perf_counter()
+        shared = self.client.scatter(value, broadcast=True)
+        self.startup_seconds += time.perf_counter() - began
+        return shared
+
+    def run(
+        self, tasks: Iterable[Task], *, desc: str, total: int, follow: Follow | None = None
+    ) -> list[tuple[Any, str]]:
+        """Run ``tasks`` and the tasks ``follow`` returns after each success (run first);
+        returns the keys of those that failed after the retries, with their error."""
+        bar = tqdm(total=total, desc=desc, unit="task", disable=not self.progress)
+        failed: list[tuple[Any, str]] = []
+        queue = _Queue(tasks)
+        if self.client is None:
+            while (task := queue.next()) is not None:
+                key, fn, args = task
+                for attempt in range(self.retries + 1):
+                    try:
+                        result = fn(*args)
+                    except Exception as exc:  # reported with the task's key
+                        if attempt == self.retries:
+                            failed.append((key, f"{type(exc).__name__}: {exc}"))
+                        continue
+                    queue.follow(follow, key, result, bar)
+                    break
+                bar.update(1)
+            bar.close()
+            return failed
+        from distributed import as_completed
+
+        pending: dict[Any, Any] = {}
+
+        def submit(task: Task) -> Any:
+            key, fn, args = task
+            future = self.client.submit(fn, *args, retries=self.retries, pure=False)
+            pending[future] = key
             return future
 
-        pending: dict[Any, Chunk] = {}
-        running = as_completed([submit(c) for c in itertools.islice(chunks, window)])
+        # A bounded window of tasks in flight: the scheduler and this process hold a few per
+        # worker, not one per chunk (millions on a large volume).
+        first = [queue.next() for _ in range(self.window)]
+        running = as_completed([submit(t) for t in first if t is not None])
         for future in running:
-            c = pending.pop(future)
+            key = pending.pop(future)
             if future.status == "error":
                 exc = future.exception()
-                failed.append((c, f"{type(exc).__name__}: {exc}"))
+                failed.append((key, f"{type(exc).__name__}: {exc}"))
+            else:
+                queue.follow(follow, key, future.result(), bar)
             future.release()
             bar.update(1)
-            following = next(chunks, None)
+            following = queue.next()
             if following is not None:
                 running.add(submit(following))
-    bar.close()
-    return failed, startup
+            while len(pending) < self.window and (extra := queue.next()) is not None:
+                running.add(submit(extra))
+        bar.close()
+        return failed
+
+
+class _Queue:
+    """Tasks to run: those that others enabled first, then the given ones in order."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self.tasks, self.enabled = iter(tasks), collections.deque()
+
+    def next(self) -> Task | None:
+        return self.enabled.popleft() if self.enabled else next(self.tasks, None)
+
+    def follow(self, follow: Follow | None, key: Any, result: Any, bar: Any) -> None:
+        if follow is not None:
+            more = follow(key, result)
+            self.enabled.extend(more)
+            if more:
+                bar.total += len(more)
+                bar.refresh()
