@@ -4,17 +4,24 @@ Pure functions on normalized images ``(N, H, W)`` float32 (axes ``"NYX"``): the 
 the smoothed squared or absolute error, ``1 - SSIM``, and the local standard deviation that
 describes image structure. :mod:`emae.anomaly.statistics` and :mod:`emae.anomaly.scores` build on
 them.
+
+Each map has one implementation, in torch, float32: :func:`pixel_error` and :func:`ssim_error`
+on tensors, which the scores run on the model's device batch by batch right after the forward
+pass (:func:`batched_apply` with ``then``), and the numpy functions :func:`pixel_error_map`,
+:func:`ssim_error_map` and :func:`local_std`, which run them on the CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
-from torch import nn
+from torch import Tensor, nn
 
+from emae.anomaly import filters
+from emae.anomaly.filters import gaussian_filter
 from emae.anomaly.ssim import ssim_map
 from emae.errors import EmaeError
 from emae.models.inference import inference_copy
@@ -47,9 +54,10 @@ def batched_apply(
     batch_size: int,
     device: str | torch.device | None,
     precision: str = "fp32",
+    then: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> np.ndarray:
-    """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``: outputs concatenated,
-    float32, CPU.
+    """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``, optionally followed by
+    ``then`` on the device: results concatenated, float32, CPU.
 
     The forward passes run on an :func:`emae.models.inference.inference_copy` of the model
     (``model`` keeps its mode, device and memory format). ``device=None`` uses the device of
@@ -58,6 +66,27 @@ def batched_apply(
     times faster on CPUs with native bf16 instructions, AMX or AVX512-BF16, and on GPUs, with
     outputs within about 1% of fp32); ``"auto"`` picks bf16 where the device supports it
     natively, fp32 elsewhere (:func:`emae.runtime.select_precision`).
+
+    Parameters
+    ----------
+    model, method
+        ``getattr(model, method)`` maps ``(B, 1, H, W)`` float32 to a tensor ``(B, ...)``.
+    x
+        ``(N, H, W)`` float32 images (see :func:`as_images`).
+    batch_size
+        Images per forward pass; only one batch's tensors are on the device at a time.
+    device, precision
+        Where and how the forward passes run (see above).
+    then
+        ``then(inputs, outputs)``, with ``inputs`` the batch ``(B, 1, H, W)`` and ``outputs``
+        the method's result, both float32 on the device, returns the ``(B, ...)`` tensor kept
+        for the batch. It runs in inference mode, in float32 (outside autocast). ``None``
+        keeps the outputs.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, ...)`` float32, the batches' results concatenated along axis 0.
     """
     from emae.runtime import model_device, select_precision
 
@@ -70,14 +99,16 @@ def batched_apply(
     if channels_last:
         fused.to(memory_format=torch.channels_last)
     fn = getattr(fused, method)
-    outputs = []
-    with torch.inference_mode(), torch.autocast(device.type, amp, enabled=amp is not None):
+    results = []
+    with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
-            if channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            outputs.append(fn(batch).float().cpu().numpy())
-    return np.concatenate(outputs)
+            inputs = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+            with torch.autocast(device.type, amp, enabled=amp is not None):
+                outputs = fn(inputs)
+            result = outputs.float() if then is None else then(batch, outputs.float())
+            results.append(result.float().cpu().numpy())
+    return np.concatenate(results)
 
 
 def reconstruct(
@@ -114,6 +145,37 @@ def reconstruct(
     )[:, 0]
 
 
+def pixel_error(
+    x: Tensor, recon: Tensor, *, kind: Literal["mse", "l1"] = "mse", smooth_sigma: float = 2.0
+) -> Tensor:
+    """:func:`pixel_error_map` of tensors, on their device.
+
+    Parameters
+    ----------
+    x, recon
+        ``(N, H, W)`` float32 tensors on one device.
+    kind, smooth_sigma
+        See :func:`pixel_error_map`.
+
+    Returns
+    -------
+    Tensor
+        ``(N, H, W)`` float32 on the device of ``x``, non-negative.
+    """
+    if kind not in ("mse", "l1"):
+        raise EmaeError(f"kind must be 'mse' or 'l1', got {kind!r}")
+    if not smooth_sigma >= 0:
+        raise EmaeError(f"smooth_sigma must be >= 0 pixels, got smooth_sigma={smooth_sigma}")
+    diff = x - recon
+    error = diff.square() if kind == "mse" else diff.abs()
+    return gaussian_filter(error, smooth_sigma)
+
+
+def ssim_error(x: Tensor, recon: Tensor) -> Tensor:
+    """``1 - SSIM`` of ``(N, H, W)`` float32 tensors: ``(N, H, W)`` float32 on their device."""
+    return 1.0 - ssim_map(x[:, None], recon[:, None])[:, 0]
+
+
 def pixel_error_map(
     x: Any, recon: Any, *, kind: Literal["mse", "l1"] = "mse", smooth_sigma: float = 2.0
 ) -> np.ndarray:
@@ -126,7 +188,8 @@ def pixel_error_map(
     kind
         ``"mse"`` for ``(x - recon)**2``, ``"l1"`` for ``|x - recon|``.
     smooth_sigma
-        Standard deviation in pixels of the smoothing (reflect at the borders); 0 for none.
+        Standard deviation in pixels of the smoothing (reflect at the borders, as
+        :func:`emae.anomaly.filters.gaussian_filter`); 0 for none.
 
     Returns
     -------
@@ -135,15 +198,11 @@ def pixel_error_map(
     """
     x, recon = as_images(x), as_images(recon, "recon")
     _same_shape(x, recon)
-    if kind not in ("mse", "l1"):
-        raise EmaeError(f"kind must be 'mse' or 'l1', got {kind!r}")
-    if not smooth_sigma >= 0:
-        raise EmaeError(f"smooth_sigma must be >= 0 pixels, got smooth_sigma={smooth_sigma}")
-    diff = x - recon
-    error = diff * diff if kind == "mse" else np.abs(diff)
-    if smooth_sigma > 0:
-        error = ndi.gaussian_filter(error, (0, smooth_sigma, smooth_sigma), mode="reflect")
-    return error.astype(np.float32, copy=False)
+    with torch.inference_mode():
+        error = pixel_error(
+            torch.from_numpy(x), torch.from_numpy(recon), kind=kind, smooth_sigma=smooth_sigma
+        )
+        return error.numpy()
 
 
 def ssim_error_map(x: Any, recon: Any) -> np.ndarray:
@@ -161,17 +220,16 @@ def ssim_error_map(x: Any, recon: Any) -> np.ndarray:
     """
     x, recon = as_images(x), as_images(recon, "recon")
     _same_shape(x, recon)
-    s = ssim_map(torch.from_numpy(x[:, None]), torch.from_numpy(recon[:, None]))
-    return (1.0 - s[:, 0]).numpy().astype(np.float32, copy=False)
+    with torch.inference_mode():
+        return ssim_error(torch.from_numpy(x), torch.from_numpy(recon)).numpy()
 
 
 def local_std(x: Any, sigma: float) -> np.ndarray:
     """Gaussian-weighted local standard deviation of each image: ``(N, H, W)`` float32.
 
-    ``sqrt(G(x**2) - G(x)**2)`` with ``G`` a Gaussian of ``sigma`` pixels (reflect borders).
+    ``sqrt(G(x**2) - G(x)**2)`` with ``G`` a Gaussian of ``sigma`` pixels (reflect borders),
+    computed in float32 by :func:`emae.anomaly.filters.local_std`.
     """
-    x = as_images(x).astype(np.float64)
-    s = (0, sigma, sigma)
-    mean = ndi.gaussian_filter(x, s, mode="reflect")
-    var = ndi.gaussian_filter(x * x, s, mode="reflect") - mean * mean
-    return np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+    x = as_images(x)
+    with torch.inference_mode():
+        return filters.local_std(torch.from_numpy(x), sigma).numpy()

@@ -23,8 +23,11 @@ to reconstruct than sharp tissue. The last two scores compare with what normal d
 to the model instead. The statistics they need are fitted on normal
 patches (scikit-learn contract: ``fit`` returns ``self``, learned attributes end in ``_``) and
 round-trip exactly through :meth:`~FeatureStatistics.to_arrays` and ``from_arrays`` for the
-model folder. :func:`anomaly_maps` is the one entry point for all four; :func:`patch_scores`
+model folder. :func:`anomaly_maps` is the one entry point for all five; :func:`patch_scores`
 reduces maps to one score per image.
+
+Every map is computed in torch, float32, on the model's device, batch by batch right after the
+forward pass; only the finished maps come back to the CPU.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ from torch import nn
 
 from emae.anomaly.maps import (
     as_images,
+    batched_apply,
     local_std,
+    pixel_error,
     pixel_error_map,
     reconstruct,
+    ssim_error,
     ssim_error_map,
 )
 from emae.anomaly.statistics import (
@@ -128,9 +134,16 @@ def anomaly_maps(
         return stats.anomaly_map(
             model, x, batch_size=batch_size, device=device, precision=precision
         )
-    x = as_images(x)
-    recon = reconstruct(model, x, batch_size=batch_size, device=device, precision=precision)
-    return pixel_error_map(x, recon) if score == "pixel" else ssim_error_map(x, recon)
+    error = pixel_error if score == "pixel" else ssim_error
+    return batched_apply(
+        model,
+        "forward",
+        as_images(x),
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        then=lambda inputs, recon: error(inputs[:, 0], recon[:, 0]),
+    )
 
 
 def patch_scores(maps: Any, *, reduce: Reduce = "mean") -> np.ndarray:

@@ -5,6 +5,10 @@
 learned attributes end in ``_``) and round-trip exactly through ``to_arrays`` and
 ``from_arrays`` for the model folder. They build on :mod:`emae.anomaly.maps`;
 :mod:`emae.anomaly.scores` re-exports them and dispatches to them.
+
+The maps are computed in torch, float32, on the model's device, one batch at a time right
+after the forward pass (:func:`~emae.anomaly.maps.batched_apply` with ``then``); fitting runs
+the same computation and estimates the statistics in numpy, float64.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from emae.anomaly.maps import as_images, batched_apply, local_std, pixel_error_map, reconstruct
+from emae.anomaly.filters import interp, local_std
+from emae.anomaly.maps import as_images, batched_apply, pixel_error
 from emae.errors import EmaeError, NotFittedError
 from emae.models.blocks import center_crop
 
@@ -25,6 +30,8 @@ from emae.models.blocks import center_crop
 STD_FLOOR = 0.01
 #: Smallest eigenvalue of a feature covariance relative to its largest, below which it is singular.
 MIN_EIGENVALUE = 1e-12
+#: Largest magnitude of an error z-score: its square and sums of squares stay finite in float32.
+MAX_Z = 1e15
 
 _S = TypeVar("_S", bound="_NormalStatistics")
 
@@ -218,20 +225,36 @@ class FeatureStatistics(_NormalStatistics):
         """
         _check_fitted(self, "precision_")
         x = as_images(x)
-        features = batched_apply(
-            model, "features", x, batch_size=batch_size, device=device, precision=precision
+        channels, m = self.mean_.size, model.downsample_factor
+        # precision_ = W W^T, so d^T precision_ d = |d W|^2: a sum of squares, which float32
+        # computes with less cancellation than d^T (precision_ d).
+        eigenvalues, eigenvectors = np.linalg.eigh(self.precision_)
+        whitening = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))  # (C, C)
+
+        def distance(inputs: Tensor, features: Tensor) -> Tensor:
+            if features.shape[1] != channels:
+                raise EmaeError(
+                    f"the model gives {features.shape[1]} feature channels; these "
+                    f"statistics were fitted on {channels}"
+                )
+            mean = torch.as_tensor(self.mean_, dtype=torch.float32, device=features.device)
+            w = torch.as_tensor(whitening, dtype=torch.float32, device=features.device)
+            d = features.movedim(1, -1) - mean  # (B, h, w, C)
+            coarse = (d @ w).square().sum(dim=-1)  # (B, h, w)
+            fine = F.interpolate(
+                coarse[:, None], scale_factor=m, mode="bilinear", align_corners=False
+            )  # (B, 1, h*m, w*m)
+            return center_crop(fine, inputs.shape[-2:])[:, 0]
+
+        return batched_apply(
+            model,
+            "features",
+            x,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            then=distance,
         )
-        if features.shape[1] != self.mean_.size:
-            raise EmaeError(
-                f"the model gives {features.shape[1]} feature channels; these "
-                f"statistics were fitted on {self.mean_.size}"
-            )
-        d = features.transpose(0, 2, 3, 1).astype(np.float64) - self.mean_  # (N, h, w, C)
-        distance = np.einsum("...i,ij,...j->...", d, self.precision_, d, optimize=True)
-        m = model.downsample_factor
-        coarse = torch.from_numpy(distance.astype(np.float32)[:, None])  # (N, 1, h, w)
-        fine = F.interpolate(coarse, scale_factor=m, mode="bilinear", align_corners=False)
-        return center_crop(fine, x.shape[-2:])[:, 0].numpy().copy()
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
@@ -263,12 +286,13 @@ class ErrorStatistics(_NormalStatistics):
 
     Pixels are binned by the local standard deviation of the input (flat regions to busy
     membranes; ``n_bins`` bins with equal numbers of normal pixels). For each bin the mean and
-    standard deviation of the smoothed squared error (:func:`pixel_error_map`) on normal patches
-    are learned. A pixel's anomaly is its error z-scored by these, interpolated linearly in the
-    local standard deviation between the bins' medians (constant beyond the outer ones): high
-    where the error is high *for that kind of structure*, e.g. a charged region: flat, but
-    brighter and harder to reconstruct than normal flat cytoplasm. A defocused region is flat
-    *and* easy to reconstruct, so neither this score nor the reconstruction error sees it.
+    standard deviation of the smoothed squared error
+    (:func:`~emae.anomaly.maps.pixel_error_map`) on normal patches are learned. A pixel's
+    anomaly is its error z-scored by these, interpolated linearly in the local standard
+    deviation between the bins' medians (constant beyond the outer ones): high where the error
+    is high *for that kind of structure*, e.g. a charged region: flat, but brighter and harder
+    to reconstruct than normal flat cytoplasm. A defocused region is flat *and* easy to
+    reconstruct, so neither this score nor the reconstruction error sees it.
 
     Parameters
     ----------
@@ -277,7 +301,7 @@ class ErrorStatistics(_NormalStatistics):
     structure_sigma
         Gaussian window in pixels of the local standard deviation.
     smooth_sigma
-        Smoothing in pixels of the squared error (see :func:`pixel_error_map`).
+        Smoothing in pixels of the squared error (see :func:`~emae.anomaly.maps.pixel_error_map`).
 
     Attributes
     ----------
@@ -299,12 +323,23 @@ class ErrorStatistics(_NormalStatistics):
         self.structure_sigma = structure_sigma
         self.smooth_sigma = smooth_sigma
 
-    def _error_and_structure(
-        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any, precision: str
-    ) -> tuple[np.ndarray, np.ndarray]:
-        recon = reconstruct(model, x, batch_size=batch_size, device=device, precision=precision)
-        error = pixel_error_map(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
+    def _error_and_structure(self, x: Tensor, recon: Tensor) -> tuple[Tensor, Tensor]:
+        """The error that is z-scored and the local structure it is binned by.
+
+        ``x`` and ``recon`` are ``(B, H, W)`` float32 on one device; returns two tensors of
+        that shape: the smoothed squared error and the local standard deviation of ``x``.
+        """
+        error = pixel_error(x, recon, kind="mse", smooth_sigma=self.smooth_sigma)
         return error, local_std(x, self.structure_sigma)
+
+    def _map(self, x: Tensor, recon: Tensor) -> Tensor:
+        """The anomaly map of a batch: ``(B, H, W)`` float32 tensors in, one out."""
+        error, structure = self._error_and_structure(x, recon)
+        mean, std = interp(structure, self.centers_, np.stack([self.mean_, self.std_]))
+        # The std floor of a model that reconstructs normal data exactly is float64's tiny,
+        # 0 in float32: keep z finite (and its square, and sums of squares).
+        z = (error - mean) / std.clamp_(min=torch.finfo(std.dtype).tiny)
+        return z.clamp_(-MAX_Z, MAX_Z)
 
     def fit(
         self,
@@ -321,8 +356,22 @@ class ErrorStatistics(_NormalStatistics):
         if not self.structure_sigma > 0:
             raise EmaeError(f"structure_sigma must be > 0 pixels, got {self.structure_sigma!r}")
         patches = as_images(patches, "patches")
-        error, structure = self._error_and_structure(model, patches, batch_size, device, precision)
-        self.centers_, self.mean_, self.std_ = binned_statistics(error, structure, self.n_bins)
+
+        def error_and_structure(inputs: Tensor, recon: Tensor) -> Tensor:
+            return torch.stack(self._error_and_structure(inputs[:, 0], recon[:, 0]), dim=1)
+
+        both = batched_apply(
+            model,
+            "forward",
+            patches,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            then=error_and_structure,
+        )  # (N, 2, H, W)
+        self.centers_, self.mean_, self.std_ = binned_statistics(
+            both[:, 0], both[:, 1], self.n_bins
+        )
         return self
 
     def anomaly_map(
@@ -336,12 +385,15 @@ class ErrorStatistics(_NormalStatistics):
     ) -> np.ndarray:
         """The z-scored reconstruction error of ``x``: ``(N, H, W)`` float32."""
         _check_fitted(self, "std_")
-        error, structure = self._error_and_structure(
-            model, as_images(x), batch_size, device, precision
+        return batched_apply(
+            model,
+            "forward",
+            as_images(x),
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            then=lambda inputs, recon: self._map(inputs[:, 0], recon[:, 0]),
         )
-        mean = np.interp(structure, self.centers_, self.mean_)
-        std = np.interp(structure, self.centers_, self.std_)
-        return ((error - mean) / std).astype(np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         """The learned state and the two window sizes, float64."""

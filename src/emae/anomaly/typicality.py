@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
-from torch import nn
+from torch import Tensor, nn
 
+from emae.anomaly.filters import gaussian_filter
 from emae.anomaly.statistics import ErrorStatistics
 from emae.errors import EmaeError
 
@@ -75,12 +75,17 @@ class TypicalityStatistics(ErrorStatistics):
         super().__init__(n_bins=n_bins, structure_sigma=structure_sigma, smooth_sigma=smooth_sigma)
         self.aggregate_sigma = aggregate_sigma
 
-    def _error_and_structure(
-        self, model: nn.Module, x: np.ndarray, batch_size: int, device: Any, precision: str
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The log of the smoothed squared error, and the local standard deviation."""
-        error, structure = super()._error_and_structure(model, x, batch_size, device, precision)
-        return np.log(error.astype(np.float64) + LOG_EPS), structure
+    def _error_and_structure(self, x: Tensor, recon: Tensor) -> tuple[Tensor, Tensor]:
+        """The log of the smoothed squared error, and the local standard deviation.
+
+        ``x`` and ``recon`` are ``(B, H, W)`` float32 on one device; so are both results.
+        """
+        error, structure = super()._error_and_structure(x, recon)
+        return torch.log(error + LOG_EPS), structure
+
+    def _map(self, x: Tensor, recon: Tensor) -> Tensor:
+        """The squared z-score, averaged over ``aggregate_sigma``: ``(B, H, W)`` float32."""
+        return gaussian_filter(super()._map(x, recon).square(), self.aggregate_sigma)
 
     def fit(
         self,
@@ -107,11 +112,9 @@ class TypicalityStatistics(ErrorStatistics):
         precision: str = "fp32",
     ) -> np.ndarray:
         """The smoothed squared z-score of the log error: ``(N, H, W)`` float32, >= 0."""
-        z = super().anomaly_map(model, x, batch_size=batch_size, device=device, precision=precision)
-        z2 = z.astype(np.float64) ** 2
-        if self.aggregate_sigma > 0:
-            z2 = ndi.gaussian_filter(z2, (0, self.aggregate_sigma, self.aggregate_sigma))
-        return z2.astype(np.float32)
+        return super().anomaly_map(
+            model, x, batch_size=batch_size, device=device, precision=precision
+        )
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
