@@ -284,8 +284,11 @@ def detect(
         ``seconds``, ``megapixels_per_s`` (both from the start of the work to the last chunk),
         ``startup_seconds`` (starting the Dask cluster and shipping the model; 0 with
         ``scheduler="synchronous"``), ``megapixels_per_s_after_start`` (the chunks' throughput
-        once the cluster is up), ``chunks`` (done, skipped, failed), ``detections``, and the
-        paths written.
+        once the cluster is up), ``post_chunk_seconds`` (from the last chunk to the end: the
+        sections still finishing, ``phases["finishing"]``, painting the labels,
+        ``phases["labels"]``, and writing the reports, ``phases["reports"]``; the sections
+        finished before the last chunk count in ``seconds``), ``total_seconds``, ``chunks``
+        (done, skipped, failed), ``detections``, and the paths written.
     """
     out = Path(out)
     if out.suffix != ".zarr":
@@ -392,6 +395,7 @@ def detect(
                 "to retry"
             )
         _raise_for_sections(failed, len(sections))
+        times["finished"] = time.perf_counter()
         for z in sections:
             if z not in counts:  # finished by an earlier run
                 counts[z] = len(read_manifest(out, z, pieces=False).detections)
@@ -435,8 +439,9 @@ def detect(
         "megapixels_per_s_after_start": pixels / 1e6 / working if working > 0 and pixels else None,
         "post_chunk_seconds": ended - times["chunks"],
         "total_seconds": ended - times["began"],
-        "phases": {
-            "sections_after_last_chunk": times["labels"] - times["chunks"],
+        "phases": {  # seconds after the last chunk: finishing sections, labels, reports
+            "finishing": times["finished"] - times["chunks"],
+            "labels": times["labels"] - times["finished"],
             "reports": ended - times["labels"],
         },
         "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
