@@ -67,6 +67,16 @@ def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
     assert (tmp_path / "out_qc.png").stat().st_size > 0
 
 
+def test_a_finished_run_keeps_two_small_files_per_section(tmp_path, data):
+    """Not one file per chunk: each finished section's chunk records become one manifest."""
+    summary = detect(data / "run", data / "stack.tif", tmp_path / "o.zarr", **SMALL)
+    assert summary["chunks"]["done"] == 12
+    done = sorted(p.name for p in (tmp_path / "o.zarr" / DONE).iterdir())
+    assert done == ["z0.labels.json", "z0.npz", "z1.labels.json", "z1.npz"]
+    again = detect(data / "run", data / "stack.tif", tmp_path / "o.zarr", **SMALL)
+    assert again["chunks"] == {"done": 0, "skipped": 12, "failed": 0}
+
+
 def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
     detect(data / "run", data / "stack.tif", tmp_path / "d.zarr", **SMALL)
     score_images(data / "run", [data / "stack.tif"], tmp_path / "s.tif", tile=48, overlap=16)
@@ -91,8 +101,14 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, data, monkeypatch):
     monkeypatch.setattr(module, "process_chunk", fail_late)
     with pytest.raises(EmaeError, match=r"6 of 12 chunks failed .* z1_y0_x0"):
         detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL, retries=1)
-    # Section 0 is finished (its manifest replaced its chunks' records); section 1 has none.
-    assert sorted(p.name for p in (tmp_path / "b.zarr" / DONE).iterdir()) == ["z0.npz"]
+    # Section 0 is finished (its manifest replaced its chunks' records) and painted while
+    # section 1 was failing; section 1 has nothing.
+    done = sorted(p.name for p in (tmp_path / "b.zarr" / DONE).iterdir())
+    assert done == ["z0.labels.json", "z0.npz"]
+    labels = [
+        zarr.open_array(str(tmp_path / n / "labels/anomaly/0"))[0] for n in ("a.zarr", "b.zarr")
+    ]
+    np.testing.assert_array_equal(labels[0], labels[1])
     monkeypatch.setattr(module, "process_chunk", original)
     summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL)
     assert summary["chunks"] == {"done": 6, "skipped": 6, "failed": 0}

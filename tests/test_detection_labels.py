@@ -61,7 +61,7 @@ def test_regions_across_chunks_get_their_csv_ids(tmp_path):
         out,
         ((z, m.tiles, m.detections) for z in range(2) for m in [read_manifest(out, z)]),
         ["anomaly", "dust", "clean"],
-        on_detection=found.append,
+        on_detection=lambda d: found.append(d) or True,
     )
     write_label_properties(out, ["anomaly", "classes"], found)
     with open(tmp_path / "o_detections.csv", newline="") as f:

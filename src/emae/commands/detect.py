@@ -13,8 +13,9 @@ Every output chunk is one task: it reads its region of the input plus a halo of 
 numbers and component pieces (:mod:`emae.volume.components`, :mod:`emae.volume.done`). Memory
 per task is bounded by the chunk and tile sizes, whatever the volume size. When a section's last
 chunk is done, a section task merges its detections, builds its blocks of the pyramid levels
-and replaces its chunks' records with one manifest; when every section is done, section tasks
-paint the numbered detections into the label images (:mod:`emae.volume.sections`). Only the
+and replaces its chunks' records with one manifest; once the sections before it are finished
+(its detections' ids are then known), another paints its detections into the label images
+(:mod:`emae.volume.sections`, :mod:`emae.volume.run`). Only the
 reports (two CSV files and a figure, from the sections' manifests) are written by this process.
 
 Tasks run on a Dask cluster: a local one with ``workers`` processes by default, an existing one
@@ -30,8 +31,6 @@ finished chunks are kept. An existing output made with other settings is replace
 
 from __future__ import annotations
 
-import collections
-import itertools
 import json
 import logging
 import os
@@ -40,8 +39,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.data.normalization import normalizer_for
@@ -52,16 +49,11 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store
 from emae.io.provenance import check_not_input
 from emae.volume.chunks import Chunk, ChunkJob, Mapper, plan_chunks
-from emae.volume.done import DONE, read_manifest, read_painted, scan
-from emae.volume.labels import (
-    MAX_PROPERTIES,
-    create_label_images,
-    label_names,
-    write_label_properties,
-)
-from emae.volume.qc import write_reports
-from emae.volume.sections import SectionJob, finish_section, label_section
-from emae.volume.tasks import Runner, Task, chunk_tasks, device_for_run
+from emae.volume.done import DONE, scan
+from emae.volume.labels import create_label_images, label_names
+from emae.volume.run import map_volume, write_outputs
+from emae.volume.sections import SectionJob
+from emae.volume.tasks import Runner, device_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -137,16 +129,6 @@ def _prepare(
     with atomic_file(run) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
     return False
-
-
-def _raise_for_sections(failed: list[tuple[Any, str]], n_sections: int) -> None:
-    """One line naming the sections whose task failed (after the chunks were all done)."""
-    if failed:
-        where = ", ".join(f"{key} ({err})" for key, err in failed[:5])
-        raise EmaeError(
-            f"{len(failed)} of {n_sections} sections could not be finished: {where}; the "
-            "mapped chunks are kept; rerun to retry"
-        )
 
 
 def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) -> tuple[Mapper, int]:
@@ -285,10 +267,10 @@ def detect(
         ``startup_seconds`` (starting the Dask cluster and shipping the model; 0 with
         ``scheduler="synchronous"``), ``megapixels_per_s_after_start`` (the chunks' throughput
         once the cluster is up), ``post_chunk_seconds`` (from the last chunk to the end: the
-        sections still finishing, ``phases["finishing"]``, painting the labels,
-        ``phases["labels"]``, and writing the reports, ``phases["reports"]``; the sections
-        finished before the last chunk count in ``seconds``), ``total_seconds``, ``chunks``
-        (done, skipped, failed), ``detections``, and the paths written.
+        section tasks still running, ``phases["sections"]``, and writing the reports,
+        ``phases["reports"]``; the section tasks run before the last chunk count in
+        ``seconds``), ``total_seconds``, ``chunks`` (done, skipped, failed), ``detections``,
+        and the paths written.
     """
     out = Path(out)
     if out.suffix != ".zarr":
@@ -339,27 +321,7 @@ def detect(
         threshold=None if mapper.detector is None else mapper.detector.pixel_threshold_.value,
         classes=mapper.classes,
     )
-    left = collections.Counter(c.z for c in todo)
-    chunks_left = len(todo)
-    counts: dict[int, int] = {}
-    times = {"began": time.perf_counter()}
-
-    def finish(z: int) -> Task:
-        names = [c.name for c in sections[z]]
-        return f"z{z}", finish_section, (z, names, section_job)
-
-    def follow(key: Any, result: Any) -> list[Task]:
-        nonlocal chunks_left
-        if isinstance(key, Chunk):
-            left[key.z] -= 1
-            chunks_left -= 1
-            if not chunks_left:
-                times["chunks"] = time.perf_counter()
-            return [finish(key.z)] if left[key.z] == 0 else []
-        counts[int(key[1:])] = int(result)
-        return []
-
-    unfinished = [z for z in sections if z not in state.finished and not left[z]]
+    began = time.perf_counter()  # the cluster's start counts in the run's seconds
     with Runner(
         workers=workers,
         scheduler=scheduler,
@@ -378,55 +340,8 @@ def detect(
             device=device,
             gpus=runner.gpus,
         )
-        work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job)
-        failed = runner.run(
-            itertools.chain((finish(z) for z in unfinished), work),
-            desc="detecting",
-            total=len(todo) + len(unfinished),
-            follow=follow,
-        )
-        times.setdefault("chunks", time.perf_counter())
-        chunk_failures = [(k, e) for k, e in failed if isinstance(k, Chunk)]
-        if chunk_failures:
-            where = ", ".join(f"{c.name} ({err})" for c, err in chunk_failures[:5])
-            raise EmaeError(
-                f"{len(chunk_failures)} of {n_chunks} chunks failed after {retries} retries: "
-                f"{where}; the {n_chunks - len(chunk_failures)} finished chunks are kept; rerun "
-                "to retry"
-            )
-        _raise_for_sections(failed, len(sections))
-        times["finished"] = time.perf_counter()
-        for z in sections:
-            if z not in counts:  # finished by an earlier run
-                counts[z] = len(read_manifest(out, z, pieces=False).detections)
-        starts = np.cumsum([1] + [counts[z] for z in sections])[:-1].tolist()
-        first_ids = dict(zip(sections, starts, strict=True))
-        paint = [
-            (f"z{z}", label_section, (z, first_ids[z], section_job))
-            for z in sections
-            if read_painted(out, z) != first_ids[z]
-        ]
-        failed = runner.run(paint, desc="labels", total=len(paint))
-        _raise_for_sections(failed, len(sections))
-    times["labels"] = time.perf_counter()
-    properties: list[dict[str, Any]] = []
-    listed = collections.Counter()
-
-    def keep(detection: dict[str, Any]) -> None:  # the first ones of each label image
-        anomaly = detection["class"] == "anomaly"
-        if listed[anomaly] < MAX_PROPERTIES:
-            listed[anomaly] += 1
-            properties.append(detection)
-
-    manifests = ((z, read_manifest(out, z, pieces=False)) for z in sections)  # one at a time
-    reports = write_reports(
-        out,
-        ((z, m.tiles, m.detections) for z, m in manifests),
-        mapper.class_names(),
-        on_detection=keep,
-    )
-    names = label_names(mapper.detector is not None, mapper.classes)
-    reports["labels"] = [str(p) for p in write_label_properties(out, names, properties)]
+        times = {**map_volume(sections, state, mapper, job, section_job, runner), "began": began}
+    reports = write_outputs(out, list(sections), mapper)
     ended = time.perf_counter()
     startup = runner.startup_seconds
     seconds = times["chunks"] - times["began"]
@@ -439,10 +354,9 @@ def detect(
         "megapixels_per_s_after_start": pixels / 1e6 / working if working > 0 and pixels else None,
         "post_chunk_seconds": ended - times["chunks"],
         "total_seconds": ended - times["began"],
-        "phases": {  # seconds after the last chunk: finishing sections, labels, reports
-            "finishing": times["finished"] - times["chunks"],
-            "labels": times["labels"] - times["finished"],
-            "reports": ended - times["labels"],
+        "phases": {  # seconds after the last chunk: the last sections' tasks, the reports
+            "sections": times["sections"] - times["chunks"],
+            "reports": ended - times["sections"],
         },
         "chunks": {"done": len(todo), "skipped": skipped, "failed": 0},
         **reports,

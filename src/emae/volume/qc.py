@@ -250,7 +250,7 @@ def write_reports(
     out: Path,
     sections: Iterable[tuple[int, list[dict[str, Any]], np.ndarray]],
     class_names: list[str],
-    on_detection: Callable[[dict[str, Any]], None] | None = None,
+    on_detection: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
     """Write ``OUT_detections.csv``, ``OUT_qc.csv`` and ``OUT_qc.png`` beside ``OUT.zarr``.
 
@@ -264,11 +264,11 @@ def write_reports(
 
     Detections are numbered ``1..n`` in section order (``id``, the first column), as the label
     images (:mod:`emae.volume.labels`) hold them; ``on_detection`` is called with each one
-    (``id``, ``class``, ``area``, ``peak``, ...) in id order. Memory does not grow with the
-    volume's detections: they go to a table on disk, and only their peaks (8 bytes per
-    detection) are read back to write the CSV largest peak first. Returns the number of
-    detections and the three paths. A section whose QC numbers differ from the others' (a
-    marker of another run) is an ``EmaeError`` naming its chunk, and no report is
+    (``id``, ``class``, ``area``, ``peak``, ...) in id order until it returns False. Memory
+    does not grow with the volume's detections: they go to a table on disk, and only their
+    peaks (8 bytes per detection) are read back to write the CSV largest peak first. Returns
+    the number of detections and the three paths. A section whose QC numbers differ from the
+    others' (a marker of another run) is an ``EmaeError`` naming its chunk, and no report is
     half-written.
     """
     stem = out.with_suffix("")
@@ -296,28 +296,35 @@ def write_reports(
             qc_tiles.append((z, [_placed(t) for t in tiles]))
             rows = np.array(rows, dtype=np.float64).reshape(-1, len(TABLE))
             rows[:, TABLE.index("id")] += n
-            if on_detection is not None:
-                for row in rows.tolist():
-                    on_detection(_detection(dict(zip(TABLE, row, strict=True)), class_names))
+            for row in rows.tolist() if on_detection is not None else ():
+                if not on_detection(_detection(dict(zip(TABLE, row, strict=True)), class_names)):
+                    on_detection = None  # it has all it wants
+                    break
             table.write(rows.tobytes())
             n += len(rows)
         table.flush()
         with atomic_file(paths["detections_csv"], overwrite=True) as det_tmp:
             with det_tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=DETECTION_FIELDS)
-                writer.writeheader()
+                writer = csv.writer(f)
+                writer.writerow(DETECTION_FIELDS)
                 if n:
                     rows = np.memmap(table.name, np.float64, "r", shape=(n, len(TABLE)))
                     order = np.argsort(-rows[:, TABLE.index("peak")], kind="stable")
                     for start in range(0, n, _BLOCK):
-                        for row in rows[order[start : start + _BLOCK]]:
-                            values = dict(zip(TABLE, row.tolist(), strict=True))
-                            writer.writerow(_format(_detection(values, class_names)))
+                        block = rows[order[start : start + _BLOCK]].tolist()
+                        writer.writerows(_csv_row(row, class_names) for row in block)
                     del rows
     if qc_writer is None:
         raise EmaeError(f"{out}: no section to report")
     write_figure(qc_figure(qc_tiles), paths["qc_png"])
     return {"detections": n, **{k: str(v) for k, v in paths.items()}}
+
+
+def _csv_row(row: list[float], class_names: list[str]) -> list[Any]:
+    """A table row (:data:`TABLE` order) as the fields of a detections.csv line."""
+    id_, k, cx, cy, z, x0, y0, x1, y1, area, peak = row
+    ints = (int(z), int(x0), int(y0), int(x1), int(y1), int(area))
+    return [int(id_), class_names[int(k)], f"{cx:.6g}", f"{cy:.6g}", *ints, f"{peak:.6g}"]
 
 
 def _detection(values: dict[str, float], class_names: list[str]) -> dict[str, Any]:

@@ -9,9 +9,10 @@ the chunks splits by section and runs in parallel on the cluster, like the chunk
     map's pyramid levels, writes its manifest and removes its chunk records
     (:mod:`emae.volume.done`); returns its number of detections.
 :func:`label_section`
-    once every section is finished and the detections are numbered (ids ``1..n`` in section
-    order, so section ``z`` starts at the detections of the sections before it): paints the
-    section's detections into the label images (:func:`emae.volume.labels.paint_section`).
+    once the sections before it are finished, so that its detections' ids are known (``1..n``
+    in section order: section ``z`` starts after the detections of the sections before it):
+    paints the section's detections into the label images
+    (:func:`emae.volume.labels.paint_section`).
 
 Both are idempotent: a task killed midway is run again by the next run, which ends with the
 same result.
@@ -131,7 +132,10 @@ def finish_section(z: int, names: list[str], job: SectionJob) -> int:
 
 
 def label_section(z: int, first_id: int, job: SectionJob) -> None:
-    """Paint section ``z``'s detections from id ``first_id`` and mark it painted."""
+    """Paint section ``z``'s detections from id ``first_id`` and mark it painted (nothing to
+    do when an earlier run painted it from the same id)."""
+    if read_painted(job.out, z) == first_id:
+        return
     manifest = read_manifest(job.out, z)
     paint_section(
         Path(job.out),

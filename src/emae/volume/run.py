@@ -1,0 +1,152 @@
+"""The course of one ``emae detect`` run over its tasks: chunks, sections, labels, reports.
+
+:func:`map_volume` runs, on one :class:`~emae.volume.tasks.Runner`, the chunks still to do and,
+as soon as a section's last chunk is done, that section's task
+(:func:`~emae.volume.sections.finish_section`); then numbers the detections (ids ``1..n`` in
+section order, from the sections' counts) and paints each section that is not painted yet with
+its first id (:func:`~emae.volume.sections.label_section`). :func:`write_outputs` then writes
+the reports and the label metadata from the sections' manifests, one section at a time. Only
+these last files are written by the process that runs the command; everything before runs on
+the workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from emae.errors import EmaeError
+from emae.volume.chunks import Chunk, ChunkJob, Mapper
+from emae.volume.done import DoneState, read_manifest
+from emae.volume.labels import MAX_PROPERTIES, label_names, write_label_properties
+from emae.volume.qc import write_reports
+from emae.volume.sections import SectionJob, finish_section, label_section
+from emae.volume.tasks import Runner, Task, chunk_tasks
+
+
+def map_volume(
+    sections: Mapping[int, Sequence[Chunk]],
+    state: DoneState,
+    mapper: Mapper,
+    job: ChunkJob,
+    section_job: SectionJob,
+    runner: Runner,
+) -> dict[str, float]:
+    """Map the chunks of ``sections`` not done in ``state``, finish and paint every section.
+
+    Parameters
+    ----------
+    sections
+        The chunks of each section, row-major, by z.
+    state
+        What earlier runs finished (:func:`emae.volume.done.scan`).
+    mapper, job
+        The chunks' mapper and job; the job's ``threads`` and ``gpus`` are the runner's.
+    section_job
+        What the section tasks share.
+    runner
+        An entered :class:`~emae.volume.tasks.Runner`.
+
+    Returns
+    -------
+    dict
+        :func:`time.perf_counter` times: ``began``, ``chunks`` (the last chunk done) and
+        ``sections`` (every section finished and painted).
+
+    Raises
+    ------
+    EmaeError
+        Naming the chunks, or the sections, that failed after the runner's retries; finished
+        chunks and sections are kept.
+    """
+    todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
+    left = collections.Counter(c.z for c in todo)
+    chunks_left = len(todo)
+    # Detections of the sections finished by earlier runs; the others' come from their tasks.
+    counts = {
+        z: len(read_manifest(section_job.out, z, pieces=False).detections)
+        for z in sections
+        if z in state.finished
+    }
+    order = iter(sections)
+    numbering = {"next": next(order, None), "first_id": 1}
+    times = {"began": time.perf_counter()}
+
+    def finish(z: int) -> Task:
+        return ("finish", z), finish_section, (z, [c.name for c in sections[z]], section_job)
+
+    def paint_numbered() -> list[Task]:
+        """Label tasks of the sections whose first id is now known: all before them finished."""
+        tasks = []
+        while (z := numbering["next"]) is not None and z in counts:
+            tasks.append((("labels", z), label_section, (z, numbering["first_id"], section_job)))
+            numbering["first_id"] += counts[z]
+            numbering["next"] = next(order, None)
+        return tasks
+
+    def follow(key: Any, result: Any) -> list[Task]:
+        nonlocal chunks_left
+        if isinstance(key, Chunk):
+            left[key.z] -= 1
+            chunks_left -= 1
+            if not chunks_left:
+                times["chunks"] = time.perf_counter()
+            return [finish(key.z)] if left[key.z] == 0 else []
+        if key[0] == "finish":
+            counts[key[1]] = int(result)
+            return paint_numbered()
+        return []
+
+    unfinished = [z for z in sections if z not in state.finished and not left[z]]
+    first = [*paint_numbered(), *(finish(z) for z in unfinished)]
+    work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job)
+    failed = runner.run(
+        itertools.chain(first, work), desc="detecting", total=len(todo) + len(first), follow=follow
+    )
+    times.setdefault("chunks", time.perf_counter())
+    chunk_failures = [(k, e) for k, e in failed if isinstance(k, Chunk)]
+    if chunk_failures:
+        n = sum(len(cs) for cs in sections.values())
+        where = ", ".join(f"{c.name} ({err})" for c, err in chunk_failures[:5])
+        raise EmaeError(
+            f"{len(chunk_failures)} of {n} chunks failed after {runner.retries} retries: "
+            f"{where}; the {n - len(chunk_failures)} finished chunks are kept; rerun to retry"
+        )
+    if failed:
+        where = ", ".join(f"z{key[1]} ({err})" for key, err in failed[:5])
+        raise EmaeError(
+            f"{len(failed)} section tasks of {len(sections)} sections failed: {where}; the "
+            "mapped chunks are kept; rerun to retry"
+        )
+    times["sections"] = time.perf_counter()
+    return times
+
+
+def write_outputs(out: Path, sections: Sequence[int], mapper: Mapper) -> dict[str, Any]:
+    """The reports beside ``out`` (:func:`emae.volume.qc.write_reports`) and the properties of
+    the first detections in the label images' metadata, from the sections' manifests."""
+    properties: list[dict[str, Any]] = []
+    listed: collections.Counter[bool] = collections.Counter()  # by "is an anomaly"
+    kinds = [kind for kind, made in ((True, mapper.detector), (False, mapper.classes)) if made]
+
+    def keep(detection: dict[str, Any]) -> bool:  # the first ones of each label image
+        anomaly = detection["class"] == "anomaly"
+        if listed[anomaly] < MAX_PROPERTIES:
+            listed[anomaly] += 1
+            properties.append(detection)
+        return any(listed[kind] < MAX_PROPERTIES for kind in kinds)
+
+    manifests = ((z, read_manifest(out, z, pieces=False)) for z in sections)  # one at a time
+    reports = write_reports(
+        out,
+        ((z, m.tiles, m.detections) for z, m in manifests),
+        mapper.class_names(),
+        on_detection=keep,
+    )
+    names = label_names(mapper.detector is not None, mapper.classes)
+    reports["labels"] = [str(p) for p in write_label_properties(out, names, properties)]
+    return reports
