@@ -358,3 +358,16 @@ def test_gpu_maps_match_the_cpu(tmp_path, data):
     for name in ("g.zarr", "w.zarr"):
         b = zarr.open_array(str(tmp_path / name / "0"), mode="r")[:]
         np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), atol=2e-3, rtol=2e-3)
+
+
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_workers_run_with_the_default_allocator_settings():
+    """Dask's MALLOC_TRIM_THRESHOLD_ would make every large tensor a fresh mmap (slow)."""
+    from emae.volume.tasks import client_for
+
+    client, _ = client_for(1, None)
+    with client.cluster, client:
+        assert set(client.run(_trim_threshold).values()) == {None}

@@ -37,6 +37,7 @@ def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") 
     ``device`` itself): of the cluster at ``scheduler``, or of a new local cluster of
     ``workers`` one-thread processes (default: one per CPU core; one per GPU for
     ``device="cuda"``; one for ``"cuda:N"``)."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -46,9 +47,19 @@ def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") 
             raise EmaeError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     default = 1 if device.startswith("cuda:") else gpus or max(1, os.cpu_count() or 1)
-    cluster = LocalCluster(
-        n_workers=workers or default, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set, which also fixes glibc's mmap
+    # threshold: every large tensor of a forward pass is then mapped and page-faulted afresh,
+    # and a chunk took 1.3x as long as in one process (docs/benchmarks.md). Our workers run
+    # with glibc's defaults; their memory stays bounded by one chunk's working set.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(
+            n_workers=workers or default,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
     return Client(cluster), gpus
 
 
