@@ -11,10 +11,10 @@ probable class with probability >= 0.5) and writes the chunk's record, its QC nu
 component pieces (:mod:`emae.volume.done`).
 
 Chunks are mapped on the device :func:`chunk_device` picks in the process that maps them (the
-CPU, or a GPU: the tiles' forward passes run there, the scoring and writing on the CPU): the
-device asked for, resolved on the worker itself, or on a local cluster of GPU workers, GPU
-``k % gpus`` for worker ``k`` (worker names survive restarts, so a restarted worker keeps its
-GPU).
+CPU, or a GPU: the tiles' forward passes and anomaly scores run there, the reading, writing and
+detections on the CPU): the device asked for, resolved on the worker itself, or on a local
+cluster of GPU workers, GPU ``k % gpus`` for worker ``k`` (worker names survive restarts, so a
+restarted worker keeps its GPU).
 """
 
 from __future__ import annotations
