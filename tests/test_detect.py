@@ -67,6 +67,41 @@ def test_detect_writes_a_valid_map_and_reports(tmp_path, data):
     assert (tmp_path / "out_qc.png").stat().st_size > 0
 
 
+def test_a_run_started_with_chunk_records_in_one_folder_resumes(tmp_path, data, monkeypatch):
+    """Stores of earlier emae kept one record per chunk directly in emae_done/: they resume."""
+    import emae.volume.tasks as module
+
+    detect(data / "run", data / "stack.tif", tmp_path / "a.zarr", **SMALL)
+    original = module.process_chunk
+
+    def fail_late(c, *args, **kwargs):
+        if c.z == 1 and c.x0 > 0:
+            raise RuntimeError("node lost")
+        return original(c, *args, **kwargs)
+
+    monkeypatch.setattr(module, "process_chunk", fail_late)
+    with pytest.raises(EmaeError, match="chunks failed"):
+        detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL, retries=0)
+    monkeypatch.setattr(module, "process_chunk", original)
+    done = tmp_path / "b.zarr" / DONE
+    for record in (done / "z1").iterdir():  # the layout of earlier versions
+        record.rename(done / record.name)
+    (done / "z1").rmdir()
+    assert len(list(done.glob("z1_*.npz"))) == 3
+    summary = detect(data / "run", data / "stack.tif", tmp_path / "b.zarr", **SMALL)
+    assert summary["chunks"] == {"done": 3, "skipped": 9, "failed": 0}
+    assert sorted(p.name for p in done.iterdir()) == [
+        "z0.labels.json",
+        "z0.npz",
+        "z1.labels.json",
+        "z1.npz",
+    ]
+    for name in ("0", "labels/anomaly/0"):
+        a = zarr.open_array(str(tmp_path / "a.zarr" / name), mode="r")[:]
+        np.testing.assert_array_equal(a, zarr.open_array(str(tmp_path / "b.zarr" / name))[:])
+    assert _rows(tmp_path / "a_detections.csv") == _rows(tmp_path / "b_detections.csv")
+
+
 def test_a_finished_run_keeps_two_small_files_per_section(tmp_path, data):
     """Not one file per chunk: each finished section's chunk records become one manifest."""
     summary = detect(data / "run", data / "stack.tif", tmp_path / "o.zarr", **SMALL)

@@ -49,7 +49,7 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store
 from emae.io.provenance import check_not_input
 from emae.volume.chunks import Chunk, ChunkJob, Mapper, plan_chunks
-from emae.volume.done import DONE, scan
+from emae.volume.done import DONE, move_legacy_records, scan
 from emae.volume.labels import create_label_images, label_names
 from emae.volume.run import map_volume, write_outputs
 from emae.volume.sections import SectionJob
@@ -308,6 +308,8 @@ def detect(
         sections.setdefault(c.z, []).append(c)
     # One listing of the done-state, and one per section in progress (not one file check per
     # chunk: millions on a network file system when a large run resumes).
+    if resumed and (moved := move_legacy_records(out)):
+        logger.info("%s: %d chunk records of an earlier emae moved to its sections", out, moved)
     state = scan(out)
     todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
     n_chunks = sum(len(cs) for cs in sections.values())

@@ -262,6 +262,28 @@ def scan(out: str | Path, sections: Iterable[int] | None = None) -> DoneState:
     return DoneState(finished, chunks)
 
 
+def move_legacy_records(out: str | Path) -> int:
+    """Move chunk records written before the section folders existed (one folder of
+    ``emae_done/z{z}_y{y0}_x{x0}.npz``, the same records) into their sections' folders, so
+    that a run started by an earlier emae resumes without mapping them again; returns how many
+    were moved."""
+    root = Path(out) / DONE
+    moved = 0
+    if not root.is_dir():
+        return 0
+    for entry in os.scandir(root):
+        name = entry.name
+        if not (entry.is_file() and name.startswith("z") and name.endswith(".npz")):
+            continue
+        z, _, rest = name[1:-4].partition("_")
+        if z.isdigit() and rest.startswith("y"):
+            target = chunk_record_path(out, name[:-4], int(z))
+            target.parent.mkdir(exist_ok=True)
+            os.replace(entry.path, target)
+            moved += 1
+    return moved
+
+
 def chunks_done(out: str | Path, shape: tuple[int, int, int], chunk: int) -> tuple[int, int]:
     """``(done, planned)`` chunks of a detect store of volume ``shape`` and ``chunk`` size."""
     z, h, w = shape

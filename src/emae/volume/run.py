@@ -1,13 +1,15 @@
 """The course of one ``emae detect`` run over its tasks: chunks, sections, labels, reports.
 
-:func:`map_volume` runs, on one :class:`~emae.volume.tasks.Runner`, the chunks still to do and,
-as soon as a section's last chunk is done, that section's task
-(:func:`~emae.volume.sections.finish_section`); then numbers the detections (ids ``1..n`` in
-section order, from the sections' counts) and paints each section that is not painted yet with
-its first id (:func:`~emae.volume.sections.label_section`). :func:`write_outputs` then writes
-the reports and the label metadata from the sections' manifests, one section at a time. Only
-these last files are written by the process that runs the command; everything before runs on
-the workers.
+:func:`map_volume` runs, on one :class:`~emae.volume.tasks.Runner`, the chunks still to do; as
+soon as a section's last chunk is done, that section's task
+(:func:`~emae.volume.sections.finish_section`), which returns its number of detections; and as
+soon as the sections before a section are all finished, its first detection id is known (ids
+``1..n`` in section order) and its label task (:func:`~emae.volume.sections.label_section`)
+runs. Chunks are submitted section by section, so sections are finished and painted while
+later chunks are mapped: after the last chunk only the last sections are left.
+:func:`write_outputs` then writes the reports and the label metadata from the sections'
+manifests, one section at a time. Only these last files are written by the process that runs
+the command; everything before runs on the workers.
 """
 
 from __future__ import annotations
