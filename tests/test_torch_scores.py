@@ -178,7 +178,7 @@ def test_maps_equal_the_float64_reference(model, normal, score):
 
 @pytest.mark.parametrize("score", ["error-z", "typicality"])
 def test_fit_equals_the_float64_reference(model, normal, score):
-    from emae.anomaly.statistics import binned_statistics
+    from emae.anomaly.error_statistics import binned_statistics
 
     stats = STATISTICS[score]().fit(model, normal)
     error = ref_pixel(normal, reconstruct(model, normal))

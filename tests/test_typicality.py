@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from emae.anomaly.statistics import ErrorStatistics
+from emae.anomaly.error_statistics import ErrorStatistics
 from emae.anomaly.typicality import TypicalityStatistics
 from emae.errors import EmaeError, NotFittedError
 from emae.synth.tissue import make_section

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emae.anomaly.error_statistics import STD_FLOOR, ErrorStatistics
 from emae.anomaly.maps import (
     as_images,
     batched_apply,
@@ -48,13 +49,7 @@ from emae.anomaly.maps import (
     ssim_error,
     ssim_error_map,
 )
-from emae.anomaly.statistics import (
-    MIN_EIGENVALUE,
-    STD_FLOOR,
-    ErrorStatistics,
-    FeatureStatistics,
-    shrunk_covariance,
-)
+from emae.anomaly.statistics import MIN_EIGENVALUE, FeatureStatistics, shrunk_covariance
 from emae.anomaly.typicality import TypicalityStatistics
 from emae.errors import EmaeError
 

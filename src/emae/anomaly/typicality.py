@@ -9,9 +9,9 @@ the region looks like to a microscope.
 
 :class:`TypicalityStatistics` learns, on normal patches, the mean and standard deviation of the
 *log* smoothed squared error for each kind of local structure (pixels binned by local standard
-deviation, as in :class:`~emae.anomaly.statistics.ErrorStatistics`). A pixel's anomaly is the
-squared z-score of its log error, averaged over a Gaussian neighbourhood of ``aggregate_sigma``
-pixels::
+deviation, as in :class:`~emae.anomaly.error_statistics.ErrorStatistics`). A pixel's anomaly
+is the squared z-score of its log error, averaged over a Gaussian neighbourhood of
+``aggregate_sigma`` pixels::
 
     z = (log e - mean(structure)) / std(structure)        anomaly = G_sigma * z**2
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from emae.anomaly.error_statistics import ErrorStatistics
 from emae.anomaly.filters import gaussian_filter
-from emae.anomaly.statistics import ErrorStatistics
 from emae.errors import EmaeError
 
 #: Added to the squared error before the log, in squared normalized-intensity units.
@@ -39,8 +39,9 @@ LOG_EPS = 1e-6
 class TypicalityStatistics(ErrorStatistics):
     """Per-structure statistics of the log reconstruction error; anomaly = smoothed z squared.
 
-    The binning, fitting and storage of :class:`~emae.anomaly.statistics.ErrorStatistics`, applied
-    to the log error; the map squares the z-score and averages it over a neighbourhood.
+    The binning, fitting, storage and ``anomaly_map`` of
+    :class:`~emae.anomaly.error_statistics.ErrorStatistics`, applied to the log error; the map
+    squares the z-score and averages it over a neighbourhood: ``(N, H, W)`` float32, >= 0.
 
     Parameters
     ----------
@@ -101,20 +102,6 @@ class TypicalityStatistics(ErrorStatistics):
             raise EmaeError(f"aggregate_sigma must be >= 0 pixels, got {self.aggregate_sigma!r}")
         super().fit(model, patches, batch_size=batch_size, device=device, precision=precision)
         return self
-
-    def anomaly_map(
-        self,
-        model: nn.Module,
-        x: Any,
-        *,
-        batch_size: int = 32,
-        device: str | torch.device | None = None,
-        precision: str = "fp32",
-    ) -> np.ndarray:
-        """The smoothed squared z-score of the log error: ``(N, H, W)`` float32, >= 0."""
-        return super().anomaly_map(
-            model, x, batch_size=batch_size, device=device, precision=precision
-        )
 
     def _state(self) -> dict[str, np.ndarray]:
         return {

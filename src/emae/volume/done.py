@@ -154,8 +154,8 @@ class Manifest:
     tiles
         The QC numbers of its chunks, row-major (dicts with :data:`POSITION` and the numbers).
     detections
-        ``(n, len(TABLE))`` float64 rows of its merged detections (:data:`emae.volume.qc.TABLE`
-        order), ``id`` numbered ``1..n`` within the section.
+        ``(n, len(TABLE))`` float64 rows of its merged detections, in the column order of
+        :data:`emae.volume.sections.TABLE`, ``id`` numbered ``1..n`` within the section.
     pieces
         ``(k, 3)`` int64: ``y0``, ``x0`` and class index of each component piece.
     components
