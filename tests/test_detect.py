@@ -158,7 +158,7 @@ import os, signal, sys
 import emae.volume.chunks as chunk
 from emae.cli import main
 
-original, writes = chunk._write, []
+original, writes = chunk.write_region, []
 
 def write_then_die(*args, **kwargs):
     original(*args, **kwargs)
@@ -166,7 +166,7 @@ def write_then_die(*args, **kwargs):
     if len(writes) == int(os.environ["KILL_AT"]):  # the map is written, its marker is not
         os.kill(os.getpid(), signal.SIGKILL)
 
-chunk._write = write_then_die
+chunk.write_region = write_then_die
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -11,6 +11,7 @@ from emae.models import (
     ConvAutoencoder,
     ModelSpec,
     PCAAutoencoder,
+    UNet,
     VariationalAutoencoder,
     available_models,
     build_model,
@@ -22,7 +23,8 @@ from emae.train.losses import mse, vae_loss
 
 NAMES = available_models()
 #: The networks trained by gradient descent (PCA is fitted in closed form; see test_pca.py).
-TRAINED = tuple(n for n in NAMES if not MODELS[n].fitted_in_closed_form)
+# The conv autoencoders; the U-Net of blind-spot has its own tests (test_restore.py).
+TRAINED = tuple(n for n in NAMES if not (MODELS[n].fitted_in_closed_form or MODELS[n].blind_spot))
 #: A small architecture that keeps the contract tests fast.
 SMALL = {"channels": (8, 16), "latent_channels": 8}
 
@@ -48,13 +50,16 @@ def training_loss(
 
 
 def test_registry_entries():
-    assert set(NAMES) == {"conv-ae", "denoising-ae", "vae", "beta-vae", "pca"}
+    assert set(NAMES) == {"conv-ae", "denoising-ae", "blind-spot", "vae", "beta-vae", "pca"}
     assert model_spec("denoising-ae").denoising and not model_spec("conv-ae").denoising
     assert (model_spec("vae").beta, model_spec("beta-vae").beta) == (1.0, 4.0)
     for name, spec in MODELS.items():
         assert spec.name == name and spec.description
         if spec.fitted_in_closed_form:
             assert type(build_model(name)) is PCAAutoencoder
+            continue
+        if spec.blind_spot:
+            assert type(build_model(name, channels=(8, 16))) is UNet
             continue
         expected = VariationalAutoencoder if spec.variational else ConvAutoencoder
         assert type(build_model(name, **SMALL)) is expected

@@ -28,6 +28,7 @@ _RESUME = {
     "pretrain": "add --resume to the same command to continue from the last checkpoint",
     "finetune": "add --resume to the same command to continue from the last checkpoint",
     "detect": "rerun the same command to continue with the chunks not yet done",
+    "denoise": "rerun the same command to continue with the chunks not yet done",
     "compare": "rerun the same command to continue with the folds not yet done",
     "pipeline": "rerun the same command to continue with the steps not yet done",
 }
@@ -67,6 +68,28 @@ def _input_flags(p: argparse.ArgumentParser) -> None:
         help="Pixel size in nm where the input has none or it is wrong: 4 (Y and X), 4,4 or "
         "30,4,4 (Z,Y,X); units allowed (0.004um). Carried into the outputs.",
     )
+
+
+def _restore_flags(p: argparse.ArgumentParser) -> None:
+    """The output and chunking flags of the restoration commands (as ``emae detect``'s)."""
+    p.add_argument("--out", type=Path, required=True, help="Output: .zarr, .tif or .tiff.")
+    p.add_argument("--dtype", help="Output dtype (default: the input's), e.g. float32.")
+    p.add_argument(
+        "--chunk", type=int, default=1024, help="Output chunk side (one task, one tile each)."
+    )
+    p.add_argument("--overlap", type=int, default=64, help="Halo read around each chunk.")
+    p.add_argument("--workers", type=int, help="Local Dask workers (default: cores, or GPUs).")
+    p.add_argument(
+        "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
+    )
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or auto.")
+    p.add_argument(
+        "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
+    )
+    p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
+    p.add_argument("--overwrite", action="store_true", help="Replace a different output.")
+    _input_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="Files, folders or globs of unlabeled images.")
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
     p.add_argument(
-        "--model", help="conv-ae, denoising-ae, vae, beta-vae or pca (default: conv-ae)."
+        "--model",
+        help="conv-ae, denoising-ae, blind-spot, vae, beta-vae or pca (default: conv-ae).",
     )
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
@@ -270,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Classifier runs: map the classes without the autoencoder's anomaly map.",
     )
     p.set_defaults(func=handlers.detect)
+
+    p = command("denoise", help="Denoise an image or volume chunk by chunk (Dask).")
+    p.add_argument("model", type=Path, help="Model folder (pretrain --model blind-spot).")
+    p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
+    _restore_flags(p)
+    p.set_defaults(func=handlers.denoise)
 
     p = command(
         "pipeline", help="Pretrain, score, fine-tune, evaluate, compare, detect and report."

@@ -56,8 +56,8 @@ def batched_apply(
     precision: str = "fp32",
     then: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> np.ndarray:
-    """``model.<method>`` applied to ``(B, 1, H, W)`` batches of ``x``, optionally followed by
-    ``then`` on the device: results concatenated, float32, CPU.
+    """``model.<method>`` applied to ``(B, 1, H, W)`` (or ``(B, C, H, W)``) batches of ``x``,
+    optionally followed by ``then`` on the device: results concatenated, float32, CPU.
 
     The forward passes run on an :func:`emae.models.inference.inference_copy` of the model
     (``model`` keeps its mode, device and memory format). ``device=None`` uses the device of
@@ -72,7 +72,8 @@ def batched_apply(
     model, method
         ``getattr(model, method)`` maps ``(B, 1, H, W)`` float32 to a tensor ``(B, ...)``.
     x
-        ``(N, H, W)`` float32 images (see :func:`as_images`).
+        ``(N, H, W)`` float32 images (see :func:`as_images`), or ``(N, C, H, W)`` for a model
+        of C input channels.
     batch_size
         Images per forward pass; only one batch's tensors are on the device at a time.
     device, precision
@@ -102,7 +103,8 @@ def batched_apply(
     results = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(x[start : start + batch_size, None]).to(device)
+            part = x[start : start + batch_size]
+            batch = torch.from_numpy(part if part.ndim == 4 else part[:, None]).to(device)
             inputs = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
             with torch.autocast(device.type, amp, enabled=amp is not None):
                 outputs = fn(inputs)

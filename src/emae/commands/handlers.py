@@ -269,6 +269,42 @@ def detect(args: argparse.Namespace) -> None:
     )
 
 
+def _restore_options(args: argparse.Namespace) -> dict:
+    """The flags shared by ``emae denoise`` and ``emae inpaint``, as keyword arguments."""
+    return {
+        "dtype": args.dtype,
+        "overlap": args.overlap,
+        "chunk": args.chunk,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "scale": args.scale,
+        "precision": args.precision,
+        "threads": args.threads,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+        "rescale": args.rescale,
+        "pixel_size": pixel_size(args.pixel_size),
+    }
+
+
+def _print_restored(summary: dict, what: str) -> None:
+    chunks, rate = summary["chunks"], summary["megapixels_per_s"]
+    print(
+        f"{chunks['done']} chunks done, {chunks['skipped']} skipped in {summary['seconds']:.1f} s"
+        + (f" ({rate:.2f} MP/s)" if rate else "")
+        + f"; {summary['replaced_pixels']:,} pixels {what}, {summary['clipped_pixels']:,} "
+        f"clipped to the output dtype; wrote {summary['out']} and {summary['table']}"
+    )
+
+
+def denoise(args: argparse.Namespace) -> None:
+    from emae.commands.restore import denoise
+
+    summary = denoise(args.model, args.input, args.out, **_restore_options(args))
+    _print_restored(summary, "denoised")
+
+
 def print_steps(record: dict) -> None:
     steps = record["steps"]
     total = sum(s["seconds"] for s in steps.values())

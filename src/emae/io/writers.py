@@ -9,8 +9,9 @@ TIFFs are contiguous (they can be memory-mapped when read back); compressed ones
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -53,7 +54,8 @@ def write_tiff(
         Destination ``.tif``/``.tiff`` file.
     array
         ``(H, W)`` for ``axes="YX"`` or ``(Z, H, W)`` for ``axes="ZYX"`` (one page per section);
-        integer or float dtype, written unchanged.
+        integer or float dtype, written unchanged. A numpy array, or an array read piece by
+        piece (zarr, dask: a tile or a section at a time, never whole).
     axes
         ``"YX"`` or ``"ZYX"``; stored in the TIFF description so readers recover the axes.
     compression
@@ -75,7 +77,8 @@ def write_tiff(
         ``path``.
     """
     path = Path(path)
-    array = np.asarray(array)
+    if not hasattr(array, "shape") or np.ndim(array) == 0:
+        array = np.asarray(array)
     _check_array(path, array, axes)
     if compression not in COMPRESSIONS:
         raise EmaeError(f"{path}: compression must be one of {COMPRESSIONS}, got {compression!r}")
@@ -84,6 +87,10 @@ def write_tiff(
     tile = None
     if compression and min(array.shape[-2:]) >= TIFF_TILE:
         tile = (TIFF_TILE, TIFF_TILE)
+    nbytes = int(np.prod(array.shape)) * array.dtype.itemsize
+    data: Any = array
+    if not isinstance(array, np.ndarray):  # a zarr or dask array: read and written piece by piece
+        data = _pieces(array, tile)
     metadata: dict = {"axes": axes, **mark(kind)}
     resolution: dict = {}
     if pixel_size is not None and any(s is not None for s in pixel_size):
@@ -101,8 +108,10 @@ def write_tiff(
     ) as tmp:
         tifffile.imwrite(
             tmp,
-            array,
-            bigtiff=array.nbytes > BIGTIFF_BYTES,
+            data,
+            shape=array.shape,
+            dtype=array.dtype,
+            bigtiff=nbytes > BIGTIFF_BYTES,
             photometric="minisblack",
             metadata=metadata,
             compression=compression,
@@ -110,6 +119,20 @@ def write_tiff(
             **resolution,
         )
     return path
+
+
+def _pieces(array: Any, tile: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """The pages of ``array`` in the order tifffile writes them: tiles row by row, else whole
+    sections."""
+    sections = [()] if array.ndim == 2 else [(z,) for z in range(array.shape[0])]
+    h, w = array.shape[-2:]
+    for z in sections:
+        if tile is None:
+            yield np.asarray(array[z])
+            continue
+        for y in range(0, h, tile[0]):
+            for x in range(0, w, tile[1]):
+                yield np.asarray(array[(*z, slice(y, y + tile[0]), slice(x, x + tile[1]))])
 
 
 def write_image(

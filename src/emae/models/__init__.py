@@ -7,6 +7,7 @@ architecture top to bottom with tensor shapes.
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
 from emae.models.registry import MODELS, ModelSpec, available_models, build_model, model_spec
+from emae.models.unet import UNet
 from emae.models.vae import VariationalAutoencoder
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "ConvAutoencoder",
     "ModelSpec",
     "PCAAutoencoder",
+    "UNet",
     "VariationalAutoencoder",
     "available_models",
     "build_model",

@@ -2,6 +2,7 @@
 
 Each entry is a :class:`ModelSpec`: the constructor of a bare ``nn.Module`` plus what the
 training loss must know about it (denoising: corrupt the inputs, keep clean targets;
+blind-spot: mask pixels and score only them, :mod:`emae.train.blind_spot`;
 variational: add ``beta * KL``; fitted in closed form: no gradient loop at all, see
 :meth:`emae.models.pca.PCAAutoencoder.fit_patches`). Adding a model means one module and one
 entry here.
@@ -18,6 +19,7 @@ from torch import nn
 from emae.errors import EmaeError
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
+from emae.models.unet import UNet
 from emae.models.vae import VariationalAutoencoder
 
 
@@ -33,6 +35,12 @@ class ModelSpec:
         Constructor taking keyword arguments only, returning the ``nn.Module``.
     denoising
         Train on corrupted inputs (:class:`emae.train.corruption.Corruption`) against clean targets.
+    blind_spot
+        Train to predict masked pixels of noisy inputs from their surroundings
+        (:func:`emae.train.blind_spot.blind_spot_loss`): a denoiser that needs no clean targets.
+    inpainting
+        Train to fill holes cut into the inputs; the module takes the image and the hole mask
+        as two channels.
     variational
         The module is a :class:`VariationalAutoencoder`; train with
         :func:`emae.train.losses.vae_loss`.
@@ -48,6 +56,8 @@ class ModelSpec:
     name: str
     build: Callable[..., nn.Module]
     denoising: bool = False
+    blind_spot: bool = False
+    inpainting: bool = False
     variational: bool = False
     beta: float = 0.0
     fitted_in_closed_form: bool = False
@@ -67,6 +77,13 @@ MODELS: dict[str, ModelSpec] = {
             ConvAutoencoder,
             denoising=True,
             description="convolutional autoencoder trained to restore corrupted inputs",
+        ),
+        ModelSpec(
+            "blind-spot",
+            UNet,
+            blind_spot=True,
+            description="U-Net denoiser trained on noisy images alone (Noise2Void blind spots); "
+            "the recommended denoiser for EM",
         ),
         ModelSpec(
             "vae",

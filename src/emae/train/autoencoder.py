@@ -25,6 +25,7 @@ from emae.data.validity import PatchCheck, not_empty
 from emae.io import open_image
 from emae.models import build_model, model_spec
 from emae.runtime import model_device
+from emae.train.blind_spot import blind_spot_loss
 from emae.train.config import PretrainConfig
 from emae.train.corruption import Corruption
 from emae.train.loop import LossFn, train_loop
@@ -46,6 +47,7 @@ def patch_check(config: PretrainConfig) -> PatchCheck | None:
 
 
 def loss_function(config: PretrainConfig) -> LossFn:
+    """The training loss of ``config``'s model: ``loss_fn(model, x, step, generator)``."""
     spec = model_spec(config.model)
     recon = reconstruction_loss(config.loss)
     corrupt = Corruption() if spec.denoising else None
@@ -58,6 +60,8 @@ def loss_function(config: PretrainConfig) -> LossFn:
             weight = kl_weight(step, beta=beta, warmup_steps=config.kl_warmup_steps)
             total, rec, kl = vae_loss(model, x, beta=weight, recon_loss=recon, generator=generator)
             return total, {"recon": rec.item(), "kl": kl.item(), "beta": weight}
+        if spec.blind_spot:
+            return blind_spot_loss(model, x, generator, loss=config.loss), {}
         inputs = corrupt(x, generator) if corrupt is not None else x
         return recon(model(inputs), x), {}
 
@@ -186,10 +190,19 @@ def fit_autoencoder(
     )
     val = torch.stack([val_set[i] for i in range(len(val_set))])
     recon = reconstruction_loss(config.loss)
+    blind_spot = model_spec(config.model).blind_spot
 
     def val_fn(model: torch.nn.Module) -> float:
+        """The mean loss on the validation patches; for a blind-spot model its own loss on the
+        same masks at every evaluation (reconstructing a noisy input is not its aim)."""
         device = model_device(model)
-        losses = [float(recon(model(b.to(device)), b.to(device))) for b in val.split(64)]
+        masks = torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
+        losses = [
+            float(blind_spot_loss(model, b.to(device), masks, loss=config.loss))
+            if blind_spot
+            else float(recon(model(b.to(device)), b.to(device)))
+            for b in val.split(64)
+        ]
         return sum(losses) / len(losses)
 
     model = build(config)

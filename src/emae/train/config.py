@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -102,6 +103,14 @@ class PretrainConfig(BaseModel):
                     f"pca_tile={self.pca_tile} must not exceed patch_size={self.patch_size}"
                 )
             return self
+        spec = model_spec(self.model)
+        if spec.blind_spot and self.loss not in ("mse", "l1"):
+            raise ValueError(
+                f"model {self.model!r} scores single masked pixels: loss must be mse or l1, "
+                f"got {self.loss!r}"
+            )
+        if "latent" not in inspect.signature(spec.build).parameters and self.latent != "spatial":
+            raise ValueError(f"model {self.model!r} has a spatial bottleneck only, not a vector")
         multiple = 2 ** len(self.channels)
         if self.patch_size % multiple:
             raise ValueError(
@@ -113,9 +122,11 @@ class PretrainConfig(BaseModel):
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the registered model's constructor.
 
-        For ``pca``: tiles of ``pca_tile`` pixels and ``latent_channels`` components.
+        For ``pca``: tiles of ``pca_tile`` pixels and ``latent_channels`` components; a model
+        without a vector latent (the U-Net) gets no latent options.
         """
-        if model_spec(self.model).fitted_in_closed_form:
+        spec = model_spec(self.model)
+        if spec.fitted_in_closed_form:
             return {"patch_size": self.pca_tile, "n_components": self.latent_channels}
         kwargs: dict[str, Any] = {
             "channels": tuple(self.channels),
@@ -126,7 +137,8 @@ class PretrainConfig(BaseModel):
         }
         if self.latent == "vector":
             kwargs["patch_size"] = self.patch_size
-        return kwargs
+        accepted = inspect.signature(spec.build).parameters
+        return {k: v for k, v in kwargs.items() if k in accepted}
 
     def loop_settings(self, progress: bool = True) -> LoopSettings:
         """The loop's settings: plain keyword arguments, made once here."""

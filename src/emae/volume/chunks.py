@@ -125,7 +125,7 @@ def chunk_device(device: str, gpus: int = 0) -> str:
     return f"cuda:{(name if isinstance(name, int) else 0) % gpus}"
 
 
-def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
+def read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarray, int, int]:
     image = open_image(source, scale=scale)
     h, w = image.yx_shape
     ry0, rx0 = max(c.y0 - halo, 0), max(c.x0 - halo, 0)
@@ -135,7 +135,7 @@ def _read_region(source: str, scale: int, c: Chunk, halo: int) -> tuple[np.ndarr
     return image.check_finite(region, c.z, ry0, rx0), ry0, rx0
 
 
-def _write(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> None:
+def write_region(array_path: str, c: Chunk, values: np.ndarray, channels: bool) -> None:
     array = zarr.open_array(array_path, mode="r+")
     yx = (slice(c.y0, c.y1), slice(c.x0, c.x1))
     spatial = array.ndim - (1 if channels else 0)
@@ -182,7 +182,7 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
     if device.startswith("cuda:"):
         torch.cuda.set_device(int(device.removeprefix("cuda:")))
     mapper = mapper.on(device)
-    region, ry0, rx0 = _read_region(source, scale, c, overlap)
+    region, ry0, rx0 = read_region(source, scale, c, overlap)
     maps = predict_tiled(region, mapper, tile=tile, overlap=overlap)
     core = maps[:, c.y0 - ry0 : c.y1 - ry0, c.x0 - rx0 : c.x1 - rx0]
     qc: dict[str, Any] = {
@@ -198,7 +198,7 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
     )
     if mapper.detector is not None:
         stored = core[0].astype(ANOMALY_DTYPE)
-        _write(f"{paths['anomaly']}/0", c, stored, channels=False)
+        write_region(f"{paths['anomaly']}/0", c, stored, channels=False)
         values = stored.astype(np.float32)  # decide on what was written
         anomalous = values > mapper.detector.pixel_threshold_.value
         pieces.append(chunk_components(values, anomalous, c.z, c.y0, c.x0, ANOMALY))
@@ -207,7 +207,7 @@ def process_chunk(c: Chunk, mapper: Mapper, job: ChunkJob) -> dict[str, Any]:
         core = core[1:]
     if mapper.classifier is not None:
         stored = np.rint(np.clip(core, 0, 1) * 255).astype(np.uint8)
-        _write(f"{paths['probabilities']}/0", c, stored, channels=True)
+        write_region(f"{paths['probabilities']}/0", c, stored, channels=True)
         best = stored.argmax(axis=0)
         for k, name in enumerate(mapper.classes):
             found = (best == k) & (stored[k] >= 128)

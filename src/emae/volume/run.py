@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ def map_volume(
     job: ChunkJob,
     section_job: SectionJob,
     runner: Runner,
+    chunk_fn: Callable[..., Any] | None = None,
 ) -> dict[str, float]:
     """Map the chunks of ``sections`` not done in ``state``, finish and paint every section.
 
@@ -49,9 +50,13 @@ def map_volume(
     mapper, job
         The chunks' mapper and job; the job's ``threads`` and ``gpus`` are the runner's.
     section_job
-        What the section tasks share.
+        What the section tasks share; without ``labels``, no label tasks follow.
     runner
         An entered :class:`~emae.volume.tasks.Runner`.
+    chunk_fn
+        The chunks' task, ``chunk_fn(chunk, mapper, job) -> QC numbers``: None for
+        :func:`~emae.volume.chunks.process_chunk` (detection), or
+        :func:`~emae.volume.restore.restore_chunk` (restoration).
 
     Returns
     -------
@@ -100,12 +105,12 @@ def map_volume(
             return [finish(key.z)] if left[key.z] == 0 else []
         if key[0] == "finish":
             counts[key[1]] = int(result)
-            return paint_numbered()
+            return paint_numbered() if section_job.labels else []
         return []
 
     unfinished = [z for z in sections if z not in state.finished and not left[z]]
-    first = [*paint_numbered(), *(finish(z) for z in unfinished)]
-    work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job)
+    first = [*(paint_numbered() if section_job.labels else []), *map(finish, unfinished)]
+    work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job, chunk_fn)
     failed = runner.run(
         itertools.chain(first, work), desc="detecting", total=len(todo) + len(first), follow=follow
     )

@@ -65,6 +65,11 @@ class SectionJob:
         The autoencoder's pixel threshold, or None without an anomaly map.
     classes
         The classifier's classes (empty without one).
+    images
+        The images whose pyramid levels the section tasks build; None: those of the map store
+        (:func:`emae.io.map_store.image_paths`).
+    labels
+        Whether the run paints label images (restoration runs do not).
     """
 
     out: str
@@ -73,6 +78,17 @@ class SectionJob:
     width: int
     threshold: float | None
     classes: tuple[str, ...] = ()
+    images: tuple[str, ...] | None = None
+    labels: bool = True
+
+    def image_paths(self) -> list[Path]:
+        """The images of the store whose pyramids follow level 0."""
+        if self.images is not None:
+            return [Path(p) for p in self.images]
+        paths = image_paths(
+            self.out, anomaly=self.threshold is not None, probabilities=bool(self.classes)
+        )
+        return list(paths.values())
 
 
 def check_numbers(qc: dict, numbers: list[str], out: str) -> None:
@@ -112,9 +128,7 @@ def finish_section(z: int, names: list[str], job: SectionJob) -> int:
         c["id"] = i + 1
     rows = np.array([[c[k] for k in TABLE] for c in merged], dtype=np.float64)
     spatial = 3 if job.axes == "ZYX" else 2
-    for path in image_paths(
-        job.out, anomaly=job.threshold is not None, probabilities=bool(job.classes)
-    ).values():
+    for path in job.image_paths():
         shape = zarr.open_array(str(path / "0"), mode="r").shape
         build_pyramid(path, regions=[_section_region(shape, spatial, z)])
     manifest = Manifest(

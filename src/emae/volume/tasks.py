@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from emae.errors import EmaeError
 from emae.runtime import check_device_name, resolve_device
-from emae.volume.chunks import Chunk, ChunkJob, process_chunk
+from emae.volume.chunks import Chunk, process_chunk
 
 
 def client_for(workers: int | None, scheduler: str | None, device: str = "cpu") -> Any:
@@ -79,10 +79,17 @@ Task = tuple[Any, Callable[..., Any], tuple[Any, ...]]
 Follow = Callable[[Any, Any], list[Task]]
 
 
-def chunk_tasks(todo: Iterable[Chunk], mapper: Any, job: ChunkJob) -> Iterator[Task]:
-    """The tasks mapping the chunks ``todo`` (:func:`~emae.volume.chunks.process_chunk`)."""
+def chunk_tasks(
+    todo: Iterable[Chunk],
+    mapper: Any,
+    job: Any,
+    fn: Callable[..., Any] | None = None,
+) -> Iterator[Task]:
+    """The tasks mapping the chunks ``todo``: ``fn(chunk, mapper, job)``, by default (None)
+    :func:`~emae.volume.chunks.process_chunk`."""
+    fn = fn or process_chunk
     for c in todo:
-        yield c, process_chunk, (c, mapper, job)
+        yield c, fn, (c, mapper, job)
 
 
 class Runner:

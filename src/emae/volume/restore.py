@@ -1,0 +1,106 @@
+"""One task of ``emae denoise`` / ``emae inpaint`` / ``emae repair``: restore one output chunk.
+
+The same machinery as ``emae detect`` (:mod:`emae.volume.chunks`): the chunk's region of the
+input is read with a halo, restored tile by tile by :func:`emae.volume.tiling.predict_tiled`
+with a :class:`~emae.restore.Restorer` as the tile function, and its core is written into level
+0 of the output image; then the chunk's record (its QC numbers) marks it done
+(:mod:`emae.volume.done`). The section tasks, the done-state, resuming and the Dask runner are
+detect's own (:mod:`emae.volume.run`).
+
+For inpainting, the holes are read from a mask image over the same region (a pixel is a hole
+where the mask is above ``mask_threshold``, after a dilation by ``dilate`` pixels, which the
+halo covers) and given to the restorer as NaN pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from emae.io import open_image
+from emae.restore import Restorer, cast_to
+from emae.volume.chunks import Chunk, ChunkJob, chunk_device, read_region, write_region
+from emae.volume.done import write_chunk_record
+from emae.volume.tiling import predict_tiled
+
+
+@dataclass(frozen=True)
+class RestoreJob:
+    """What every restoration chunk task shares.
+
+    Attributes
+    ----------
+    chunks
+        The input, output store, tiles, threads and device, as for detection; ``chunks.out``
+        is the output image (an OME-Zarr image whose level ``0`` is written).
+    dtype
+        Of the output.
+    mask, mask_scale, mask_threshold, dilate
+        Inpainting: the mask image (any :func:`emae.io.open_image` source of the input's
+        shape), its pyramid level, the value above which a pixel is a hole, and the dilation of
+        the holes in pixels. ``mask=None`` for denoising.
+    """
+
+    chunks: ChunkJob
+    dtype: str
+    mask: str | None = None
+    mask_scale: int = 0
+    mask_threshold: float = 0.0
+    dilate: int = 0
+
+
+def read_holes(job: RestoreJob, c: Chunk, shape: tuple[int, int], y0: int, x0: int) -> np.ndarray:
+    """The holes of the ``shape`` region at ``(y0, x0)`` of section ``c.z``: bool ``(h, w)``."""
+    mask = open_image(job.mask, scale=job.mask_scale)
+    yx = (slice(y0, y0 + shape[0]), slice(x0, x0 + shape[1]))
+    values = np.asarray(mask.data[(c.z, *yx) if mask.ndim == 3 else yx])
+    holes = values > job.mask_threshold
+    if job.dilate > 0 and holes.any():
+        disk = ndimage.distance_transform_edt(~holes) <= job.dilate
+        holes |= disk
+    return holes
+
+
+def restore_chunk(c: Chunk, restorer: Restorer, job: RestoreJob) -> dict[str, Any]:
+    """Restore one output chunk of ``job``, write it and its record; returns its QC numbers:
+    the chunk's position, ``replaced_pixels`` (holes filled; every pixel when denoising) and
+    ``clipped_pixels`` (outside the output dtype's range, clipped)."""
+    import torch
+
+    chunks = job.chunks
+    if chunks.threads:
+        torch.set_num_threads(chunks.threads)
+    device = chunk_device(chunks.device, chunks.gpus)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.removeprefix("cuda:")))
+    restorer = restorer.on(device)
+    region, ry0, rx0 = read_region(chunks.source, chunks.scale, c, chunks.overlap)
+    core = (slice(c.y0 - ry0, c.y1 - ry0), slice(c.x0 - rx0, c.x1 - rx0))
+    if job.mask is None:
+        section = region
+        replaced = (c.y1 - c.y0) * (c.x1 - c.x0)
+    else:
+        holes = read_holes(job, c, region.shape, ry0, rx0)
+        section = np.where(holes, np.float32(np.nan), region.astype(np.float32))
+        replaced = int(np.count_nonzero(holes[core]))
+    if job.mask is not None and not replaced and not holes.any():
+        restored = region[core].astype(np.float32)
+    else:
+        restored = predict_tiled(section, restorer, tile=chunks.tile, overlap=chunks.overlap)[0]
+        restored = restored[core]
+    values, clipped = cast_to(restored, job.dtype)
+    write_region(f"{chunks.out}/0", c, values, channels=False)
+    qc = {
+        "z": c.z,
+        "y0": c.y0,
+        "x0": c.x0,
+        "height": c.y1 - c.y0,
+        "width": c.x1 - c.x0,
+        "replaced_pixels": replaced,
+        "clipped_pixels": clipped,
+    }
+    write_chunk_record(chunks.out, c.name, qc, [])
+    return qc

@@ -1,0 +1,238 @@
+"""Restoration: blind-spot training, the U-Net, and ``emae denoise`` on volumes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from emae.cli import main
+from emae.commands.restore import denoise
+from emae.data.normalization import PercentileNormalizer
+from emae.errors import EmaeError
+from emae.folders.autoencoder import save_bundle
+from emae.io import open_image
+from emae.models import UNet, build_model
+from emae.restore import Restorer, cast_to
+from emae.synth.tissue import make_volume, to_uint8
+from emae.train.autoencoder import fit_autoencoder
+from emae.train.blind_spot import blind_spot_inputs, blind_spot_loss, blind_spot_mask
+from emae.train.config import PretrainConfig
+from emae.volume.done import DONE
+
+UNET = {"channels": [8, 16, 16], "latent_channels": 8}
+RUN = {"scheduler": "synchronous", "chunk": 32, "overlap": 48, "progress": False}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A (2, 90, 75) uint8 stack with a pixel size, and an untrained blind-spot model folder
+    (random weights, seed 0, its last layer scaled up to overshoot the uint8 range)."""
+    root = tmp_path_factory.mktemp("restore")
+    stack = to_uint8(make_volume((2, 90, 75), seed=3))
+    tifffile.imwrite(
+        root / "stack.tif",
+        stack,
+        imagej=True,
+        resolution=(1 / 0.004, 1 / 0.004),
+        metadata={"axes": "ZYX", "spacing": 0.03, "unit": "um"},
+    )
+    torch.manual_seed(0)
+    model = build_model("blind-spot", **UNET).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(40)  # outputs from about 0.3 to 2.6: the bright half clips
+    for name, kind in (("model", "blind-spot"), ("plain", "conv-ae")):
+        save_bundle(
+            root / name,
+            model=model if kind == "blind-spot" else build_model(kind, channels=(8, 16)),
+            model_name=kind,
+            model_kwargs=UNET if kind == "blind-spot" else {"channels": [8, 16]},
+            normalizer=PercentileNormalizer(20.0, 230.0, source_dtype="uint8"),
+            config={},
+        )
+    return root
+
+
+def test_one_pixel_is_masked_per_cell():
+    mask = blind_spot_mask((3, 1, 20, 19), torch.Generator().manual_seed(0), cell=8)
+    assert mask.dtype == torch.bool and mask.shape == (3, 1, 20, 19)
+    for n in range(3):
+        for y in range(0, 20, 8):
+            for x in range(0, 19, 8):
+                assert mask[n, 0, y : y + 8, x : x + 8].sum() == 1
+
+
+def test_masked_pixels_take_another_pixel_of_their_window_and_only_they_change():
+    h, w, radius = 16, 12, 2
+    x = torch.arange(2 * h * w, dtype=torch.float32).reshape(2, 1, h, w)  # every value unique
+    g = torch.Generator().manual_seed(1)
+    mask = blind_spot_mask(tuple(x.shape), g, cell=4)
+    out = blind_spot_inputs(x, mask, g, radius=radius)
+    assert torch.equal(out[~mask.expand_as(x)], x[~mask.expand_as(x)])
+    for n, _, y, xx in mask.nonzero().tolist():
+        source = int(out[n, 0, y, xx]) - n * h * w
+        sy, sx = divmod(source, w)
+        assert (sy, sx) != (y, xx)
+        # within the window, or its reflection at the border
+        assert abs(sy - y) <= radius or y < radius or y >= h - radius
+        assert abs(sx - xx) <= radius or xx < radius or xx >= w - radius
+        assert abs(sy - y) <= 2 * radius and abs(sx - xx) <= 2 * radius
+
+
+def test_the_loss_reaches_the_masked_pixels_only():
+    """The gradient of the loss with respect to the output is zero off the masked pixels."""
+    out = torch.zeros(2, 1, 24, 24, requires_grad=True)
+
+    class Output(torch.nn.Module):
+        def forward(self, x):
+            return out
+
+    x = torch.rand(2, 1, 24, 24)
+    blind_spot_loss(Output(), x, torch.Generator().manual_seed(2), cell=8).backward()
+    mask = blind_spot_mask((2, 1, 24, 24), torch.Generator().manual_seed(2), cell=8)
+    assert torch.all(out.grad[~mask] == 0)
+    assert torch.all(out.grad[mask] != 0)
+    assert int(mask.sum()) == 2 * 9
+
+
+def test_the_unet_takes_any_size_keeps_it_and_trains_every_parameter():
+    torch.manual_seed(0)
+    model = UNet(channels=(8, 16), latent_channels=4)
+    for shape in [(2, 1, 32, 32), (1, 1, 37, 50)]:
+        assert model(torch.rand(shape)).shape == shape
+    assert model.features(torch.rand(1, 1, 37, 50)).shape == (1, 4, 10, 13)
+    x = torch.rand(4, 1, 32, 32)
+    blind_spot_loss(model, x, torch.Generator().manual_seed(0), cell=4).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():  # batch norm in eval mode: each sample alone gives the same
+        torch.testing.assert_close(model(x)[:1], model(x[:1]))
+    with pytest.raises(EmaeError, match=r"expected a tensor of shape \(N, 1, H, W\)"):
+        model(torch.rand(1, 2, 32, 32))
+
+
+def test_a_blind_spot_model_trains_and_validates_on_its_own_loss(tmp_path, tiny_settings):
+    stack = to_uint8(make_volume((2, 64, 64), seed=5))
+    tifffile.imwrite(tmp_path / "noisy.tif", stack)
+    settings = {**tiny_settings, "model": "blind-spot", "steps": 3, "val_every": 1}
+    config = PretrainConfig(**settings)
+    assert "latent" not in config.model_kwargs()
+    normalizer = PercentileNormalizer(0.0, 255.0, source_dtype="uint8")
+    model, summary = fit_autoencoder([str(tmp_path / "noisy.tif")], normalizer, config)
+    assert isinstance(model, UNet) and summary["steps_done"] == 3
+    assert all(np.isfinite(h["val_loss"]) for h in summary["history"] if "val_loss" in h)
+    with pytest.raises(ValueError, match="mse or l1"):
+        PretrainConfig(**{**settings, "loss": "ssim"})
+
+
+def test_chunks_are_restored_without_seams(data, tmp_path):
+    """Chunks of 32 with a 48-pixel halo give exactly one pass over each whole section."""
+    out = tmp_path / "den.zarr"
+    summary = denoise(data / "model", data / "stack.tif", out, dtype="float32", **RUN)
+    assert summary["chunks"] == {"done": 2 * 3 * 3, "skipped": 0}
+    restored = zarr.open_array(str(out / "0"), mode="r")[:]
+    restorer = Restorer.from_folder(data / "model", "denoise")
+    stack = tifffile.imread(data / "stack.tif")
+    whole = np.stack([restorer(s[None])[0, 0] for s in stack])
+    np.testing.assert_allclose(restored, whole, atol=1e-4)
+
+
+def test_denoise_writes_a_tiff_in_the_input_dtype_and_counts_the_clipped_pixels(data, tmp_path):
+    before = _sha(data / "stack.tif")
+    floats = denoise(
+        data / "model", data / "stack.tif", tmp_path / "f.zarr", dtype="float32", **RUN
+    )
+    out = tmp_path / "den.tif"
+    summary = denoise(data / "model", data / "stack.tif", out, **RUN)
+    assert _sha(data / "stack.tif") == before
+    assert not (tmp_path / "den.tif.partial.zarr").exists()  # the work store is gone
+    written = tifffile.imread(out)
+    values = zarr.open_array(str(tmp_path / "f.zarr" / "0"), mode="r")[:]
+    expected, clipped = cast_to(values, np.uint8)
+    assert written.dtype == np.uint8 and written.shape == (2, 90, 75)
+    np.testing.assert_array_equal(written, expected)
+    assert summary["clipped_pixels"] == clipped > 0  # the untrained model overshoots
+    assert floats["clipped_pixels"] == 0
+    assert open_image(out).pixel_size == pytest.approx((30.0, 4.0, 4.0))
+    rows = (tmp_path / "den.tif.sections.csv").read_text().splitlines()
+    assert rows[0] == "z,pixels,replaced_pixels,replaced_fraction,clipped_pixels"
+    assert sum(int(r.split(",")[-1]) for r in rows[1:]) == clipped
+
+
+def test_the_denoised_store_opens_in_ome_zarr_readers(data, tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v04.image import Image as NGFFImage
+
+    out = tmp_path / "den.zarr"
+    denoise(data / "model", data / "stack.tif", out, **RUN)
+    nodes = list(Reader(parse_url(str(out)))())
+    assert nodes[0].data[0].shape == (2, 90, 75) and nodes[0].data[0].dtype == np.uint8
+    assert nodes[0].metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx(
+        [30.0, 4.0, 4.0]
+    )
+    NGFFImage.from_zarr(zarr.open_group(str(out), mode="r"))
+    level1 = zarr.open_array(str(out / "1"), mode="r")[:]  # the pyramid was built
+    assert level1.shape == (2, 45, 38) and level1.any()
+
+
+def test_an_interrupted_denoise_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+    first = tmp_path / "a.zarr"
+    denoise(data / "model", data / "stack.tif", first, **RUN)
+    import emae.volume.restore as module
+
+    original = module.write_chunk_record
+
+    def fail_in_section_one(out, name, qc, pieces):
+        if qc["z"] == 1:
+            raise RuntimeError("node lost")
+        return original(out, name, qc, pieces)
+
+    monkeypatch.setattr(module, "write_chunk_record", fail_in_section_one)
+    second = tmp_path / "b.zarr"
+    with pytest.raises(EmaeError, match="9 of 18 chunks failed"):
+        denoise(data / "model", data / "stack.tif", second, retries=0, **RUN)
+    assert sorted(p.name for p in (second / DONE).iterdir()) == ["z0.npz"]
+    monkeypatch.setattr(module, "write_chunk_record", original)
+    summary = denoise(data / "model", data / "stack.tif", second, **RUN)
+    assert summary["chunks"] == {"done": 9, "skipped": 9}
+    np.testing.assert_array_equal(
+        zarr.open_array(str(first / "0"))[:], zarr.open_array(str(second / "0"))[:]
+    )
+
+
+def test_denoise_refuses_bad_models_and_options(data, tmp_path):
+    with pytest.raises(EmaeError, match=r"'conv-ae' is not a restoration model.*blind-spot"):
+        denoise(data / "plain", data / "stack.tif", tmp_path / "x.zarr", **RUN)
+    with pytest.raises(EmaeError, match="was trained to denoise, so it cannot inpaint"):
+        Restorer.from_folder(data / "model", "inpaint")
+    with pytest.raises(EmaeError, match="multiples of 8"):
+        denoise(data / "model", data / "stack.tif", tmp_path / "x.zarr", **{**RUN, "chunk": 30})
+    with pytest.raises(EmaeError, match=r"must be a \.zarr store or a \.tif"):
+        denoise(data / "model", data / "stack.tif", tmp_path / "x.png", **RUN)
+    foreign = tmp_path / "mine.tif"
+    tifffile.imwrite(foreign, np.zeros((4, 4), np.uint8))
+    with pytest.raises(EmaeError, match="already exists"):
+        denoise(data / "model", data / "stack.tif", foreign, **RUN)
+    with pytest.raises(EmaeError, match="is not an emae denoised image"):
+        denoise(data / "model", data / "stack.tif", foreign, overwrite=True, **RUN)
+    assert tifffile.imread(foreign).shape == (4, 4)
+
+
+def test_the_denoise_command(data, tmp_path, capsys):
+    out = tmp_path / "den.zarr"
+    args = ["denoise", str(data / "model"), str(data / "stack.tif"), "--out", str(out)]
+    assert main([*args, "--scheduler", "synchronous", "--chunk", "64", "-q"]) == 0
+    assert "8 chunks done" in capsys.readouterr().out
+    assert main([*args, "--scheduler", "synchronous", "--chunk", "60", "-q"]) == 1
+    assert "multiples of 8" in capsys.readouterr().err
