@@ -9,6 +9,7 @@ from emae.errors import EmaeError
 from emae.models import (
     MODELS,
     ConvAutoencoder,
+    InpaintingUNet,
     ModelSpec,
     PCAAutoencoder,
     UNet,
@@ -22,9 +23,13 @@ from emae.train.corruption import Corruption
 from emae.train.losses import mse, vae_loss
 
 NAMES = available_models()
-#: The networks trained by gradient descent (PCA is fitted in closed form; see test_pca.py).
-# The conv autoencoders; the U-Net of blind-spot has its own tests (test_restore.py).
-TRAINED = tuple(n for n in NAMES if not (MODELS[n].fitted_in_closed_form or MODELS[n].blind_spot))
+#: The conv autoencoders trained by gradient descent (PCA is fitted in closed form, see
+#: test_pca.py; the U-Nets of blind-spot and inpainting-ae are tested in test_restore.py).
+TRAINED = tuple(
+    n
+    for n in NAMES
+    if not (MODELS[n].fitted_in_closed_form or MODELS[n].blind_spot or MODELS[n].inpainting)
+)
 #: A small architecture that keeps the contract tests fast.
 SMALL = {"channels": (8, 16), "latent_channels": 8}
 
@@ -50,7 +55,15 @@ def training_loss(
 
 
 def test_registry_entries():
-    assert set(NAMES) == {"conv-ae", "denoising-ae", "blind-spot", "vae", "beta-vae", "pca"}
+    assert set(NAMES) == {
+        "conv-ae",
+        "denoising-ae",
+        "blind-spot",
+        "inpainting-ae",
+        "vae",
+        "beta-vae",
+        "pca",
+    }
     assert model_spec("denoising-ae").denoising and not model_spec("conv-ae").denoising
     assert (model_spec("vae").beta, model_spec("beta-vae").beta) == (1.0, 4.0)
     for name, spec in MODELS.items():
@@ -58,8 +71,9 @@ def test_registry_entries():
         if spec.fitted_in_closed_form:
             assert type(build_model(name)) is PCAAutoencoder
             continue
-        if spec.blind_spot:
-            assert type(build_model(name, channels=(8, 16))) is UNet
+        if spec.blind_spot or spec.inpainting:
+            expected = InpaintingUNet if spec.inpainting else UNet
+            assert type(build_model(name, channels=(8, 16))) is expected
             continue
         expected = VariationalAutoencoder if spec.variational else ConvAutoencoder
         assert type(build_model(name, **SMALL)) is expected

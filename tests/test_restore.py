@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,11 @@ import pytest
 import tifffile
 import torch
 import zarr
+from scipy import ndimage
 
 from emae.cli import main
-from emae.commands.restore import denoise
+from emae.commands.repair import repair
+from emae.commands.restore import denoise, inpaint
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.folders.autoencoder import save_bundle
@@ -23,6 +26,7 @@ from emae.synth.tissue import make_volume, to_uint8
 from emae.train.autoencoder import fit_autoencoder
 from emae.train.blind_spot import blind_spot_inputs, blind_spot_loss, blind_spot_mask
 from emae.train.config import PretrainConfig
+from emae.train.holes import hole_masks, inpainting_loss
 from emae.volume.done import DONE
 
 UNET = {"channels": [8, 16, 16], "latent_channels": 8}
@@ -236,3 +240,167 @@ def test_the_denoise_command(data, tmp_path, capsys):
     assert "8 chunks done" in capsys.readouterr().out
     assert main([*args, "--scheduler", "synchronous", "--chunk", "60", "-q"]) == 1
     assert "multiples of 8" in capsys.readouterr().err
+
+
+# Inpainting and repair -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def holes_data(data) -> Path:
+    """An untrained inpainting model folder and a hole mask (a 20 x 30 block crossing chunk
+    borders in section 1, a line in section 0) beside ``data``'s stack."""
+    torch.manual_seed(1)
+    save_bundle(
+        data / "inpainter",
+        model=build_model("inpainting-ae", **UNET).eval(),
+        model_name="inpainting-ae",
+        model_kwargs=UNET,
+        normalizer=PercentileNormalizer(20.0, 230.0, source_dtype="uint8"),
+        config={},
+    )
+    mask = np.zeros((2, 90, 75), np.uint8)
+    mask[1, 25:45, 20:50] = 1
+    mask[0, 60, 5:70] = 255
+    tifffile.imwrite(data / "mask.tif", mask)
+    return data
+
+
+def test_holes_are_blobs_lines_and_bands_and_leave_something_to_fill_from():
+    holes = hole_masks((16, 1, 64, 64), torch.Generator().manual_seed(0))
+    assert holes.dtype == torch.bool and holes.shape == (16, 1, 64, 64)
+    area = holes.float().mean(dim=(1, 2, 3))
+    assert bool((area > 0).all()) and bool((area < 1).all())
+    again = hole_masks((16, 1, 64, 64), torch.Generator().manual_seed(0))
+    assert torch.equal(holes, again)
+
+
+def test_the_inpainting_loss_reaches_the_holes_and_their_ring_only():
+    out = torch.zeros(2, 1, 32, 32, requires_grad=True)
+
+    class Output(torch.nn.Module):
+        def forward(self, x):
+            assert x.shape == (2, 2, 32, 32)  # image with holes at 0, and the mask
+            assert torch.all(x[:, 0][x[:, 1] > 0] == 0)
+            return out
+
+    x = torch.rand(2, 1, 32, 32) + 0.5
+    inpainting_loss(Output(), x, torch.Generator().manual_seed(3)).backward()
+    holes = hole_masks((2, 1, 32, 32), torch.Generator().manual_seed(3))
+    grown = torch.nn.functional.max_pool2d(holes.float(), 7, stride=1, padding=3) > 0
+    assert torch.all(out.grad[~grown] == 0) and torch.all(out.grad[grown] != 0)
+
+
+def test_an_inpainting_model_trains(tmp_path, tiny_settings):
+    tifffile.imwrite(tmp_path / "clean.tif", to_uint8(make_volume((2, 64, 64), seed=6)))
+    config = PretrainConfig(**{**tiny_settings, "model": "inpainting-ae", "steps": 2})
+    normalizer = PercentileNormalizer(0.0, 255.0, source_dtype="uint8")
+    model, summary = fit_autoencoder([str(tmp_path / "clean.tif")], normalizer, config)
+    assert summary["steps_done"] == 2 and np.isfinite(summary["best_val"])
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)  # no holes: one channel
+
+
+def test_inpaint_fills_the_holes_and_keeps_every_other_pixel(holes_data, tmp_path):
+    stack = tifffile.imread(holes_data / "stack.tif")
+    mask = tifffile.imread(holes_data / "mask.tif") > 0
+    out = tmp_path / "filled.zarr"
+    summary = inpaint(
+        holes_data / "inpainter",
+        holes_data / "stack.tif",
+        out,
+        mask=holes_data / "mask.tif",
+        dtype="float32",
+        **RUN,
+    )
+    assert summary["replaced_pixels"] == int(mask.sum())
+    filled = zarr.open_array(str(out / "0"), mode="r")[:]
+    near = np.stack([ndimage.distance_transform_edt(~m) < 4 for m in mask])  # feather 3
+    np.testing.assert_array_equal(filled[~near], stack[~near].astype(np.float32))
+    assert np.abs(filled[mask] - stack[mask]).mean() > 1  # the holes were filled anew
+    restorer = Restorer.from_folder(holes_data / "inpainter", "inpaint")
+    holed = np.where(mask, np.nan, stack.astype(np.float32))
+    whole = np.stack([restorer(s[None])[0, 0] for s in holed])  # one pass per section
+    np.testing.assert_allclose(filled, whole, atol=1e-3)
+
+
+def test_inpaint_bad_masks(holes_data, tmp_path, caplog):
+    args = (holes_data / "inpainter", holes_data / "stack.tif")
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros((2, 90, 75), np.uint8))
+    summary = inpaint(*args, tmp_path / "same.tif", mask=tmp_path / "empty.tif", **RUN)
+    assert summary["replaced_pixels"] == 0 and "marks no pixel" in caplog.text
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "same.tif"), tifffile.imread(holes_data / "stack.tif")
+    )
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((2, 90, 70), np.uint8))
+    with pytest.raises(EmaeError, match=r"mask has shape \(2, 90, 70\).*\(2, 90, 75\)"):
+        inpaint(*args, tmp_path / "x.zarr", mask=tmp_path / "small.tif", **RUN)
+    tifffile.imwrite(tmp_path / "full.tif", np.ones((2, 90, 75), np.uint8))
+    summary = inpaint(*args, tmp_path / "full.zarr", mask=tmp_path / "full.tif", **RUN)
+    assert summary["replaced_pixels"] == summary["pixels"] and "covers every pixel" in caplog.text
+    with pytest.raises(EmaeError, match="was trained to denoise, so it cannot inpaint"):
+        inpaint(
+            holes_data / "model",
+            holes_data / "stack.tif",
+            tmp_path / "y.zarr",
+            mask=holes_data / "mask.tif",
+            **RUN,
+        )
+
+
+def test_repair_detects_fills_and_writes_its_folder(holes_data, tiny_model, tmp_path, capsys):
+    stack = tifffile.imread(holes_data / "stack.tif")
+    out = tmp_path / "repair"
+    args = [
+        "repair",
+        str(tiny_model),
+        str(holes_data / "inpainter"),
+        str(holes_data / "stack.tif"),
+        "--out",
+        str(out),
+        "--scheduler",
+        "synchronous",
+        "--chunk",
+        "32",
+        "--overlap",
+        "48",
+        "--margin",
+        "2",
+        "-q",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pixels" in printed and "replaced" in printed
+    assert {p.name for p in out.iterdir()} >= {
+        "detect.zarr",
+        "repaired.zarr",
+        "mask.zarr",
+        "panels.png",
+        "repair.json",
+        "repaired.zarr.sections.csv",
+    }
+    record = json.loads((out / "repair.json").read_text())
+    anomaly = zarr.open_array(str(out / "detect.zarr" / "0"), mode="r")[:]
+    holes = anomaly > record["threshold"]
+    grown = np.stack([ndimage.distance_transform_edt(~h) <= 2 for h in holes])
+    replaced = zarr.open_array(str(out / "mask.zarr" / "0"), mode="r")[:]
+    np.testing.assert_array_equal(replaced.astype(bool), grown)
+    repaired = zarr.open_array(str(out / "repaired.zarr" / "0"), mode="r")[:]
+    far = ~np.stack([ndimage.distance_transform_edt(~g) < 4 for g in grown])
+    np.testing.assert_array_equal(repaired[far], stack[far])
+    assert record["inpaint"]["replaced_pixels"] == int(grown.sum())
+    again = repair(  # the same run through the API: everything is done already
+        tiny_model,
+        holes_data / "inpainter",
+        holes_data / "stack.tif",
+        out,
+        margin=2,
+        scheduler="synchronous",
+        chunk=32,
+        overlap=48,
+        progress=False,
+    )
+    assert again["detect"]["chunks"]["done"] == 0 and again["inpaint"]["chunks"]["done"] == 0
+    np.testing.assert_array_equal(zarr.open_array(str(out / "repaired.zarr" / "0"))[:], repaired)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main([*args[:4], "--out", str(tmp_path / "mine"), *args[6:]]) == 1
+    assert "did not make" in capsys.readouterr().err

@@ -29,6 +29,8 @@ _RESUME = {
     "finetune": "add --resume to the same command to continue from the last checkpoint",
     "detect": "rerun the same command to continue with the chunks not yet done",
     "denoise": "rerun the same command to continue with the chunks not yet done",
+    "inpaint": "rerun the same command to continue with the chunks not yet done",
+    "repair": "rerun the same command to continue with the chunks not yet done",
     "compare": "rerun the same command to continue with the folds not yet done",
     "pipeline": "rerun the same command to continue with the steps not yet done",
 }
@@ -138,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
     p.add_argument(
         "--model",
-        help="conv-ae, denoising-ae, blind-spot, vae, beta-vae or pca (default: conv-ae).",
+        help="conv-ae, denoising-ae, blind-spot, inpainting-ae, vae, beta-vae or pca "
+        "(default: conv-ae).",
     )
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
@@ -300,6 +303,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
     _restore_flags(p)
     p.set_defaults(func=handlers.denoise)
+
+    p = command("inpaint", help="Fill the masked pixels of an image or volume (Dask).")
+    p.add_argument("model", type=Path, help="Model folder (pretrain --model inpainting-ae).")
+    p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
+    p.add_argument(
+        "--mask", required=True, help="Image of the input's shape; holes where > threshold."
+    )
+    p.add_argument("--mask-threshold", type=float, default=0.0, help="Holes: mask > this.")
+    p.add_argument("--dilate", type=int, default=0, help="Grow the holes by this many pixels.")
+    p.add_argument("--feather", type=int, default=3, help="Blend over this many pixels.")
+    _restore_flags(p)
+    p.set_defaults(func=handlers.inpaint)
+
+    p = command("repair", help="Detect artifacts and fill them with an inpainting model.")
+    p.add_argument("detect_model", type=Path, help="Autoencoder folder (emae pretrain).")
+    p.add_argument("inpaint_model", type=Path, help="Model folder (--model inpainting-ae).")
+    p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
+    p.add_argument("--out", type=Path, required=True, help="Run folder (continues if present).")
+    p.add_argument("--margin", type=int, default=8, help="Grow the holes by this many pixels.")
+    p.add_argument(
+        "--threshold", type=float, help="Anomaly of a hole (default: the model's threshold)."
+    )
+    p.add_argument("--feather", type=int, default=3, help="Blend over this many pixels.")
+    p.add_argument("--tiff", action="store_true", help="Write repaired.tif, not repaired.zarr.")
+    p.add_argument("--chunk", type=int, default=1024, help="Output chunk side (one task each).")
+    p.add_argument("--overlap", type=int, default=64, help="Halo read around each chunk.")
+    p.add_argument("--workers", type=int, help="Local Dask workers (default: cores, or GPUs).")
+    p.add_argument(
+        "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
+    )
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
+    p.add_argument("--precision", default="auto", help="Of the detection: auto, bf16 or fp32.")
+    p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
+    p.add_argument("--overwrite", action="store_true", help="Replace different outputs.")
+    p.add_argument(
+        "--rescale",
+        action="store_true",
+        help="Normalize the input by its own intensity percentiles instead of the models'.",
+    )
+    p.set_defaults(func=handlers.repair)
 
     p = command(
         "pipeline", help="Pretrain, score, fine-tune, evaluate, compare, detect and report."

@@ -305,6 +305,54 @@ def denoise(args: argparse.Namespace) -> None:
     _print_restored(summary, "denoised")
 
 
+def inpaint(args: argparse.Namespace) -> None:
+    from emae.commands.restore import inpaint
+
+    summary = inpaint(
+        args.model,
+        args.input,
+        args.out,
+        mask=args.mask,
+        mask_threshold=args.mask_threshold,
+        dilate=args.dilate,
+        feather=args.feather,
+        **_restore_options(args),
+    )
+    _print_restored(summary, "filled")
+
+
+def repair(args: argparse.Namespace) -> None:
+    from emae.commands.repair import repair
+
+    summary = repair(
+        args.detect_model,
+        args.inpaint_model,
+        args.input,
+        args.out,
+        margin=args.margin,
+        threshold=args.threshold,
+        feather=args.feather,
+        tiff=args.tiff,
+        chunk=args.chunk,
+        overlap=args.overlap,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        scale=args.scale,
+        device=args.device,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        rescale=args.rescale,
+    )
+    filled = summary["inpaint"]
+    print(
+        f"{summary['detect']['detections']} detections; {filled['replaced_pixels']:,} pixels "
+        f"({filled['replaced_pixels'] / filled['pixels']:.2%}) replaced at anomaly > "
+        f"{summary['threshold']:.4g} + {summary['margin']} pixels; wrote {filled['out']}, "
+        f"{filled['table']} and {summary['panels']}"
+    )
+
+
 def print_steps(record: dict) -> None:
     steps = record["steps"]
     total = sum(s["seconds"] for s in steps.values())

@@ -39,6 +39,7 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
+from emae.restore.restorer import FEATHER
 from emae.volume.chunks import Chunk, ChunkJob, plan_chunks
 from emae.volume.done import DONE, read_manifest, scan
 from emae.volume.restore import RestoreJob, restore_chunk
@@ -123,6 +124,7 @@ def restore_volume(
     mask: str | Path | None = None,
     mask_threshold: float = 0.0,
     dilate: int = 0,
+    holes_out: str | Path | None = None,
     dtype: str | None = None,
     overlap: int = 64,
     chunk: int = 1024,
@@ -137,8 +139,9 @@ def restore_volume(
     rescale: bool = False,
     pixel_size: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Restore ``source`` into ``out`` with ``restorer`` (the one code path of both commands;
-    parameters as :func:`denoise` and :func:`inpaint`)."""
+    """Restore ``source`` into ``out`` with ``restorer`` (the one code path of every
+    restoration command; parameters as :func:`denoise` and :func:`inpaint`; ``holes_out``, a
+    ``.zarr`` path, also writes the holes that were filled as a uint8 image)."""
     out = Path(out)
     if out.suffix.lower() not in (".zarr", *TIFF_SUFFIXES):
         raise EmaeError(f"{out}: the output must be a .zarr store or a .tif/.tiff file")
@@ -193,11 +196,23 @@ def restore_volume(
         "mask": None if mask is None else str(mask),
         "mask_threshold": mask_threshold,
         "dilate": dilate,
+        "holes_out": None if holes_out is None else str(holes_out),
         "feather": restorer.feather,
         "pixel_size_nm": None if image.pixel_size is None else list(image.pixel_size),
     }
     work = _work_store(out)
     resumed = _prepare(work, settings, image, chunk, kind, overwrite)
+    if holes_out is not None and not (resumed and Path(holes_out, ".zattrs").is_file()):
+        create_ome_zarr(
+            holes_out,
+            image.shape,
+            np.uint8,
+            axes=image.axes,
+            chunks=(1, chunk, chunk) if image.axes == "ZYX" else (chunk, chunk),
+            pixel_size=image.pixel_size,
+            kind="filled holes",
+            overwrite=True,
+        )
     sections: dict[int, list[Chunk]] = {}
     for c in plan_chunks((image.n_sections, *image.yx_shape), chunk):
         sections.setdefault(c.z, []).append(c)
@@ -207,7 +222,12 @@ def restore_volume(
         n = sum(len(cs) for cs in sections.values())
         logger.info("resuming %s: %d of %d chunks already done", work, n - len(todo), n)
     section_job = SectionJob(
-        str(work), image.axes, *image.yx_shape, threshold=None, images=(str(work),), labels=False
+        str(work),
+        image.axes,
+        *image.yx_shape,
+        threshold=None,
+        images=(str(work),) if holes_out is None else (str(work), str(holes_out)),
+        labels=False,
     )
     began = time.perf_counter()
     with Runner(
@@ -227,6 +247,7 @@ def restore_volume(
             mask=None if mask is None else str(mask),
             mask_threshold=mask_threshold,
             dilate=dilate,
+            holes_out=None if holes_out is None else str(holes_out),
         )
         times = map_volume(sections, state, restorer, job, section_job, runner, restore_chunk)
     table = out.with_name(out.name + ".sections.csv")
@@ -300,3 +321,58 @@ def denoise(
     """
     restorer = Restorer.from_folder(model, "denoise", precision=precision)
     return restore_volume(restorer, model, source, out, **options)
+
+
+def inpaint(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    mask: str | Path,
+    mask_threshold: float = 0.0,
+    dilate: int = 0,
+    feather: int = FEATHER,
+    precision: str = "fp32",
+    **options: Any,
+) -> dict[str, Any]:
+    """Fill the holes of a 2D image or ``"ZYX"`` volume marked by ``mask`` (module docstring).
+
+    Parameters
+    ----------
+    model
+        A model folder of ``emae pretrain --model inpainting-ae``.
+    source, out, precision, **options
+        As for :func:`denoise`.
+    mask
+        An image of the input's shape (any reader): a pixel is a hole where the mask is above
+        ``mask_threshold``: a binary mask, a label image (``OUT.zarr/labels/anomaly`` of
+        ``emae detect``), or an anomaly map with its threshold.
+    dilate
+        Grow the holes by this many pixels first (at most the overlap).
+    feather
+        Pixels around a hole over which the prediction is blended into the image.
+
+    Returns
+    -------
+    dict
+        As :func:`denoise`; ``replaced_pixels`` counts the holes. A mask without holes
+        writes the input unchanged and says so.
+    """
+    restorer = Restorer.from_folder(model, "inpaint", precision=precision, feather=feather)
+    summary = restore_volume(
+        restorer,
+        model,
+        source,
+        out,
+        mask=mask,
+        mask_threshold=mask_threshold,
+        dilate=dilate,
+        **options,
+    )
+    if not summary["replaced_pixels"]:
+        logger.warning("%s: the mask marks no pixel; the output is the input unchanged", mask)
+    elif summary["replaced_pixels"] == summary["pixels"]:
+        logger.warning(
+            "%s: the mask covers every pixel; nothing of the input is left to fill from", mask
+        )
+    return summary

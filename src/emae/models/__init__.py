@@ -7,12 +7,13 @@ architecture top to bottom with tensor shapes.
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
 from emae.models.registry import MODELS, ModelSpec, available_models, build_model, model_spec
-from emae.models.unet import UNet
+from emae.models.unet import InpaintingUNet, UNet
 from emae.models.vae import VariationalAutoencoder
 
 __all__ = [
     "MODELS",
     "ConvAutoencoder",
+    "InpaintingUNet",
     "ModelSpec",
     "PCAAutoencoder",
     "UNet",

@@ -19,7 +19,7 @@ from torch import nn
 from emae.errors import EmaeError
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
-from emae.models.unet import UNet
+from emae.models.unet import InpaintingUNet, UNet
 from emae.models.vae import VariationalAutoencoder
 
 
@@ -84,6 +84,12 @@ MODELS: dict[str, ModelSpec] = {
             blind_spot=True,
             description="U-Net denoiser trained on noisy images alone (Noise2Void blind spots); "
             "the recommended denoiser for EM",
+        ),
+        ModelSpec(
+            "inpainting-ae",
+            InpaintingUNet,
+            inpainting=True,
+            description="U-Net trained to fill holes (blobs, lines, bands) cut into the images",
         ),
         ModelSpec(
             "vae",

@@ -50,6 +50,8 @@ class UNet(nn.Module):
         ``"none"``.
     activation
         See :func:`emae.models.blocks.make_activation`.
+    out_channels
+        Channels of the output (default: ``in_channels``).
 
     Attributes
     ----------
@@ -72,6 +74,7 @@ class UNet(nn.Module):
         latent_channels: int = 64,
         norm: Norm = "batch",
         activation: Activation = "leaky_relu",
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         channels = check_architecture(
@@ -101,7 +104,7 @@ class UNet(nn.Module):
             )
             for c_in, c_skip in zip(below, skips, strict=True)
         )
-        self.head = nn.Conv2d(channels[0], in_channels, 1)
+        self.head = nn.Conv2d(channels[0], out_channels or in_channels, 1)
 
     def features(self, x: Tensor) -> Tensor:
         """The bottleneck: ``(N, C, H, W) -> (N, latent_channels, ceil(H/m), ceil(W/m))``."""
@@ -122,3 +125,41 @@ class UNet(nn.Module):
             y = nn.functional.interpolate(y, scale_factor=2, mode="nearest")
             y = block(torch.cat([y, skip], dim=1))
         return self.head(y)[..., :h, :w]  # (N, C, H, W)
+
+
+class InpaintingUNet(UNet):
+    """The U-Net that fills holes: ``(N, 2, H, W)`` image (holes set to 0) and hole mask in,
+    ``(N, 1, H, W)`` image out (:mod:`emae.train.holes`).
+
+    Given a one-channel image it fills no hole (the mask is all 0): what it returns is then its
+    reproduction of the image, which is what a reconstruction-based anomaly score and the
+    exported graph see. Parameters as :class:`UNet`'s, without the channel counts.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: tuple[int, ...] = (32, 64, 128),
+        latent_channels: int = 64,
+        norm: Norm = "batch",
+        activation: Activation = "leaky_relu",
+    ) -> None:
+        super().__init__(
+            in_channels=2,
+            channels=channels,
+            latent_channels=latent_channels,
+            norm=norm,
+            activation=activation,
+            out_channels=1,
+        )
+
+    def _with_mask(self, x: Tensor) -> Tensor:
+        return x if x.shape[1] == 2 else torch.cat([x, torch.zeros_like(x)], dim=1)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The bottleneck of ``(N, 1 or 2, H, W)``."""
+        return super().features(self._with_mask(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 2, H, W)`` (or ``(N, 1, H, W)``: no holes) -> ``(N, 1, H, W)``."""
+        return super().forward(self._with_mask(x))

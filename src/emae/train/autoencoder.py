@@ -28,6 +28,7 @@ from emae.runtime import model_device
 from emae.train.blind_spot import blind_spot_loss
 from emae.train.config import PretrainConfig
 from emae.train.corruption import Corruption
+from emae.train.holes import inpainting_loss
 from emae.train.loop import LossFn, train_loop
 from emae.train.losses import kl_weight, reconstruction_loss, vae_loss
 from emae.train.tensorboard import TensorBoardLogger
@@ -62,6 +63,8 @@ def loss_function(config: PretrainConfig) -> LossFn:
             return total, {"recon": rec.item(), "kl": kl.item(), "beta": weight}
         if spec.blind_spot:
             return blind_spot_loss(model, x, generator, loss=config.loss), {}
+        if spec.inpainting:
+            return inpainting_loss(model, x, generator, loss=config.loss), {}
         inputs = corrupt(x, generator) if corrupt is not None else x
         return recon(model(inputs), x), {}
 
@@ -190,16 +193,18 @@ def fit_autoencoder(
     )
     val = torch.stack([val_set[i] for i in range(len(val_set))])
     recon = reconstruction_loss(config.loss)
-    blind_spot = model_spec(config.model).blind_spot
+    spec = model_spec(config.model)
+    own_loss = blind_spot_loss if spec.blind_spot else inpainting_loss if spec.inpainting else None
 
     def val_fn(model: torch.nn.Module) -> float:
-        """The mean loss on the validation patches; for a blind-spot model its own loss on the
-        same masks at every evaluation (reconstructing a noisy input is not its aim)."""
+        """The mean loss on the validation patches; for a blind-spot or inpainting model its
+        own loss on the same masks or holes at every evaluation (reconstructing the input is
+        not its aim)."""
         device = model_device(model)
         masks = torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
         losses = [
-            float(blind_spot_loss(model, b.to(device), masks, loss=config.loss))
-            if blind_spot
+            float(own_loss(model, b.to(device), masks, loss=config.loss))
+            if own_loss is not None
             else float(recon(model(b.to(device)), b.to(device)))
             for b in val.split(64)
         ]

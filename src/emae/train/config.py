@@ -104,9 +104,9 @@ class PretrainConfig(BaseModel):
                 )
             return self
         spec = model_spec(self.model)
-        if spec.blind_spot and self.loss not in ("mse", "l1"):
+        if (spec.blind_spot or spec.inpainting) and self.loss not in ("mse", "l1"):
             raise ValueError(
-                f"model {self.model!r} scores single masked pixels: loss must be mse or l1, "
+                f"model {self.model!r} scores masked pixels only: loss must be mse or l1, "
                 f"got {self.loss!r}"
             )
         if "latent" not in inspect.signature(spec.build).parameters and self.latent != "spatial":

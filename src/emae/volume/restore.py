@@ -42,6 +42,9 @@ class RestoreJob:
         Inpainting: the mask image (any :func:`emae.io.open_image` source of the input's
         shape), its pyramid level, the value above which a pixel is a hole, and the dilation of
         the holes in pixels. ``mask=None`` for denoising.
+    holes_out
+        An OME-Zarr image (uint8) into whose level 0 the holes that were filled are written
+        (1 = filled), or None.
     """
 
     chunks: ChunkJob
@@ -50,6 +53,7 @@ class RestoreJob:
     mask_scale: int = 0
     mask_threshold: float = 0.0
     dilate: int = 0
+    holes_out: str | None = None
 
 
 def read_holes(job: RestoreJob, c: Chunk, shape: tuple[int, int], y0: int, x0: int) -> np.ndarray:
@@ -93,6 +97,9 @@ def restore_chunk(c: Chunk, restorer: Restorer, job: RestoreJob) -> dict[str, An
         restored = restored[core]
     values, clipped = cast_to(restored, job.dtype)
     write_region(f"{chunks.out}/0", c, values, channels=False)
+    if job.holes_out is not None:
+        filled = holes[core] if job.mask is not None else np.ones(values.shape, bool)
+        write_region(f"{job.holes_out}/0", c, filled.astype(np.uint8), channels=False)
     qc = {
         "z": c.z,
         "y0": c.y0,
