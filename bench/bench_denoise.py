@@ -53,8 +53,8 @@ from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import denoise_nl_means
 
+from emae.commands.denoise import denoise
 from emae.commands.pretrain import pretrain
-from emae.commands.restore import denoise
 from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]

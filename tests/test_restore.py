@@ -14,8 +14,9 @@ import zarr
 from scipy import ndimage
 
 from emae.cli import main
+from emae.commands.denoise import denoise
+from emae.commands.inpaint import inpaint
 from emae.commands.repair import repair
-from emae.commands.restore import denoise, inpaint
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.folders.autoencoder import save_bundle

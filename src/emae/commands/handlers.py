@@ -299,14 +299,14 @@ def _print_restored(summary: dict, what: str) -> None:
 
 
 def denoise(args: argparse.Namespace) -> None:
-    from emae.commands.restore import denoise
+    from emae.commands.denoise import denoise
 
     summary = denoise(args.model, args.input, args.out, **_restore_options(args))
     _print_restored(summary, "denoised")
 
 
 def inpaint(args: argparse.Namespace) -> None:
-    from emae.commands.restore import inpaint
+    from emae.commands.inpaint import inpaint
 
     summary = inpaint(
         args.model,

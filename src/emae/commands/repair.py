@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.commands.detect import detect
-from emae.commands.restore import inpaint
+from emae.commands.inpaint import inpaint
 from emae.errors import EmaeError
 from emae.io import open_image
 from emae.io.atomic import atomic_file

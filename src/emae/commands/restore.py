@@ -1,4 +1,6 @@
-"""``emae denoise`` and ``emae inpaint``: restore a whole volume chunk by chunk, on Dask.
+"""Restoring a whole volume chunk by chunk, on Dask: the one driver of ``emae denoise``,
+``emae inpaint`` and ``emae repair`` (:mod:`emae.commands.denoise`, :mod:`emae.commands.inpaint`,
+:mod:`emae.commands.repair`).
 
 Both write the restored image in the input's shape, axes, pixel size and dtype (``dtype=
 "float32"`` on request; integer outputs are rounded and clipped to the dtype's range, and the
@@ -39,7 +41,6 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
-from emae.restore.restorer import FEATHER
 from emae.volume.chunks import Chunk, ChunkJob, plan_chunks
 from emae.volume.done import DONE, read_manifest, scan
 from emae.volume.restore import RestoreJob, restore_chunk
@@ -283,96 +284,3 @@ def restore_volume(
         "chunks": {"done": len(todo), "skipped": sum(map(len, sections.values())) - len(todo)},
         **totals,
     }
-
-
-def denoise(
-    model: str | Path,
-    source: str | Path,
-    out: str | Path,
-    *,
-    precision: str = "fp32",
-    **options: Any,
-) -> dict[str, Any]:
-    """Denoise a 2D image or ``"ZYX"`` volume into ``out`` (module docstring).
-
-    Parameters
-    ----------
-    model
-        A model folder of ``emae pretrain --model blind-spot`` (recommended: it learns from the
-        noisy data alone) or ``--model denoising-ae``.
-    source
-        Any input :func:`emae.io.open_image` reads.
-    out
-        ``.zarr`` or ``.tif``/``.tiff``.
-    precision
-        Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``.
-    **options
-        ``dtype`` (None: the input's; ``"float32"``), ``overlap``, ``chunk``,
-        ``workers``, ``scheduler``, ``scale``, ``retries``, ``threads``, ``device``,
-        ``overwrite``, ``progress``, ``rescale``, ``pixel_size``: as for
-        :func:`emae.commands.detect.detect`.
-
-    Returns
-    -------
-    dict
-        ``out``, ``table``, ``seconds`` and ``megapixels_per_s`` (the chunks), ``startup_seconds``,
-        ``total_seconds``, ``chunks`` (done, skipped), ``pixels``, ``replaced_pixels``,
-        ``clipped_pixels``.
-    """
-    restorer = Restorer.from_folder(model, "denoise", precision=precision)
-    return restore_volume(restorer, model, source, out, **options)
-
-
-def inpaint(
-    model: str | Path,
-    source: str | Path,
-    out: str | Path,
-    *,
-    mask: str | Path,
-    mask_threshold: float = 0.0,
-    dilate: int = 0,
-    feather: int = FEATHER,
-    precision: str = "fp32",
-    **options: Any,
-) -> dict[str, Any]:
-    """Fill the holes of a 2D image or ``"ZYX"`` volume marked by ``mask`` (module docstring).
-
-    Parameters
-    ----------
-    model
-        A model folder of ``emae pretrain --model inpainting-ae``.
-    source, out, precision, **options
-        As for :func:`denoise`.
-    mask
-        An image of the input's shape (any reader): a pixel is a hole where the mask is above
-        ``mask_threshold``: a binary mask, a label image (``OUT.zarr/labels/anomaly`` of
-        ``emae detect``), or an anomaly map with its threshold.
-    dilate
-        Grow the holes by this many pixels first (at most the overlap).
-    feather
-        Pixels around a hole over which the prediction is blended into the image.
-
-    Returns
-    -------
-    dict
-        As :func:`denoise`; ``replaced_pixels`` counts the holes. A mask without holes
-        writes the input unchanged and says so.
-    """
-    restorer = Restorer.from_folder(model, "inpaint", precision=precision, feather=feather)
-    summary = restore_volume(
-        restorer,
-        model,
-        source,
-        out,
-        mask=mask,
-        mask_threshold=mask_threshold,
-        dilate=dilate,
-        **options,
-    )
-    if not summary["replaced_pixels"]:
-        logger.warning("%s: the mask marks no pixel; the output is the input unchanged", mask)
-    elif summary["replaced_pixels"] == summary["pixels"]:
-        logger.warning(
-            "%s: the mask covers every pixel; nothing of the input is left to fill from", mask
-        )
-    return summary

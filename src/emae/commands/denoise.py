@@ -1,0 +1,50 @@
+"""``emae denoise``: a volume without its noise, in its own dtype, chunk by chunk.
+
+See :mod:`emae.commands.restore` for the outputs, resuming and the chunks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emae.commands.restore import restore_volume
+from emae.restore import Restorer
+
+
+def denoise(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    **options: Any,
+) -> dict[str, Any]:
+    """Denoise a 2D image or ``"ZYX"`` volume into ``out`` (:mod:`emae.commands.restore`).
+
+    Parameters
+    ----------
+    model
+        A model folder of ``emae pretrain --model blind-spot`` (recommended: it learns from the
+        noisy data alone) or ``--model denoising-ae``.
+    source
+        Any input :func:`emae.io.open_image` reads.
+    out
+        ``.zarr`` or ``.tif``/``.tiff``.
+    precision
+        Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``.
+    **options
+        ``dtype`` (None: the input's; ``"float32"``), ``overlap``, ``chunk``,
+        ``workers``, ``scheduler``, ``scale``, ``retries``, ``threads``, ``device``,
+        ``overwrite``, ``progress``, ``rescale``, ``pixel_size``: as for
+        :func:`emae.commands.detect.detect`.
+
+    Returns
+    -------
+    dict
+        ``out``, ``table``, ``seconds`` and ``megapixels_per_s`` (the chunks), ``startup_seconds``,
+        ``total_seconds``, ``chunks`` (done, skipped), ``pixels``, ``replaced_pixels``,
+        ``clipped_pixels``.
+    """
+    restorer = Restorer.from_folder(model, "denoise", precision=precision)
+    return restore_volume(restorer, model, source, out, **options)
