@@ -4,7 +4,8 @@ The ISBI 2012 slices (shared data) are clean serial-section TEM. Each is scaled 
 given Poisson-Gaussian noise at ``--levels`` (``photons:sigma``: ``Poisson(photons * x) / photons
 + N(0, sigma)``, seeded). Per level:
 
-- **emae blind-spot**: ``emae pretrain --model blind-spot``
+- **emae blind-spot**, twice: with the steps of N2V, and with as many steps as it runs in N2V's
+  training time (``emae_blind_spot_equal_time``): ``emae pretrain --model blind-spot``
   (:func:`emae.commands.pretrain.pretrain`, default U-Net, ``--steps`` steps of ``--batch``
   patches of 64 x 64) on the noisy training slices alone (a float32 stack), then
   ``emae denoise`` (:func:`emae.commands.restore.denoise`, fp32, float32 output) on the noisy
@@ -89,22 +90,22 @@ def scores(restored: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
-def emae_blind_spot(train, test, work: Path, args) -> tuple[np.ndarray, dict]:
+def emae_blind_spot(train, test, work: Path, args, steps: int) -> tuple[np.ndarray, dict]:
     tifffile.imwrite(work / "train.tif", train)
     tifffile.imwrite(work / "test.tif", test)
     config = PretrainConfig(
         model="blind-spot",
-        steps=args.steps,
+        steps=steps,
         batch_size=args.batch,
         patch_size=64,
         seed=args.seed,
         threads=args.threads,
         score_patches=16,
-        val_every=max(args.steps // 5, 1),
+        val_every=max(steps // 5, 1),
         skip_padding=False,
     )
     began = time.perf_counter()
-    summary = pretrain([work / "train.tif"], work / "model", config, progress=False)
+    summary = pretrain([work / "train.tif"], work / "model", config, progress=False, overwrite=True)
     fitted = time.perf_counter() - began
     began = time.perf_counter()
     denoise(
@@ -112,6 +113,7 @@ def emae_blind_spot(train, test, work: Path, args) -> tuple[np.ndarray, dict]:
         work / "test.tif",
         work / "den.zarr",
         dtype="float32",
+        overwrite=True,
         scheduler="synchronous",
         chunk=512,
         progress=False,
@@ -125,6 +127,7 @@ def emae_blind_spot(train, test, work: Path, args) -> tuple[np.ndarray, dict]:
         "pretrain_seconds": fitted,
         "precision": summary.get("precision"),
         "infer_seconds": seconds,
+        "steps": steps,
     }
 
 
@@ -208,7 +211,7 @@ def main() -> None:
             "infer_seconds": time.perf_counter() - began,
         }
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-            restored, timing = emae_blind_spot(train, test, Path(tmp), args)
+            restored, timing = emae_blind_spot(train, test, Path(tmp), args, args.steps)
             row["emae_blind_spot"] = {**scores(restored, test_clean), **timing}
             if args.peers_python:
                 found = peers(args.peers_python, train, test, noise_sd, Path(tmp), args)
@@ -217,6 +220,11 @@ def main() -> None:
                         **scores(found[name], test_clean),
                         **json.loads(str(found[f"{name}_timing"])),
                     }
+                # The same training time as N2V: as many steps as emae runs in that time.
+                per_step = timing["train_seconds"] / args.steps
+                steps = int(row["careamics_n2v"]["train_seconds"] / per_step)
+                restored, timing = emae_blind_spot(train, test, Path(tmp), args, steps)
+                row["emae_blind_spot_equal_time"] = {**scores(restored, test_clean), **timing}
         results.append(row)
         print(json.dumps(row, indent=1), flush=True)
     record = {
