@@ -27,6 +27,8 @@ MICRO = {
     "compare_steps": 5,
     "detect_chunk": 192,
     "detect_workers": 1,
+    "denoise": {"steps": 4, "batch_size": 4, "val_every": 2, "score_patches": 16},
+    "inpaint": {"steps": 4, "batch_size": 4, "val_every": 2, "score_patches": 16},
 }
 
 
@@ -43,9 +45,13 @@ def test_every_step_ran_and_wrote_its_output(demo_run):
     out, record = demo_run
     steps = record["steps"]
     assert list(steps) == [
-        "split", "pretrain", "score", "finetune", "evaluate", "compare", "detect", "report"
+        "split", "pretrain", "score", "finetune", "evaluate", "compare", "detect",
+        "pretrain-denoiser", "pretrain-inpainter", "denoise", "repair", "report",
     ]  # fmt: skip
-    for name in ("autoencoder", "classifier", "evaluation", "compare", "detect.zarr"):
+    for name in (
+        "autoencoder", "classifier", "evaluation", "compare", "detect.zarr", "denoiser",
+        "inpainter", "denoised.zarr", "repair",
+    ):  # fmt: skip
         assert (out / name).is_dir(), name
     assert (out / "scores" / "test.tif").is_file()
     assert (out / "report.html").stat().st_size > 50_000
@@ -113,8 +119,11 @@ def test_report_is_self_contained_and_complete(demo_run):
         assert f'id="table-{table}"' in html, table
     for words in ("TPR", "TNR", "PPV", "NPV", "macro-F1", "pixel AUROC", "emae pretrain"):
         assert words in html, words
-    for section in ("data", "autoencoder", "anomaly", "classifier", "compare", "detect"):
+    for section in (
+        "data", "autoencoder", "anomaly", "classifier", "compare", "detect", "denoise", "repair",
+    ):  # fmt: skip
         assert f'<section id="{section}">' in html, section
+    assert "repair panels" in html and "pixels replaced" in html
 
 
 def test_report_numbers_come_from_the_runs(demo_run):

@@ -47,6 +47,8 @@ QUICK: dict[str, Any] = {
     "compare_budgets": "5,all",
     "compare_steps": 60,
     "detect_chunk": 256,
+    "denoise": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
+    "inpaint": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
 }
 
 

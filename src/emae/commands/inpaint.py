@@ -28,7 +28,8 @@ def inpaint(
     precision: str = "fp32",
     **options: Any,
 ) -> dict[str, Any]:
-    """Fill the holes of a 2D image or ``"ZYX"`` volume marked by ``mask`` (:mod:`emae.commands.restore`).
+    """Fill the holes that ``mask`` marks in a 2D image or ``"ZYX"`` volume
+    (:mod:`emae.commands.restore`).
 
     Parameters
     ----------

@@ -12,6 +12,9 @@ finetune    ``classifier/``                             ``emae finetune``
 evaluate    ``evaluation/``                             ``emae evaluate``
 compare     ``compare/``                                ``emae compare``
 detect      ``detect.zarr`` and its CSV / PNG files     ``emae detect``
+pretrain-*  ``denoiser/``, ``inpainter/`` (optional)    ``emae pretrain --model ...``
+denoise     ``denoised.zarr`` (optional)                ``emae denoise``
+repair      ``repair/`` (optional)                      ``emae repair``
 report      ``report.html``                             ``emae report``
 ==========  ==========================================  =====================================
 
@@ -161,6 +164,77 @@ def _clear(out: Path, keep: tuple[str, ...]) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _restoration_steps(
+    config: PipelineConfig, out: Path, ae: Path, run: Callable, progress: bool
+) -> None:
+    """The denoiser and the inpainter, each pretrained, then applied to ``detect_input``."""
+    from emae.commands.denoise import denoise
+    from emae.commands.pretrain import pretrain
+    from emae.commands.repair import repair
+
+    source = config.detect_input
+    for name, options in (("denoiser", config.denoise), ("inpainter", config.inpaint)):
+        if options is None:
+            continue
+        folder, yaml_file = (
+            out / name,
+            _write_yaml(out / "configs" / f"{name}.yaml", options.model_dump()),
+        )
+        run(
+            f"pretrain-{name}",
+            (folder / "training.json").is_file(),
+            _command("emae", "pretrain", *config.unlabeled, "--out", folder, "--config", yaml_file),
+            {"model": folder},
+            lambda folder=folder, options=options: pretrain(
+                config.unlabeled,
+                folder,
+                options,
+                resume=Path(f"{folder}.training").is_dir(),
+                progress=progress,
+            ),
+        )
+    if config.denoise is not None:
+        store = out / "denoised.zarr"
+        run(
+            "denoise",
+            Path(f"{store}.sections.csv").is_file(),
+            _command("emae", "denoise", out / "denoiser", source, "--out", store),
+            {"denoised": store},
+            lambda: denoise(out / "denoiser", source, store, progress=progress),
+        )
+    if config.inpaint is not None:
+        folder = out / "repair"
+        margin = config.repair_margin
+        run(
+            "repair",
+            (folder / "repair.json").is_file(),
+            _command(
+                "emae",
+                "repair",
+                ae,
+                out / "inpainter",
+                source,
+                "--out",
+                folder,
+                "--margin",
+                margin,
+                "--chunk",
+                config.detect_chunk,
+            ),
+            {"repair": folder},
+            lambda: repair(
+                ae,
+                out / "inpainter",
+                source,
+                folder,
+                margin=margin,
+                chunk=config.detect_chunk,
+                workers=config.detect_workers,
+                progress=progress,
+            ),
+        )
 
 
 def run_pipeline(
@@ -370,6 +444,9 @@ def run_pipeline(
                 progress=progress,
             ),
         )
+
+    if config.detect_input is not None:
+        _restoration_steps(config, out, ae, run, progress)
 
     from emae.report import write_report
 

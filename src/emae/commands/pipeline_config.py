@@ -65,6 +65,17 @@ class PipelineConfig(BaseModel):
     )
     detect_chunk: int = Field(1024, ge=16, description="Chunk side of `emae detect`.")
     detect_workers: int | None = Field(None, ge=1, description="Dask workers; None: auto.")
+    denoise: PretrainConfig | None = Field(
+        None,
+        description="Options of a blind-spot denoiser pretrained on `unlabeled`, which then "
+        "denoises `detect_input`; None: no denoising.",
+    )
+    inpaint: PretrainConfig | None = Field(
+        None,
+        description="Options of an inpainting-ae pretrained on `unlabeled`, with which "
+        "`emae repair` fills what the autoencoder finds in `detect_input`; None: no repair.",
+    )
+    repair_margin: int = Field(8, ge=0, le=64, description="Pixels added around each hole.")
 
     @field_validator("compare_budgets")
     @classmethod
@@ -82,6 +93,17 @@ class PipelineConfig(BaseModel):
         # Every step runs with the pipeline's seed.
         self.pretrain = self.pretrain.model_copy(update={"seed": self.seed})
         self.finetune = self.finetune.model_copy(update={"seed": self.seed})
+        for name, model in (("denoise", "blind-spot"), ("inpaint", "inpainting-ae")):
+            options = getattr(self, name)
+            if options is not None:
+                if options.model not in ("conv-ae", model):  # conv-ae: the field's default
+                    raise ValueError(f"{name}: the model is {model}, not {options.model}")
+                fixed = PretrainConfig(
+                    **{**options.model_dump(), "model": model, "seed": self.seed}
+                )
+                setattr(self, name, fixed)
+        if (self.denoise or self.inpaint) and self.detect_input is None:
+            raise ValueError("denoise and inpaint restore `detect_input`, which is not set")
         unknown = sorted(set(self.compare_methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown compare methods {unknown}; available: {list(METHODS)}")

@@ -50,7 +50,7 @@ from emae.volume.tasks import Runner, device_for_run
 
 logger = logging.getLogger(__name__)
 
-RUN = "emae_run.json"
+RUN = "emae_restore.json"  # not emae_run.json: that marks a detect store
 KIND = {"denoise": "denoised image", "inpaint": "inpainted image"}
 TIFF_SUFFIXES = (".tif", ".tiff")
 

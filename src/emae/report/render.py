@@ -19,6 +19,7 @@ from emae.report.comparison import compare_section
 from emae.report.detection import detect_section
 from emae.report.evaluation import classifier_section
 from emae.report.reproducibility import reproducibility_section
+from emae.report.restoration import denoise_section, repair_section
 from emae.report.sections import anomaly_section, autoencoder_section, data_section
 from emae.report.sources import find_runs
 
@@ -50,6 +51,10 @@ def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         sections.append(compare_section(folder))
     for folder in runs.folders["detect"]:
         sections.append(detect_section(folder))
+    for folder in runs.folders["denoise"]:
+        sections.append(denoise_section(folder, None))
+    for folder in runs.folders["repair"]:
+        sections.append(repair_section(folder))
     configured = [f for kind in ("autoencoder", "classifier") for f in runs.folders[kind]]
     sections.append(reproducibility_section(runs, configured))
     sections = [s for s in sections if s is not None and s["blocks"]]

@@ -15,7 +15,16 @@ from typing import Any
 
 from emae.errors import EmaeError
 
-KINDS = ("sample-data", "autoencoder", "classifier", "evaluation", "compare", "detect")
+KINDS = (
+    "sample-data",
+    "autoencoder",
+    "classifier",
+    "evaluation",
+    "compare",
+    "detect",
+    "denoise",
+    "repair",
+)
 
 
 @dataclass
@@ -55,6 +64,11 @@ def kind_of(path: Path) -> str | None:
         return "compare"
     if path.suffix == ".zarr" and (path / "emae_run.json").is_file():
         return "detect"
+    if path.suffix == ".zarr" and (path / "emae_restore.json").is_file():
+        mode = json.loads((path / "emae_restore.json").read_text()).get("mode")
+        return "denoise" if mode == "denoise" else None
+    if (path / "repair.json").is_file():
+        return "repair"
     return None
 
 
@@ -78,6 +92,8 @@ def _add_pipeline(runs: Runs, folder: Path) -> None:
         ("evaluation", "evaluation"),
         ("compare", "compare"),
         ("detect.zarr", "detect"),
+        ("denoised.zarr", "denoise"),
+        ("repair", "repair"),
     ):
         if kind_of(folder / name) == kind:
             runs.folders[kind].append(folder / name)
@@ -102,8 +118,8 @@ def find_runs(paths: Sequence[str | Path]) -> Runs:
         if kind is None:
             raise EmaeError(
                 f"{path}: not an emae output (expected a pipeline or demo run, sample data, an "
-                f"autoencoder or classifier folder, an evaluation or comparison folder, or a "
-                f"detect .zarr)"
+                f"autoencoder or classifier folder, an evaluation or comparison folder, a "
+                f"detect or denoise .zarr, or a repair folder)"
             )
         if kind == "pipeline":
             _add_pipeline(runs, path)
