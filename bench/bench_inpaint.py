@@ -159,24 +159,31 @@ def bench_inpainting(slices: np.ndarray, out: Path, args) -> list[dict]:
                     for i, t in enumerate(test)
                 ]
             )
-            tifffile.imwrite(out / "holes.tif", masks.astype(np.uint8))
+            # One mask file and one output per case: a rerun with the same paths resumes.
+            holes_tif, filled_zarr = (
+                out / f"holes-{kind}-{size}.tif",
+                out / f"filled-{kind}-{size}.zarr",
+            )
+            tifffile.imwrite(holes_tif, masks.astype(np.uint8))
             results = {}
             began = time.perf_counter()
             inpaint(
                 out / "model",
                 out / "test.tif",
-                out / "filled.zarr",
-                mask=out / "holes.tif",
+                filled_zarr,
+                mask=holes_tif,
                 dtype="float32",
                 scheduler="synchronous",
                 chunk=512,
                 progress=False,
                 overwrite=True,
             )
-            filled = zarr.open_array(str(out / "filled.zarr" / "0"), mode="r")[:]
+            filled = zarr.open_array(str(filled_zarr / "0"), mode="r")[:]
             results["emae"] = (filled, time.perf_counter() - began)
             began = time.perf_counter()
-            bih = np.stack([inpaint_biharmonic(t, m) for t, m in zip(test, masks, strict=True)])
+            bih = 255 * np.stack(  # scikit-image works on the image as floats in [0, 1]
+                [inpaint_biharmonic(t, m) for t, m in zip(test, masks, strict=True)]
+            )
             results["biharmonic"] = (bih, time.perf_counter() - began)
             for name, flag in (("opencv_telea", cv2.INPAINT_TELEA), ("opencv_ns", cv2.INPAINT_NS)):
                 began = time.perf_counter()
