@@ -405,3 +405,15 @@ def test_repair_detects_fills_and_writes_its_folder(holes_data, tiny_model, tmp_
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert main([*args[:4], "--out", str(tmp_path / "mine"), *args[6:]]) == 1
     assert "did not make" in capsys.readouterr().err
+
+
+def test_a_rewritten_mask_is_not_taken_for_the_one_a_run_used(holes_data, tmp_path):
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(mask, tifffile.imread(holes_data / "mask.tif"))
+    args = (holes_data / "inpainter", holes_data / "stack.tif", tmp_path / "f.zarr")
+    inpaint(*args, mask=mask, **RUN)
+    assert inpaint(*args, mask=mask, **RUN)["chunks"]["done"] == 0  # the same run: resumed
+    tifffile.imwrite(mask, np.zeros((2, 90, 75), np.uint8))
+    with pytest.raises(EmaeError, match="other settings; pass --overwrite"):
+        inpaint(*args, mask=mask, **RUN)
+    assert inpaint(*args, mask=mask, overwrite=True, **RUN)["replaced_pixels"] == 0

@@ -60,6 +60,16 @@ def _work_store(out: Path) -> Path:
     return out if out.suffix == ".zarr" else out.with_name(out.name + ".partial.zarr")
 
 
+def _fingerprint(path: str | Path | None) -> list[int] | None:
+    """Size and modification time of an input file (None for folders and stores): part of a
+    run's settings, so that a rewritten mask or image is not taken for the one a stopped run
+    was working on."""
+    if path is None or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _prepare(
     work: Path, settings: dict[str, Any], image: Any, chunk: int, kind: str, overwrite: bool
 ) -> bool:
@@ -195,6 +205,7 @@ def restore_volume(
         "precision": restorer.precision,
         "normalizer": restorer.normalizer.to_dict(),
         "mask": None if mask is None else str(mask),
+        "files": [_fingerprint(source), _fingerprint(mask)],
         "mask_threshold": mask_threshold,
         "dilate": dilate,
         "holes_out": None if holes_out is None else str(holes_out),
