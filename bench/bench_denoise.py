@@ -105,15 +105,15 @@ def emae_blind_spot(train, test, work: Path, args, steps: int) -> tuple[np.ndarr
         skip_padding=False,
     )
     began = time.perf_counter()
-    summary = pretrain([work / "train.tif"], work / "model", config, progress=False, overwrite=True)
+    model, out = work / f"model-{steps}", work / f"den-{steps}.zarr"  # one of each per run
+    summary = pretrain([work / "train.tif"], model, config, progress=False)
     fitted = time.perf_counter() - began
     began = time.perf_counter()
     denoise(
-        work / "model",
+        model,
         work / "test.tif",
-        work / "den.zarr",
+        out,
         dtype="float32",
-        overwrite=True,
         scheduler="synchronous",
         chunk=512,
         progress=False,
@@ -121,8 +121,8 @@ def emae_blind_spot(train, test, work: Path, args, steps: int) -> tuple[np.ndarr
     seconds = time.perf_counter() - began
     import zarr
 
-    out = zarr.open_array(str(work / "den.zarr" / "0"), mode="r")[:]
-    return out, {
+    restored = zarr.open_array(str(out / "0"), mode="r")[:]
+    return restored, {
         "train_seconds": summary["seconds"],
         "pretrain_seconds": fitted,
         "precision": summary.get("precision"),

@@ -231,6 +231,7 @@ def bench_repair(slices: np.ndarray, out: Path, args) -> list[dict]:
             scheduler="synchronous",
             chunk=512,
             progress=False,
+            overwrite=True,
         )
         repaired = zarr.open_array(str(folder / "repaired.zarr" / "0"), mode="r")[:]
         replaced = zarr.open_array(str(folder / "mask.zarr" / "0"), mode="r")[:].astype(bool)

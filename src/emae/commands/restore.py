@@ -62,8 +62,8 @@ def _work_store(out: Path) -> Path:
 
 def _fingerprint(path: str | Path | None) -> list[int] | None:
     """Size and modification time of an input file (None for folders and stores): part of a
-    run's settings, so that a rewritten mask or image is not taken for the one a stopped run
-    was working on."""
+    run's settings, so that a rewritten mask or image, or a model trained again into the same
+    folder, is not taken for the one a stopped run was working on."""
     if path is None or not Path(path).is_file():
         return None
     stat = Path(path).stat()
@@ -205,7 +205,7 @@ def restore_volume(
         "precision": restorer.precision,
         "normalizer": restorer.normalizer.to_dict(),
         "mask": None if mask is None else str(mask),
-        "files": [_fingerprint(source), _fingerprint(mask)],
+        "files": [_fingerprint(p) for p in (source, mask, Path(model, "config.json"))],
         "mask_threshold": mask_threshold,
         "dilate": dilate,
         "holes_out": None if holes_out is None else str(holes_out),
