@@ -71,14 +71,13 @@ def _panels(source: str, scale: int, repaired: Path, mask: Path, table: Path) ->
     for row in worst:
         z = int(row[0])
         where = (z,) if image.ndim == 3 else ()
-        filled = np.asarray(holes[where]).astype(bool)
-        yx = crop_around(filled)
+        yx = crop_around(holes, where=where)  # the section is read a block of rows at a time
         examples.append(
             (
                 f"z={z}" if image.ndim == 3 else "image",
                 np.asarray(image.data[(*where, *yx)]),
                 np.asarray(after.data[(*where, *yx)]),
-                filled[yx],
+                np.asarray(holes[(*where, *yx)]).astype(bool),
             )
         )
     return restoration_panels(examples)

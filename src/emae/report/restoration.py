@@ -73,7 +73,7 @@ def repair_section(folder: Path) -> Section:
 def denoise_section(store: Path, source: str | None, shown: int = 2) -> Section | None:
     """A denoised image beside its input, for the first ``shown`` sections (a 384-pixel crop)."""
     from emae.io import open_image
-    from emae.restore.panels import crop_around, restoration_panels
+    from emae.restore.panels import crop_at, restoration_panels
 
     settings = _json(store / "emae_restore.json")
     source = source or settings.get("source")
@@ -83,7 +83,7 @@ def denoise_section(store: Path, source: str | None, shown: int = 2) -> Section 
     examples = []
     for z in range(min(shown, before.n_sections)):
         where = (z,) if before.ndim == 3 else ()
-        yx = crop_around(np.zeros(before.yx_shape, bool))
+        yx = crop_at(before.yx_shape)
         examples.append(
             (
                 f"z={z}",

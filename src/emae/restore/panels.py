@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -13,16 +14,40 @@ CROP = 384
 Example = tuple[str, np.ndarray, np.ndarray, np.ndarray | None]
 
 
-def crop_around(holes: np.ndarray, size: int = CROP) -> tuple[slice, slice]:
-    """A ``size x size`` window (smaller on a smaller section) centred on the filled pixels'
-    centroid, inside the section; the section's centre when ``holes`` ``(H, W)`` is empty."""
-    h, w = holes.shape
-    ys, xs = np.nonzero(holes)
-    cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (h // 2, w // 2)
+def hole_centre(
+    holes: Any, where: tuple[int, ...] = (), rows: int = 1024
+) -> tuple[int, int] | None:
+    """The centroid ``(y, x)`` of the non-zero pixels of section ``holes[where]`` (a numpy or
+    zarr array, ``(H, W)`` or ``(Z, H, W)`` with ``where = (z,)``), read ``rows`` rows at a
+    time so that a section of any size is never loaded whole; None when there are none."""
+    h = holes.shape[-2]
+    count = sum_y = sum_x = 0
+    for y0 in range(0, h, rows):
+        ys, xs = np.nonzero(np.asarray(holes[(*where, slice(y0, y0 + rows))]))
+        count += len(ys)
+        sum_y += int(ys.sum()) + y0 * len(ys)
+        sum_x += int(xs.sum())
+    return (sum_y // count, sum_x // count) if count else None
+
+
+def crop_at(
+    shape: tuple[int, int], centre: tuple[int, int] | None = None, size: int = CROP
+) -> tuple[slice, slice]:
+    """``(rows, columns)`` of a ``size x size`` window (smaller on a smaller section) of a
+    section of ``shape = (H, W)``, centred on ``centre = (y, x)`` (default: the section's
+    centre) and moved inside the section."""
+    h, w = shape
+    cy, cx = centre or (h // 2, w // 2)
     sh, sw = min(size, h), min(size, w)
     y0 = int(np.clip(cy - sh // 2, 0, h - sh))
     x0 = int(np.clip(cx - sw // 2, 0, w - sw))
     return slice(y0, y0 + sh), slice(x0, x0 + sw)
+
+
+def crop_around(holes: Any, size: int = CROP, where: tuple[int, ...] = ()) -> tuple[slice, slice]:
+    """:func:`crop_at` the centroid of the filled pixels of section ``holes[where]``
+    (:func:`hole_centre`), or the section's centre when it has none."""
+    return crop_at(tuple(holes.shape[-2:]), hole_centre(holes, where), size)
 
 
 def restoration_panels(examples: Sequence[Example]) -> Figure:

@@ -68,6 +68,24 @@ def read_holes(job: RestoreJob, c: Chunk, shape: tuple[int, int], y0: int, x0: i
     return holes
 
 
+def _hole_box(
+    holes: np.ndarray, ry0: int, rx0: int, margin: int, restorer: Restorer
+) -> tuple[slice, slice]:
+    """The part of a region ``(h, w)`` at ``(ry0, rx0)`` that the inpainting model must see:
+    the holes' bounding box grown by ``margin`` (the halo, for the receptive field, plus the
+    blend), starting on the model's down-sampling grid of the section (so that the result
+    equals one pass over the whole section). A chunk with a few small holes is then not
+    passed through the model whole."""
+    m = int(getattr(restorer.model, "downsample_factor", 1))
+    ys, xs = np.nonzero(holes)
+    box = []
+    for found, start, size in ((ys, ry0, holes.shape[0]), (xs, rx0, holes.shape[1])):
+        lo = max(int(found.min()) - margin, 0)
+        lo = max(lo - (start + lo) % m, 0)
+        box.append(slice(lo, min(int(found.max()) + 1 + margin, size)))
+    return box[0], box[1]
+
+
 def restore_chunk(c: Chunk, restorer: Restorer, job: RestoreJob) -> dict[str, Any]:
     """Restore one output chunk of ``job``, write it and its record; returns its QC numbers:
     the chunk's position, ``replaced_pixels`` (holes filled; every pixel when denoising) and
@@ -84,17 +102,19 @@ def restore_chunk(c: Chunk, restorer: Restorer, job: RestoreJob) -> dict[str, An
     region, ry0, rx0 = read_region(chunks.source, chunks.scale, c, chunks.overlap)
     core = (slice(c.y0 - ry0, c.y1 - ry0), slice(c.x0 - rx0, c.x1 - rx0))
     if job.mask is None:
-        section = region
         replaced = (c.y1 - c.y0) * (c.x1 - c.x0)
+        restored = predict_tiled(region, restorer, tile=chunks.tile, overlap=chunks.overlap)[0]
     else:
         holes = read_holes(job, c, region.shape, ry0, rx0)
-        section = np.where(holes, np.float32(np.nan), region.astype(np.float32))
         replaced = int(np.count_nonzero(holes[core]))
-    if job.mask is not None and not replaced and not holes.any():
-        restored = region[core].astype(np.float32)
-    else:
-        restored = predict_tiled(section, restorer, tile=chunks.tile, overlap=chunks.overlap)[0]
-        restored = restored[core]
+        restored = region.astype(np.float32)
+        if holes.any():
+            box = _hole_box(holes, ry0, rx0, chunks.overlap + restorer.feather + 1, restorer)
+            section = np.where(holes[box], np.float32(np.nan), restored[box])
+            restored[box] = predict_tiled(
+                section, restorer, tile=chunks.tile, overlap=chunks.overlap
+            )[0]
+    restored = restored[core]
     values, clipped = cast_to(restored, job.dtype)
     write_region(f"{chunks.out}/0", c, values, channels=False)
     if job.holes_out is not None:
