@@ -293,13 +293,32 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``command``; its result and the peak summed RSS in bytes of it and its descendants,
+    sampled every 0.5 s."""
+    import threading
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_tree = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak_tree[0] = max(peak_tree[0], _tree_rss(proc.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr), peak_tree[0]
+
+
 def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """``emae detect`` in a subprocess on a generated zarr volume of ``--rss-gb`` GB: peak RSS
     of the largest process (``/usr/bin/time``) and of the whole process tree (summed RSS of the
     command and its Dask workers, sampled every 0.5 s). ``--rss-workers 0``: synchronous
     scheduler, one process; ``N``: a local cluster of N workers of one thread.
     ``--rss-resume`` keeps an interrupted output and continues it (the same command again)."""
-    import threading
 
     side = 4096
     sections = max(1, round(args.rss_gb * 1e9 / side**2))
@@ -336,18 +355,8 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
         str(1 if args.rss_workers else args.threads),
         "--overwrite",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_tree = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak_tree[0] = max(peak_tree[0], _tree_rss(proc.pid))
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    sampler.join()
+    proc, peak = run_sampled(command)
+    stdout, stderr = proc.stdout, proc.stderr
     if proc.returncode:
         raise SystemExit(f"emae detect failed ({proc.returncode}):\n{stderr[-2000:]}")
     rss_kb, seconds = stderr.strip().splitlines()[-1].split()
@@ -359,7 +368,7 @@ def part_rss(args: argparse.Namespace, results: dict[str, Any]) -> None:
         workers=args.rss_workers,
         resumed=args.rss_resume,
         peak_rss_mib=int(rss_kb) / 1024,
-        peak_tree_rss_mib=peak_tree[0] / 2**20,
+        peak_tree_rss_mib=peak / 2**20,
         seconds=float(seconds),
         summary=(stdout.strip().splitlines() or [""])[-1],
         command=shlex.join(command[3:]),

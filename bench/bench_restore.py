@@ -25,17 +25,14 @@ import json
 import platform
 import re
 import shlex
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_detect import _tree_rss
+from bench_detect import run_sampled
 from bench_detect_phases import _volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,18 +74,8 @@ def _mask(path: Path, shape: tuple[int, int, int], seed: int = 0) -> Path:
 
 def _run(command: list[str]) -> dict[str, Any]:
     timed = ["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "emae", "-q", *command]
-    proc = subprocess.Popen(timed, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_tree = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak_tree[0] = max(peak_tree[0], _tree_rss(proc.pid))
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = proc.communicate()
-    sampler.join()
+    proc, peak = run_sampled(timed)
+    stdout, stderr = proc.stdout, proc.stderr
     if proc.returncode:
         raise SystemExit(f"emae {command[0]} failed ({proc.returncode}):\n{stderr[-2000:]}")
     rss_kb, seconds = stderr.strip().splitlines()[-1].split()
@@ -99,7 +86,7 @@ def _run(command: list[str]) -> dict[str, Any]:
         "mp_per_s": float(rate.group(1)) if rate else None,
         "wall_seconds": float(seconds),
         "peak_rss_mib": int(rss_kb) / 1024,
-        "peak_tree_rss_mib": peak_tree[0] / 2**20,
+        "peak_tree_rss_mib": peak / 2**20,
         "summary": line,
     }
 
