@@ -48,7 +48,7 @@ from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store
 from emae.io.provenance import check_not_input
-from emae.volume.chunks import Chunk, ChunkJob, Mapper, plan_chunks
+from emae.volume.chunks import ChunkJob, Mapper, plan_sections
 from emae.volume.done import DONE, move_legacy_records, scan
 from emae.volume.labels import create_label_images, label_names
 from emae.volume.run import map_volume, write_outputs
@@ -302,16 +302,13 @@ def detect(
     resumed = _prepare(
         out, settings, image.shape, image.axes, chunk, overwrite, mapper, image.pixel_size
     )
-    volume = (image.n_sections, *image.yx_shape)
-    sections: dict[int, list[Chunk]] = {}
-    for c in plan_chunks(volume, chunk):
-        sections.setdefault(c.z, []).append(c)
+    sections = plan_sections((image.n_sections, *image.yx_shape), chunk)
     # One listing of the done-state, and one per section in progress (not one file check per
     # chunk: millions on a network file system when a large run resumes).
     if resumed and (moved := move_legacy_records(out)):
         logger.info("%s: %d chunk records of an earlier emae moved to its sections", out, moved)
     state = scan(out)
-    todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
+    todo = state.todo(sections)
     n_chunks = sum(len(cs) for cs in sections.values())
     skipped = n_chunks - len(todo)
     if resumed:

@@ -41,7 +41,7 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
-from emae.volume.chunks import Chunk, ChunkJob, plan_chunks
+from emae.volume.chunks import ChunkJob, plan_sections
 from emae.volume.done import DONE, read_manifest, scan
 from emae.volume.restore import RestoreJob, restore_chunk
 from emae.volume.run import map_volume
@@ -225,11 +225,9 @@ def restore_volume(
             kind="filled holes",
             overwrite=True,
         )
-    sections: dict[int, list[Chunk]] = {}
-    for c in plan_chunks((image.n_sections, *image.yx_shape), chunk):
-        sections.setdefault(c.z, []).append(c)
+    sections = plan_sections((image.n_sections, *image.yx_shape), chunk)
     state = scan(work)
-    todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
+    todo = state.todo(sections)
     if resumed:
         n = sum(len(cs) for cs in sections.values())
         logger.info("resuming %s: %d of %d chunks already done", work, n - len(todo), n)

@@ -8,7 +8,8 @@ import numpy as np
 
 
 def cast_to(values: np.ndarray, dtype: Any) -> tuple[np.ndarray, int]:
-    """``values`` (float) in ``dtype``, and how many pixels had to be clipped to fit it.
+    """``values`` (float, any shape) in ``dtype`` (same shape), and how many pixels had to be
+    clipped to fit it.
 
     Integer dtypes round to the nearest integer and clip to the dtype's range (a denoiser can
     overshoot near saturated pixels: 255 + 3 must not wrap round to 2); float dtypes keep the

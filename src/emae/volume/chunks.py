@@ -67,6 +67,14 @@ def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
     ]
 
 
+def plan_sections(shape: tuple[int, int, int], chunk: int) -> dict[int, list[Chunk]]:
+    """:func:`plan_chunks` grouped by section: ``{z: chunks of section z, row-major}``."""
+    sections: dict[int, list[Chunk]] = {}
+    for c in plan_chunks(shape, chunk):
+        sections.setdefault(c.z, []).append(c)
+    return sections
+
+
 @dataclass
 class Mapper:
     """Raw tiles ``(B, h, w)`` -> channels ``(B, C, h, w)``: anomaly first, then class maps."""

@@ -237,6 +237,11 @@ class DoneState:
         """Whether chunk ``name`` of section ``z`` is done."""
         return z in self.finished or name in self.chunks.get(z, set())
 
+    def todo(self, sections: dict[int, list[Any]]) -> list[Any]:
+        """The chunks of ``sections`` (``{z: chunks}``, each with ``z`` and ``name``) not done,
+        in order."""
+        return [c for cs in sections.values() for c in cs if not self.chunk_done(c.z, c.name)]
+
 
 def scan(out: str | Path, sections: Iterable[int] | None = None) -> DoneState:
     """The done-state of ``out``: one listing of ``emae_done`` and one per section in progress

@@ -70,7 +70,7 @@ def map_volume(
         Naming the chunks, or the sections, that failed after the runner's retries; finished
         chunks and sections are kept.
     """
-    todo = [c for cs in sections.values() for c in cs if not state.chunk_done(c.z, c.name)]
+    todo = state.todo(sections)
     left = collections.Counter(c.z for c in todo)
     chunks_left = len(todo)
     # Detections of the sections finished by earlier runs; the others' come from their tasks.
