@@ -21,13 +21,18 @@ patch's true surroundings rather than padding).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emae.errors import EmaeError
+from emae.models.pooling import (
+    Pooling,
+    check_pooling,
+    global_features,
+    level_statistics,
+    pooled_channels,
+)
 
 
 class EncoderClassifier(nn.Module):
@@ -74,7 +79,7 @@ class EncoderClassifier(nn.Module):
         hidden: int = 64,
         dropout: float = 0.1,
         n_extra: int = 0,
-        pooling: Literal["latent", "levels"] = "latent",
+        pooling: Pooling = "latent",
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -85,11 +90,7 @@ class EncoderClassifier(nn.Module):
                 f"patch_size must be a positive multiple of the encoder's downsampling {m}, "
                 f"got {patch_size}"
             )
-        if pooling not in ("latent", "levels"):
-            raise EmaeError(f"pooling must be 'latent' or 'levels', got {pooling!r}")
-        encoder = getattr(backbone, "encoder", None)
-        if pooling == "levels" and not hasattr(encoder, "levels"):
-            raise EmaeError(f"pooling='levels' needs an encoder with levels; {type(backbone)}")
+        check_pooling(backbone, pooling)
         self.backbone = backbone
         self.pooling = pooling
         self.n_classes = n_classes
@@ -97,9 +98,7 @@ class EncoderClassifier(nn.Module):
         self.n_extra = n_extra
         self.window = patch_size // m
         self.downsample_factor = m
-        channels = int(backbone.feature_channels)
-        if pooling == "levels":
-            channels = 2 * encoder.level_channels()
+        channels = pooled_channels(backbone, pooling)
         self.head = nn.Sequential(
             nn.Conv2d(channels + n_extra, hidden, 1),
             nn.LeakyReLU(0.2),
@@ -140,31 +139,10 @@ class EncoderClassifier(nn.Module):
         """
         k = self.window if window is None else window
         if self.pooling == "levels":
-            return self._level_statistics(x, k)
+            return level_statistics(self.backbone, x, k)
         f = self.backbone.features(x)  # (N, C, h, w)
         k = min(k, f.shape[-2], f.shape[-1])
         return F.avg_pool2d(f.float(), kernel_size=k, stride=1)
-
-    def _level_statistics(self, x: Tensor, cells: int | None) -> Tensor:
-        """Mean and std of every encoder level over windows of ``cells`` latent cells.
-
-        Level ``l`` (downsampling ``d``) is pooled over ``cells * m / d`` of its pixels with a
-        stride of ``m / d``, so every level lands on the latent grid: ``(N, C, h', w')``.
-        ``cells=None`` pools over the whole input: ``(N, C, 1, 1)``.
-        """
-        m = self.downsample_factor
-        parts = []
-        for f, d in self.backbone.encoder.levels(x):
-            f = f.float()
-            if cells is None:
-                mean = f.mean(dim=(2, 3), keepdim=True)
-                square = (f * f).mean(dim=(2, 3), keepdim=True)
-            else:
-                k = min(cells, f.shape[-2] * d // m, f.shape[-1] * d // m) * m // d
-                mean = F.avg_pool2d(f, kernel_size=k, stride=m // d)
-                square = F.avg_pool2d(f * f, kernel_size=k, stride=m // d)
-            parts += [mean, (square - mean * mean).clamp_min(0).sqrt()]
-        return torch.cat(parts, dim=1)
 
     def logits_from_features(self, pooled: Tensor, extra: Tensor | None = None) -> Tensor:
         """Head on pooled ``(N, C, h', w')`` features (+ extra ``(N, F)``): ``(N, K, h', w')``."""
@@ -190,9 +168,7 @@ class EncoderClassifier(nn.Module):
 
     def global_features(self, x: Tensor) -> Tensor:
         """What the head sees of each whole input, before standardizing: ``(N, C, 1, 1)``."""
-        if self.pooling == "levels":
-            return self._level_statistics(x, None)
-        return F.adaptive_avg_pool2d(self.backbone.features(x).float(), 1)
+        return global_features(self.backbone, x, self.pooling)
 
     def dense_probabilities(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
         """Softmax of :meth:`dense_logits`: ``(N, K, h', w')`` summing to 1 over K."""

@@ -1,0 +1,62 @@
+"""The options of ``emae embed`` and ``emae map``: one shallow pydantic model each, validated at
+the edge (the CLI, the pipeline's ``latent:`` section and the API take the same fields)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emae.train.options import Device, Seed
+
+
+class EmbedConfig(BaseModel):
+    """Which patches an embedding holds and what vector describes each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pooling: Literal["levels", "latent"] = Field(
+        "levels",
+        description="The mean and std of every encoder level (default, chosen by measurement: "
+        "docs/benchmarks.md, 'Latent space') or the latent's mean.",
+    )
+    stride: int | None = Field(
+        None, ge=1, description="Grid of image inputs: a patch every STRIDE pixels (default: P)."
+    )
+    sample: int | None = Field(
+        None, ge=1, description="Image inputs: N patches drawn at random instead of the grid."
+    )
+    input: Literal["surrounding", "cropped", "masked", "whole"] = Field(
+        "surrounding", description="What a whole-image labels row shows (emae.data.objects)."
+    )
+    anomaly: bool = Field(
+        True, description="Add each patch's anomaly score when the model folder holds one."
+    )
+    part_rows: int = Field(4096, ge=1, description="Rows per Parquet part (resume unit).")
+    batch_size: int = Field(256, ge=1, le=65536, description="Patches per forward pass.")
+    device: Device = "cpu"
+    seed: Seed = 0
+
+
+class MapConfig(BaseModel):
+    """The map of an embedding (:class:`emae.latent.map.LatentMap`) and its figures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_neighbors: int = Field(15, ge=2, description="UMAP neighbours; also to place new rows.")
+    min_dist: float = Field(0.0, ge=0, le=1, description="UMAP min_dist (0 suits clustering).")
+    clusterer: Literal["hdbscan", "kmeans"] = Field("hdbscan", description="Clustering method.")
+    n_clusters: int = Field(8, ge=2, description="Clusters of k-means.")
+    min_cluster_size: int | None = Field(
+        None, ge=2, description="Smallest HDBSCAN cluster (default: 1% of the rows, >= 5)."
+    )
+    pca_components: int = Field(50, ge=2, description="PCA columns before UMAP and neighbours.")
+    novelty_neighbors: int = Field(10, ge=2, description="Neighbours of the novelty score.")
+    novelty_fpr: float = Field(
+        0.05, gt=0, lt=1, description="Share of the fitted rows flagged novel (the threshold)."
+    )
+    max_fit: int = Field(
+        20000, ge=10, description="Rows the map is fitted on (a seeded sample); others are placed."
+    )
+    montage: int = Field(8, ge=1, le=64, description="Patches per row of a cluster's montage.")
+    seed: Seed = 0
