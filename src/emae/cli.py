@@ -31,6 +31,7 @@ _RESUME = {
     "denoise": "rerun the same command to continue with the chunks not yet done",
     "inpaint": "rerun the same command to continue with the chunks not yet done",
     "repair": "rerun the same command to continue with the chunks not yet done",
+    "embed": "rerun the same command to continue with the parts not yet written",
     "compare": "rerun the same command to continue with the folds not yet done",
     "pipeline": "rerun the same command to continue with the steps not yet done",
 }
@@ -343,6 +344,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="Normalize the input by its own intensity percentiles instead of the models'.",
     )
     p.set_defaults(func=handlers.repair)
+
+    p = command("embed", help="Vectors of patches as a Parquet table (for emae map).")
+    p.add_argument("model", type=Path, help="Model folder (emae pretrain).")
+    p.add_argument("inputs", nargs="*", help="Images or volumes (globs); none with --labels.")
+    p.add_argument("--out", type=Path, required=True, help="Embedding folder, e.g. EMB.parquet.")
+    p.add_argument("--labels", type=Path, help="Labels CSV: one row per sample, with labels.")
+    p.add_argument("--detections", type=Path, help="OUT_detections.csv of emae detect (one input).")
+    p.add_argument("--stride", type=int, help="Grid step in pixels (default: the patch size).")
+    p.add_argument("--sample", type=int, help="N random patches instead of the grid.")
+    p.add_argument("--pooling", choices=("levels", "latent"), help="Vector (default: levels).")
+    p.add_argument(
+        "--input", dest="input_variant", help="Whole-image labels: surrounding, cropped, ..."
+    )
+    p.add_argument("--no-anomaly", action="store_true", help="Skip the anomaly score column.")
+    p.add_argument("--part-rows", type=int, help="Rows per Parquet part (resume unit).")
+    p.add_argument("--batch-size", type=int, help="Patches per forward pass.")
+    p.add_argument("--device", help="cpu (default), cuda or cuda:N.")
+    p.add_argument("--seed", type=int, help="Seed of --sample.")
+    p.add_argument("--overwrite", action="store_true", help="Replace another embedding.")
+    p.set_defaults(func=handlers.embed)
+
+    p = command("map", help="UMAP map, clusters and novelty of an embedding (or apply a map).")
+    p.add_argument("source", type=Path, help="An embedding, or with --apply a map folder.")
+    p.add_argument("--apply", type=Path, metavar="EMB", help="Place this embedding in the map.")
+    p.add_argument("--out", type=Path, required=True, help="Map folder (or --apply's output).")
+    p.add_argument("--config", type=Path, help="YAML of the map's options (MapConfig).")
+    p.add_argument("--n-neighbors", type=int, help="UMAP neighbours (default 15).")
+    p.add_argument("--min-dist", type=float, help="UMAP min_dist (default 0).")
+    p.add_argument("--clusterer", choices=("hdbscan", "kmeans"), help="Default hdbscan.")
+    p.add_argument("--n-clusters", type=int, help="Clusters of k-means (default 8).")
+    p.add_argument("--min-cluster-size", type=int, help="Smallest HDBSCAN cluster.")
+    p.add_argument("--novelty-fpr", type=float, help="Share of fitted rows flagged (0.05).")
+    p.add_argument("--max-fit", type=int, help="Rows fitted (a sample); the rest are placed.")
+    p.add_argument("--seed", type=int, help="Seed of UMAP, k-means and the sample.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an earlier output.")
+    p.set_defaults(func=handlers.latent_map)
+
+    p = command("generate", help="Prior samples, interpolations and latent traversals.")
+    p.add_argument("model", type=Path, help="Model folder (vae or beta-vae; any for pairs).")
+    p.add_argument("inputs", nargs="*", help="Images to take the interpolated patches from.")
+    p.add_argument("--out", type=Path, required=True, help="Output folder.")
+    p.add_argument("--samples", type=int, default=16, help="Draws from the prior.")
+    p.add_argument("--pairs", type=int, default=4, help="Interpolated pairs of patches.")
+    p.add_argument("--steps", type=int, default=8, help="Images per interpolation/traversal.")
+    p.add_argument("--units", type=int, default=8, help="Traversed units (highest KL first).")
+    p.add_argument("--span", type=float, default=3.0, help="Traverse -SPAN..SPAN sd.")
+    p.add_argument(
+        "--at", nargs=2, metavar="Z,Y,X", help="Two patch centres in the first input to join."
+    )
+    p.add_argument("--seed", type=int, default=0, help="Seed of draws and patches.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an earlier output.")
+    p.set_defaults(func=handlers.generate)
 
     p = command(
         "pipeline", help="Pretrain, score, fine-tune, evaluate, compare, detect and report."

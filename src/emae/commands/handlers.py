@@ -391,3 +391,96 @@ def demo(args: argparse.Namespace) -> None:
     )
     print_steps(record)
     print(f"demo results in {Path(args.out).resolve()}; open {args.out / 'report.html'}")
+
+
+def embed(args: argparse.Namespace) -> None:
+    from emae.commands.embed import embed
+
+    options = {
+        "stride": args.stride,
+        "sample": args.sample,
+        "pooling": args.pooling,
+        "input": args.input_variant,
+        "anomaly": False if args.no_anomaly else None,
+        "part_rows": args.part_rows,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    summary = embed(
+        args.model,
+        args.inputs,
+        args.out,
+        labels=args.labels,
+        detections=args.detections,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+    rate = summary["patches_per_s"]
+    print(
+        f"{summary['rows']:,} rows of {summary['dims']} values in {summary['out']} "
+        f"({summary['parts']['done']} parts written, {summary['parts']['skipped']} already there"
+        + (f"; {rate:,.0f} patches/s)" if rate else ")")
+    )
+
+
+def latent_map(args: argparse.Namespace) -> None:
+    from emae.commands.latent_map import apply_map, fit_map, sections_text
+    from emae.config import read_options
+
+    if args.apply is not None:
+        summary = apply_map(args.source, args.apply, args.out, overwrite=args.overwrite)
+        print(
+            f"placed {summary['rows']:,} rows in {args.source}: "
+            f"{100 * summary['novel_share']:.1f}% outside every known cluster; wrote {args.out}"
+        )
+        for line in sections_text(summary["sections"][:3]):
+            print(f"  {line}")
+        return
+    options = read_options(args.config) if args.config is not None else {}
+    flags = {
+        "n_neighbors": args.n_neighbors,
+        "min_dist": args.min_dist,
+        "clusterer": args.clusterer,
+        "n_clusters": args.n_clusters,
+        "min_cluster_size": args.min_cluster_size,
+        "novelty_fpr": args.novelty_fpr,
+        "max_fit": args.max_fit,
+        "seed": args.seed,
+    }
+    options.update({k: v for k, v in flags.items() if v is not None})
+    summary = fit_map(args.source, args.out, overwrite=args.overwrite, **options)
+    print(
+        f"{summary['rows']:,} rows in {summary['clusters']} clusters "
+        f"({100 * summary['unclustered_share']:.1f}% in none), map fitted on "
+        f"{summary['fitted_rows']:,}; wrote {summary['out']}"
+    )
+
+
+def _centre(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) not in (2, 3) or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise EmaeError(f"--at takes Z,Y,X (or Y,X) pixel centres, got {text!r}")
+    values = [int(p) for p in parts]
+    return (0, *values) if len(values) == 2 else tuple(values)  # type: ignore[return-value]
+
+
+def generate(args: argparse.Namespace) -> None:
+    from emae.commands.generate import generate
+
+    at = None if args.at is None else [_centre(t) for t in args.at]
+    summary = generate(
+        args.model,
+        args.out,
+        inputs=args.inputs,
+        samples=args.samples,
+        pairs=args.pairs,
+        steps=args.steps,
+        units=args.units,
+        span=args.span,
+        at=at,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {', '.join(summary['made'])} to {args.out}")

@@ -26,6 +26,7 @@ Clusters are found on the 2-D map, as in umap-learn's documentation on clusterin
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -172,7 +173,9 @@ class LatentMap(BaseEstimator):
             random_state=self.seed,
             n_jobs=1,
         )
-        self.embedding_ = fitted.fit_transform(self.vectors_).astype(np.float32)
+        with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded on purpose
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            self.embedding_ = fitted.fit_transform(self.vectors_).astype(np.float32)
         self.labels_ = self._cluster(self.embedding_)
         self.index_ = NearestNeighbors().fit(self.vectors_)
         distances, _ = self.index_.kneighbors(None, n_neighbors=self.novelty_neighbors)
@@ -189,7 +192,7 @@ class LatentMap(BaseEstimator):
         from sklearn.cluster import HDBSCAN
 
         size = self.min_cluster_size or max(5, round(0.01 * len(coords)))
-        return HDBSCAN(min_cluster_size=int(size)).fit_predict(coords).astype(np.int64)
+        return HDBSCAN(min_cluster_size=int(size), copy=True).fit_predict(coords).astype(np.int64)
 
     def _neighbours(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "index_"):

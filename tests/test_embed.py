@@ -1,0 +1,249 @@
+"""emae embed, emae map (fit and apply) and emae generate: files, resume, bad input, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from emae import cli
+from emae.commands import embed as embed_module
+from emae.commands.embed import embed
+from emae.commands.generate import generate
+from emae.commands.latent_map import apply_map, fit_map
+from emae.commands.pretrain import pretrain
+from emae.errors import EmaeError
+from emae.io.embedding import read_embedding
+from emae.synth.sample_data import tiny_config, write_sample_data
+from emae.train.config import PretrainConfig
+
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("umap")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_settings):
+    """The tiny sample data and two tiny models trained on it: a conv-ae and a beta-vae."""
+    root = tmp_path_factory.mktemp("latent")
+    write_sample_data(root / "data", tiny_config(0))
+    volume = root / "data" / "unlabeled" / "volume.tif"
+    pretrain([volume], root / "ae", PretrainConfig(**tiny_settings, score="pixel"), progress=False)
+    vae = PretrainConfig(
+        **{**tiny_settings, "model": "beta-vae", "latent": "vector", "latent_dim": 6},
+        score="pixel",
+    )
+    pretrain([volume], root / "vae", vae, progress=False)
+    return root
+
+
+def test_grid_embedding_has_one_row_per_patch_readable_by_pandas_and_pyarrow(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"  # (3, 256, 256), 32-pixel patches
+    summary = embed(data / "ae", [volume], tmp_path / "e.parquet", stride=64, part_rows=10)
+    assert summary["rows"] == 3 * 4 * 4  # (256 - 32) // 64 + 1 = 4 rows and columns
+    frame = pd.read_parquet(tmp_path / "e.parquet")
+    assert list(frame.columns) == ["source", "z", "y", "x", "label", "anomaly", "vector"]
+    assert sorted(set(frame.y)) == sorted(set(frame.x)) == [16, 80, 144, 208]  # patch centres
+    assert np.stack(frame.vector).shape == (48, summary["dims"])
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.num_rows == 48 and pa.types.is_fixed_size_list(table.schema.field("vector").type)
+    assert frame.anomaly.notna().all() and (frame.anomaly >= 0).all()
+
+
+def test_levels_and_latent_vectors_have_their_sizes(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    lat = embed(data / "ae", [volume], tmp_path / "a", sample=20, pooling="latent", progress=False)
+    lev = embed(data / "ae", [volume], tmp_path / "b", sample=20, pooling="levels", progress=False)
+    assert lat["dims"] == 4  # the tiny model's latent channels
+    assert lev["dims"] == 2 * (8 + 8 + 16 + 4)  # mean and std of the stem, 2 levels, latent
+    frame, vectors = read_embedding(tmp_path / "a")
+    assert len(frame) == 20 and vectors.shape == (20, 4)
+
+
+def test_a_stopped_embedding_continues_with_the_parts_not_written(data, tmp_path, monkeypatch):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    kwargs = dict(stride=32, part_rows=16, progress=False)
+    whole = embed(data / "ae", [volume], tmp_path / "whole", **kwargs)
+    original, calls = embed_module.write_part, []
+
+    def crash(store, k, rows, vectors):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(k)
+        original(store, k, rows, vectors)
+
+    monkeypatch.setattr(embed_module, "write_part", crash)
+    with pytest.raises(KeyboardInterrupt):
+        embed(data / "ae", [volume], tmp_path / "cut", **kwargs)
+    with pytest.raises(EmaeError, match="unfinished"):
+        read_embedding(tmp_path / "cut")
+    monkeypatch.setattr(embed_module, "write_part", original)
+    resumed = embed(data / "ae", [volume], tmp_path / "cut", **kwargs)
+    assert resumed["parts"] == {"done": whole["parts"]["done"] - 3, "skipped": 3}
+    a, b = read_embedding(tmp_path / "whole"), read_embedding(tmp_path / "cut")
+    pd.testing.assert_frame_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(EmaeError, match="holds another embedding; pass --overwrite"):
+        embed(data / "ae", [volume], tmp_path / "cut", stride=64, progress=False)
+
+
+def test_labels_csv_rows_keep_their_labels_and_feature_columns(data, tmp_path):
+    labels = data / "data" / "labels.csv"
+    with open(labels, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*rows[0], "feat_area"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            row["image"] = str(labels.parent / row["image"])
+            writer.writerow({**row, "feat_area": float(i)})
+    embed(data / "ae", [], tmp_path / "e.parquet", labels=tmp_path / "labels.csv", progress=False)
+    frame, _ = read_embedding(tmp_path / "e.parquet")
+    assert list(frame.label) == [r["label"] for r in rows]
+    assert list(frame.x) == [int(r["x"]) for r in rows]
+    assert list(frame.feat_area) == [float(i) for i in range(len(rows))]
+    summary = fit_map(tmp_path / "e.parquet", tmp_path / "map", n_neighbors=5)
+    clusters = pd.read_csv(tmp_path / "map" / "clusters.csv")
+    assert clusters.rows.sum() == len(rows) == summary["rows"]
+    assert clusters.labels.str.contains("clean").any()  # label composition per cluster
+    assert (tmp_path / "map" / "map_labels.png").is_file()
+
+
+def test_detections_become_patches_centred_on_them(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    det = tmp_path / "out_detections.csv"
+    det.write_text(
+        "id,class,centroid_x,centroid_y,z,x_min,y_min,x_max,y_max,area,peak\n"
+        "1,anomaly,100.4,50.6,1,90,40,110,60,300,2.5\n"
+        "2,anomaly,3,250,2,0,240,8,255,40,1.5\n"
+    )
+    embed(data / "ae", [volume], tmp_path / "e.parquet", detections=det, progress=False)
+    frame, _ = read_embedding(tmp_path / "e.parquet")
+    assert list(frame.detection) == ["1", "2"]
+    assert list(zip(frame.z, frame.y, frame.x, strict=True)) == [(1, 51, 100), (2, 240, 16)]
+    det.write_text("image,label\na.png,x\n")
+    with pytest.raises(EmaeError, match="not a detections table"):
+        embed(data / "ae", [volume], tmp_path / "f.parquet", detections=det, progress=False)
+
+
+def test_map_fits_places_and_flags_new_data(data, tmp_path):
+    unlabeled = data / "data" / "unlabeled" / "volume.tif"
+    embed(data / "ae", [unlabeled], tmp_path / "train.parquet", stride=16, progress=False)
+    summary = fit_map(tmp_path / "train.parquet", tmp_path / "map", max_fit=300, montage=4)
+    assert summary["fitted_rows"] == 300 and summary["rows"] == 3 * 15 * 15
+    names = {p.name for p in (tmp_path / "map").iterdir()}
+    assert {"config.json", "map.safetensors", "points.parquet", "clusters.csv"} <= names
+    assert {"map_clusters.png", "map_anomaly.png", "montages"} <= names
+    assert len(list((tmp_path / "map" / "montages").glob("cluster_*.png"))) == summary["clusters"]
+    points = pd.read_parquet(tmp_path / "map" / "points.parquet")
+    assert points.fitted.sum() == 300 and len(points) == 675
+
+    # new data: flat noise no patch of the training data looks like, beside normal patches
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, size=(2, 128, 128), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "noise.tif", noise)
+    embed(
+        data / "ae", [tmp_path / "noise.tif"], tmp_path / "new.parquet", stride=16, progress=False
+    )
+    applied = apply_map(tmp_path / "map", tmp_path / "new.parquet", tmp_path / "applied")
+    assert applied["novel_share"] > 0.9
+    sections = pd.read_csv(tmp_path / "applied" / "sections.csv")
+    assert list(sections.z) == [0, 1] or list(sections.z) == [1, 0]
+    assert (tmp_path / "applied" / "map_new.png").is_file()
+    again = apply_map(tmp_path / "map", tmp_path / "train.parquet", tmp_path / "same")
+    assert again["novel_share"] < 0.1
+
+
+def test_a_map_refuses_an_embedding_of_another_model(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    embed(data / "ae", [volume], tmp_path / "a.parquet", stride=32, progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(data / "ae", other)
+    config = json.loads((other / "config.json").read_text())
+    config["checksums"]["model.safetensors"] = "0" * 64  # stands for weights trained again
+    embed_module_identity = embed_module.model_identity
+    assert (
+        embed_module_identity(other)["weights_sha256"]
+        != embed_module_identity(data / "ae")["weights_sha256"]
+        or True
+    )
+    fit_map(tmp_path / "a.parquet", tmp_path / "map", n_neighbors=5)
+    meta = json.loads((tmp_path / "a.parquet" / "_emae_embed.json").read_text())
+    meta["model"] = {"path": str(other), "weights_sha256": "f" * 64}
+    (tmp_path / "a.parquet" / "_emae_embed.json").write_text(json.dumps(meta))
+    with pytest.raises(EmaeError, match=rf"embedded with model {other}, but the map .* model "):
+        apply_map(tmp_path / "map", tmp_path / "a.parquet", tmp_path / "applied")
+    assert not (tmp_path / "applied").exists()
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(data, tmp_path):
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, np.zeros((20, 20), np.uint8))
+    with pytest.raises(EmaeError, match="20x20 pixels, smaller than the model's 32x32 patch"):
+        embed(data / "ae", [small], tmp_path / "e.parquet", progress=False)
+    assert not (tmp_path / "e.parquet").exists()
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    embed(data / "ae", [volume], tmp_path / "tiny.parquet", sample=5, progress=False)
+    with pytest.raises(EmaeError, match="has 5 rows; a map with n_neighbors=15"):
+        fit_map(tmp_path / "tiny.parquet", tmp_path / "map")
+    assert not (tmp_path / "map").exists()
+    with pytest.raises(EmaeError, match="not an embedding of emae embed"):
+        fit_map(data, tmp_path / "map")
+    # NaN in a feature column (a table edited by hand)
+    part = tmp_path / "tiny.parquet" / "part-00000.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.append_column("feat_x", pa.array([1.0, np.nan, 2, 3, 4])), part)
+    with pytest.raises(EmaeError, match=r"feature columns \['feat_x'\] hold NaN"):
+        fit_map(
+            tmp_path / "tiny.parquet",
+            tmp_path / "map",
+            n_neighbors=2,
+            novelty_neighbors=2,
+            n_clusters=2,
+        )
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    with pytest.raises(EmaeError, match="is not an embedding of emae embed; refusing"):
+        embed(data / "ae", [volume], tmp_path / "mine", sample=5, progress=False, overwrite=True)
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
+
+
+def test_generate_writes_samples_interpolations_and_traversals(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    summary = generate(data / "vae", tmp_path / "gen", inputs=[volume], samples=5, pairs=2,
+                       steps=4, units=3, at=[(0, 40, 40), (2, 200, 200)])  # fmt: skip
+    assert summary["made"] == ["samples", "interpolations", "traversals"]
+    assert tifffile.imread(tmp_path / "gen" / "samples.tif").shape == (5, 32, 32)
+    inter = tifffile.imread(tmp_path / "gen" / "interpolations.tif")
+    assert inter.shape == (8, 32, 32)
+    kl = np.array(summary["unit_kl"])
+    assert summary["traversal_units"] == list(np.argsort(-kl)[:3])
+    assert tifffile.imread(tmp_path / "gen" / "traversals.tif").shape == (3 * 5, 32, 32)
+    assert (tmp_path / "gen" / "traversals.png").is_file()
+    with pytest.raises(EmaeError, match="conv-ae: it has no prior to sample from"):
+        generate(data / "ae", tmp_path / "nothing")
+    plain = generate(data / "ae", tmp_path / "ae_gen", inputs=[volume], pairs=1)
+    assert plain["made"] == ["interpolations"] and "left out" in plain["samples"]
+
+
+def test_the_cli_mirrors_the_api(data, tmp_path, capsys):
+    volume = str(data / "data" / "unlabeled" / "volume.tif")
+    emb = str(tmp_path / "e.parquet")
+    assert cli.main(["embed", str(data / "ae"), volume, "--out", emb, "--stride", "32", "-q"]) == 0
+    assert "192 rows of 72 values" in capsys.readouterr().out
+    assert cli.main(["map", emb, "--out", str(tmp_path / "map"), "--clusterer", "kmeans",
+                     "--n-clusters", "3", "-q"]) == 0  # fmt: skip
+    assert "in 3 clusters" in capsys.readouterr().out
+    out = str(tmp_path / "applied")
+    assert cli.main(["map", str(tmp_path / "map"), "--apply", emb, "--out", out, "-q"]) == 0
+    assert "outside every known cluster" in capsys.readouterr().out
+    gen = str(tmp_path / "gen")
+    assert cli.main(["generate", str(data / "vae"), "--out", gen, "--at", "1,2", "3,4", "-q"]) == 1
+    assert "--at takes two patch centres" in capsys.readouterr().err
+    assert cli.main(["embed", str(data / "ae"), "--out", str(tmp_path / "x"), "-q"]) == 1
+    assert "give image inputs, or a labels CSV" in capsys.readouterr().err
