@@ -33,7 +33,7 @@ from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_dir
 from emae.io.provenance import check_not_input
 from emae.latent.generate import interpolate, is_variational, prior_samples, traversals
-from emae.report.latent import image_grid_figure
+from emae.report.latent_figures import image_grid_figure
 
 SUMMARY = "generate.json"
 #: Patches drawn from the inputs to rank the latent units by KL.

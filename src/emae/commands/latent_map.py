@@ -40,7 +40,7 @@ from emae.io.provenance import check_not_input
 from emae.io.readers import open_image
 from emae.latent.config import MapConfig
 from emae.latent.map import LatentMap
-from emae.report.latent import anomaly_map_figure, categorical_map, continuous_map, montage_figure
+from emae.report.latent_figures import anomaly_map_figure, categorical_map, continuous_map, montage_figure
 
 logger = logging.getLogger(__name__)
 
