@@ -99,14 +99,16 @@ def mnist(args: argparse.Namespace) -> dict[str, Any]:
     if not labels.is_file():
         rows = ["image,x,y,z,label"] + [f"test.npy,14,14,{i},{d}" for i, d in enumerate(y)]
         labels.write_text("\n".join(rows) + "\n")
-    encoder = work / f"encoder-s{args.mnist_steps}"
+    encoder = work / f"encoder-vec32-s{args.mnist_steps}"
     if not is_bundle(encoder):
         began = time.perf_counter()
         resume = (encoder.parent / (encoder.name + ".training")).exists()
-        # 28 x 28 digits: a 2-level encoder (28 = 4 x 7), the channels of bench_fewlabel_mnist.py
+        # 28 x 28 digits: a 2-level encoder (28 = 4 x 7), the channels of bench_fewlabel_mnist.py,
+        # and a vector latent of 32 (digits are shapes: a compact code of the whole patch)
         config = PretrainConfig(
-            patch_size=28, channels=(32, 64), steps=args.mnist_steps, batch_size=64
-        )
+            patch_size=28, channels=(32, 64), steps=args.mnist_steps, batch_size=64,
+            latent="vector", latent_dim=32,
+        )  # fmt: skip
         pretrain([train], encoder, config, resume=resume)
         print(f"pretrained {encoder} in {time.perf_counter() - began:.0f} s", flush=True)
     return {"labels": labels, "encoder": encoder, "pixels": test, "y": y.astype(str)}
@@ -168,14 +170,14 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def emae_vectors(ds: dict[str, Any], pooling: str, work: Path) -> np.ndarray:
+def emae_vectors(ds: dict[str, Any], vector: str, work: Path) -> np.ndarray:
     """emae embed of the labels CSV (rows in CSV order)."""
     from emae.commands.embed import embed
     from emae.io.embedding import read_embedding
 
     work.mkdir(parents=True, exist_ok=True)
-    out = work / f"embedding-{pooling}-{Path(ds['encoder']).name}.parquet"
-    embed(ds["encoder"], [], out, labels=ds["labels"], pooling=pooling,
+    out = work / f"embedding-{vector}-{Path(ds['encoder']).name}.parquet"
+    embed(ds["encoder"], [], out, labels=ds["labels"], vector=vector,
           input=ds.get("input", "surrounding"), anomaly=False, progress=False)  # fmt: skip
     frame, vectors = read_embedding(out)
     assert list(frame.label) == list(ds["y"]), "embedding rows out of CSV order"
@@ -204,13 +206,14 @@ def peer_features(ds: dict[str, Any], name: str) -> np.ndarray:
 
 
 def umap_hdbscan(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The peers' pipeline: UMAP (15 neighbours, min_dist 0) then HDBSCAN (1% of rows)."""
+    """The peers' pipeline: UMAP (15 neighbours, min_dist 0) then HDBSCAN (1% of rows,
+    min_samples 10): the settings of emae's LatentMap."""
     import umap
     from sklearn.cluster import HDBSCAN
 
     coords = umap.UMAP(n_neighbors=15, min_dist=0.0, random_state=seed, n_jobs=1).fit_transform(x)
     size = max(5, round(0.01 * len(x)))
-    return HDBSCAN(min_cluster_size=size, copy=True).fit_predict(coords)
+    return HDBSCAN(min_cluster_size=size, min_samples=10, copy=True).fit_predict(coords)
 
 
 def cluster_scores(y: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
@@ -230,8 +233,11 @@ def cluster_scores(y: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     }
 
 
+EMAE_VECTORS = ("levels", "latent", "code")
+
+
 def representations(ds: dict[str, Any], work: Path) -> dict[str, np.ndarray]:
-    reps = {f"emae-{p}": emae_vectors(ds, p, work) for p in ("levels", "latent")}
+    reps = {f"emae-{v}": emae_vectors(ds, v, work) for v in EMAE_VECTORS}
     for name in ("pixels", "pca-pixels", "handcrafted"):
         reps[name] = peer_features(ds, name)
     return reps
@@ -247,10 +253,14 @@ def part_clusters(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
     for name, ds in datasets.items():
         reps = representations(ds, args.work / name)
         rows = {}
+        runs = [(m, x, None) for m, x in reps.items() if not m.startswith("emae")]
         for method, x in reps.items():
+            if method.startswith("emae"):  # emae's LatentMap with both scalings (auto is marked)
+                runs += [(f"{method}/{scaling}", x, scaling) for scaling in ("column", "global")]
+        for method, x, scaling in runs:
             began = time.perf_counter()
-            if method.startswith("emae"):
-                clusters = LatentMap().fit(x).labels_
+            if scaling is not None:
+                clusters = LatentMap(scaling=scaling).fit(x).labels_
             else:
                 clusters = umap_hdbscan(x)
             rows[method] = {
@@ -264,13 +274,13 @@ def part_clusters(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
 
 
 def _novelty_case(
-    x: np.ndarray, fit_rows: np.ndarray, new_rows: np.ndarray, novel: np.ndarray
+    x: np.ndarray, fit_rows: np.ndarray, new_rows: np.ndarray, novel: np.ndarray, vector: str
 ) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     from emae.latent.map import LatentMap
 
-    fitted = LatentMap().fit(x[fit_rows])
+    fitted = LatentMap(vector=vector).fit(x[fit_rows])
     placed = fitted.place(x[new_rows])
     is_novel = novel[new_rows]
     threshold = np.quantile(placed["novelty"][~is_novel], 0.95)
@@ -280,6 +290,12 @@ def _novelty_case(
         "known_flagged": float(placed["novel"][~is_novel].mean()),
         "flagged_at_5pct_fpr": float((placed["novelty"][is_novel] > threshold).mean()),
     }
+
+
+def _kind(method: str) -> str:
+    """The ``vector`` of an emae method (``"emae-code"`` -> ``"code"``); peers: ``"levels"``
+    (column scaling, as their features are standardized by the peers' own pipelines)."""
+    return method.removeprefix("emae-") if method.startswith("emae-") else "levels"
 
 
 def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -294,7 +310,9 @@ def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) 
             for digit in map(str, range(10)):
                 novel = ds["y"] == digit
                 fit_rows = np.flatnonzero(half & ~novel)
-                cases[digit] = _novelty_case(x, fit_rows, np.flatnonzero(~half), novel)
+                cases[digit] = _novelty_case(
+                    x, fit_rows, np.flatnonzero(~half), novel, _kind(method)
+                )
             table[method] = {
                 "per_digit_auroc": {d: round(c["auroc"], 4) for d, c in cases.items()},
                 **{k: round(float(np.mean([c[k] for c in cases.values()])), 4)
@@ -310,7 +328,8 @@ def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) 
         novel = np.isin(ds["y"], NOVEL_SAMPLE_CLASSES)
         table = {}
         for method, x in reps.items():
-            case = _novelty_case(x, np.flatnonzero(first & ~novel), np.flatnonzero(~first), novel)
+            rows = np.flatnonzero(first & ~novel), np.flatnonzero(~first)
+            case = _novelty_case(x, *rows, novel, _kind(method))
             table[method] = {k: round(v, 4) for k, v in case.items()}
             print("sample novelty", method, table[method], flush=True)
         out["sample"] = {"held_out": list(NOVEL_SAMPLE_CLASSES), "methods": table}
@@ -325,10 +344,10 @@ def part_fidelity(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
     from emae.latent.map import LatentMap
 
     ds = datasets["mnist"]
-    x = emae_vectors(ds, "levels", args.work / "mnist")
+    x = emae_vectors(ds, "code", args.work / "mnist")
     order = np.random.default_rng(1).permutation(len(x))
     a, b = order[: len(x) // 2], order[len(x) // 2 :]
-    fitted = LatentMap().fit(x[a])
+    fitted = LatentMap(vector="code").fit(x[a])
     began = time.perf_counter()
     placed = fitted.place(x[b])
     place_seconds = time.perf_counter() - began
@@ -354,7 +373,7 @@ def part_fidelity(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
         [len(set(p) & set(q)) / k for p, q in zip(in_umap, in_refit, strict=True)]
     )
     refit_clusters = HDBSCAN(
-        min_cluster_size=max(5, round(0.01 * len(refit))), copy=True
+        min_cluster_size=max(5, round(0.01 * len(refit))), min_samples=10, copy=True
     ).fit_predict(refit)
     new_refit = refit_clusters[len(a) :]
     median = float(np.median(np.linalg.norm(placed["coords"] - umap_placed, axis=1)))

@@ -57,8 +57,8 @@ def test_grid_embedding_has_one_row_per_patch_readable_by_pandas_and_pyarrow(dat
 
 def test_levels_and_latent_vectors_have_their_sizes(data, tmp_path):
     volume = data / "data" / "unlabeled" / "volume.tif"
-    lat = embed(data / "ae", [volume], tmp_path / "a", sample=20, pooling="latent", progress=False)
-    lev = embed(data / "ae", [volume], tmp_path / "b", sample=20, pooling="levels", progress=False)
+    lat = embed(data / "ae", [volume], tmp_path / "a", sample=20, vector="latent", progress=False)
+    lev = embed(data / "ae", [volume], tmp_path / "b", sample=20, vector="levels", progress=False)
     assert lat["dims"] == 4  # the tiny model's latent channels
     assert lev["dims"] == 2 * (8 + 8 + 16 + 4)  # mean and std of the stem, 2 levels, latent
     frame, vectors = read_embedding(tmp_path / "a")

@@ -29,6 +29,19 @@ MICRO = {
     "detect_workers": 1,
     "denoise": {"steps": 4, "batch_size": 4, "val_every": 2, "score_patches": 16},
     "inpaint": {"steps": 4, "batch_size": 4, "val_every": 2, "score_patches": 16},
+    "latent": {
+        "sample": 60,
+        "map": {"n_neighbors": 5, "min_cluster_size": 5},
+        "generator": {
+            "model": "beta-vae",
+            "latent": "vector",
+            "latent_dim": 4,
+            "steps": 4,
+            "batch_size": 4,
+            "val_every": 2,
+            "score_patches": 16,
+        },
+    },
 }
 
 
@@ -46,11 +59,14 @@ def test_every_step_ran_and_wrote_its_output(demo_run):
     steps = record["steps"]
     assert list(steps) == [
         "split", "pretrain", "score", "finetune", "evaluate", "compare", "detect",
-        "pretrain-denoiser", "pretrain-inpainter", "denoise", "repair", "report",
+        "pretrain-denoiser", "pretrain-inpainter", "denoise", "repair", "embed-unlabeled",
+        "embed-labels", "embed-test", "map", "map-labels", "map-test", "pretrain-generator",
+        "generate", "report",
     ]  # fmt: skip
     for name in (
         "autoencoder", "classifier", "evaluation", "compare", "detect.zarr", "denoiser",
-        "inpainter", "denoised.zarr", "repair",
+        "inpainter", "denoised.zarr", "repair", "map", "map-labels", "map-test", "generator",
+        "generated",
     ):  # fmt: skip
         assert (out / name).is_dir(), name
     assert (out / "scores" / "test.tif").is_file()

@@ -49,6 +49,18 @@ QUICK: dict[str, Any] = {
     "detect_chunk": 256,
     "denoise": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
     "inpaint": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
+    "latent": {
+        "sample": 600,
+        "generator": {
+            "model": "beta-vae",
+            "latent": "vector",
+            "latent_dim": 16,
+            "steps": 60,
+            "batch_size": 16,
+            "val_every": 30,
+            "score_patches": 32,
+        },
+    },
 }
 
 

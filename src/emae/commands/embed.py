@@ -133,6 +133,8 @@ def embed(
         raise EmaeError(
             "give image inputs, or a labels CSV without inputs, or detections with one image"
         )
+    if config.sample is not None and config.stride is not None:
+        raise EmaeError("give --stride (a grid) or --sample (random patches), not both")
     pyarrow_modules()
     out = Path(out)
     bundle = load_bundle(model)
@@ -143,13 +145,13 @@ def embed(
     labeled = load_labels(labels, patch_size=patch) if labels is not None else None
     det = read_detections(detections) if detections is not None else None
     plan = _plan(images, sources, patch, config, labeled, det)
-    dims = vector_size(bundle.model, config.pooling)
+    dims = vector_size(bundle.model, config.vector, patch)
     detector = None
     if config.anomaly and "score" in bundle.scoring and bundle.threshold is not None:
-        detector = AutoencoderDetector.from_bundle(model, device=None)
+        detector = AutoencoderDetector.from_bundle(model, device=config.device)
     meta = {
         "model": model_identity(model),
-        "pooling": config.pooling,
+        "vector": config.vector,
         "patch_size": patch,
         "dims": dims,
         "n_parts": len(plan),
@@ -172,7 +174,7 @@ def embed(
             bundle.model,
             bundle.normalizer,
             patches,
-            pooling=config.pooling,
+            vector=config.vector,
             batch_size=config.batch_size,
         )
         if detector is not None:

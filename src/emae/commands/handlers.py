@@ -399,7 +399,7 @@ def embed(args: argparse.Namespace) -> None:
     options = {
         "stride": args.stride,
         "sample": args.sample,
-        "pooling": args.pooling,
+        "vector": args.vector,
         "input": args.input_variant,
         "anomaly": False if args.no_anomaly else None,
         "part_rows": args.part_rows,

@@ -40,7 +40,12 @@ from emae.io.provenance import check_not_input
 from emae.io.readers import open_image
 from emae.latent.config import MapConfig
 from emae.latent.map import LatentMap
-from emae.report.latent_figures import anomaly_map_figure, categorical_map, continuous_map, montage_figure
+from emae.report.latent_figures import (
+    anomaly_map_figure,
+    categorical_map,
+    continuous_map,
+    montage_figure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +220,7 @@ def fit_map(
     n_rows = _n_rows(embedding, meta)
     fit_index, vectors = _fit_rows(embedding, n_rows, config)
     params = config.model_dump(exclude={"max_fit", "montage"})
-    fitted = LatentMap(**params).fit(vectors)
+    fitted = LatentMap(**params, vector=meta.get("vector", "levels")).fit(vectors)
     ranks = fitted.typicality_rank()
 
     def write_files(folder: Path) -> None:
@@ -230,7 +235,7 @@ def fit_map(
 
     summary: dict[str, Any] = {"out": str(out), "fitted_rows": len(fit_index)}
     info = {
-        **{k: meta[k] for k in ("model", "pooling", "patch_size", "dims")},
+        **{k: meta[k] for k in ("model", "vector", "patch_size", "dims")},
         "source": str(embedding),
     }
     save_latent_map(out, fitted, info, extra=write_files, overwrite=overwrite)
@@ -275,14 +280,14 @@ def _figures(
 
 
 def _same_model(map_info: dict[str, Any], meta: dict[str, Any], where: tuple[Path, Path]) -> None:
-    """Refuse an embedding of another model, pooling or vector size than the map's."""
+    """Refuse an embedding of another model, vector kind or vector size than the map's."""
     a, b = map_info.get("model", {}), meta.get("model", {})
     if a.get("weights_sha256") != b.get("weights_sha256"):
         raise EmaeError(
             f"{where[1]} was embedded with model {b.get('path')}, but the map {where[0]} was "
             f"fitted on model {a.get('path')}; embed the data with the map's model"
         )
-    for key in ("pooling", "dims", "patch_size"):
+    for key in ("vector", "dims", "patch_size"):
         if map_info.get(key) != meta.get(key):
             raise EmaeError(
                 f"{where[1]} has {key} {meta.get(key)!r}, the map {where[0]} {map_info.get(key)!r}"

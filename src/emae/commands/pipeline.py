@@ -15,6 +15,10 @@ detect      ``detect.zarr`` and its CSV / PNG files     ``emae detect``
 pretrain-*  ``denoiser/``, ``inpainter/`` (optional)    ``emae pretrain --model ...``
 denoise     ``denoised.zarr`` (optional)                ``emae denoise``
 repair      ``repair/`` (optional)                      ``emae repair``
+embed-*     ``embeddings/*.parquet`` (optional)         ``emae embed``
+map         ``map/`` (optional)                         ``emae map``
+map-*       ``map-labels/``, ``map-test/`` (optional)   ``emae map MAP --apply``
+generate    ``generated/`` (optional)                   ``emae generate``
 report      ``report.html``                             ``emae report``
 ==========  ==========================================  =====================================
 
@@ -28,16 +32,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from emae import __version__
 from emae.commands.pipeline_config import PipelineConfig
+from emae.commands.pipeline_steps import command as _command
+from emae.commands.pipeline_steps import latent_steps, restoration_steps
+from emae.commands.pipeline_steps import write_yaml as _write_yaml
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import store_images
@@ -50,17 +54,6 @@ RECORD = "pipeline.json"
 def is_pipeline(path: Path) -> bool:
     """Whether ``path`` is a folder written by :func:`run_pipeline`."""
     return (Path(path) / RECORD).is_file()
-
-
-def _command(*parts: Any) -> str:
-    return shlex.join(str(p) for p in parts if p is not None)
-
-
-def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def split_labels(config: PipelineConfig, out: Path) -> tuple[Path, Path]:
@@ -164,77 +157,6 @@ def _clear(out: Path, keep: tuple[str, ...]) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _restoration_steps(
-    config: PipelineConfig, out: Path, ae: Path, run: Callable, progress: bool
-) -> None:
-    """The denoiser and the inpainter, each pretrained, then applied to ``detect_input``."""
-    from emae.commands.denoise import denoise
-    from emae.commands.pretrain import pretrain
-    from emae.commands.repair import repair
-
-    source = config.detect_input
-    for name, options in (("denoiser", config.denoise), ("inpainter", config.inpaint)):
-        if options is None:
-            continue
-        folder, yaml_file = (
-            out / name,
-            _write_yaml(out / "configs" / f"{name}.yaml", options.model_dump()),
-        )
-        run(
-            f"pretrain-{name}",
-            (folder / "training.json").is_file(),
-            _command("emae", "pretrain", *config.unlabeled, "--out", folder, "--config", yaml_file),
-            {"model": folder},
-            lambda folder=folder, options=options: pretrain(
-                config.unlabeled,
-                folder,
-                options,
-                resume=Path(f"{folder}.training").is_dir(),
-                progress=progress,
-            ),
-        )
-    if config.denoise is not None:
-        store = out / "denoised.zarr"
-        run(
-            "denoise",
-            Path(f"{store}.sections.csv").is_file(),
-            _command("emae", "denoise", out / "denoiser", source, "--out", store),
-            {"denoised": store},
-            lambda: denoise(out / "denoiser", source, store, progress=progress),
-        )
-    if config.inpaint is not None:
-        folder = out / "repair"
-        margin = config.repair_margin
-        run(
-            "repair",
-            (folder / "repair.json").is_file(),
-            _command(
-                "emae",
-                "repair",
-                ae,
-                out / "inpainter",
-                source,
-                "--out",
-                folder,
-                "--margin",
-                margin,
-                "--chunk",
-                config.detect_chunk,
-            ),
-            {"repair": folder},
-            lambda: repair(
-                ae,
-                out / "inpainter",
-                source,
-                folder,
-                margin=margin,
-                chunk=config.detect_chunk,
-                workers=config.detect_workers,
-                progress=progress,
-            ),
-        )
 
 
 def run_pipeline(
@@ -446,7 +368,9 @@ def run_pipeline(
         )
 
     if config.detect_input is not None:
-        _restoration_steps(config, out, ae, run, progress)
+        restoration_steps(config, out, ae, run, progress)
+    if config.latent is not None:
+        latent_steps(config, out, ae, run, progress)
 
     from emae.report import write_report
 

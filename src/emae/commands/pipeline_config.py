@@ -19,6 +19,7 @@ from emae.classify.config import FinetuneConfig
 from emae.config import read_options
 from emae.data.folds import parse_budgets
 from emae.errors import EmaeError, config_error
+from emae.latent.config import LatentSettings
 from emae.train.config import PretrainConfig
 
 
@@ -76,6 +77,11 @@ class PipelineConfig(BaseModel):
         "`emae repair` fills what the autoencoder finds in `detect_input`; None: no repair.",
     )
     repair_margin: int = Field(8, ge=0, le=64, description="Pixels added around each hole.")
+    latent: LatentSettings | None = Field(
+        None,
+        description="Latent map of the unlabeled images (emae embed, emae map), the labeled and "
+        "test patches placed in it, and emae generate; None: skip.",
+    )
 
     @field_validator("compare_budgets")
     @classmethod
@@ -102,6 +108,20 @@ class PipelineConfig(BaseModel):
                     **{**options.model_dump(), "model": model, "seed": self.seed}
                 )
                 setattr(self, name, fixed)
+        if self.latent is not None:
+            self.latent = self.latent.model_copy(
+                update={
+                    "embed": self.latent.embed.model_copy(update={"seed": self.seed}),
+                    "map": self.latent.map.model_copy(update={"seed": self.seed}),
+                }
+            )
+        if self.latent is not None and self.latent.generator is not None:
+            generator = self.latent.generator
+            if generator.model not in ("conv-ae", "vae", "beta-vae"):
+                raise ValueError(f"latent.generator: a vae or beta-vae, not {generator.model}")
+            model = "beta-vae" if generator.model == "conv-ae" else generator.model
+            fixed = PretrainConfig(**{**generator.model_dump(), "model": model, "seed": self.seed})
+            self.latent = self.latent.model_copy(update={"generator": fixed})
         if (self.denoise or self.inpaint) and self.detect_input is None:
             raise ValueError("denoise and inpaint restore `detect_input`, which is not set")
         unknown = sorted(set(self.compare_methods) - set(METHODS))

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emae.train.config import PretrainConfig
 from emae.train.options import Device, Seed
 
 
@@ -15,10 +16,10 @@ class EmbedConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pooling: Literal["levels", "latent"] = Field(
+    vector: Literal["levels", "latent", "code"] = Field(
         "levels",
-        description="The mean and std of every encoder level (default, chosen by measurement: "
-        "docs/benchmarks.md, 'Latent space') or the latent's mean.",
+        description="levels: mean and std of every encoder level; latent: the latent's mean; "
+        "code: the whole latent code (emae.latent.vectors; docs/benchmarks.md, 'Latent space').",
     )
     stride: int | None = Field(
         None, ge=1, description="Grid of image inputs: a patch every STRIDE pixels (default: P)."
@@ -44,11 +45,17 @@ class MapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_neighbors: int = Field(15, ge=2, description="UMAP neighbours; also to place new rows.")
+    scaling: Literal["auto", "column", "global"] = Field(
+        "auto", description="Scale each column, or all by one number (emae.latent.map)."
+    )
     min_dist: float = Field(0.0, ge=0, le=1, description="UMAP min_dist (0 suits clustering).")
     clusterer: Literal["hdbscan", "kmeans"] = Field("hdbscan", description="Clustering method.")
     n_clusters: int = Field(8, ge=2, description="Clusters of k-means.")
     min_cluster_size: int | None = Field(
         None, ge=2, description="Smallest HDBSCAN cluster (default: 1% of the rows, >= 5)."
+    )
+    min_samples: int | None = Field(
+        10, ge=1, description="HDBSCAN min_samples (umap-learn's clustering recipe: 10)."
     )
     pca_components: int = Field(50, ge=2, description="PCA columns before UMAP and neighbours.")
     novelty_neighbors: int = Field(10, ge=2, description="Neighbours of the novelty score.")
@@ -60,3 +67,21 @@ class MapConfig(BaseModel):
     )
     montage: int = Field(8, ge=1, le=64, description="Patches per row of a cluster's montage.")
     seed: Seed = 0
+
+
+class LatentSettings(BaseModel):
+    """The pipeline's ``latent:`` section: a map of the unlabeled data, the labeled and test
+    patches placed in it, and generation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample: int = Field(
+        4000, ge=20, description="Random patches of the unlabeled images the map is fitted on."
+    )
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="EmbedConfig options.")
+    map: MapConfig = Field(default_factory=MapConfig, description="MapConfig options.")
+    generator: PretrainConfig | None = Field(
+        None,
+        description="Options of a vae or beta-vae pretrained on the unlabeled images for "
+        "emae generate; None: generate with the autoencoder (interpolations only).",
+    )

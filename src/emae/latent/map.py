@@ -2,7 +2,7 @@
 
 Fitting, on vectors ``(N, D)`` (one per patch, :mod:`emae.latent.vectors`)::
 
-    standardize each column -> PCA to at most ``pca_components`` -> Z (N, k)
+    centre, scale (each column, or all by one number) -> PCA to ``pca_components`` -> Z (N, k)
     Z -> UMAP (umap-learn) -> embedding_ (N, 2)        the map a microscopist looks at
     embedding_ -> HDBSCAN (or k-means) -> labels_ (N,)  clusters; -1 = in no cluster
     Z -> mean distance to the ``novelty_neighbors`` nearest other rows -> novelty_threshold_
@@ -19,6 +19,13 @@ and PCA and is then compared with the fitted rows in Z by nearest neighbours (sc
 - ``novelty_score`` is the mean distance to the ``novelty_neighbors`` nearest fitted rows
   (higher is more novel), and rows above ``novelty_threshold_`` are novel: by construction
   about ``novelty_fpr`` of data like the fitted data is flagged.
+
+``scaling="column"`` divides each column by its standard deviation, so that columns of very
+different sizes (the levels of ``vector="levels"``) count alike; ``scaling="global"`` divides
+all by one number, the root mean square of the centred columns, so that a column that hardly
+varies (a latent unit that is almost constant) is not blown up to the size of the others.
+``"auto"`` picks ``"global"`` for the whole latent code and ``"column"`` otherwise; measured in
+docs/benchmarks.md, "Latent space".
 
 Clusters are found on the 2-D map, as in umap-learn's documentation on clustering (UMAP with
 ``min_dist=0`` then a density clustering): what is clustered is what the map shows.
@@ -61,6 +68,11 @@ class LatentMap(BaseEstimator):
     ----------
     n_neighbors
         UMAP's neighbourhood size, also the neighbours that place and assign new rows.
+    scaling
+        ``"column"``, ``"global"`` (module doc), or ``"auto"``: ``"global"`` when ``vector`` is
+        ``"code"``, else ``"column"``.
+    vector
+        What the rows are (:mod:`emae.latent.vectors`); only ``scaling="auto"`` reads it.
     min_dist
         UMAP's ``min_dist``: 0 packs clusters tightly (best for clustering).
     clusterer
@@ -70,6 +82,9 @@ class LatentMap(BaseEstimator):
         Clusters of ``"kmeans"``.
     min_cluster_size
         HDBSCAN's smallest cluster; ``None`` = 1% of the fitted rows, at least 5.
+    min_samples
+        HDBSCAN's ``min_samples`` (how conservative: larger leaves more rows out); 10 as in
+        umap-learn's clustering recipe; ``None``: ``min_cluster_size``.
     pca_components
         Columns kept by the PCA before UMAP and the neighbour searches (at most ``D`` and
         ``N - 1``).
@@ -84,7 +99,7 @@ class LatentMap(BaseEstimator):
     Attributes
     ----------
     mean_, scale_ : numpy.ndarray
-        ``(D,)`` standardization of the columns.
+        ``(D,)`` centring and scaling of the columns.
     components_ : numpy.ndarray
         ``(k, D)`` PCA axes (of the standardized columns, which have mean 0).
     vectors_ : numpy.ndarray
@@ -103,26 +118,34 @@ class LatentMap(BaseEstimator):
         self,
         *,
         n_neighbors: int = 15,
+        scaling: Literal["auto", "column", "global"] = "auto",
+        vector: str = "levels",
         min_dist: float = 0.0,
         clusterer: Literal["hdbscan", "kmeans"] = "hdbscan",
         n_clusters: int = 8,
         min_cluster_size: int | None = None,
+        min_samples: int | None = 10,
         pca_components: int = 50,
         novelty_neighbors: int = 10,
         novelty_fpr: float = 0.05,
         seed: int = 0,
     ) -> None:
         self.n_neighbors = n_neighbors
+        self.scaling = scaling
+        self.vector = vector
         self.min_dist = min_dist
         self.clusterer = clusterer
         self.n_clusters = n_clusters
         self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
         self.pca_components = pca_components
         self.novelty_neighbors = novelty_neighbors
         self.novelty_fpr = novelty_fpr
         self.seed = seed
 
     def _check_params(self, n_rows: int) -> None:
+        if self.scaling not in ("auto", "column", "global"):
+            raise EmaeError(f"scaling must be auto, column or global, got {self.scaling!r}")
         if self.clusterer not in ("hdbscan", "kmeans"):
             raise EmaeError(f"clusterer must be 'hdbscan' or 'kmeans', got {self.clusterer!r}")
         for name in ("n_neighbors", "n_clusters", "pca_components", "novelty_neighbors"):
@@ -160,6 +183,11 @@ class LatentMap(BaseEstimator):
         self.n_features_in_ = x.shape[1]
         self.mean_ = x.mean(axis=0)
         std = x.std(axis=0)
+        scaling = self.scaling
+        if scaling == "auto":
+            scaling = "global" if self.vector == "code" else "column"
+        if scaling == "global":
+            std = np.full_like(std, np.sqrt(np.mean(std**2)))
         self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
         standard = (x - self.mean_) / self.scale_
         k = min(self.pca_components, x.shape[1], len(x) - 1)
@@ -191,8 +219,10 @@ class LatentMap(BaseEstimator):
             return km.fit_predict(coords).astype(np.int64)
         from sklearn.cluster import HDBSCAN
 
-        size = self.min_cluster_size or max(5, round(0.01 * len(coords)))
-        return HDBSCAN(min_cluster_size=int(size), copy=True).fit_predict(coords).astype(np.int64)
+        size = int(self.min_cluster_size or max(5, round(0.01 * len(coords))))
+        samples = None if self.min_samples is None else min(int(self.min_samples), size)
+        hdbscan = HDBSCAN(min_cluster_size=size, min_samples=samples, copy=True)
+        return hdbscan.fit_predict(coords).astype(np.int64)
 
     def _neighbours(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "index_"):

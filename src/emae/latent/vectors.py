@@ -1,27 +1,65 @@
-"""The vector of each patch: the encoder's pooled representation (:mod:`emae.models.pooling`).
+"""The vector of each patch, in one of three forms:
 
-The same representation the classifier head sees, so a map, its clusters and a classifier
-trained on the same encoder look at the same numbers. ``pooling="levels"`` (the mean and std
-of every encoder level) is the default: on the benchmarks of ``bench/bench_latent.py`` it
-separates the classes better than the latent alone (docs/benchmarks.md, "Latent space").
+``"levels"``
+    the mean and standard deviation of every encoder level over the patch (the classifier
+    head's input, :mod:`emae.models.pooling`): texture at every scale, where it lies does not
+    matter;
+``"latent"``
+    the mean of the latent map over the patch (:mod:`emae.models.pooling`): the coarsest
+    texture, ``feature_channels`` values;
+``"code"``
+    the whole latent code, flattened: a spatial latent ``(C, P/m, P/m)`` or a vector latent
+    (a VAE's posterior mean), so where things lie in the patch counts (shapes, not only
+    textures). Needs patches of one size, the model's.
+
+Which separates what: docs/benchmarks.md, "Latent space" (``bench/bench_latent.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from emae.data.normalization import PercentileNormalizer
-from emae.models.pooling import Pooling, check_pooling, global_features, pooled_channels
+from emae.errors import EmaeError
+from emae.models.pooling import check_pooling, global_features, pooled_channels
 from emae.runtime import model_device
 
+Vector = Literal["levels", "latent", "code"]
+VECTORS: tuple[str, ...] = ("levels", "latent", "code")
 
-def vector_size(model: nn.Module, pooling: Pooling) -> int:
-    """Values per patch that :func:`patch_vectors` gives."""
-    return pooled_channels(model, pooling)
+
+def _code(model: nn.Module, x: Tensor) -> Tensor:
+    """The latent code of ``x`` flattened: ``(N, D)`` (a VAE's posterior mean)."""
+    z = model.encode(x)
+    if isinstance(z, tuple):  # a VAE: (mu, logvar)
+        z = z[0]
+    return z.float().flatten(1)
+
+
+def _check(model: nn.Module, vector: str) -> None:
+    if vector not in VECTORS:
+        raise EmaeError(f"vector must be one of {', '.join(VECTORS)}, got {vector!r}")
+    if vector == "code" and not hasattr(model, "encode"):
+        raise EmaeError(
+            f"vector='code' needs a model with a latent code, not {type(model).__name__}"
+        )
+    if vector != "code":
+        check_pooling(model, vector)
+
+
+def vector_size(model: nn.Module, vector: Vector, patch_size: int) -> int:
+    """Values per patch that :func:`patch_vectors` gives for patches of ``patch_size``."""
+    _check(model, vector)
+    if vector != "code":
+        return pooled_channels(model, vector)
+    x = torch.zeros(1, 1, patch_size, patch_size, device=model_device(model))
+    model.eval()
+    with torch.inference_mode():
+        return int(_code(model, x).shape[1])
 
 
 def patch_vectors(
@@ -29,7 +67,7 @@ def patch_vectors(
     normalizer: PercentileNormalizer,
     patches: Any,
     *,
-    pooling: Pooling = "levels",
+    vector: Vector = "levels",
     batch_size: int = 256,
 ) -> np.ndarray:
     """Vectors of raw patches.
@@ -37,28 +75,36 @@ def patch_vectors(
     Parameters
     ----------
     model
-        A trained autoencoder (``features``; ``encoder.levels`` for ``"levels"``), in eval mode.
+        A trained autoencoder (``features``; ``encoder.levels`` for ``"levels"``; ``encode``
+        for ``"code"``), in eval mode.
     normalizer
         The model's intensity normalization, applied to the raw patches.
     patches
         ``(N, P, P)`` raw intensities, any real dtype.
-    pooling
-        ``"levels"`` or ``"latent"`` (:mod:`emae.models.pooling`).
+    vector
+        ``"levels"``, ``"latent"`` or ``"code"`` (module doc).
     batch_size
         Patches per forward pass.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, D)`` float32, ``D = vector_size(model, pooling)``.
+        ``(N, D)`` float32, ``D = vector_size(model, vector, P)``.
     """
-    check_pooling(model, pooling)
+    patches = np.asarray(patches)
+    if patches.ndim != 3:
+        raise EmaeError(f"patches must be (N, P, P), got shape {patches.shape}")
+    size = vector_size(model, vector, patches.shape[-1])
     device = model_device(model)
-    out = np.empty((len(patches), vector_size(model, pooling)), dtype=np.float32)
+    out = np.empty((len(patches), size), dtype=np.float32)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(patches), batch_size):
-            x = normalizer(np.asarray(patches[start : start + batch_size]))
+            x = normalizer(patches[start : start + batch_size])
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[:, None]).to(device)
-            out[start : start + len(t)] = global_features(model, t, pooling)[:, :, 0, 0].cpu()
+            if vector == "code":
+                values = _code(model, t)
+            else:
+                values = global_features(model, t, vector)[:, :, 0, 0]
+            out[start : start + len(t)] = values.cpu().numpy()
     return out

@@ -18,6 +18,7 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.report.comparison import compare_section
 from emae.report.detection import detect_section
 from emae.report.evaluation import classifier_section
+from emae.report.latent_space import latent_section
 from emae.report.reproducibility import reproducibility_section
 from emae.report.restoration import denoise_section, repair_section
 from emae.report.sections import anomaly_section, autoencoder_section, data_section
@@ -55,6 +56,11 @@ def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         sections.append(denoise_section(folder, None))
     for folder in runs.folders["repair"]:
         sections.append(repair_section(folder))
+    sections.append(
+        latent_section(
+            runs.folders["latent-map"], runs.folders["map-apply"], runs.folders["generate"]
+        )
+    )
     configured = [f for kind in ("autoencoder", "classifier") for f in runs.folders[kind]]
     sections.append(reproducibility_section(runs, configured))
     sections = [s for s in sections if s is not None and s["blocks"]]

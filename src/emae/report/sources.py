@@ -24,6 +24,9 @@ KINDS = (
     "detect",
     "denoise",
     "repair",
+    "latent-map",
+    "map-apply",
+    "generate",
 )
 
 
@@ -47,11 +50,18 @@ class Runs:
 def kind_of(path: Path) -> str | None:
     """The kind of emae output ``path`` is, ``"pipeline"``, or None."""
     from emae.folders.classifier import is_classifier
+    from emae.folders.latent_map import is_latent_map
 
     if not path.is_dir():
         return None
     if (path / "pipeline.json").is_file():
         return "pipeline"
+    if is_latent_map(path):
+        return "latent-map"
+    if (path / "apply.json").is_file() and (path / "sections.csv").is_file():
+        return "map-apply"
+    if (path / "generate.json").is_file():
+        return "generate"
     if (path / "manifest.json").is_file() and (path / "classes.json").is_file():
         return "sample-data"
     if is_classifier(path):
@@ -94,6 +104,10 @@ def _add_pipeline(runs: Runs, folder: Path) -> None:
         ("detect.zarr", "detect"),
         ("denoised.zarr", "denoise"),
         ("repair", "repair"),
+        ("map", "latent-map"),
+        ("map-labels", "map-apply"),
+        ("map-test", "map-apply"),
+        ("generated", "generate"),
     ):
         if kind_of(folder / name) == kind:
             runs.folders[kind].append(folder / name)
@@ -119,7 +133,8 @@ def find_runs(paths: Sequence[str | Path]) -> Runs:
             raise EmaeError(
                 f"{path}: not an emae output (expected a pipeline or demo run, sample data, an "
                 f"autoencoder or classifier folder, an evaluation or comparison folder, a "
-                f"detect or denoise .zarr, or a repair folder)"
+                f"detect or denoise .zarr, a repair folder, or a latent map, applied map or "
+                f"generate folder)"
             )
         if kind == "pipeline":
             _add_pipeline(runs, path)
