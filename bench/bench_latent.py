@@ -12,6 +12,9 @@ Parts (``--parts``, each writes ``WORK/<part>.json``):
                poolings of emae embed), and the peers ``pixels`` (UMAP on raw pixels scaled to
                0..1), ``pca-pixels`` (UMAP on the first 50 principal components of the pixels)
                and ``handcrafted`` (UMAP on the standardized 74 features of the SVM baseline).
+               Each also with k-means (k = the number of classes) on the same UMAP instead of
+               HDBSCAN, which measures how well the map separates the classes without HDBSCAN's
+               choice of how many clusters there are.
 ``novelty``    Maps fitted without one class, applied to data with it: AUROC of the novelty score
                for the held-out class and the share of it flagged at the map's own threshold,
                with the share of known rows flagged (the false-positive rate). MNIST: every digit
@@ -205,13 +208,15 @@ def peer_features(ds: dict[str, Any], name: str) -> np.ndarray:
 # ---------------------------------------------------------------- metrics
 
 
-def umap_hdbscan(x: np.ndarray, seed: int = 0) -> np.ndarray:
+def umap_clusters(x: np.ndarray, k: int | None = None, seed: int = 0) -> np.ndarray:
     """The peers' pipeline: UMAP (15 neighbours, min_dist 0) then HDBSCAN (1% of rows,
-    min_samples 10): the settings of emae's LatentMap."""
+    min_samples 10), the settings of emae's LatentMap; or k-means with ``k`` clusters."""
     import umap
-    from sklearn.cluster import HDBSCAN
+    from sklearn.cluster import HDBSCAN, KMeans
 
     coords = umap.UMAP(n_neighbors=15, min_dist=0.0, random_state=seed, n_jobs=1).fit_transform(x)
+    if k is not None:
+        return KMeans(k, n_init=10, random_state=seed).fit_predict(coords)
     size = max(5, round(0.01 * len(x)))
     return HDBSCAN(min_cluster_size=size, min_samples=10, copy=True).fit_predict(coords)
 
@@ -253,22 +258,26 @@ def part_clusters(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
     for name, ds in datasets.items():
         reps = representations(ds, args.work / name)
         rows = {}
+        k = len(set(ds["y"]))
         runs = [(m, x, None) for m, x in reps.items() if not m.startswith("emae")]
         for method, x in reps.items():
-            if method.startswith("emae"):  # emae's LatentMap with both scalings (auto is marked)
+            if method.startswith("emae"):  # emae's LatentMap with both scalings
                 runs += [(f"{method}/{scaling}", x, scaling) for scaling in ("column", "global")]
         for method, x, scaling in runs:
-            began = time.perf_counter()
-            if scaling is not None:
-                clusters = LatentMap(scaling=scaling).fit(x).labels_
-            else:
-                clusters = umap_hdbscan(x)
-            rows[method] = {
-                **cluster_scores(ds["y"], clusters),
-                "dims": int(x.shape[1]),
-                "seconds": round(time.perf_counter() - began, 1),
-            }
-            print(name, method, rows[method], flush=True)
+            for clusterer in ("hdbscan", "kmeans"):
+                began = time.perf_counter()
+                if scaling is not None:
+                    fitted = LatentMap(scaling=scaling, clusterer=clusterer, n_clusters=k)
+                    clusters = fitted.fit(x).labels_
+                else:
+                    clusters = umap_clusters(x, k if clusterer == "kmeans" else None)
+                key = f"{method} {clusterer}"
+                rows[key] = {
+                    **cluster_scores(ds["y"], clusters),
+                    "dims": int(x.shape[1]),
+                    "seconds": round(time.perf_counter() - began, 1),
+                }
+                print(name, key, rows[key], flush=True)
         out[name] = {"rows": len(ds["y"]), "classes": len(set(ds["y"])), "methods": rows}
     return out
 
