@@ -283,13 +283,13 @@ def part_clusters(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
 
 
 def _novelty_case(
-    x: np.ndarray, fit_rows: np.ndarray, new_rows: np.ndarray, novel: np.ndarray, vector: str
+    x: np.ndarray, fit_rows: np.ndarray, new_rows: np.ndarray, novel: np.ndarray
 ) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     from emae.latent.map import LatentMap
 
-    fitted = LatentMap(vector=vector).fit(x[fit_rows])
+    fitted = LatentMap().fit(x[fit_rows])
     placed = fitted.place(x[new_rows])
     is_novel = novel[new_rows]
     threshold = np.quantile(placed["novelty"][~is_novel], 0.95)
@@ -299,12 +299,6 @@ def _novelty_case(
         "known_flagged": float(placed["novel"][~is_novel].mean()),
         "flagged_at_5pct_fpr": float((placed["novelty"][is_novel] > threshold).mean()),
     }
-
-
-def _kind(method: str) -> str:
-    """The ``vector`` of an emae method (``"emae-code"`` -> ``"code"``); peers: ``"levels"``
-    (column scaling, as their features are standardized by the peers' own pipelines)."""
-    return method.removeprefix("emae-") if method.startswith("emae-") else "levels"
 
 
 def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -319,9 +313,7 @@ def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) 
             for digit in map(str, range(10)):
                 novel = ds["y"] == digit
                 fit_rows = np.flatnonzero(half & ~novel)
-                cases[digit] = _novelty_case(
-                    x, fit_rows, np.flatnonzero(~half), novel, _kind(method)
-                )
+                cases[digit] = _novelty_case(x, fit_rows, np.flatnonzero(~half), novel)
             table[method] = {
                 "per_digit_auroc": {d: round(c["auroc"], 4) for d, c in cases.items()},
                 **{k: round(float(np.mean([c[k] for c in cases.values()])), 4)
@@ -338,7 +330,7 @@ def part_novelty(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) 
         table = {}
         for method, x in reps.items():
             rows = np.flatnonzero(first & ~novel), np.flatnonzero(~first)
-            case = _novelty_case(x, *rows, novel, _kind(method))
+            case = _novelty_case(x, *rows, novel)
             table[method] = {k: round(v, 4) for k, v in case.items()}
             print("sample novelty", method, table[method], flush=True)
         out["sample"] = {"held_out": list(NOVEL_SAMPLE_CLASSES), "methods": table}
@@ -356,7 +348,7 @@ def part_fidelity(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
     x = emae_vectors(ds, "code", args.work / "mnist")
     order = np.random.default_rng(1).permutation(len(x))
     a, b = order[: len(x) // 2], order[len(x) // 2 :]
-    fitted = LatentMap(vector="code").fit(x[a])
+    fitted = LatentMap().fit(x[a])
     began = time.perf_counter()
     placed = fitted.place(x[b])
     place_seconds = time.perf_counter() - began
@@ -399,6 +391,9 @@ def part_fidelity(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
         "ari_emae_clusters_vs_refit_clusters_new_rows": ari(new_refit, placed["cluster"]),
         "ari_new_rows_vs_digits_emae": ari(ds["y"][b], placed["cluster"]),
         "ari_new_rows_vs_digits_refit": ari(ds["y"][b], new_refit),
+        "ari_fitted_rows_vs_digits": ari(ds["y"][a], fitted.labels_),
+        "ari_new_rows_vs_digits_nearest_cluster_no_novelty": ari(ds["y"][b], emae_cluster),
+        "novel_share_new_rows": round(float(placed["novel"].mean()), 4),
         "place_seconds": round(place_seconds, 3),
     }
     print("fidelity", out, flush=True)
@@ -452,6 +447,40 @@ def part_throughput(
     return out
 
 
+def tables(work: Path) -> None:
+    """Print the markdown tables of docs/benchmarks.md from ``WORK/<part>.json``."""
+    clusters = json.loads((work / "clusters.json").read_text())["results"]
+    for name, ds in clusters.items():
+        print(f"\n{name}: {ds['rows']} rows, {ds['classes']} classes\n")
+        print("| features | clustering | ARI | NMI | purity | clustered | clusters |")
+        print("|---|---|---|---|---|---|---|")
+        for key, r in ds["methods"].items():
+            method, clusterer = key.split(" ")
+            cells = [method, clusterer, f"{r['ari']:.3f}", f"{r['nmi']:.3f}", f"{r['purity']:.3f}"]
+            cells += [f"{r['clustered_share']:.1%}", str(r["clusters"])]
+            print("| " + " | ".join(cells) + " |")
+    novelty = json.loads((work / "novelty.json").read_text())["results"]
+    if "mnist" in novelty:
+        print("\n| features | AUROC (mean of 10) | held-out flagged | known flagged | "
+              "flagged at 5% FPR | worst digit |\n|---|---|---|---|---|---|")  # fmt: skip
+        for method, r in novelty["mnist"].items():
+            worst = min(r["per_digit_auroc"].items(), key=lambda kv: kv[1])
+            print(f"| {method} | {r['auroc']:.3f} | {r['flagged']:.1%} | {r['known_flagged']:.1%}"
+                  f" | {r['flagged_at_5pct_fpr']:.1%} | {worst[0]}: {worst[1]:.3f} |")  # fmt: skip
+    if "sample" in novelty:
+        print("\n| features | AUROC | held-out flagged | known flagged |\n|---|---|---|---|")
+        for method, r in novelty["sample"]["methods"].items():
+            print(
+                f"| {method} | {r['auroc']:.3f} | {r['flagged']:.1%} | {r['known_flagged']:.1%} |"
+            )
+    for part in ("fidelity", "throughput"):
+        if (work / f"{part}.json").is_file():
+            print(
+                f"\n{part}:",
+                json.dumps(json.loads((work / f"{part}.json").read_text())["results"], indent=1),
+            )
+
+
 PARTS = {
     "clusters": part_clusters,
     "novelty": part_novelty,
@@ -483,7 +512,11 @@ def main() -> None:
     parser.add_argument("--volume-gb", type=float, default=1.0)
     parser.add_argument("--stride", type=int, default=96, help="Grid step of the throughput embed.")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--tables", action="store_true", help="Print the tables of WORK; no run.")
     args = parser.parse_args()
+    if args.tables:
+        tables(args.work)
+        return
     import torch
 
     if args.threads:

@@ -137,9 +137,12 @@ def test_report_is_self_contained_and_complete(demo_run):
         assert words in html, words
     for section in (
         "data", "autoencoder", "anomaly", "classifier", "compare", "detect", "denoise", "repair",
+        "latent",
     ):  # fmt: skip
         assert f'<section id="{section}">' in html, section
     assert "repair panels" in html and "pixels replaced" in html
+    for words in ("map by cluster", "table-latent-clusters", "table-latent-novelty", "traversals"):
+        assert words in html, words
 
 
 def test_report_numbers_come_from_the_runs(demo_run):

@@ -50,6 +50,8 @@ from emae.report.latent_figures import (
 logger = logging.getLogger(__name__)
 
 APPLY = "apply.json"
+#: Clusters whose most typical patch is drawn on the map (the largest).
+THUMBS = 20
 FEATURE_PREFIX = "feat_"
 
 
@@ -91,14 +93,14 @@ def read_rows_patches(frame: Any, meta: dict[str, Any]) -> list[np.ndarray]:
     """The patches of embedding rows, read again from their sources (for montages)."""
     patch = int(meta["patch_size"])
     variant = meta.get("config", {}).get("input", "surrounding")
-    out = []
+    out, images = [], {}
     for row in frame.itertuples(index=False):
         if row.y is None or (isinstance(row.y, float) and np.isnan(row.y)):
             sample = LabeledSample(row.source, None, None, None, str(row.label))
             labeled = LabeledSet((sample,), (str(row.label),), (), "image")
             out.append(object_patches(labeled, patch, variant)[0][0])
             continue
-        image = open_image(row.source)
+        image = images.get(row.source) or images.setdefault(row.source, open_image(row.source))
         z = 0 if row.z is None or row.z != row.z else int(row.z)
         loc = PatchLocation(0, z, int(row.y) - patch // 2, int(row.x) - patch // 2)
         out.append(read_patches([image], [loc], patch)[0])
@@ -220,7 +222,7 @@ def fit_map(
     n_rows = _n_rows(embedding, meta)
     fit_index, vectors = _fit_rows(embedding, n_rows, config)
     params = config.model_dump(exclude={"max_fit", "montage"})
-    fitted = LatentMap(**params, vector=meta.get("vector", "levels")).fit(vectors)
+    fitted = LatentMap(**params).fit(vectors)
     ranks = fitted.typicality_rank()
 
     def write_files(folder: Path) -> None:
@@ -255,10 +257,6 @@ def _figures(
 ) -> None:
     coords = points[["map_x", "map_y"]].to_numpy()
     clusters = points["cluster"].to_numpy()
-    _save_png(
-        categorical_map(coords, clusters, "latent map by cluster", unassigned=-1),
-        folder / "map_clusters.png",
-    )
     if points["label"].notna().any():
         labels = points["label"].fillna("(none)").astype(str).to_numpy()
         _save_png(categorical_map(coords, labels, "latent map by label"), folder / "map_labels.png")
@@ -267,6 +265,7 @@ def _figures(
             anomaly_map_figure(coords, points["anomaly"].to_numpy()), folder / "map_anomaly.png"
         )
     (folder / "montages").mkdir()
+    exemplars: list[Any] = []
     fitted_rows = points.iloc[fit_index].reset_index(drop=True)
     for c in np.unique(fitted.labels_[fitted.labels_ >= 0]):
         members = np.flatnonzero(fitted.labels_ == c)
@@ -277,6 +276,13 @@ def _figures(
             patches[: len(typical)], patches[len(typical) :], f"cluster {c} ({len(members)} rows)"
         )
         _save_png(fig, folder / "montages" / f"cluster_{c}.png")
+        exemplars.append((len(members), np.median(fitted.embedding_[members], axis=0), patches[0]))
+    exemplars = [(xy, patch) for _, xy, patch in sorted(exemplars, key=lambda e: -e[0])[:THUMBS]]
+    title = "latent map by cluster (each with its most typical patch)"
+    _save_png(
+        categorical_map(coords, clusters, title, unassigned=-1, thumbnails=exemplars),
+        folder / "map_clusters.png",
+    )
 
 
 def _same_model(map_info: dict[str, Any], meta: dict[str, Any], where: tuple[Path, Path]) -> None:

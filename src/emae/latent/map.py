@@ -24,8 +24,8 @@ and PCA and is then compared with the fitted rows in Z by nearest neighbours (sc
 different sizes (the levels of ``vector="levels"``) count alike; ``scaling="global"`` divides
 all by one number, the root mean square of the centred columns, so that a column that hardly
 varies (a latent unit that is almost constant) is not blown up to the size of the others.
-``"auto"`` picks ``"global"`` for the whole latent code and ``"column"`` otherwise; measured in
-docs/benchmarks.md, "Latent space".
+``"column"`` is the default: on the benchmarks (docs/benchmarks.md, "Latent space") it clusters
+as well as ``"global"`` or better in five of six comparisons.
 
 Clusters are found on the 2-D map, as in umap-learn's documentation on clustering (UMAP with
 ``min_dist=0`` then a density clustering): what is clustered is what the map shows.
@@ -69,10 +69,7 @@ class LatentMap(BaseEstimator):
     n_neighbors
         UMAP's neighbourhood size, also the neighbours that place and assign new rows.
     scaling
-        ``"column"``, ``"global"`` (module doc), or ``"auto"``: ``"global"`` when ``vector`` is
-        ``"code"``, else ``"column"``.
-    vector
-        What the rows are (:mod:`emae.latent.vectors`); only ``scaling="auto"`` reads it.
+        ``"column"`` or ``"global"`` (module doc).
     min_dist
         UMAP's ``min_dist``: 0 packs clusters tightly (best for clustering).
     clusterer
@@ -118,8 +115,7 @@ class LatentMap(BaseEstimator):
         self,
         *,
         n_neighbors: int = 15,
-        scaling: Literal["auto", "column", "global"] = "auto",
-        vector: str = "levels",
+        scaling: Literal["column", "global"] = "column",
         min_dist: float = 0.0,
         clusterer: Literal["hdbscan", "kmeans"] = "hdbscan",
         n_clusters: int = 8,
@@ -132,7 +128,6 @@ class LatentMap(BaseEstimator):
     ) -> None:
         self.n_neighbors = n_neighbors
         self.scaling = scaling
-        self.vector = vector
         self.min_dist = min_dist
         self.clusterer = clusterer
         self.n_clusters = n_clusters
@@ -144,8 +139,8 @@ class LatentMap(BaseEstimator):
         self.seed = seed
 
     def _check_params(self, n_rows: int) -> None:
-        if self.scaling not in ("auto", "column", "global"):
-            raise EmaeError(f"scaling must be auto, column or global, got {self.scaling!r}")
+        if self.scaling not in ("column", "global"):
+            raise EmaeError(f"scaling must be column or global, got {self.scaling!r}")
         if self.clusterer not in ("hdbscan", "kmeans"):
             raise EmaeError(f"clusterer must be 'hdbscan' or 'kmeans', got {self.clusterer!r}")
         for name in ("n_neighbors", "n_clusters", "pca_components", "novelty_neighbors"):
@@ -183,10 +178,7 @@ class LatentMap(BaseEstimator):
         self.n_features_in_ = x.shape[1]
         self.mean_ = x.mean(axis=0)
         std = x.std(axis=0)
-        scaling = self.scaling
-        if scaling == "auto":
-            scaling = "global" if self.vector == "code" else "column"
-        if scaling == "global":
+        if self.scaling == "global":
             std = np.full_like(std, np.sqrt(np.mean(std**2)))
         self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
         standard = (x - self.mean_) / self.scale_

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from emae.report.figures import ANOMALY_LABEL, figure, grey
 from emae.report.plots import class_style
@@ -39,11 +40,14 @@ def categorical_map(
     *,
     background: np.ndarray | None = None,
     unassigned: Any = None,
+    thumbnails: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> Figure:
     """Map ``(N, 2)`` with one colour per group (cluster or label) and a legend of their sizes.
 
     ``unassigned`` (e.g. -1: in no cluster) is drawn grey; ``background`` ``(M, 2)`` (the
-    fitted map, when new data is shown over it) in light grey underneath.
+    fitted map, when new data is shown over it) in light grey underneath; ``thumbnails``, pairs
+    of a position ``(2,)`` and a patch ``(P, P)``, are drawn small at their positions (each
+    cluster's most typical patch at its centre).
     """
     fig = figure(6.4, 5.0)
     ax = fig.subplots()
@@ -69,6 +73,14 @@ def categorical_map(
     ax.set_ylabel("UMAP 2", fontsize=8)
     if len(names) <= 24:
         ax.legend(fontsize=7, markerscale=max(1.0, 6 / size), loc="best", frameon=False)
+    for where, patch in thumbnails:
+        box = AnnotationBbox(
+            OffsetImage(grey(patch), cmap="gray", zoom=28 / max(patch.shape)),
+            tuple(where),
+            frameon=True,
+            pad=0.1,
+        )
+        ax.add_artist(box)
     return fig
 
 
