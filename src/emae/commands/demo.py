@@ -50,14 +50,14 @@ QUICK: dict[str, Any] = {
     "denoise": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
     "inpaint": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
     "latent": {
-        "sample": 600,
+        "sample": 400,
         "generator": {
             "model": "beta-vae",
             "latent": "vector",
             "latent_dim": 16,
-            "steps": 60,
-            "batch_size": 16,
-            "val_every": 30,
+            "steps": 30,
+            "batch_size": 8,
+            "val_every": 15,
             "score_patches": 32,
         },
     },

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 APPLY = "apply.json"
 #: Clusters whose most typical patch is drawn on the map (the largest).
-THUMBS = 20
+THUMBS = 12
 FEATURE_PREFIX = "feat_"
 
 

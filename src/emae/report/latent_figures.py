@@ -75,7 +75,7 @@ def categorical_map(
         ax.legend(fontsize=7, markerscale=max(1.0, 6 / size), loc="best", frameon=False)
     for where, patch in thumbnails:
         box = AnnotationBbox(
-            OffsetImage(grey(patch), cmap="gray", zoom=28 / max(patch.shape)),
+            OffsetImage(grey(patch), cmap="gray", zoom=22 / max(patch.shape)),
             tuple(where),
             frameon=True,
             pad=0.1,
