@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from emae.latent.plan import (
     detections_plan,
     grid_plan,
     labels_plan,
+    part_size,
     read_detections,
     read_part,
     sample_plan,
@@ -163,16 +165,20 @@ def embed(
     }
     resumed = _start(out, meta, overwrite)
     (out / DONE).unlink(missing_ok=True)
-    bundle.model.to(config.device)
+    # one model in memory: the detector's, when there is one (the same weights)
+    model, normalizer = (bundle.model if detector is None else detector.model), bundle.normalizer
+    del bundle
+    model.to(config.device)
+    written = {entry.name for entry in os.scandir(out)}  # one listing, not a check per part
     start, done, skipped, rows = time.perf_counter(), 0, 0, 0
     for k, part in enumerate(tqdm(plan, desc="embed", unit="part", disable=not progress)):
-        if part_path(out, k).is_file():
+        if part_path(out, k).name in written:
             skipped += 1
             continue
         columns, patches = read_part(part, images, sources, patch, config.input)
         vectors = patch_vectors(
-            bundle.model,
-            bundle.normalizer,
+            model,
+            normalizer,
             patches,
             vector=config.vector,
             batch_size=config.batch_size,
@@ -182,7 +188,7 @@ def embed(
         write_part(out, k, columns, vectors)
         done, rows = done + 1, rows + len(vectors)
     seconds = time.perf_counter() - start
-    total = _count_rows(out, len(plan))
+    total = sum(part_size(part, images, patch) for part in plan)
     summary = {
         "out": str(out),
         "rows": total,
@@ -196,8 +202,3 @@ def embed(
         tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     logger.info("%d rows of %d values in %s", total, dims, out)
     return summary
-
-
-def _count_rows(out: Path, n_parts: int) -> int:
-    _, pq = pyarrow_modules()
-    return sum(pq.read_metadata(part_path(out, k)).num_rows for k in range(n_parts))

@@ -13,8 +13,11 @@ Applying (:func:`apply_map`) places a new embedding of the same model in the map
 ``OUT/points.parquet``, ``OUT/sections.csv`` (rows and novel share per image and section),
 ``OUT/clusters.csv``, ``OUT/map_new.png`` and ``OUT/map_novelty.png``, and ``OUT/apply.json``.
 
-Both read the embedding one part at a time, except the ``max_fit`` rows (a seeded sample) that
-fit the map, so memory is bounded by the fitted rows, not by the embedding.
+Both read the embedding one part at a time (fitting reads only the vectors and ``feat_*``
+columns of every part to draw the ``max_fit`` rows it fits on). The vectors never stay in
+memory beyond the fitted rows and one part; the points table (every row's source, position,
+cluster, novelty, label and anomaly, without its vector) does, for the tables and figures:
+about 100-200 bytes per row.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ from emae.data.patches import PatchLocation, read_patches
 from emae.errors import EmaeError, config_error
 from emae.folders.latent_map import load_latent_map, save_latent_map
 from emae.io.atomic import atomic_dir, atomic_file
-from emae.io.embedding import iter_parts, pyarrow_modules, read_meta
+from emae.io.embedding import (
+    embedding_rows,
+    feature_names,
+    iter_parts,
+    pyarrow_modules,
+    read_meta,
+)
 from emae.io.provenance import check_not_input
 from emae.io.readers import open_image
 from emae.latent.config import MapConfig
@@ -74,19 +83,12 @@ def _fit_rows(path: Path, n_rows: int, config: MapConfig) -> tuple[np.ndarray, n
         rng = np.random.default_rng(config.seed)
         take = np.sort(rng.choice(n_rows, config.max_fit, replace=False))
     chosen, start = [], 0
-    for frame, vectors in iter_parts(path):
+    for frame, vectors in iter_parts(path, columns=feature_names(path)):
         stop = start + len(frame)
         local = take[(take >= start) & (take < stop)] - start
         chosen.append(_with_features(frame, vectors, str(path))[local])
         start = stop
     return take, np.concatenate(chosen)
-
-
-def _n_rows(path: Path, meta: dict[str, Any]) -> int:
-    _, pq = pyarrow_modules()
-    return sum(
-        pq.read_metadata(path / f"part-{k:05d}.parquet").num_rows for k in range(meta["n_parts"])
-    )
 
 
 def read_rows_patches(frame: Any, meta: dict[str, Any]) -> list[np.ndarray]:
@@ -219,7 +221,7 @@ def fit_map(
     check_not_input(out, [embedding])
     meta = read_meta(embedding)
     start = time.perf_counter()
-    n_rows = _n_rows(embedding, meta)
+    n_rows = embedding_rows(embedding)
     fit_index, vectors = _fit_rows(embedding, n_rows, config)
     params = config.model_dump(exclude={"max_fit", "montage"})
     fitted = LatentMap(**params).fit(vectors)

@@ -80,6 +80,29 @@ def read_meta(path: str | Path, *, finished: bool = True) -> dict[str, Any]:
     return meta
 
 
+def embedding_rows(path: str | Path) -> int:
+    """Rows of a finished embedding, as its run recorded them (no part is opened)."""
+    read_meta(path)
+    try:
+        return int(json.loads((Path(path) / DONE).read_text(encoding="utf-8"))["rows"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmaeError(
+            f"{Path(path) / DONE}: not a record of a finished embedding ({exc})"
+        ) from None
+
+
+def feature_names(path: str | Path, prefix: str = "feat_") -> list[str]:
+    """The numeric feature columns (``feat_*``) of an embedding, from its first part's schema."""
+    _, pq = pyarrow_modules()
+    try:
+        names = pq.read_schema(part_path(Path(path), 0)).names
+    except (OSError, ValueError) as exc:
+        raise EmaeError(
+            f"{part_path(Path(path), 0)}: not a readable Parquet part ({exc})"
+        ) from None
+    return [n for n in names if n.startswith(prefix)]
+
+
 def iter_parts(
     path: str | Path, columns: list[str] | None = None
 ) -> Iterator[tuple[Any, np.ndarray]]:

@@ -142,6 +142,16 @@ def detections_plan(
     ]
 
 
+def part_size(part: Part, images: Sequence[Image], patch: int) -> int:
+    """Rows of ``part``, without reading any pixel."""
+    if part.samples is not None:
+        return len(part.samples.samples)
+    if part.grid is not None:
+        s, _, _, n_rows, stride = part.grid
+        return n_rows * ((images[s].yx_shape[1] - patch) // stride + 1)
+    return len(part.locations)
+
+
 def read_part(
     part: Part, images: Sequence[Image], sources: Sequence[str], patch: int, variant: str
 ) -> tuple[dict[str, list[Any]], np.ndarray]:
