@@ -8,6 +8,7 @@ import torch
 from emae.errors import EmaeError
 from emae.models import (
     MODELS,
+    Codec,
     ConvAutoencoder,
     InpaintingUNet,
     ModelSpec,
@@ -24,11 +25,17 @@ from emae.train.losses import mse, vae_loss
 
 NAMES = available_models()
 #: The conv autoencoders trained by gradient descent (PCA is fitted in closed form, see
-#: test_pca.py; the U-Nets of blind-spot and inpainting-ae are tested in test_restore.py).
+#: test_pca.py; the U-Nets of blind-spot and inpainting-ae are tested in test_restore.py, the
+#: codec in test_compress.py).
 TRAINED = tuple(
     n
     for n in NAMES
-    if not (MODELS[n].fitted_in_closed_form or MODELS[n].blind_spot or MODELS[n].inpainting)
+    if not (
+        MODELS[n].fitted_in_closed_form
+        or MODELS[n].blind_spot
+        or MODELS[n].inpainting
+        or MODELS[n].codec
+    )
 )
 #: A small architecture that keeps the contract tests fast.
 SMALL = {"channels": (8, 16), "latent_channels": 8}
@@ -62,6 +69,7 @@ def test_registry_entries():
         "inpainting-ae",
         "vae",
         "beta-vae",
+        "codec",
         "pca",
     }
     assert model_spec("denoising-ae").denoising and not model_spec("conv-ae").denoising
@@ -70,6 +78,9 @@ def test_registry_entries():
         assert spec.name == name and spec.description
         if spec.fitted_in_closed_form:
             assert type(build_model(name)) is PCAAutoencoder
+            continue
+        if spec.codec:
+            assert type(build_model(name, channels=(8, 16), latent_channels=4)) is Codec
             continue
         if spec.blind_spot or spec.inpainting:
             expected = InpaintingUNet if spec.inpainting else UNet

@@ -141,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
     p.add_argument(
         "--model",
-        help="conv-ae, denoising-ae, blind-spot, inpainting-ae, vae, beta-vae or pca "
+        help="conv-ae, denoising-ae, blind-spot, inpainting-ae, vae, beta-vae, codec or pca "
         "(default: conv-ae).",
+    )
+    p.add_argument(
+        "--rd-lambda",
+        type=float,
+        help="codec: distortion weight in R + lambda * 255^2 * MSE (quality; default 0.01).",
     )
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     p.add_argument("--steps", type=int, help="Optimizer steps (patches seen = steps x batch).")
@@ -316,6 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feather", type=int, default=3, help="Blend over this many pixels.")
     _restore_flags(p)
     p.set_defaults(func=handlers.inpaint)
+
+    p = command("compress", help="Compress an image or volume with a trained codec (Dask).")
+    p.add_argument("model", type=Path, help="Model folder (pretrain --model codec).")
+    p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
+    p.add_argument("--out", type=Path, required=True, help="Container to write: OUT.zarr.")
+    p.add_argument("--chunk", type=int, default=512, help="Side of the chunks coded on their own.")
+    p.add_argument("--workers", type=int, help="Local Dask workers (default: cores, or GPUs).")
+    p.add_argument(
+        "--scheduler", help="Existing Dask scheduler address, or 'synchronous' (no cluster)."
+    )
+    p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
+    p.add_argument(
+        "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
+    )
+    p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N.")
+    p.add_argument("--overwrite", action="store_true", help="Replace a different container.")
+    _input_flags(p)
+    p.set_defaults(func=handlers.compress)
+
+    p = command("decompress", help="Decode a compressed container, whole or a region.")
+    p.add_argument("container", type=Path, help="Container written by emae compress.")
+    p.add_argument("--out", type=Path, required=True, help="Image to write: .tif, .tiff, .zarr.")
+    p.add_argument("--region", help="z0:z1,y0:y1,x0:x1 (y0:y1,x0:x1 for an image).")
+    p.add_argument("--model", type=Path, help="The codec's folder, if it has moved.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an earlier decoded image.")
+    p.set_defaults(func=handlers.decompress)
 
     p = command("repair", help="Detect artifacts and fill them with an inpainting model.")
     p.add_argument("detect_model", type=Path, help="Autoencoder folder (emae pretrain).")

@@ -78,6 +78,7 @@ def pretrain(args: argparse.Namespace) -> None:
         num_workers=args.workers,
         score=args.score,
         tensorboard=args.tensorboard or None,
+        rd_lambda=args.rd_lambda,
     )
     info = distributed.init_from_env()  # a process group when started by torchrun
     try:
@@ -296,6 +297,43 @@ def _print_restored(summary: dict, what: str) -> None:
         + f"; {summary['replaced_pixels']:,} pixels {what}, {summary['clipped_pixels']:,} "
         f"clipped to the output dtype; wrote {summary['out']} and {summary['table']}"
     )
+
+
+def compress(args: argparse.Namespace) -> None:
+    from emae.commands.compress import compress
+
+    summary = compress(
+        args.model,
+        args.input,
+        args.out,
+        chunk=args.chunk,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        scale=args.scale,
+        threads=args.threads,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        rescale=args.rescale,
+        pixel_size=pixel_size(args.pixel_size),
+    )
+    chunks, rate = summary["chunks"], summary["megapixels_per_s"]
+    print(
+        f"{chunks['done']} chunks coded, {chunks['skipped']} skipped in {summary['seconds']:.1f} s"
+        + (f" ({rate:.2f} MP/s)" if rate else "")
+        + f"; {summary['bits_per_pixel']:.3f} bits per pixel, compression ratio "
+        f"{summary['compression_ratio']:.1f}; wrote {summary['out']}"
+    )
+
+
+def decompress(args: argparse.Namespace) -> None:
+    from emae.commands.compress import decompress
+
+    summary = decompress(
+        args.container, args.out, region=args.region, model=args.model, overwrite=args.overwrite
+    )
+    shape = " x ".join(map(str, summary["shape"]))
+    print(f"decoded {shape} pixels in {summary['seconds']:.1f} s; wrote {summary['out']}")
 
 
 def denoise(args: argparse.Namespace) -> None:

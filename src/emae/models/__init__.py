@@ -4,6 +4,7 @@ Build them by name through the registry (:func:`build_model`); each model's modu
 architecture top to bottom with tensor shapes.
 """
 
+from emae.models.codec import Codec
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
 from emae.models.registry import MODELS, ModelSpec, available_models, build_model, model_spec
@@ -12,6 +13,7 @@ from emae.models.vae import VariationalAutoencoder
 
 __all__ = [
     "MODELS",
+    "Codec",
     "ConvAutoencoder",
     "InpaintingUNet",
     "ModelSpec",

@@ -11,12 +11,14 @@ entry here.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from emae.errors import EmaeError
+from emae.models.codec import Codec
 from emae.models.conv_ae import ConvAutoencoder
 from emae.models.pca import PCAAutoencoder
 from emae.models.unet import InpaintingUNet, UNet
@@ -49,6 +51,12 @@ class ModelSpec:
     fitted_in_closed_form
         The module has no trainable parameters and is fitted on normal patches by its
         ``fit_patches(patches, *, seed)`` method instead of the gradient loop.
+    codec
+        The module is a :class:`~emae.models.codec.Codec`; train with
+        :func:`emae.train.losses.rate_distortion_loss` and freeze its coding tables afterwards.
+    defaults
+        Run options (:class:`emae.train.config.PretrainConfig` fields) that differ for this
+        model when the run does not set them.
     description
         One line for ``--help`` and listings.
     """
@@ -61,6 +69,8 @@ class ModelSpec:
     variational: bool = False
     beta: float = 0.0
     fitted_in_closed_form: bool = False
+    codec: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
@@ -104,6 +114,14 @@ MODELS: dict[str, ModelSpec] = {
             variational=True,
             beta=4.0,
             description="variational autoencoder with a stronger KL term (beta = 4)",
+        ),
+        ModelSpec(
+            "codec",
+            Codec,
+            codec=True,
+            defaults={"channels": (64, 64, 64, 64), "latent_channels": 96, "patch_size": 64},
+            description="learned image codec (quantized latent, learned entropy model) trained "
+            "on rate + lambda * distortion; for emae compress",
         ),
         ModelSpec(
             "pca",

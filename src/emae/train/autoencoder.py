@@ -30,7 +30,7 @@ from emae.train.config import PretrainConfig
 from emae.train.corruption import Corruption
 from emae.train.holes import inpainting_loss
 from emae.train.loop import LossFn, train_loop
-from emae.train.losses import kl_weight, reconstruction_loss, vae_loss
+from emae.train.losses import kl_weight, rate_distortion_loss, reconstruction_loss, vae_loss
 from emae.train.tensorboard import TensorBoardLogger
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def loss_function(config: PretrainConfig) -> LossFn:
             weight = kl_weight(step, beta=beta, warmup_steps=config.kl_warmup_steps)
             total, rec, kl = vae_loss(model, x, beta=weight, recon_loss=recon, generator=generator)
             return total, {"recon": rec.item(), "kl": kl.item(), "beta": weight}
+        if spec.codec:
+            total, bpp, mse = rate_distortion_loss(
+                model, x, lmbda=config.rd_lambda, generator=generator
+            )
+            return total, {"bpp": bpp.item(), "mse": mse.item()}
         if spec.blind_spot:
             return blind_spot_loss(model, x, generator, loss=config.loss), {}
         if spec.inpainting:
@@ -202,6 +207,12 @@ def fit_autoencoder(
         not its aim)."""
         device = model_device(model)
         masks = torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET)
+        if spec.codec:  # the loss a bitstream pays: rate of the rounded latent + distortion
+            batches = [b.to(device) for b in val.split(64)]
+            rd = [
+                rate_distortion_loss(model, b, lmbda=config.rd_lambda, noise=False) for b in batches
+            ]
+            return sum(float(total) for total, _, _ in rd) / len(rd)
         losses = [
             float(own_loss(model, b.to(device), masks, loss=config.loss))
             if own_loss is not None
@@ -241,4 +252,6 @@ def fit_autoencoder(
         finally:
             if board is not None:
                 board.close()
+    if spec.codec:
+        model.entropy.update_tables()  # the fixed tables of the entropy coder
     return model, summary

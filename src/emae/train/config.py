@@ -50,6 +50,13 @@ class PretrainConfig(BaseModel):
     loss: Literal["mse", "l1", "ssim", "mse+ssim"] = Field("mse", description="Reconstruction.")
     beta: float | None = Field(None, ge=0, description="KL weight; None: the model's default.")
     kl_warmup_steps: int = Field(500, ge=0, description="Steps of linear KL warm-up (VAEs).")
+    rd_lambda: float = Field(
+        0.01,
+        gt=0,
+        le=100,
+        description="codec: weight of the distortion in R + lambda * 255^2 * MSE; larger gives "
+        "higher quality and more bits per pixel.",
+    )
     steps: Steps = 2000
     batch_size: BatchSize = 32
     lr: LearningRate = 1e-3
@@ -94,6 +101,14 @@ class PretrainConfig(BaseModel):
         if name not in available_models():
             raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
         return name
+
+    @model_validator(mode="after")
+    def _model_defaults(self) -> PretrainConfig:
+        """Apply the registered model's own defaults to the options the run did not set."""
+        for name, value in model_spec(self.model).defaults.items():
+            if name not in self.model_fields_set:
+                setattr(self, name, value)
+        return self
 
     @model_validator(mode="after")
     def _patch_fits_depth(self) -> PretrainConfig:

@@ -19,6 +19,7 @@ from emae.errors import EmaeError
 from emae.models.blocks import center_crop
 
 if TYPE_CHECKING:
+    from emae.models.codec import Codec
     from emae.models.vae import VariationalAutoencoder
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -131,3 +132,35 @@ def vae_loss(
     recon = loss_fn(x_hat, x)
     kl = model.kl_divergence(mu, logvar).mean() / x[0].numel()
     return recon + beta * 2 * decoder_std**2 * kl, recon, kl
+
+
+def rate_distortion_loss(
+    model: Codec,
+    x: Tensor,
+    *,
+    lmbda: float,
+    generator: torch.Generator | None = None,
+    noise: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The codec's training loss ``R + lambda * 255**2 * D`` on a batch ``(N, C, H, W)``.
+
+    ``R`` is the rate in bits per pixel (of one channel: per ``H * W``), ``D`` the mean squared
+    error of the decoded batch in the normalized units of ``x`` (about [0, 1]); the factor
+    ``255**2`` puts ``lambda`` on the scale of 8-bit images, as in CompressAI. With
+    ``noise=False`` (validation) the rate is that of the rounded latent, the one a bitstream
+    pays.
+
+    Returns
+    -------
+    tuple of Tensor
+        Scalars ``(total, bpp, mse)``.
+    """
+    if noise:
+        x_hat, bits = model.rate_distortion_terms(x, generator)
+    else:
+        y_hat = torch.round(model.encode(x))
+        bits = -torch.log2(model.entropy.likelihood(y_hat)).flatten(1).sum(dim=1)
+        x_hat = model.decode(y_hat)[..., : x.shape[-2], : x.shape[-1]]
+    bpp = bits.mean() / (x.shape[-2] * x.shape[-1])
+    distortion = F.mse_loss(x_hat, x)
+    return bpp + lmbda * 255**2 * distortion, bpp, distortion
