@@ -32,8 +32,8 @@ RUN = {"scheduler": "synchronous", "chunk": 32, "progress": False}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_settings) -> Path:
-    """A (2, 90, 75) uint8 stack with a pixel size, and two tiny codecs trained on it (seeds 0
-    and 1: the same architecture, different weights)."""
+    """A (2, 90, 75) uint8 stack with a pixel size, two tiny codecs trained on it (seeds 0 and
+    1: the same architecture, different weights) and a tiny hyperprior codec."""
     root = tmp_path_factory.mktemp("compress")
     stack = to_uint8(make_volume((2, 90, 75), seed=3))
     tifffile.imwrite(
@@ -43,10 +43,14 @@ def data(tmp_path_factory, tiny_settings) -> Path:
         resolution=(1 / 0.004, 1 / 0.004),
         metadata={"axes": "ZYX", "spacing": 0.03, "unit": "um"},
     )
-    for seed in (0, 1):
-        settings = {**tiny_settings, "steps": 80, "channels": (8, 8), "latent_channels": 8}
-        config = PretrainConfig(**settings, model="codec", seed=seed, score="pixel")
-        pretrain([root / "stack.tif"], root / f"codec{seed}", config, progress=False)
+    settings = {**tiny_settings, "channels": (8, 8), "latent_channels": 8, "score": "pixel"}
+    for name, model, seed, steps in (
+        ("codec0", "codec", 0, 80),
+        ("codec1", "codec", 1, 80),
+        ("hyper0", "codec-hyperprior", 0, 200),
+    ):
+        config = PretrainConfig(**{**settings, "steps": steps}, model=model, seed=seed)
+        pretrain([root / "stack.tif"], root / name, config, progress=False)
     return root
 
 
@@ -56,7 +60,7 @@ def _sha(path: Path) -> str:
 
 def test_codec_defaults_apply_only_to_options_the_run_leaves_unset():
     config = PretrainConfig(model="codec")
-    assert (config.channels, config.latent_channels, config.patch_size) == ((64,) * 4, 96, 64)
+    assert (config.channels, config.latent_channels, config.patch_size) == ((32,) * 4, 64, 64)
     assert PretrainConfig(model="codec", patch_size=128).patch_size == 128
     assert PretrainConfig().channels == (32, 64, 128)
 
@@ -91,6 +95,29 @@ def test_bitstreams_round_trip_escapes_and_cost_what_the_tables_say():
     assert ideal < 8 * len(data) < 1.01 * ideal + 8 * 8 + 64  # header and the coder's last words
 
 
+def test_the_hyperprior_codes_with_the_tables_its_scales_pick():
+    from emae.models.hyperprior import gaussian_tables, scale_indices, scale_table
+
+    tables = gaussian_tables()
+    assert tables.shape == (64, 2 * RANGE + 2) and (tables > 0).all()
+    np.testing.assert_allclose(tables.sum(axis=1), 1.0, rtol=1e-12)
+    widths = (tables[:, : 2 * RANGE + 1] > 1e-3).sum(axis=1)
+    assert (np.diff(widths) >= 0).all() and widths[0] == 1  # wider with the scale
+    scales = torch.tensor([0.05, 0.11, 0.2, 300.0], dtype=torch.float64)
+    picked = scale_indices(scales).numpy()
+    assert picked[0] == picked[1] == 0 and picked[-1] == 63
+    assert scale_table()[picked[2]] >= 0.2 > scale_table()[picked[2] - 1]
+    torch.manual_seed(0)
+    model = build_model("codec-hyperprior", channels=(8, 8), latent_channels=4)
+    z = torch.randint(-3, 4, (1, 32, 2, 3)).double()
+    exact = model.gaussian_parameters(z, exact=True)
+    with torch.no_grad():
+        fast = model.gaussian_parameters(z.float())
+    for a, b in zip(exact, fast, strict=True):
+        assert a.dtype == torch.float64
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_bitstreams_are_refused(damage):
     density = FactorizedDensity(2)
@@ -117,8 +144,9 @@ def test_the_rate_distortion_loss_reaches_every_part_of_the_codec():
     assert evaluation[0] == rate_distortion_loss(model, x, lmbda=0.01, noise=False)[0]
 
 
-def test_compress_round_trip_shape_dtype_rate_and_determinism(data, tmp_path):
-    summary = compress(data / "codec0", data / "stack.tif", tmp_path / "a.zarr", **RUN)
+@pytest.mark.parametrize("model", ["codec0", "hyper0"])
+def test_compress_round_trip_shape_dtype_rate_and_determinism(data, tmp_path, model):
+    summary = compress(data / model, data / "stack.tif", tmp_path / "a.zarr", **RUN)
     files = sorted((tmp_path / "a.zarr" / "bitstreams").rglob("y*_x*"))
     assert len(files) == 2 * 3 * 3  # 2 sections of 3 x 3 chunks
     size = sum(f.stat().st_size for f in files)
@@ -126,7 +154,7 @@ def test_compress_round_trip_shape_dtype_rate_and_determinism(data, tmp_path):
     assert summary["bits_per_pixel"] == pytest.approx(8 * size / (2 * 90 * 75))
     assert summary["compression_ratio"] == pytest.approx(2 * 90 * 75 / size)
     # Another run writes the same bytes.
-    compress(data / "codec0", data / "stack.tif", tmp_path / "b.zarr", **RUN)
+    compress(data / model, data / "stack.tif", tmp_path / "b.zarr", **RUN)
     assert [_sha(f) for f in files] == [
         _sha(tmp_path / "b.zarr" / f.relative_to(tmp_path / "a.zarr")) for f in files
     ]
@@ -138,7 +166,7 @@ def test_compress_round_trip_shape_dtype_rate_and_determinism(data, tmp_path):
     again, _ = decode_region(tmp_path / "a.zarr")
     np.testing.assert_array_equal(decoded, again)
     # Each chunk is its codec's decoding of that chunk alone.
-    coder = ChunkCoder.from_folder(data / "codec0")
+    coder = ChunkCoder.from_folder(data / model)
     c = Chunk(1, 32, 64, 64, 75)
     alone = coder.decode(chunk_file(tmp_path / "a.zarr", c).read_bytes(), (32, 11))
     np.testing.assert_array_equal(decoded[1, 32:64, 64:75], np.clip(np.rint(alone), 0, 255))
@@ -146,9 +174,10 @@ def test_compress_round_trip_shape_dtype_rate_and_determinism(data, tmp_path):
     assert np.abs(decoded - stack).mean() < np.abs(stack - stack.mean()).mean()
 
 
-def test_regions_decode_from_their_own_chunks_into_tiff_and_ome_zarr(data, tmp_path):
+@pytest.mark.parametrize("model", ["codec0", "hyper0"])
+def test_regions_decode_from_their_own_chunks_into_tiff_and_ome_zarr(data, tmp_path, model):
     container = tmp_path / "a.zarr"
-    compress(data / "codec0", data / "stack.tif", container, **RUN)
+    compress(data / model, data / "stack.tif", container, **RUN)
     whole, _ = decode_region(container)
     part, _ = decode_region(container, "1:2,40:70,10:75")
     np.testing.assert_array_equal(part, whole[1:2, 40:70, 10:75])
@@ -247,3 +276,53 @@ def test_cli_compress_and_decompress(data, tmp_path, capsys):
     assert main(["decompress", str(container), "--out", str(out), "--region", "0:1,:,:"]) == 0
     np.testing.assert_array_equal(tifffile.imread(out), decode_region(container, "0:1,:,:")[0])
     assert json.loads((data / "codec0" / "config.json").read_text())["model"] == "codec"
+
+
+def test_the_report_measures_each_container_on_the_same_pixels(data, tmp_path):
+    from emae.compress.quality import psnr
+    from emae.report.compression import compression_section
+
+    summaries = [
+        compress(data / f"codec{i}", data / "stack.tif", tmp_path / f"c{i}.zarr", **RUN)
+        for i in (0, 1)
+    ]
+    section = compression_section([tmp_path / "c0.zarr", tmp_path / "c1.zarr"])
+    table = next(b for b in section["blocks"] if b.get("id") == "compression-levels")
+    assert len(table["rows"]) == 2
+    stack = tifffile.imread(data / "stack.tif")
+    found = {row[0]: row for row in table["rows"]}
+    for i, summary in enumerate(summaries):
+        row = found[f"c{i}.zarr"]
+        assert row[2] == f"{summary['bits_per_pixel']:.3f}"  # the region is the whole stack
+        decoded, _ = decode_region(tmp_path / f"c{i}.zarr")
+        expected = np.mean([psnr(a, b) for a, b in zip(stack, decoded, strict=True)])
+        assert row[3] == f"{expected:.2f}"
+    assert sum(b["type"] == "figure" for b in section["blocks"]) == 2
+
+
+def test_compress_settings_are_validated():
+    from emae.compress.config import CompressSettings
+
+    settings = CompressSettings(lambdas=[0.02, 0.002, 0.02], codec={"steps": 5})
+    assert settings.lambdas == [0.002, 0.02] and settings.codec.model == "codec"
+    assert settings.codec.latent_channels == 64  # the codec's own defaults apply
+    with pytest.raises(ValueError, match="the model is codec, not conv-ae"):
+        CompressSettings(codec={"model": "conv-ae"})
+    with pytest.raises(ValueError, match="lambdas must be > 0"):
+        CompressSettings(lambdas=[0.01, 0])
+
+
+def test_a_2d_image_round_trips_through_both_output_formats(data, tmp_path):
+    image = tmp_path / "plane.tif"
+    write_tiff(image, tifffile.imread(data / "stack.tif")[1, :70, :66], axes="YX")
+    container = tmp_path / "plane.zarr"
+    compress(data / "codec0", image, container, **RUN)
+    whole, failed = decode_region(container)
+    assert failed == [] and whole.shape == (70, 66) and whole.dtype == np.uint8
+    np.testing.assert_array_equal(decode_region(container, "10:50,33:66")[0], whole[10:50, 33:66])
+    decompress(container, tmp_path / "plane.out.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "plane.out.tif"), whole)
+    decompress(container, tmp_path / "plane.out.zarr")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "plane.out.zarr" / "0"))[:], whole)
+    with pytest.raises(EmaeError, match="already exists"):
+        decompress(container, tmp_path / "plane.out.tif")

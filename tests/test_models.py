@@ -70,6 +70,7 @@ def test_registry_entries():
         "vae",
         "beta-vae",
         "codec",
+        "codec-hyperprior",
         "pca",
     }
     assert model_spec("denoising-ae").denoising and not model_spec("conv-ae").denoising
@@ -80,7 +81,11 @@ def test_registry_entries():
             assert type(build_model(name)) is PCAAutoencoder
             continue
         if spec.codec:
-            assert type(build_model(name, channels=(8, 16), latent_channels=4)) is Codec
+            model = build_model(name, channels=(8, 16), latent_channels=4)
+            assert isinstance(model, Codec) and model(torch.rand(1, 1, 40, 24)).shape[-2:] == (
+                40,
+                24,
+            )
             continue
         if spec.blind_spot or spec.inpainting:
             expected = InpaintingUNet if spec.inpainting else UNet

@@ -42,7 +42,13 @@ MICRO = {
             "score_patches": 16,
         },
     },
-}
+    "compress": {
+        "lambdas": [0.01],
+        "chunk": 64,
+        "codec": {"steps": 4, "batch_size": 4, "val_every": 2, "score": "pixel",
+                  "score_patches": 16},
+    },
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +67,16 @@ def test_every_step_ran_and_wrote_its_output(demo_run):
         "split", "pretrain", "score", "finetune", "evaluate", "compare", "detect",
         "pretrain-denoiser", "pretrain-inpainter", "denoise", "repair", "embed-unlabeled",
         "embed-labels", "embed-test", "map", "map-labels", "map-test", "pretrain-generator",
-        "generate", "report",
+        "generate", "pretrain-codec-0.01", "compress-codec-0.01", "decompress-codec-0.01",
+        "report",
     ]  # fmt: skip
     for name in (
         "autoencoder", "classifier", "evaluation", "compare", "detect.zarr", "denoiser",
         "inpainter", "denoised.zarr", "repair", "map", "map-labels", "map-test", "generator",
-        "generated",
+        "generated", "codecs/codec-0.01", "compressed/codec-0.01.zarr",
     ):  # fmt: skip
         assert (out / name).is_dir(), name
+    assert (out / "compressed" / "codec-0.01.tif").is_file()
     assert (out / "scores" / "test.tif").is_file()
     assert (out / "report.html").stat().st_size > 50_000
     saved = json.loads((out / "pipeline.json").read_text())
@@ -137,9 +145,10 @@ def test_report_is_self_contained_and_complete(demo_run):
         assert words in html, words
     for section in (
         "data", "autoencoder", "anomaly", "classifier", "compare", "detect", "denoise", "repair",
-        "latent",
+        "latent", "compression",
     ):  # fmt: skip
         assert f'<section id="{section}">' in html, section
+    assert 'id="table-compression-levels"' in html and "rate-distortion curves" in html
     assert "repair panels" in html and "pixels replaced" in html
     for words in ("map by cluster", "table-latent-clusters", "table-latent-novelty", "traversals"):
         assert words in html, words
@@ -177,6 +186,8 @@ def test_config_paths_resolve_against_the_file(tmp_path):
         ("unlabeled: [a.tif]\nlabels: l.csv\nfinetune: {steps: 0}\n", "steps"),
         ("unlabeled: [a.tif]\nlabels: l.csv\ncompare_budgets: 'five'\n", "budget"),
         ("unlabeled: [a.tif]\nlabels: l.csv\ncompare_methods: [magic]\n", "magic"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\ncompress: {lambdas: [0.01]}\n", "detect_input"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\ncompress: {codec: {model: vae}}\n", "codec"),
         ("labels: l.csv\n", "unlabeled"),
         ("- a\n- b\n", "mapping"),
     ],

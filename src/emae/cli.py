@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="Model folder to create.")
     p.add_argument(
         "--model",
-        help="conv-ae, denoising-ae, blind-spot, inpainting-ae, vae, beta-vae, codec or pca "
-        "(default: conv-ae).",
+        help="conv-ae, denoising-ae, blind-spot, inpainting-ae, vae, beta-vae, codec, "
+        "codec-hyperprior or pca (default: conv-ae).",
     )
     p.add_argument(
         "--rd-lambda",

@@ -10,6 +10,7 @@ encoded; a chunk whose bytes are damaged is reported and left 0, the others deco
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -32,7 +33,7 @@ from emae.compress.container import (
 from emae.data.normalization import PercentileNormalizer, normalizer_for
 from emae.errors import EmaeError
 from emae.io import open_image
-from emae.io.atomic import check_writable
+from emae.io.atomic import atomic_file, check_writable
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.restore import cast_to
 from emae.volume.chunks import Chunk, ChunkJob, plan_sections
@@ -43,6 +44,18 @@ from emae.volume.sections import SectionJob
 from emae.volume.tasks import Runner, device_for_run
 
 logger = logging.getLogger(__name__)
+
+#: Written into the container when every chunk is coded: the run's totals.
+SUMMARY = "emae_compress.json"
+
+
+def _rd_lambda(model: str | Path) -> float | None:
+    """The quality level (``rd_lambda``) the codec in ``model`` was trained with."""
+    try:
+        run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run.get("rd_lambda") if isinstance(run, dict) else None
 
 
 def _start(out: Path, meta: dict[str, Any], overwrite: bool) -> bool:
@@ -106,6 +119,7 @@ def compress(
     Returns
     -------
     dict
+        Also written to ``OUT/emae_compress.json`` once every chunk is coded:
         ``out``, ``pixels``, ``bytes``, ``bits_per_pixel``, ``compression_ratio`` (input bytes
         over container bitstream bytes), ``seconds`` and ``megapixels_per_s`` (the chunks coded
         by this run), ``chunks`` (done, skipped).
@@ -125,7 +139,7 @@ def compress(
     )
     meta = {
         "format": 1,
-        "model": {"name": "codec", **model_identity(model)},
+        "model": {"name": "codec", "rd_lambda": _rd_lambda(model), **model_identity(model)},
         "source": str(source),
         "scale": scale,
         "shape": list(image.shape),
@@ -161,7 +175,7 @@ def compress(
     size = sum(t["bytes"] for t in tiles)
     seconds = times["chunks"] - began
     coded = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
-    return {
+    summary = {
         "out": str(out),
         "pixels": pixels,
         "bytes": size,
@@ -171,6 +185,9 @@ def compress(
         "megapixels_per_s": coded / 1e6 / seconds if seconds > 0 and coded else None,
         "chunks": {"done": len(todo), "skipped": sum(map(len, sections.values())) - len(todo)},
     }
+    with atomic_file(out / SUMMARY, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def _coder(container: Path, meta: dict[str, Any], model: str | Path | None) -> ChunkCoder:

@@ -49,6 +49,17 @@ QUICK: dict[str, Any] = {
     "detect_chunk": 256,
     "denoise": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
     "inpaint": {"steps": 60, "batch_size": 16, "val_every": 30, "score_patches": 32},
+    "compress": {
+        "lambdas": [0.003, 0.02],
+        "chunk": 128,
+        "codec": {
+            "steps": 150,
+            "batch_size": 8,
+            "val_every": 50,
+            "score": "pixel",
+            "score_patches": 16,
+        },
+    },
     "latent": {
         "sample": 400,
         "generator": {

@@ -332,8 +332,12 @@ def decompress(args: argparse.Namespace) -> None:
     summary = decompress(
         args.container, args.out, region=args.region, model=args.model, overwrite=args.overwrite
     )
-    shape = " x ".join(map(str, summary["shape"]))
-    print(f"decoded {shape} pixels in {summary['seconds']:.1f} s; wrote {summary['out']}")
+    shape, rate = " x ".join(map(str, summary["shape"])), summary["megapixels_per_s"]
+    print(
+        f"decoded {shape} pixels in {summary['seconds']:.1f} s"
+        + (f" ({rate:.2f} MP/s)" if rate else "")
+        + f"; wrote {summary['out']}"
+    )
 
 
 def denoise(args: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 from emae import __version__
 from emae.commands.pipeline_config import PipelineConfig
 from emae.commands.pipeline_steps import command as _command
-from emae.commands.pipeline_steps import latent_steps, restoration_steps
+from emae.commands.pipeline_steps import compress_steps, latent_steps, restoration_steps
 from emae.commands.pipeline_steps import write_yaml as _write_yaml
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file, check_writable
@@ -371,6 +371,8 @@ def run_pipeline(
         restoration_steps(config, out, ae, run, progress)
     if config.latent is not None:
         latent_steps(config, out, ae, run, progress)
+    if config.compress is not None:
+        compress_steps(config, out, run, progress)
 
     from emae.report import write_report
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from emae.classify.config import FinetuneConfig
+from emae.compress.config import CompressSettings
 from emae.config import read_options
 from emae.data.folds import parse_budgets
 from emae.errors import EmaeError, config_error
@@ -82,6 +83,11 @@ class PipelineConfig(BaseModel):
         description="Latent map of the unlabeled images (emae embed, emae map), the labeled and "
         "test patches placed in it, and emae generate; None: skip.",
     )
+    compress: CompressSettings | None = Field(
+        None,
+        description="Codecs pretrained on `unlabeled` at several qualities, each compressing and "
+        "decompressing `detect_input` (emae compress, emae decompress); None: skip.",
+    )
 
     @field_validator("compare_budgets")
     @classmethod
@@ -124,6 +130,8 @@ class PipelineConfig(BaseModel):
             self.latent = self.latent.model_copy(update={"generator": fixed})
         if (self.denoise or self.inpaint) and self.detect_input is None:
             raise ValueError("denoise and inpaint restore `detect_input`, which is not set")
+        if self.compress is not None and self.detect_input is None:
+            raise ValueError("compress codes `detect_input`, which is not set")
         unknown = sorted(set(self.compare_methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown compare methods {unknown}; available: {list(METHODS)}")

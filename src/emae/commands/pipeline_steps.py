@@ -1,4 +1,4 @@
-"""The optional steps of ``emae pipeline``: restoration and the latent space.
+"""The optional steps of ``emae pipeline``: restoration, the latent space and compression.
 
 Each function adds its steps through the pipeline's ``run(name, done, command, outputs, fn)``,
 so they are recorded, skipped when finished and resumed like the others
@@ -187,3 +187,51 @@ def pretrain_resumable(
     from emae.commands.pretrain import pretrain
 
     pretrain(inputs, folder, options, resume=Path(f"{folder}.training").is_dir(), progress=progress)
+
+
+def compress_steps(config: PipelineConfig, out: Path, run: Callable, progress: bool) -> None:
+    """One codec per quality level, pretrained on the unlabeled images; each compresses
+    ``detect_input`` into ``OUT/compressed/codec-LAMBDA.zarr`` and decompresses it beside."""
+    from emae.commands.compress import SUMMARY, compress, decompress
+    from emae.commands.pretrain import pretrain
+
+    settings = config.compress
+    assert settings is not None and config.detect_input is not None
+    source = config.detect_input
+    (out / "codecs").mkdir(exist_ok=True)
+    (out / "compressed").mkdir(exist_ok=True)
+    for lmbda in settings.lambdas:
+        name = f"codec-{lmbda:g}"
+        folder, store = out / "codecs" / name, out / "compressed" / f"{name}.zarr"
+        decoded = store.with_suffix(".tif")
+        options = settings.codec.model_copy(update={"rd_lambda": lmbda, "seed": config.seed})
+        yaml_file = write_yaml(out / "configs" / f"{name}.yaml", options.model_dump(mode="json"))
+        run(
+            f"pretrain-{name}",
+            (folder / "training.json").is_file(),
+            command("emae", "pretrain", *config.unlabeled, "--out", folder, "--config", yaml_file),
+            {"model": folder},
+            lambda folder=folder, options=options: pretrain(
+                config.unlabeled,
+                folder,
+                options,
+                resume=Path(f"{folder}.training").is_dir(),
+                progress=progress,
+            ),
+        )
+        run(
+            f"compress-{name}",
+            (store / SUMMARY).is_file(),
+            command("emae", "compress", folder, source, "--out", store, "--chunk", settings.chunk),
+            {"container": store},
+            lambda folder=folder, store=store: compress(
+                folder, source, store, chunk=settings.chunk, progress=progress
+            ),
+        )
+        run(
+            f"decompress-{name}",
+            decoded.is_file(),
+            command("emae", "decompress", store, "--out", decoded),
+            {"decoded": decoded},
+            lambda store=store, decoded=decoded: decompress(store, decoded, overwrite=True),
+        )

@@ -1,7 +1,9 @@
 """Entropy coding of integer latents with fixed probability tables (constriction's ANS coder).
 
-A chunk's latent is an integer array ``(M, h, w)``; channel ``c`` is coded with the table
-``pmf[c]`` of :class:`emae.models.entropy.FactorizedDensity`: symbols ``-R .. R`` map to
+Integer symbols are coded with fixed tables ``pmf`` ``(T, 2R + 2)``: by default symbol ``(c, ...)``
+with table ``pmf[c]`` (a latent ``(M, h, w)`` with the per-channel tables of
+:class:`emae.models.entropy.FactorizedDensity`), or with the table each symbol's index picks (the
+Gaussian tables of the hyperprior codec, :mod:`emae.models.hyperprior`). Symbols ``-R .. R`` map to
 ``0 .. 2R``, anything else to the escape symbol ``2R + 1`` followed by the value itself as two
 16-bit uniform symbols. The tables are float64 numbers stored with the model; constriction turns
 each into an exactly invertible fixed-point distribution by the same integer algorithm on every
@@ -15,6 +17,7 @@ coder's 32-bit words. A truncated or altered chunk fails the CRC and raises
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 
@@ -42,18 +45,43 @@ def _constriction():
     return constriction
 
 
-def _models(pmf: np.ndarray) -> list:
-    model = _constriction().stream.model
-    return [model.Categorical(np.ascontiguousarray(p, np.float64), perfect=False) for p in pmf]
+def _rows(shape: tuple[int, ...], rows: np.ndarray | None) -> np.ndarray:
+    """The table of each symbol, flat: ``rows`` or, by default, its channel (first axis)."""
+    if rows is not None:
+        if rows.shape != tuple(shape):
+            raise EmaeError(f"table indices of shape {rows.shape} for symbols of shape {shape}")
+        return rows.reshape(-1).astype(np.int64)
+    return np.repeat(np.arange(shape[0]), int(np.prod(shape[1:], dtype=np.int64)))
 
 
-def encode_symbols(symbols: np.ndarray, pmf: np.ndarray) -> bytes:
-    """Code an integer latent ``(M, h, w)`` with the tables ``pmf`` ``(M, 2R + 2)``: bytes."""
+def _groups(table: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` of the runs of equal values of a sorted ``table``."""
+    if not table.size:
+        return []
+    starts = np.flatnonzero(np.r_[True, table[1:] != table[:-1]])
+    return list(itertools.pairwise([*starts.tolist(), table.size]))
+
+
+def _model(pmf: np.ndarray, row: int) -> object:
+    p = np.ascontiguousarray(pmf[row], np.float64)
+    return _constriction().stream.model.Categorical(p, perfect=False)
+
+
+def encode_symbols(symbols: np.ndarray, pmf: np.ndarray, rows: np.ndarray | None = None) -> bytes:
+    """Code integer ``symbols`` (any shape) with the tables ``pmf`` ``(T, 2R + 2)``: bytes.
+
+    ``rows`` (same shape as ``symbols``) picks each symbol's table; by default the symbol's
+    channel, the first axis (``T`` = channels). Symbols are coded table by table in ascending
+    order, each table's in C order.
+    """
     c = _constriction()
     radius = (pmf.shape[1] - 2) // 2
-    if symbols.ndim != 3 or symbols.shape[0] != pmf.shape[0]:
-        raise EmaeError(f"expected a latent of {pmf.shape[0]} channels, got {symbols.shape}")
-    values = symbols.astype(np.int64).reshape(symbols.shape[0], -1)
+    table = _rows(symbols.shape, rows)
+    if table.size and (table.min() < 0 or table.max() >= pmf.shape[0]):
+        raise EmaeError(f"table indices outside 0..{pmf.shape[0] - 1}")
+    values = symbols.astype(np.int64).reshape(-1)
+    order = np.argsort(table, kind="stable")  # grouped by table, C order within each
+    values, table = values[order], table[order]
     escaped = np.abs(values) > radius
     indices = np.where(escaped, 2 * radius + 1, values + radius).astype(np.int32)
     coder = c.stream.stack.AnsCoder()
@@ -64,15 +92,17 @@ def encode_symbols(symbols: np.ndarray, pmf: np.ndarray) -> bytes:
             raise EmaeError("a latent value does not fit in 32 bits; the model diverged")
         words = np.stack([payload >> 16, payload & (_HALF - 1)], axis=1).ravel().astype(np.int32)
         coder.encode_reverse(words, c.stream.model.Uniform(_HALF))
-    for channel, model in zip(indices[::-1], _models(pmf)[::-1], strict=True):
-        coder.encode_reverse(channel, model)
+    for a, b in reversed(_groups(table)):
+        coder.encode_reverse(indices[a:b], _model(pmf, int(table[a])))
     body = coder.get_compressed().astype("<u4").tobytes()
     return _HEADER.pack(MAGIC, zlib.crc32(body)) + body
 
 
-def decode_symbols(data: bytes, pmf: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode bytes of :func:`encode_symbols` into the integer latent ``shape`` ``(M, h, w)``,
-    int32.
+def decode_symbols(
+    data: bytes, pmf: np.ndarray, shape: tuple[int, ...], rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Decode bytes of :func:`encode_symbols` into integer symbols of ``shape`` (int32), with
+    the same ``pmf`` and ``rows``.
 
     Raises
     ------
@@ -87,13 +117,19 @@ def decode_symbols(data: bytes, pmf: np.ndarray, shape: tuple[int, int, int]) ->
     body = data[_HEADER.size :]
     if magic != MAGIC or zlib.crc32(body) != crc:
         raise CorruptChunk("a chunk's bytes fail their checksum (truncated or altered)")
+    table = _rows(tuple(shape), rows)
+    order = np.argsort(table, kind="stable")
+    sorted_table = table[order]
     coder = c.stream.stack.AnsCoder(np.frombuffer(body, "<u4").astype(np.uint32))
-    n = shape[1] * shape[2]
-    indices = np.stack([coder.decode(model, n) for model in _models(pmf)])  # (M, n)
-    values = indices.astype(np.int64) - radius
+    indices = np.empty(table.size, np.int64)
+    for a, b in _groups(sorted_table):
+        indices[a:b] = coder.decode(_model(pmf, int(sorted_table[a])), b - a)
+    values = indices - radius
     escaped = indices == 2 * radius + 1
     if escaped.any():
         words = coder.decode(c.stream.model.Uniform(_HALF), 2 * int(escaped.sum()))
         words = words.astype(np.int64).reshape(-1, 2)
         values[escaped] = (words[:, 0] << 16) + words[:, 1] - (1 << 31)
-    return values.reshape(shape).astype(np.int32)
+    out = np.empty(table.size, np.int64)
+    out[order] = values
+    return out.reshape(shape).astype(np.int32)

@@ -14,16 +14,20 @@ arithmetic only, and the synthesis transform is a fixed sequence of float32 oper
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from emae.compress.bitstream import decode_symbols, encode_symbols
+from emae.compress.bitstream import CorruptChunk, decode_symbols, encode_symbols
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.models.codec import Codec
+from emae.models.hyperprior import HyperpriorCodec, gaussian_tables, scale_indices
+
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass
@@ -74,17 +78,28 @@ class ChunkCoder:
         return ChunkCoder(self.model.to(device), self.normalizer, device)
 
     def latent_shape(self, shape: tuple[int, int]) -> tuple[int, int, int]:
-        """``(M, ceil(h/m), ceil(w/m))`` of a region ``(h, w)``."""
-        m = self.model.downsample_factor
-        return (self.model.latent_channels, -(-shape[0] // m), -(-shape[1] // m))
+        """``(M, h', w')`` of the latent of a region ``(h, w)`` (padded to the model's
+        multiple, then down-sampled by its latent factor)."""
+        m, f = self.model.downsample_factor, self.model.latent_factor
+        return (self.model.latent_channels, *(-(-s // m) * m // f for s in shape))
+
+    def _gaussian(self, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Means (float64) and table indices of the latent, from the integer hyper-latent."""
+        means, scales = self.model.gaussian_parameters(torch.from_numpy(z)[None], exact=True)
+        return means[0], scale_indices(scales[0]).numpy()
 
     @torch.no_grad()
     def encode(self, region: np.ndarray) -> bytes:
         """A raw region ``(h, w)`` of any real dtype -> its bitstream."""
         x = torch.from_numpy(self.normalizer(np.asarray(region)))[None, None]
         y = self.model.encode(x.to(self.device))
-        symbols = torch.round(y[0]).to(torch.int32).cpu().numpy()
-        return encode_symbols(symbols, self._pmf)
+        if not isinstance(self.model, HyperpriorCodec):
+            return encode_symbols(torch.round(y[0]).to(torch.int32).cpu().numpy(), self._pmf)
+        z = torch.round(self.model.hyper_analysis(y)[0]).to(torch.int32).cpu().numpy()
+        means, rows = self._gaussian(z)
+        residual = torch.round(y[0].cpu().double() - means).to(torch.int32).numpy()
+        side = encode_symbols(z, self._pmf)
+        return _LENGTH.pack(len(side)) + side + encode_symbols(residual, gaussian_tables(), rows)
 
     @torch.no_grad()
     def decode(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -95,8 +110,19 @@ class ChunkCoder:
         emae.compress.CorruptChunk
             When the bytes are truncated or altered.
         """
-        symbols = decode_symbols(data, self._pmf, self.latent_shape(shape))
-        y_hat = torch.from_numpy(symbols.astype(np.float32))[None].to(self.device)
+        latent = self.latent_shape(shape)
+        if isinstance(self.model, HyperpriorCodec):
+            if len(data) < _LENGTH.size or _LENGTH.unpack_from(data)[0] > len(data) - 4:
+                raise CorruptChunk(f"a chunk of {len(data)} bytes is truncated")
+            n = _LENGTH.unpack_from(data)[0]
+            side, data = data[4 : 4 + n], data[4 + n :]
+            z_shape = (self.model.hyper_channels, latent[1] // 4, latent[2] // 4)
+            means, rows = self._gaussian(decode_symbols(side, self._pmf, z_shape))
+            residual = decode_symbols(data, gaussian_tables(), latent, rows)
+            y = (torch.from_numpy(residual).double() + means).float()
+        else:
+            y = torch.from_numpy(decode_symbols(data, self._pmf, latent).astype(np.float32))
+        y_hat = y[None].to(self.device)
         x_hat = self.model.decode(y_hat)[0, 0, : shape[0], : shape[1]].cpu().numpy()
         norm = self.normalizer
         return x_hat * np.float32(norm.high_value - norm.low_value) + np.float32(norm.low_value)

@@ -67,7 +67,8 @@ class Codec(nn.Module):
         self.entropy = FactorizedDensity(latent_channels)
         self.in_channels = in_channels
         self.latent_channels = latent_channels
-        self.downsample_factor = 2 ** len(channels)
+        self.latent_factor = 2 ** len(channels)
+        self.downsample_factor = self.latent_factor
 
     def _pad(self, x: Tensor) -> Tensor:
         """Pad ``(N, C, H, W)`` on the bottom and right, by reflection, to multiples of ``m``."""
@@ -92,22 +93,27 @@ class Codec(nn.Module):
         return center_crop_top_left(self.decode(torch.round(self.encode(x))), x.shape[-2:])
 
     def rate_distortion_terms(
-        self, x: Tensor, generator: torch.Generator | None = None
+        self, x: Tensor, generator: torch.Generator | None = None, *, noise: bool = True
     ) -> tuple[Tensor, Tensor]:
         """Training terms on a batch ``(N, C, H, W)``: ``(x_hat, bits)``.
 
         ``x_hat`` ``(N, C, H, W)`` is decoded from the rounded latent (straight-through
         gradient); ``bits`` ``(N,)`` is each image's rate under the density, with uniform noise
-        in place of rounding.
+        in place of rounding (``noise=False``: of the rounded latent, what a bitstream pays).
         """
         y = self.encode(x)
-        device = generator.device if generator is not None else y.device
-        noise = torch.rand(y.shape, generator=generator, device=device).to(y)
-        noisy = y + noise - 0.5
-        bits = -torch.log2(self.entropy.likelihood(noisy)).flatten(1).sum(dim=1)
+        bits = -torch.log2(self.entropy.likelihood(quantized(y, generator, noise)))
         y_hat = y + (torch.round(y) - y).detach()
         x_hat = center_crop_top_left(self.decode(y_hat), x.shape[-2:])
-        return x_hat, bits
+        return x_hat, bits.flatten(1).sum(dim=1)
+
+
+def quantized(y: Tensor, generator: torch.Generator | None, noise: bool) -> Tensor:
+    """``y + u``, ``u ~ U(-1/2, 1/2)`` drawn from ``generator`` (training), or ``round(y)``."""
+    if not noise:
+        return torch.round(y)
+    device = generator.device if generator is not None else y.device
+    return y + torch.rand(y.shape, generator=generator, device=device).to(y) - 0.5
 
 
 def center_crop_top_left(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 from emae.errors import EmaeError
 from emae.models.codec import Codec
 from emae.models.conv_ae import ConvAutoencoder
+from emae.models.hyperprior import HyperpriorCodec
 from emae.models.pca import PCAAutoencoder
 from emae.models.unet import InpaintingUNet, UNet
 from emae.models.vae import VariationalAutoencoder
@@ -119,9 +120,17 @@ MODELS: dict[str, ModelSpec] = {
             "codec",
             Codec,
             codec=True,
-            defaults={"channels": (64, 64, 64, 64), "latent_channels": 96, "patch_size": 64},
+            defaults={"channels": (32, 32, 32, 32), "latent_channels": 64, "patch_size": 64},
             description="learned image codec (quantized latent, learned entropy model) trained "
             "on rate + lambda * distortion; for emae compress",
+        ),
+        ModelSpec(
+            "codec-hyperprior",
+            HyperpriorCodec,
+            codec=True,
+            defaults={"channels": (32, 32, 32, 32), "latent_channels": 64, "patch_size": 64},
+            description="learned image codec whose latent's mean and scale are sent as side "
+            "information (mean-scale hyperprior); for emae compress",
         ),
         ModelSpec(
             "pca",

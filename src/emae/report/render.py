@@ -16,6 +16,7 @@ from emae import __version__
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file, check_writable
 from emae.report.comparison import compare_section
+from emae.report.compression import compression_section
 from emae.report.detection import detect_section
 from emae.report.evaluation import classifier_section
 from emae.report.latent_space import latent_section
@@ -61,6 +62,7 @@ def build_sections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
             runs.folders["latent-map"], runs.folders["map-apply"], runs.folders["generate"]
         )
     )
+    sections.append(compression_section(runs.folders["compressed"]))
     configured = [f for kind in ("autoencoder", "classifier") for f in runs.folders[kind]]
     sections.append(reproducibility_section(runs, configured))
     sections = [s for s in sections if s is not None and s["blocks"]]

@@ -27,6 +27,7 @@ KINDS = (
     "latent-map",
     "map-apply",
     "generate",
+    "compressed",
 )
 
 
@@ -79,6 +80,8 @@ def kind_of(path: Path) -> str | None:
         return "denoise" if mode == "denoise" else None
     if (path / "repair.json").is_file():
         return "repair"
+    if path.suffix == ".zarr" and (path / "emae_compress.json").is_file():
+        return "compressed"
     return None
 
 
@@ -111,6 +114,9 @@ def _add_pipeline(runs: Runs, folder: Path) -> None:
     ):
         if kind_of(folder / name) == kind:
             runs.folders[kind].append(folder / name)
+    for store in sorted((folder / "compressed").glob("*.zarr")):
+        if kind_of(store) == "compressed":
+            runs.folders["compressed"].append(store)
 
 
 def find_runs(paths: Sequence[str | Path]) -> Runs:
@@ -133,8 +139,8 @@ def find_runs(paths: Sequence[str | Path]) -> Runs:
             raise EmaeError(
                 f"{path}: not an emae output (expected a pipeline or demo run, sample data, an "
                 f"autoencoder or classifier folder, an evaluation or comparison folder, a "
-                f"detect or denoise .zarr, a repair folder, or a latent map, applied map or "
-                f"generate folder)"
+                f"detect or denoise .zarr, a repair folder, a latent map, applied map or "
+                f"generate folder, or a compressed .zarr)"
             )
         if kind == "pipeline":
             _add_pipeline(runs, path)

@@ -155,12 +155,7 @@ def rate_distortion_loss(
     tuple of Tensor
         Scalars ``(total, bpp, mse)``.
     """
-    if noise:
-        x_hat, bits = model.rate_distortion_terms(x, generator)
-    else:
-        y_hat = torch.round(model.encode(x))
-        bits = -torch.log2(model.entropy.likelihood(y_hat)).flatten(1).sum(dim=1)
-        x_hat = model.decode(y_hat)[..., : x.shape[-2], : x.shape[-1]]
+    x_hat, bits = model.rate_distortion_terms(x, generator, noise=noise)
     bpp = bits.mean() / (x.shape[-2] * x.shape[-1])
     distortion = F.mse_loss(x_hat, x)
     return bpp + lmbda * 255**2 * distortion, bpp, distortion
