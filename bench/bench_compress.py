@@ -137,9 +137,14 @@ def measure(codec: Codec, images: list[np.ndarray]) -> dict[str, float]:
     }
 
 
-def _curve(points: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(log rate, PSNR) sorted by rate, keeping the points where PSNR rises with rate."""
-    pts = sorted((p["bpp"], p["psnr"]) for p in points)
+def _quality(point: dict[str, float], key: str) -> float:
+    """PSNR, or MS-SSIM in decibels (``-10 log10(1 - MS-SSIM)``, as CompressAI plots it)."""
+    return point["psnr"] if key == "psnr" else -10 * np.log10(1 - point["ms_ssim"])
+
+
+def _curve(points: list[dict[str, float]], key: str = "psnr") -> tuple[np.ndarray, np.ndarray]:
+    """(log rate, quality) sorted by rate, keeping the points where quality rises with rate."""
+    pts = sorted((p["bpp"], _quality(p, key)) for p in points)
     kept = [pts[0]]
     for r, q in pts[1:]:
         if q > kept[-1][1] and r > kept[-1][0]:
@@ -152,12 +157,13 @@ def bd_rate(
     anchor: list[dict[str, float]],
     test: list[dict[str, float]],
     rate_range: tuple[float, float] | None = None,
+    key: str = "psnr",
 ) -> float | None:
     """Bjøntegaard delta rate of ``test`` against ``anchor``, percent (negative: fewer bits at
-    the same PSNR), over the PSNR interval both cover (and where ``test``'s rate lies in
-    ``rate_range``, when given); None without overlap."""
-    la, qa = _curve(anchor)
-    lt, qt = _curve(test)
+    the same quality ``key``), over the quality interval both cover (and where ``test``'s rate
+    lies in ``rate_range``, when given); None without overlap."""
+    la, qa = _curve(anchor, key)
+    lt, qt = _curve(test, key)
     if len(qa) < 2 or len(qt) < 2:
         return None
     low, high = max(qa.min(), qt.min()), min(qa.max(), qt.max())
@@ -238,6 +244,21 @@ def train_codec(
     return folder, {"reused": False, "seconds": summary["seconds"], "best_val": summary["best_val"]}
 
 
+def summarize(curves: dict[str, list[dict]]) -> dict:
+    """Per codec: emae's BD-rates against every other curve (PSNR, PSNR with emae at 0.1-0.5
+    bpp, MS-SSIM in dB) and every codec's PSNR at 0.15 bpp."""
+    out = {}
+    for name, points in curves.items():
+        others = [p for p in curves if p != name] if name.startswith("emae") else []
+        out[name] = {
+            "bd_rate_vs": {p: bd_rate(curves[p], points) for p in others},
+            "bd_rate_0.1_0.5_bpp_vs": {p: bd_rate(curves[p], points, (0.1, 0.5)) for p in others},
+            "bd_rate_ms_ssim_vs": {p: bd_rate(curves[p], points, key="ms_ssim") for p in others},
+            "psnr_at_0.15_bpp": quality_at(points, 0.15),
+        }
+    return out
+
+
 def rate_distortion(args: argparse.Namespace) -> dict:
     results = {}
     for dataset in args.datasets:
@@ -253,22 +274,7 @@ def rate_distortion(args: argparse.Namespace) -> dict:
                 print(f"  {model} {lmbda:g}: {point['bpp']:.3f} bpp {point['psnr']:.2f} dB")
         for name, (what, settings) in PEERS.items():
             curves[name] = [{what: s, **measure(peer_codec(name, s), images)} for s in settings]
-        summary = {
-            name: {
-                "bd_rate_vs": {
-                    peer: bd_rate(curves[peer], curves[name])
-                    for peer in curves
-                    if peer != name and name.startswith("emae")
-                },
-                "bd_rate_0.1_0.5_bpp_vs": {
-                    peer: bd_rate(curves[peer], curves[name], (0.1, 0.5))
-                    for peer in curves
-                    if peer != name and name.startswith("emae")
-                },
-                "psnr_at_0.15_bpp": quality_at(curves[name], 0.15),
-            }
-            for name in curves
-        }
+        summary = summarize(curves)
         results[dataset] = {
             "train_images": len(train),
             "held_out": [str(p.relative_to(args.data)) for p in held],
@@ -360,15 +366,17 @@ def print_tables(dataset: str, curves: dict, summary: dict) -> None:
         cells = ", ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}/{p['ms_ssim']:.4f}" for p in points)
         print(f"  {name}: {cells}")
     ours = [n for n in curves if n.startswith("emae")]
-    head = " | ".join(f"{n}: BD-rate vs it (all / at 0.1-0.5 bpp)" for n in ours)
+    head = " | ".join(f"{n}: BD-rate vs it (PSNR / at 0.1-0.5 bpp / MS-SSIM)" for n in ours)
     print(f"\n| codec | PSNR at 0.15 bpp | {head} |")
     print("|---|---|" + "---|" * len(ours))
     for name in curves:
         cells = []
         for own in ours:
-            bd = summary[own]["bd_rate_vs"].get(name)
-            low = summary[own]["bd_rate_0.1_0.5_bpp_vs"].get(name)
-            cells.append(f"{_fmt(bd)}% / {_fmt(low)}%" if name != own else "-")
+            found = [
+                summary[own][k].get(name)
+                for k in ("bd_rate_vs", "bd_rate_0.1_0.5_bpp_vs", "bd_rate_ms_ssim_vs")
+            ]
+            cells.append(" / ".join(f"{_fmt(v)}%" for v in found) if name != own else "-")
         print(
             f"| {name} | {_fmt(summary[name]['psnr_at_0.15_bpp'], '.2f')} | {' | '.join(cells)} |"
         )
@@ -421,7 +429,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--detect-model", type=Path, default=REPO / "runs/bench/isbi-torch/model")
     parser.add_argument("--plot", type=Path, default=None, help="Also save the RD plot here.")
+    parser.add_argument("--tables", action="store_true", help="Print the tables of OUT/rd.json.")
     args = parser.parse_args()
+    if args.tables:
+        stored = json.loads((args.out / "rd.json").read_text())["rate_distortion"]
+        for dataset, result in stored.items():
+            print(f"\n## {dataset} ({result.get('command', 'command not stored')})")
+            print_tables(dataset, result["curves"], summarize(result["curves"]))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,9 @@ widget) decides the same way:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -102,3 +105,19 @@ def select_precision(device: torch.device, name: str = "auto") -> torch.dtype | 
     if name == "bf16" and not supported:
         raise EmaeError(f"precision 'bf16' requested but {device} has no native bf16 support")
     return torch.bfloat16 if supported else None
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU operations on one thread inside the block (then restore the count).
+
+    A float32 convolution may round differently with another number of threads; results that
+    must be reproducible bit for bit (decoded images, a codec's side information) are computed
+    one thread per task, and parallel over tasks.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emae.commands.embed import model_identity
-from emae.compress.bitstream import CorruptChunk
 from emae.compress.coder import ChunkCoder
 from emae.compress.container import (
     KIND,
@@ -36,6 +38,7 @@ from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.restore import cast_to
+from emae.runtime import one_thread
 from emae.volume.chunks import Chunk, ChunkJob, plan_sections
 from emae.volume.compress import compress_chunk
 from emae.volume.done import DONE, read_manifest, scan
@@ -212,31 +215,53 @@ def _coder(container: Path, meta: dict[str, Any], model: str | Path | None) -> C
 
 
 def _decode_section(
-    container: Path, coder: ChunkCoder, meta: dict[str, Any], z: int, yx: tuple[slice, slice]
+    container: Path,
+    coder: ChunkCoder,
+    meta: dict[str, Any],
+    z: int,
+    yx: tuple[slice, slice],
+    pool: ThreadPoolExecutor,
 ) -> tuple[np.ndarray, list[str]]:
-    """Region ``yx`` of section ``z``, decoded from the chunks it touches: ``(h, w)`` in the
-    input's dtype, and the names of the chunks that could not be decoded (left 0)."""
+    """Region ``yx`` of section ``z``, decoded from the chunks it touches (in parallel over
+    ``pool``'s threads): ``(h, w)`` in the input's dtype, and the names of the chunks that
+    could not be decoded (left 0)."""
     shape, chunk = tuple(meta["shape"]), int(meta["chunk"])
     out = np.zeros((yx[0].stop - yx[0].start, yx[1].stop - yx[1].start), dtype=meta["dtype"])
+    chunks = [
+        Chunk(z, y0, x0, min(y0 + chunk, shape[-2]), min(x0 + chunk, shape[-1]))
+        for y0 in range(yx[0].start // chunk * chunk, yx[0].stop, chunk)
+        for x0 in range(yx[1].start // chunk * chunk, yx[1].stop, chunk)
+    ]
+
+    def decode(c: Chunk) -> np.ndarray | EmaeError:
+        try:
+            return coder.decode(read_chunk(container, c), (c.y1 - c.y0, c.x1 - c.x0))
+        except EmaeError as exc:  # CorruptChunk included
+            return exc
+
     failed = []
-    for y0 in range(yx[0].start // chunk * chunk, yx[0].stop, chunk):
-        for x0 in range(yx[1].start // chunk * chunk, yx[1].stop, chunk):
-            c = Chunk(z, y0, x0, min(y0 + chunk, shape[-2]), min(x0 + chunk, shape[-1]))
-            try:
-                values = coder.decode(read_chunk(container, c), (c.y1 - c.y0, c.x1 - c.x0))
-            except (CorruptChunk, EmaeError) as exc:
-                logger.error("chunk %s of %s: %s", c.name, container, exc)
-                failed.append(c.name)
-                continue
-            cy = slice(max(yx[0].start, c.y0), min(yx[0].stop, c.y1))
-            cx = slice(max(yx[1].start, c.x0), min(yx[1].stop, c.x1))
-            block = values[cy.start - c.y0 : cy.stop - c.y0, cx.start - c.x0 : cx.stop - c.x0]
-            target = (
-                slice(cy.start - yx[0].start, cy.stop - yx[0].start),
-                slice(cx.start - yx[1].start, cx.stop - yx[1].start),
-            )
-            out[target] = cast_to(block, out.dtype)[0]
+    for c, values in zip(chunks, pool.map(decode, chunks), strict=True):
+        if isinstance(values, EmaeError):
+            logger.error("chunk %s of %s: %s", c.name, container, values)
+            failed.append(c.name)
+            continue
+        cy = slice(max(yx[0].start, c.y0), min(yx[0].stop, c.y1))
+        cx = slice(max(yx[1].start, c.x0), min(yx[1].stop, c.x1))
+        block = values[cy.start - c.y0 : cy.stop - c.y0, cx.start - c.x0 : cx.stop - c.x0]
+        target = (
+            slice(cy.start - yx[0].start, cy.stop - yx[0].start),
+            slice(cx.start - yx[1].start, cx.stop - yx[1].start),
+        )
+        out[target] = cast_to(block, out.dtype)[0]
     return out, failed
+
+
+@contextmanager
+def _decoders() -> Iterator[ThreadPoolExecutor]:
+    """Threads that decode one chunk each, torch on one thread per chunk: the decoded pixels
+    then do not depend on how many threads the machine or the user allows."""
+    with one_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        yield pool
 
 
 def _sections(meta: dict[str, Any], region: str | None) -> tuple[tuple[slice, ...], range]:
@@ -272,7 +297,8 @@ def decode_region(
     meta = read_meta(container)
     coder = _coder(container, meta, model)
     where, zs = _sections(meta, region)
-    decoded = [_decode_section(container, coder, meta, z, where[-2:]) for z in zs]
+    with _decoders() as pool:
+        decoded = [_decode_section(container, coder, meta, z, where[-2:], pool) for z in zs]
     failed = [name for _, names in decoded for name in names]
     values = np.stack([v for v, _ in decoded])
     return (values if len(where) == 3 else values[0]), failed
@@ -347,10 +373,11 @@ def decompress(
     level0 = zarr.open_array(str(work / "0"), mode="r+")
     began = time.perf_counter()
     failed: list[str] = []
-    for k, z in enumerate(zs):  # one section in memory at a time
-        values, lost = _decode_section(container, coder, meta, z, where[-2:])
-        level0[(k,) if axes == "ZYX" else ()] = values
-        failed += lost
+    with _decoders() as pool:
+        for k, z in enumerate(zs):  # one section in memory at a time
+            values, lost = _decode_section(container, coder, meta, z, where[-2:], pool)
+            level0[(k,) if axes == "ZYX" else ()] = values
+            failed += lost
     seconds = time.perf_counter() - began
     if work == out:
         build_pyramid(out)

@@ -59,6 +59,8 @@ class ChunkCoder:
             raise EmaeError("this codec has no coding tables; it was saved before training ended")
         self.model.eval()
         self._pmf = self.model.entropy.pmf.cpu().numpy()
+        hyper = isinstance(self.model, HyperpriorCodec)
+        self._exact = self.model.exact_synthesis() if hyper else None
 
     @classmethod
     def from_folder(cls, path: str | Path) -> ChunkCoder:
@@ -75,6 +77,8 @@ class ChunkCoder:
 
     def on(self, device: str) -> ChunkCoder:
         """This coder with its forward passes on ``device`` (the module moves)."""
+        if device == self.device:
+            return self
         return ChunkCoder(self.model.to(device), self.normalizer, device)
 
     def latent_shape(self, shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -85,7 +89,8 @@ class ChunkCoder:
 
     def _gaussian(self, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Means (float64) and table indices of the latent, from the integer hyper-latent."""
-        means, scales = self.model.gaussian_parameters(torch.from_numpy(z)[None], exact=True)
+        z_hat = torch.from_numpy(z)[None]
+        means, scales = self.model.gaussian_parameters(z_hat, exact=self._exact)
         return means[0], scale_indices(scales[0]).numpy()
 
     @torch.no_grad()

@@ -14,14 +14,14 @@ For coding, each scale is replaced by the nearest-above entry of a fixed table o
 (:func:`gaussian_tables`, computed in float64 from the normal CDF, no learned values): the
 symbols of ``y`` are coded with the table their scale picks. The means and scales of a chunk
 are computed from its integer ``z`` on the CPU, in float64, on one thread
-(:meth:`HyperpriorCodec.gaussian_parameters` with ``exact=True``), so the encoder and the
-decoder pick the same tables.
+(:meth:`HyperpriorCodec.gaussian_parameters` with ``exact``), so the encoder and the decoder
+pick the same tables.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from emae.models.codec import Codec, center_crop_top_left, quantized
 from emae.models.entropy import LIKELIHOOD_FLOOR, RANGE, FactorizedDensity
+from emae.runtime import one_thread
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
@@ -66,17 +67,6 @@ def gaussian_likelihood(values: Tensor, scales: Tensor) -> Tensor:
     upper = torch.special.ndtr((0.5 - v) / s)
     lower = torch.special.ndtr((-0.5 - v) / s)
     return (upper - lower).clamp_min(LIKELIHOOD_FLOOR)
-
-
-@contextmanager
-def one_thread():
-    """Run torch's CPU operations on one thread inside the block."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class HyperpriorCodec(Codec):
@@ -121,25 +111,26 @@ class HyperpriorCodec(Codec):
         self.hyper_channels = n
         self.downsample_factor = 4 * self.latent_factor
 
-    def gaussian_parameters(self, z_hat: Tensor, *, exact: bool = False) -> tuple[Tensor, Tensor]:
+    def gaussian_parameters(
+        self, z_hat: Tensor, *, exact: nn.Module | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``round(z)`` ``(N, Nz, h/4, w/4)`` -> mean and scale ``(N, M, h, w)``.
 
-        ``exact=True`` (coding): in float64 on the CPU on one thread, returned in float64, so
-        that the encoder and decoder compute the same values.
+        ``exact`` (coding): a float64 CPU copy of :attr:`hyper_synthesis`
+        (:meth:`exact_synthesis`), run on one thread and returned in float64, so that the
+        encoder and the decoder compute the same values.
         """
-        if exact:
-            cpu64 = {"device": "cpu", "dtype": torch.float64}
-            params = {
-                k: v.detach().to(**cpu64) for k, v in self.hyper_synthesis.state_dict().items()
-            }
+        if exact is not None:
             with one_thread(), torch.no_grad():
-                out = torch.func.functional_call(
-                    self.hyper_synthesis, params, (z_hat.detach().to(**cpu64),)
-                )
+                out = exact(z_hat.detach().to("cpu", torch.float64))
         else:
             out = self.hyper_synthesis(z_hat)
         means, raw = out.chunk(2, dim=1)
         return means, torch.exp(raw).clamp(SCALE_MIN, SCALE_MAX)
+
+    def exact_synthesis(self) -> nn.Module:
+        """A float64 CPU copy of :attr:`hyper_synthesis`, for :meth:`gaussian_parameters`."""
+        return copy.deepcopy(self.hyper_synthesis).to("cpu", torch.float64).eval()
 
     def rate_distortion_terms(
         self, x: Tensor, generator: torch.Generator | None = None, *, noise: bool = True

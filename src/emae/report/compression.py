@@ -43,7 +43,11 @@ def _measured(container: Path) -> dict:
     decoded, failed = decode_region(container, region)
     image = open_image(meta["source"], scale=int(meta["scale"]))
     n = min(SECTIONS, image.n_sections)
-    original = np.asarray(image.data[:n, :h, :w] if image.ndim == 3 else image.data[:h, :w])
+    yx = (slice(0, h), slice(0, w))
+    if image.ndim == 3:  # section by section: every reader indexes one section lazily
+        original = np.stack([np.asarray(image.data[(z, *yx)]) for z in range(n)])
+    else:
+        original = np.asarray(image.data[yx])
     original, decoded = original.reshape(-1, h, w), decoded.reshape(-1, h, w)
     shape = (image.n_sections, *image.yx_shape)
     chunks = [c for z, cs in plan_sections(shape, int(meta["chunk"])).items() if z < n for c in cs]
