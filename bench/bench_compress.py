@@ -382,6 +382,16 @@ def print_tables(dataset: str, curves: dict, summary: dict) -> None:
         )
 
 
+COLORS = {
+    "emae codec": "k",
+    "emae codec-hyperprior": "C7",
+    "JPEG": "C0",
+    "JPEG 2000": "C1",
+    "WebP": "C2",
+    "JPEG XL": "C3",
+}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -395,10 +405,17 @@ def plot(results: dict, path: Path) -> None:
         for row, key in enumerate(("psnr", "ms_ssim")):
             ax = axes[row, col]
             for name, points in result["curves"].items():
+                name = "emae codec" if name == "emae" else name  # the key before there were two
                 pts = sorted(points, key=lambda p: p["bpp"])
                 style = {"lw": 2.5} if name.startswith("emae") else {"lw": 1.2, "ls": "--"}
                 ax.plot(
-                    [p["bpp"] for p in pts], [p[key] for p in pts], "o-", ms=3, label=name, **style
+                    [p["bpp"] for p in pts],
+                    [p[key] for p in pts],
+                    "o-",
+                    ms=3,
+                    label=name,
+                    color=COLORS.get(name),
+                    **style,
                 )
             ax.set_xscale("log")
             ax.set_xlabel("bits per pixel")
@@ -436,6 +453,8 @@ def main() -> None:
         for dataset, result in stored.items():
             print(f"\n## {dataset} ({result.get('command', 'command not stored')})")
             print_tables(dataset, result["curves"], summarize(result["curves"]))
+        if args.plot is not None:
+            plot(stored, args.plot)
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -80,6 +80,18 @@ class Codec(nn.Module):
         mode = "reflect" if ph < h and pw < w else "replicate"
         return nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
 
+    #: The latent is a map (the autoencoders' ``latent`` option): any image size is coded.
+    latent = "spatial"
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of :meth:`features`: ``M``."""
+        return self.latent_channels
+
+    def features(self, x: Tensor) -> Tensor:
+        """The latent before rounding, for the feature-space anomaly score: ``(N, M, h, w)``."""
+        return self.encode(x)
+
     def encode(self, x: Tensor) -> Tensor:
         """``(N, C, H, W) -> y (N, M, ceil(H/m), ceil(W/m))``: the latent before rounding."""
         return self.analysis(self._pad(x))
