@@ -173,9 +173,11 @@ def compress(
     ) as runner:
         job = ChunkJob(str(source), scale, str(out), chunk, 0, runner.threads, device, runner.gpus)
         times = map_volume(sections, scan(out), coder, job, section_job, runner, compress_chunk)
-    tiles = [t for z in sections for t in read_manifest(out, z, pieces=False).tiles]
-    pixels = sum(t["height"] * t["width"] for t in tiles)
-    size = sum(t["bytes"] for t in tiles)
+    pixels = size = 0
+    for z in sections:  # one section's manifest at a time: 2 TB plans millions of chunks
+        for t in read_manifest(out, z, pieces=False).tiles:
+            pixels += t["height"] * t["width"]
+            size += t["bytes"]
     seconds = times["chunks"] - began
     coded = sum((c.y1 - c.y0) * (c.x1 - c.x0) for c in todo)
     summary = {
