@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from emae.anomaly.local_stats import LocalStatisticsDetector
+from emae.anomaly.pixel_metrics import pixel_metrics
 from emae.anomaly.scores import SCORES
 from emae.commands.pretrain import pretrain
 from emae.data.sampling import sample_patches
@@ -78,11 +79,13 @@ def load_test_set(data: Path) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
 
 
 def evaluate(maps: np.ndarray, mask: np.ndarray, classes: dict[int, str]) -> dict[str, Any]:
-    """Pixel AUROC and AP of ``maps`` against ``mask > 0``, and AUROC per artifact class."""
+    """Pixel AUROC, AP and AUPRO of ``maps`` against ``mask > 0``, and AUROC per artifact class."""
     s, m = maps.ravel().astype(np.float64), mask.ravel()
+    overall = pixel_metrics(maps, mask > 0)
     result: dict[str, Any] = {
-        "auroc": float(roc_auc_score(m > 0, s)),
-        "ap": float(average_precision_score(m > 0, s)),
+        "auroc": overall["auroc"],
+        "ap": overall["ap"],
+        "aupro": overall["aupro"],
         "auroc_per_class": {},
     }
     clean = m == 0
@@ -210,13 +213,14 @@ def parse_models(spec: str, steps: int | None) -> list[tuple[str, int | None]]:
 def markdown(rows: list[dict[str, Any]], classes: dict[int, str]) -> str:
     names = [n for i, n in sorted(classes.items()) if i]
     lines = [
-        "| model | steps | score | AUROC | AP | " + " | ".join(names) + " |",
-        "|---|---|---|---|---|" + "---|" * len(names),
+        "| model | steps | score | AUROC | AP | AUPRO | " + " | ".join(names) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(names),
     ]
     for r in rows:
         per = [r["auroc_per_class"][n] for n in names]
         cells = [r["model"], str(r["steps"] or "-"), r["score"], f"{r['auroc']:.3f}"]
-        cells += [f"{r['ap']:.3f}", *("n/a" if v is None else f"{v:.3f}" for v in per)]
+        aupro = f"{r['aupro']:.3f}" if "aupro" in r else "n/a"
+        cells += [f"{r['ap']:.3f}", aupro, *("n/a" if v is None else f"{v:.3f}" for v in per)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

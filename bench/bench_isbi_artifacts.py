@@ -9,18 +9,26 @@ test 25-29). Then, for every kind in :data:`emae.synth.artifacts.ARTIFACT_TYPES`
 :func:`emae.synth.artifacts.inject`, masks united) and reports the pixel AUROC (artifact mask
 against all other pixels of the same slices) of
 
-- the detector saved in the model folder (:meth:`AutoencoderDetector.from_bundle`), and
-- every score of :data:`emae.anomaly.scores.SCORES`, refitted with
-  :func:`emae.train.autoencoder.fit_detector`
-  on the training images.
+- the detector saved in the model folder (:meth:`AutoencoderDetector.from_bundle`),
+- every score of :data:`emae.anomaly.scores.SCORES` (or those of ``--scores``), refitted with
+  :func:`emae.train.autoencoder.fit_detector` on the training images, and
+- the peers, fitted on the same random training patches: PCA (``emae pretrain --model pca``,
+  a linear autoencoder, with the default score), the local-statistics baseline
+  (:class:`~emae.anomaly.local_stats.LocalStatisticsDetector`) and a PaDiM-style Gaussian on
+  ilastik's multi-scale filter features
+  (:class:`~emae.anomaly.filter_gaussian.FilterGaussianDetector`).
 
-"overall" pools the pixels of all kinds; "mean" is the mean of the per-kind AUROCs.
+For each it reports, per kind and pooled, the pixel AUROC, the average precision and the AUPRO
+up to 30% FPR (:func:`emae.anomaly.pixel_metrics.pixel_metrics`), and the megapixels per
+second of its maps. "overall" pools the pixels of all kinds; "mean" is the mean of the
+per-kind figures. No method is trained on drawn artifacts: every kind is unseen.
 
 Usage::
 
     python bench/bench_isbi_artifacts.py [--data DATA] [--out runs/bench/isbi]
                                          [--steps 2000] [--holdout 5] [--per-slice 3]
                                          [--seed 0] [--reuse] [--threads N]
+                                         [--scores typicality,...] [--no-peers]
 
 ``--data`` defaults to ``$EMAE_DATA`` or ``../shared/data`` next to the repository. The model
 folder, its training folder and ``results.json`` go under ``--out`` (``runs/`` is gitignored).
@@ -41,14 +49,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from sklearn.metrics import roc_auc_score
 
+from emae.anomaly.base import AnomalyDetector
 from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.filter_gaussian import FilterGaussianDetector
+from emae.anomaly.local_stats import LocalStatisticsDetector
+from emae.anomaly.pixel_metrics import pixel_metrics
 from emae.anomaly.scores import SCORES
 from emae.commands.pretrain import pretrain
+from emae.data.sampling import sample_patches
 from emae.folders.autoencoder import load_bundle
+from emae.io import open_image
 from emae.synth.artifacts import ARTIFACT_TYPES, as_unit_float, inject
-from emae.train.autoencoder import fit_detector
+from emae.train.autoencoder import SCORING_SEED_OFFSET, fit_detector
 from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,15 +103,53 @@ def corrupted_set(
     return np.stack(images).astype(np.float32), np.stack(masks)
 
 
-def pixel_aurocs(maps: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """AUROC per kind, pooled over all kinds ("overall") and the mean of the kinds ("mean")."""
-    out = {k: float(roc_auc_score(masks[k].ravel(), maps[k].ravel())) for k in maps}
-    pooled_y = np.concatenate([masks[k].ravel() for k in maps])
-    pooled_s = np.concatenate([maps[k].ravel() for k in maps])
-    per_kind = list(out.values())
-    out["overall"] = float(roc_auc_score(pooled_y, pooled_s))
-    out["mean"] = float(np.mean(per_kind))
+def metrics_by_kind(
+    maps: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """AUROC, AP and AUPRO per kind, pooled over all kinds ("overall"), and their means ("mean")."""
+    out = {k: pixel_metrics(maps[k], masks[k]) for k in maps}
+    kinds = list(out)
+    out["overall"] = pixel_metrics(
+        np.concatenate([maps[k] for k in kinds]), np.concatenate([masks[k] for k in kinds])
+    )
+    out["mean"] = {m: float(np.mean([out[k][m] for k in kinds])) for m in ("auroc", "ap", "aupro")}
     return out
+
+
+def train_model(
+    train_paths: list[Path], out: Path, config: PretrainConfig, reuse: bool
+) -> dict[str, object]:
+    """Train (or reuse) a model folder; its training figures."""
+    if reuse and (out / "config.json").exists():
+        print(f"reusing {out}")
+        summary = json.loads((out / "training.json").read_text())
+    else:
+        began = time.perf_counter()
+        summary = pretrain(train_paths, out, config, overwrite=True, progress=False)
+        summary["wall_s"] = time.perf_counter() - began
+    return {
+        "steps": summary["steps_done"],
+        "loop_seconds": summary["seconds"],
+        "wall_seconds_incl_scoring_fit": summary.get("wall_s"),
+        "samples_per_s": summary["samples_per_s"],
+        "precision": summary["precision"],
+        "best_val": summary["best_val"],
+    }
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], metric: str, fractions: dict) -> str:
+    """One markdown table: a row per kind, a column per method."""
+    names = list(results)
+    lines = [
+        f"| {metric} | masked px | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for k in (*ARTIFACT_TYPES, "overall", "mean"):
+        frac = f"{100 * fractions[k]:.1f}%" if k in fractions else ""
+        row = " | ".join(f"{results[n][k][metric]:.3f}" for n in names)
+        label = f"**{k}**" if k in ("overall", "mean") else k
+        lines.append(f"| {label} | {frac} | {row} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -109,40 +160,27 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=5, help="Held out from train and test.")
     parser.add_argument("--per-slice", type=int, default=3, help="Artifacts per held-out slice.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the artifacts.")
-    parser.add_argument("--reuse", action="store_true", help="Reuse an existing model folder.")
+    parser.add_argument("--reuse", action="store_true", help="Reuse existing model folders.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
+    parser.add_argument("--scores", default=",".join(SCORES), help="Scores to refit.")
+    parser.add_argument("--no-peers", action="store_true", help="Skip PCA and the baselines.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
+    scores = [s for s in args.scores.split(",") if s]
+    unknown = sorted(set(scores) - set(SCORES))
+    if unknown:
+        raise SystemExit(f"unknown scores {unknown}; known: {', '.join(SCORES)}")
 
     train_paths, held_paths = split(args.data, args.holdout)
     config = PretrainConfig() if args.steps is None else PretrainConfig(steps=args.steps)
-    model_dir = args.out / "model"
     args.out.mkdir(parents=True, exist_ok=True)
     held = ", ".join(str(p.relative_to(args.data)) for p in held_paths)
     print(f"training on {len(train_paths)} slices; held out: {held}")
-
-    if args.reuse and (model_dir / "config.json").exists():
-        summary = json.loads((model_dir / "training.json").read_text())
-        print(f"reusing {model_dir}")
-    else:
-        began = time.perf_counter()
-        summary = pretrain(train_paths, model_dir, config, overwrite=True, progress=False)
-        summary["wall_s"] = time.perf_counter() - began
-    train_info = {
-        "steps": summary["steps_done"],
-        "loop_seconds": summary["seconds"],
-        "wall_seconds_incl_scoring_fit": summary.get("wall_s"),
-        "samples_per_s": summary["samples_per_s"],
-        "precision": summary["precision"],
-        "best_val": summary["best_val"],
-    }
-    print(
-        f"training: {summary['steps_done']} steps in {summary['seconds']:.0f} s "
-        f"({summary['samples_per_s']:.0f} patches/s, {summary['precision']}), "
-        f"best val loss {summary['best_val']:.5f}"
-    )
+    model_dir = args.out / "model"
+    train_info = {"default": train_model(train_paths, model_dir, config, args.reuse)}
+    print(f"training: {train_info['default']}")
 
     slices = [np.asarray(PILImage.open(p)) for p in held_paths]
     sets = {k: corrupted_set(slices, k, args.per_slice, args.seed) for k in ARTIFACT_TYPES}
@@ -150,12 +188,12 @@ def main() -> None:
     fractions = {k: float(m.mean()) for k, m in masks.items()}
 
     bundle = load_bundle(model_dir)
-    detectors: dict[str, AutoencoderDetector] = {}
+    detectors: dict[str, AnomalyDetector] = {}
     detectors[f"bundle ({bundle.scoring['score']}/{bundle.scoring['reduce']})"] = (
         AutoencoderDetector.from_bundle(model_dir, batch_size=4)
     )
     fit_seconds: dict[str, float] = {}
-    for score in SCORES:
+    for score in scores:
         began = time.perf_counter()
         detector = fit_detector(
             bundle.model,
@@ -166,25 +204,49 @@ def main() -> None:
         fit_seconds[score] = time.perf_counter() - began
         detector.batch_size = 4
         detectors[score] = detector
+    if not args.no_peers:
+        pca_config = PretrainConfig(model="pca")
+        train_info["pca"] = train_model(train_paths, args.out / "pca", pca_config, args.reuse)
+        detectors[f"PCA ({pca_config.score})"] = AutoencoderDetector.from_bundle(
+            args.out / "pca", batch_size=4
+        )
+        # The baselines fit on the same draw of training patches as fit_detector.
+        _, patches = sample_patches(
+            [open_image(str(p)) for p in train_paths],
+            config.score_patches,
+            config.patch_size,
+            seed=config.seed + SCORING_SEED_OFFSET,
+        )
+        for name, peer in (
+            ("local-stats", LocalStatisticsDetector(bundle.normalizer)),
+            ("filter-gaussian", FilterGaussianDetector(bundle.normalizer)),
+        ):
+            began = time.perf_counter()
+            detectors[name] = peer.fit(patches)
+            fit_seconds[name] = time.perf_counter() - began
 
-    results: dict[str, dict[str, float]] = {}
-    map_seconds: dict[str, float] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    megapixels_per_s: dict[str, float] = {}
+    pixels = sum(images.size for images, _ in sets.values())
     for name, detector in detectors.items():
         began = time.perf_counter()
         maps = {k: detector.anomaly_map(images) for k, (images, _) in sets.items()}
-        map_seconds[name] = time.perf_counter() - began
-        results[name] = pixel_aurocs(maps, masks)
-        print(f"{name}: overall {results[name]['overall']:.3f} ({map_seconds[name]:.0f} s)")
+        seconds = time.perf_counter() - began
+        megapixels_per_s[name] = pixels / seconds / 1e6
+        results[name] = metrics_by_kind(maps, masks)
+        overall = results[name]["overall"]
+        print(
+            f"{name}: overall AUROC {overall['auroc']:.3f}, AP {overall['ap']:.3f}, "
+            f"AUPRO {overall['aupro']:.3f} ({megapixels_per_s[name]:.2f} MP/s)",
+            flush=True,
+        )
 
-    names = list(results)
-    print()
-    print("| artifact | masked px | " + " | ".join(names) + " |")
-    print("|---|---|" + "---|" * len(names))
-    for k in (*ARTIFACT_TYPES, "overall", "mean"):
-        frac = f"{100 * fractions[k]:.1f}%" if k in fractions else ""
-        row = " | ".join(f"{results[n][k]:.3f}" for n in names)
-        label = f"**{k}**" if k in ("overall", "mean") else k
-        print(f"| {label} | {frac} | {row} |")
+    for metric in ("auroc", "ap", "aupro"):
+        print()
+        print(table(results, metric, fractions))
+    print("\n| method | maps, MP/s |\n|---|---|")
+    for name, rate in megapixels_per_s.items():
+        print(f"| {name} | {rate:.2f} |")
 
     record = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -198,9 +260,10 @@ def main() -> None:
         "seed": args.seed,
         "training": train_info,
         "mask_fraction": fractions,
-        "pixel_auroc": results,
+        "metrics": results,
+        "pixel_auroc": {n: {k: v["auroc"] for k, v in r.items()} for n, r in results.items()},
         "fit_seconds": fit_seconds,
-        "map_seconds": map_seconds,
+        "map_megapixels_per_s": megapixels_per_s,
     }
     (args.out / "results.json").write_text(json.dumps(record, indent=2))
     print(f"\nwrote {args.out / 'results.json'}")

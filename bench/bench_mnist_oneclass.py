@@ -10,8 +10,8 @@ image AUROC per digit and score (reduce ``mean`` and ``max``) next to Deep SVDD 
 One configuration for all digits, fixed before looking at test scores: 28 x 28 patches (the
 whole image), channels (32, 64), a 32-dimensional vector latent (the size of Deep SVDD's
 representation), otherwise the :class:`PretrainConfig` defaults. The headline score is the
-library default (``error-z``/``mean``); the other scores are reported alongside, not chosen per
-digit.
+library default (:data:`emae.anomaly.detector.DEFAULT_SCORE`, ``mean``); the other scores are
+reported alongside, not chosen per digit.
 
 The images are stored as uint16 ``pixel + 1``: emae's default patch check
 (:func:`emae.data.validity.not_empty`) rejects patches that are more than half 0 or dtype-maximum
@@ -126,9 +126,10 @@ def main() -> None:
                 [str(stack)],
                 config.model_copy(update={"score": score}),
             )
-        # The saved detector is the error-z one refitted here: check on a subset, not rescored.
+        # The saved detector is the default one refitted here: check on a subset, not rescored.
         saved = AutoencoderDetector.from_bundle(model_dir).anomaly_score(test_x[:500])
-        bundle_diff = float(np.abs(saved - detectors["error-z"].anomaly_score(test_x[:500])).max())
+        default = detectors[bundle.scoring["score"]].anomaly_score(test_x[:500])
+        bundle_diff = float(np.abs(saved - default).max())
         for name, detector in detectors.items():
             maps = detector.anomaly_map(test_x)
             for reduce in REDUCES:

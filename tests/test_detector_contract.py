@@ -1,6 +1,6 @@
 """One contract for every detector and score: scikit-learn's estimator and outlier rules.
 
-Each detector (the autoencoder detector with every score, and the local-statistics baseline)
+Each detector (the autoencoder detector with every score, and the two non-learned baselines)
 is fitted on the same normal images and must: refuse use before ``fit``; return itself from
 ``fit``; survive ``sklearn.base.clone`` (same parameters, unfitted); give maps ``(N, H, W)``
 float32 and scores ``(N,)`` with larger = more anomalous; and keep ``predict``,
@@ -17,6 +17,7 @@ from sklearn.base import clone
 
 from emae.anomaly.base import AnomalyDetector
 from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.filter_gaussian import FilterGaussianDetector
 from emae.anomaly.local_stats import LocalStatisticsDetector
 from emae.anomaly.scores import SCORES
 from emae.data.normalization import PercentileNormalizer
@@ -34,7 +35,11 @@ def _detectors() -> list[tuple[str, AnomalyDetector]]:
         (score, AutoencoderDetector(model, NORMALIZER, score=score, batch_size=8))
         for score in SCORES
     ]
-    return [*found, ("local-stats", LocalStatisticsDetector(NORMALIZER))]
+    return [
+        *found,
+        ("local-stats", LocalStatisticsDetector(NORMALIZER)),
+        ("filter-gaussian", FilterGaussianDetector(NORMALIZER)),
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_report_is_self_contained_and_complete(demo_run):
             assert im.size[0] > 50 and im.size[1] > 50
     for table in ("label-counts", "scores", "evaluation", "compare", "timings"):
         assert f'id="table-{table}"' in html, table
-    for words in ("TPR", "TNR", "PPV", "NPV", "macro-F1", "pixel AUROC", "emae pretrain"):
+    for words in ("TPR", "TNR", "PPV", "NPV", "macro-F1", "pixel AUROC", "AUPRO", "emae pretrain"):
         assert words in html, words
     for section in (
         "data", "autoencoder", "anomaly", "classifier", "compare", "detect", "denoise", "repair",

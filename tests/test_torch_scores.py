@@ -181,7 +181,7 @@ def test_fit_equals_the_float64_reference(model, normal, score):
     from emae.anomaly.error_statistics import binned_statistics
 
     stats = STATISTICS[score]().fit(model, normal)
-    error = ref_pixel(normal, reconstruct(model, normal))
+    error = ref_pixel(normal, reconstruct(model, normal), stats.smooth_sigma)
     if score == "typicality":
         error = np.log(error + 1e-6)
     centers, mean, std = binned_statistics(error, ref_local_std(normal, 2.0), stats.n_bins)

@@ -283,8 +283,9 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
     """Anomaly maps over the test images with the ground-truth outline; per-image scores."""
     import csv
 
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
+    from emae.anomaly.pixel_metrics import FPR_LIMIT, pixel_metrics
     from emae.commands.score import scores_path
     from emae.io import open_image
 
@@ -341,17 +342,19 @@ def anomaly_section(runs: Runs, folder: Path) -> Section | None:
         header += ["artifact area", "pixel AUROC"] if has_masks else []
         caption = "Per-section scores (larger = more anomalous)"
         if has_masks:
-            truth = np.concatenate([(s[2] > 0).ravel() for s in sections])
-            values = maps.reshape(-1)[: truth.size]
+            truth = np.stack([s[2] > 0 for s in sections])
             if 0 < truth.mean() < 1:
-                auroc = roc_auc_score(truth, values)
-                ap = average_precision_score(truth, values)
-                caption += f"; {pooled} pooled: pixel AUROC {auroc:.3f}, AP {ap:.3f}"
+                m = pixel_metrics(maps, truth)
+                found = (
+                    f"pixel AUROC {m['auroc']:.3f}, average precision {m['ap']:.3f}, "
+                    f"AUPRO (to {FPR_LIMIT:.0%} FPR) {m['aupro']:.3f}"
+                )
+                caption += f"; {pooled} pooled: {found}"
                 highlights.append(
                     (
                         "anomaly map vs. ground truth",
-                        f"pixel AUROC {auroc:.3f}, average precision {ap:.3f} "
-                        f"({len(sections)} test sections, {100 * truth.mean():.1f}% artifact)",
+                        f"{found} ({len(sections)} test sections, "
+                        f"{100 * truth.mean():.1f}% artifact in {m['regions']} regions)",
                     )
                 )
         blocks.append(
