@@ -29,6 +29,10 @@ Usage::
                                          [--steps 2000] [--holdout 5] [--per-slice 3]
                                          [--seed 0] [--reuse] [--threads N]
                                          [--scores typicality,...] [--no-peers]
+                                         [--windows 2/6,1/16,...]
+
+``--windows`` adds one column per typicality window pair ``smooth/aggregate`` (pixels), refitted
+like the scores (``AutoencoderDetector(score_params=...)``): the sweep the default was chosen by.
 
 ``--data`` defaults to ``$EMAE_DATA`` or ``../shared/data`` next to the repository. The model
 folder, its training folder and ``results.json`` go under ``--out`` (``runs/`` is gitignored).
@@ -61,7 +65,7 @@ from emae.data.sampling import sample_patches
 from emae.folders.autoencoder import load_bundle
 from emae.io import open_image
 from emae.synth.artifacts import ARTIFACT_TYPES, as_unit_float, inject
-from emae.train.autoencoder import SCORING_SEED_OFFSET, fit_detector
+from emae.train.autoencoder import SCORING_SEED_OFFSET, fit_detector, patch_check
 from emae.train.config import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--scores", default=",".join(SCORES), help="Scores to refit.")
     parser.add_argument("--no-peers", action="store_true", help="Skip PCA and the baselines.")
+    parser.add_argument("--windows", default="", help="Typicality smooth/aggregate pairs.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,6 +209,25 @@ def main() -> None:
         fit_seconds[score] = time.perf_counter() - began
         detector.batch_size = 4
         detectors[score] = detector
+    for pair in [w for w in args.windows.split(",") if w]:
+        smooth, aggregate = (float(v) for v in pair.split("/"))
+        name = f"typicality {smooth:g}/{aggregate:g}"
+        began = time.perf_counter()
+        _, patches = sample_patches(
+            [open_image(str(p)) for p in train_paths],
+            config.score_patches,
+            config.patch_size,
+            seed=config.seed + SCORING_SEED_OFFSET,
+            is_valid=patch_check(config),
+        )
+        detectors[name] = AutoencoderDetector(
+            bundle.model,
+            bundle.normalizer,
+            batch_size=4,
+            seed=config.seed,
+            score_params={"smooth_sigma": smooth, "aggregate_sigma": aggregate},
+        ).fit(patches)
+        fit_seconds[name] = time.perf_counter() - began
     if not args.no_peers:
         pca_config = PretrainConfig(model="pca")
         train_info["pca"] = train_model(train_paths, args.out / "pca", pca_config, args.reuse)

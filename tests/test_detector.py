@@ -135,11 +135,39 @@ def test_thresholds_from_labels_and_by_hand(images):
         ({"target_fpr": 1.5}, "target_fpr must be a rate"),
         ({"holdout": 0.0}, "holdout must be a fraction"),
         ({"precision": "fp16"}, "precision must be fp32, bf16 or auto"),
+        ({"score": "pixel", "score_params": {"smooth_sigma": 1.0}}, "takes no score_params"),
+        ({"score_params": {"window": 3.0}}, r"takes no parameters \['window'\]"),
     ],
 )
 def test_bad_parameters_are_named_at_fit(images, kwargs, message):
     with pytest.raises(EmaeError, match=message):
         AutoencoderDetector(_model(), NORMALIZER, **kwargs).fit(images)
+
+
+def test_score_params_set_the_windows_and_survive_clone_and_the_folder(tmp_path, images):
+    from sklearn.base import clone
+
+    from emae.folders.autoencoder import save_bundle
+
+    params = {"smooth_sigma": 2.0, "aggregate_sigma": 3.0}
+    detector = AutoencoderDetector(_model(), NORMALIZER, score_params=params).fit(images)
+    assert (detector.stats_.smooth_sigma, detector.stats_.aggregate_sigma) == (2.0, 3.0)
+    assert clone(detector).score_params == params
+    default = AutoencoderDetector(_model(), NORMALIZER).fit(images)
+    assert default.stats_.aggregate_sigma == 16.0
+    assert not np.array_equal(detector.anomaly_map(images[:2]), default.anomaly_map(images[:2]))
+    save_bundle(
+        tmp_path / "run",
+        model=detector.model,
+        model_name="conv-ae",
+        model_kwargs={"channels": [8, 16], "latent_channels": 4, "norm": "batch"},
+        normalizer=NORMALIZER,
+        config={},
+        **detector.bundle_parts(),
+    )
+    loaded = AutoencoderDetector.from_bundle(tmp_path / "run")
+    assert loaded.stats_.aggregate_sigma == 3.0
+    np.testing.assert_array_equal(loaded.anomaly_map(images[:2]), detector.anomaly_map(images[:2]))
 
 
 def test_bad_input_is_refused(images):

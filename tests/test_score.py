@@ -127,3 +127,29 @@ def test_tiled_maps_match_the_whole_section_away_from_tile_borders(tmp_path, dat
     a, b = tifffile.imread(tmp_path / "whole.tif"), tifffile.imread(tmp_path / "tiled.tif")
     # Same map up to what tile borders change (padding, local statistics near the border).
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_truth_masks_give_auroc_ap_and_aupro(tmp_path, data, capsys):
+    volume = tifffile.imread(data / "stack.tif")
+    damaged = volume.copy()
+    damaged[1, 20:50, 20:50] = 255
+    write_tiff(tmp_path / "damaged.tif", damaged, axes="ZYX")
+    masks = np.zeros(volume.shape, np.uint8)
+    masks[1, 20:50, 20:50] = 1
+    tifffile.imwrite(tmp_path / "truth.tif", masks, photometric="minisblack")  # another tool
+    result = score_images(
+        data / "run", [tmp_path / "damaged.tif"], tmp_path / "m.tif", truth=tmp_path / "truth.tif"
+    )
+    truth = result["truth"]
+    assert truth["regions"] == 1 and truth["artifact_fraction"] == pytest.approx(900 / masks.size)
+    assert truth["auroc"] > 0.9 and 0 < truth["aupro"] <= 1 and 0 < truth["ap"] <= 1
+    argv = ["-q", "score", str(data / "run"), str(tmp_path / "damaged.tif")]
+    out = ["--out", str(tmp_path / "n.tif"), "--truth", str(tmp_path / "truth.tif")]
+    assert main([*argv, *out]) == 0
+    assert f"pixel AUROC {truth['auroc']:.3f}" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "flat.tif", masks[:2], photometric="minisblack")
+    bad = ["--out", str(tmp_path / "o.tif"), "--truth", str(tmp_path / "flat.tif")]
+    assert main([*argv, *bad]) == 1
+    err = capsys.readouterr().err
+    assert "must have the map's shape 3 x 80 x 72" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.tif").exists()  # refused before any map was written

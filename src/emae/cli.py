@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=0, help="OME-Zarr / pyramid level.")
     p.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing map and CSV.")
+    p.add_argument(
+        "--truth", type=Path, help="Artifact masks of the map's shape: print AUROC, AP, AUPRO."
+    )
     _input_flags(p)
     p.set_defaults(func=handlers.score)
 

@@ -17,6 +17,8 @@ identical scores.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,11 @@ class AutoencoderDetector(AnomalyDetector):
     precision
         Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (see
         :func:`emae.anomaly.maps.batched_apply`).
+    score_params
+        Keyword arguments of the score's statistics class (:data:`STATISTICS`), e.g.
+        ``{"smooth_sigma": 2.0, "aggregate_sigma": 6.0}`` for typicality; ``None`` keeps its
+        defaults. A detector loaded by :meth:`from_bundle` keeps the windows it was fitted with
+        in ``stats_``.
 
     Attributes
     ----------
@@ -95,6 +102,7 @@ class AutoencoderDetector(AnomalyDetector):
         device: str | torch.device | None = None,
         seed: int = 0,
         precision: str = "fp32",
+        score_params: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model
         self.normalizer = normalizer
@@ -106,6 +114,7 @@ class AutoencoderDetector(AnomalyDetector):
         self.device = device
         self.seed = seed
         self.precision = precision
+        self.score_params = score_params
         self.model_config: dict[str, Any] = {}
 
     @property
@@ -126,6 +135,17 @@ class AutoencoderDetector(AnomalyDetector):
             raise EmaeError(f"normalizer must be a PercentileNormalizer, got {self.normalizer!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise EmaeError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        if self.score_params:
+            stats_class = STATISTICS.get(self.score)
+            if stats_class is None:
+                raise EmaeError(f"score {self.score!r} takes no score_params")
+            known = set(inspect.signature(stats_class).parameters)
+            unknown = sorted(set(self.score_params) - known)
+            if unknown:
+                raise EmaeError(
+                    f"score {self.score!r} takes no parameters {unknown}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
 
     def _maps(self, x: Any) -> np.ndarray:
         """Anomaly maps of raw images: ``(N, H, W)`` float32."""
@@ -170,7 +190,7 @@ class AutoencoderDetector(AnomalyDetector):
         stats_class = STATISTICS.get(self.score)
         self.stats_ = None
         if stats_class is not None:
-            self.stats_ = stats_class().fit(
+            self.stats_ = stats_class(**(self.score_params or {})).fit(
                 self.model,
                 self.normalizer(fit_part),
                 batch_size=self.batch_size,

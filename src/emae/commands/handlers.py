@@ -134,6 +134,7 @@ def score(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         rescale=args.rescale,
         pixel_size=pixel_size(args.pixel_size),
+        truth=args.truth,
     )
     print(
         f"wrote the {result['axes']} anomaly map {result['map']} "
@@ -141,6 +142,13 @@ def score(args: argparse.Namespace) -> None:
         f"{result['scores']}; {result['anomalous_sections']} of {result['sections']} "
         f"section(s) above the model's threshold"
     )
+    if "truth" in result:
+        t = result["truth"]
+        print(
+            f"against {args.truth} ({100 * t['artifact_fraction']:.2f}% artifact in "
+            f"{t['regions']} regions): pixel AUROC {t['auroc']:.3f}, average precision "
+            f"{t['ap']:.3f}, AUPRO (to 30% FPR) {t['aupro']:.3f}"
+        )
 
 
 def finetune(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from emae.anomaly.detector import AutoencoderDetector
+from emae.anomaly.pixel_metrics import pixel_metrics
 from emae.data.normalization import normalizer_for
 from emae.errors import EmaeError
 from emae.io import expand_inputs, open_image
@@ -157,6 +158,7 @@ def score_images(
     progress: bool = True,
     rescale: bool = False,
     pixel_size: Sequence[float] | None = None,
+    truth: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the anomaly map of ``inputs`` under the model in ``model_dir``, and the scores CSV.
 
@@ -194,13 +196,19 @@ def score_images(
     pixel_size
         Nanometers per pixel to use instead of (or where the inputs lack) their own
         (:meth:`emae.io.Image.with_pixel_size`); the map carries the inputs' pixel size.
+    truth
+        Optional artifact masks to check the map against: an image of any reader with the
+        map's shape (``"YX"`` or ``"ZYX"``), nonzero = artifact. The result then holds the
+        map's pixel AUROC, average precision and AUPRO against them
+        (:func:`~emae.anomaly.pixel_metrics.pixel_metrics`).
 
     Returns
     -------
     dict
         ``{"map": path, "scores": csv path, "axes": "YX" | "ZYX", "shape": [...],
-        "sections": int, "anomalous_sections": int}``; a section counts as anomalous when its
-        image score is above the model's image threshold.
+        "sections": int, "anomalous_sections": int}``, plus ``"truth"`` (the metrics) when
+        ``truth`` is given; a section counts as anomalous when its image score is above the
+        model's image threshold.
     """
     out = Path(out)
     if out.suffix.lower() not in MAP_SUFFIXES:
@@ -225,6 +233,8 @@ def score_images(
     axes = _map_axes(images, sources)
     for image in images:
         image.check_complete()
+    n_sections = sum(im.n_sections for im in images)
+    masks = None if truth is None else _truth_masks(truth, n_sections, images[0].yx_shape)
     detector.normalizer = normalizer_for(
         images, detector.normalizer, model=f"the model {model_dir}", rescale=rescale
     )
@@ -272,7 +282,7 @@ def score_images(
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
     anomalous = sum(r["score"] > detector.threshold_ for r in rows)
     logger.info("scored %d section(s); %d above the image threshold", len(rows), anomalous)
-    return {
+    result: dict[str, Any] = {
         "map": str(out),
         "scores": str(csv_path),
         "axes": axes,
@@ -280,3 +290,21 @@ def score_images(
         "sections": len(rows),
         "anomalous_sections": int(anomalous),
     }
+    if masks is not None:
+        result["truth"] = pixel_metrics(maps, masks)
+    return result
+
+
+def _truth_masks(truth: str | Path, n_sections: int, yx_shape: tuple[int, int]) -> np.ndarray:
+    """Artifact masks ``(Z, H, W)`` bool from an image of the map's shape, checked."""
+    image = open_image(str(truth))
+    if (image.n_sections, *image.yx_shape) != (n_sections, *yx_shape):
+        raise EmaeError(
+            f"{truth}: the truth masks must have the map's shape "
+            f"{n_sections} x {yx_shape[0]} x {yx_shape[1]} (sections x height x width), "
+            f"got {image.n_sections} x {image.yx_shape[0]} x {image.yx_shape[1]}"
+        )
+    masks = np.stack([image.section(z) != 0 for z in range(n_sections)])
+    if not 0 < masks.sum() < masks.size:
+        raise EmaeError(f"{truth}: the truth masks must mark some pixels as artifact, not all")
+    return masks
