@@ -12,7 +12,11 @@ saved detector (the default score) then scores the held-out NonDefective images 
 Slightly/Defective image (or a seeded sample of ``--defects`` of them). Reported: the image
 AUROC of "any defect" against NonDefective, for each reduction of the map (mean, p99, max).
 Peers in the same run, fitted on the same training images: the local-statistics and the
-filter-Gaussian baselines, and PCA (``--model pca``).
+filter-Gaussian baselines, and PCA (``--model pca``). One image-level statistic beside the maps,
+``conv-ae/image-gaussian``: the trained encoder's ``"levels"`` vector of each whole image (mean
+and standard deviation of every encoder level, :func:`emae.latent.vectors.patch_vectors`), its
+squared Mahalanobis distance to a Gaussian (Ledoit-Wolf shrinkage) of the training images'
+vectors.
 
 Usage::
 
@@ -42,10 +46,12 @@ from emae.anomaly.detector import AutoencoderDetector
 from emae.anomaly.filter_gaussian import FilterGaussianDetector
 from emae.anomaly.local_stats import LocalStatisticsDetector
 from emae.anomaly.scores import REDUCTIONS, patch_scores
+from emae.anomaly.statistics import shrunk_covariance
 from emae.commands.pretrain import pretrain
 from emae.data.sampling import sample_patches
 from emae.folders.autoencoder import load_bundle
 from emae.io import open_image
+from emae.latent.vectors import patch_vectors
 from emae.train.autoencoder import SCORING_SEED_OFFSET
 from emae.train.config import PretrainConfig
 
@@ -116,6 +122,17 @@ def main() -> None:
             for reduce in REDUCTIONS:
                 auroc = float(roc_auc_score(y, patch_scores(maps, reduce=reduce)))
                 results.setdefault(f"{name}/{reduce}", []).append(auroc)
+        # The image-level statistic: whole images cropped to the encoder's multiple of 8.
+        bundle = load_bundle(args.out / f"fold{i}-conv-ae")
+        h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
+        train_images = np.stack([np.asarray(PILImage.open(p))[:h, :w] for p in train])
+        fit = patch_vectors(bundle.model, bundle.normalizer, train_images, batch_size=8)
+        covariance, _ = shrunk_covariance(fit)
+        precision = np.linalg.inv(covariance)
+        test = patch_vectors(bundle.model, bundle.normalizer, images[:, :h, :w], batch_size=8)
+        d = test - fit.mean(axis=0)
+        distance = np.einsum("nd,de,ne->n", d, precision, d)
+        results.setdefault("conv-ae/image-gaussian", []).append(float(roc_auc_score(y, distance)))
         timings.append({"train_s": train_s, "score_s": time.perf_counter() - began})
         line = ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.items())
         print(f"fold {i} (held out {held}; {len(test)} test images): {line}", flush=True)
