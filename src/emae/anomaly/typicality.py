@@ -22,7 +22,7 @@ distribution per bin close to symmetric, so the two directions are weighed alike
 The windows were chosen on real EM (ISBI 2012 with drawn artifacts, docs/benchmarks.md): a
 fine error (``smooth_sigma`` 1 pixel, so thin structures keep their own error) averaged over a
 wide neighbourhood (``aggregate_sigma`` 16 pixels, so a ring, a fold or a seam is judged as a
-whole) raised the pooled pixel AUROC of the default model from 0.76 (2 and 6 pixels) to 0.88.
+whole) raised the pooled pixel AUROC of the default model from 0.77 (2 and 6 pixels) to 0.86.
 """
 
 from __future__ import annotations
