@@ -23,13 +23,51 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from emae.anomaly.scores import patch_scores
+from emae.anomaly.scores import REDUCTIONS, patch_scores
 from emae.anomaly.thresholds import Threshold
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
 from emae.runtime import as_generator
 
 #: Pixels of the held-out maps used to choose the pixel threshold (a seeded subsample).
 MAX_THRESHOLD_PIXELS = 2_000_000
+
+
+def check_threshold_params(reduce: str, target_fpr: float, holdout: float) -> None:
+    """The parameters every detector's thresholds use, each refused with its bad value."""
+    if reduce not in REDUCTIONS:
+        raise EmaeError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
+    if not 0.0 <= target_fpr < 1.0:
+        raise EmaeError(f"target_fpr must be a rate in [0, 1), got {target_fpr!r}")
+    if not 0.0 < holdout < 1.0:
+        raise EmaeError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
+
+
+def check_baseline_normalization(
+    normalizer: PercentileNormalizer | None, low: float, high: float
+) -> None:
+    """A baseline's own normalizer (or None, to fit one) and its percentiles, checked."""
+    if normalizer is not None and not isinstance(normalizer, PercentileNormalizer):
+        raise EmaeError(f"normalizer must be None or a PercentileNormalizer, got {normalizer!r}")
+    if not 0.0 <= low < high <= 100.0:
+        raise EmaeError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+
+
+def baseline_normalizer(
+    normalizer: PercentileNormalizer | None,
+    fit_part: np.ndarray,
+    *,
+    low: float,
+    high: float,
+    dtype: str,
+) -> PercentileNormalizer:
+    """``normalizer``, or one fitted on the ``low`` and ``high`` percentiles of ``fit_part``
+    ``(N, H, W)`` raw images of dtype ``dtype``."""
+    if normalizer is not None:
+        return normalizer
+    return PercentileNormalizer.from_array(
+        fit_part, low=low, high=high, source_dtype=dtype, what="the fit images"
+    )
 
 
 def split_holdout(x: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,9 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
+from emae.anomaly.base import (
+    AnomalyDetector,
+    check_threshold_params,
+    held_out_thresholds,
+    split_holdout,
+)
 from emae.anomaly.maps import as_images
-from emae.anomaly.scores import REDUCTIONS, SCORES, STATISTICS, anomaly_maps
+from emae.anomaly.scores import SCORES, STATISTICS, anomaly_maps
 from emae.anomaly.thresholds import Threshold
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
@@ -125,12 +130,7 @@ class AutoencoderDetector(AnomalyDetector):
     def _check_params(self) -> None:
         if self.score not in SCORES:
             raise EmaeError(f"unknown score {self.score!r}; known scores: {', '.join(SCORES)}")
-        if self.reduce not in REDUCTIONS:
-            raise EmaeError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
-        if not 0.0 <= self.target_fpr < 1.0:
-            raise EmaeError(f"target_fpr must be a rate in [0, 1), got {self.target_fpr!r}")
-        if not 0.0 < self.holdout < 1.0:
-            raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        check_threshold_params(self.reduce, self.target_fpr, self.holdout)
         if not isinstance(self.normalizer, PercentileNormalizer):
             raise EmaeError(f"normalizer must be a PercentileNormalizer, got {self.normalizer!r}")
         if self.precision not in ("fp32", "bf16", "auto"):

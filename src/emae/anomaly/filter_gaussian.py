@@ -20,11 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
+from emae.anomaly.base import (
+    AnomalyDetector,
+    baseline_normalizer,
+    check_baseline_normalization,
+    check_threshold_params,
+    held_out_thresholds,
+    split_holdout,
+)
 from emae.anomaly.filter_bank import RESPONSES, SIGMAS, filter_features
 from emae.anomaly.filters import gaussian_filter
 from emae.anomaly.maps import as_images
-from emae.anomaly.scores import REDUCTIONS
 from emae.anomaly.statistics import shrunk_covariance
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
@@ -110,18 +116,10 @@ class FilterGaussianDetector(AnomalyDetector):
         return f"filter-gaussian/{self.reduce}"
 
     def _check_params(self) -> None:
-        if self.normalizer is not None and not isinstance(self.normalizer, PercentileNormalizer):
-            raise EmaeError(
-                f"normalizer must be None or a PercentileNormalizer, got {self.normalizer!r}"
-            )
+        check_baseline_normalization(self.normalizer, self.low, self.high)
         if not self.aggregate_sigma >= 0:
             raise EmaeError(f"aggregate_sigma must be >= 0 pixels, got {self.aggregate_sigma!r}")
-        if self.reduce not in REDUCTIONS:
-            raise EmaeError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
-        if not 0.0 <= self.target_fpr < 1.0:
-            raise EmaeError(f"target_fpr must be a rate in [0, 1), got {self.target_fpr!r}")
-        if not 0.0 < self.holdout < 1.0:
-            raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        check_threshold_params(self.reduce, self.target_fpr, self.holdout)
 
     def _features(self, images: np.ndarray) -> torch.Tensor:
         """``(N, H, W)`` raw images to ``(N, D, H, W)`` float32 features."""
@@ -153,12 +151,9 @@ class FilterGaussianDetector(AnomalyDetector):
         dtype = str(np.asarray(x).dtype)
         x = as_images(x)
         fit_part, held_out = split_holdout(x, self.holdout, self.seed)
-        normalizer = self.normalizer
-        if normalizer is None:
-            normalizer = PercentileNormalizer.from_array(
-                fit_part, low=self.low, high=self.high, source_dtype=dtype, what="the fit images"
-            )
-        self.normalizer_ = normalizer
+        self.normalizer_ = baseline_normalizer(
+            self.normalizer, fit_part, low=self.low, high=self.high, dtype=dtype
+        )
         features = self._features(fit_part).permute(0, 2, 3, 1).reshape(-1, 7 * len(SIGMAS))
         rng = as_generator(self.seed)
         if len(features) > FIT_PIXELS:

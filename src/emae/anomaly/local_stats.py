@@ -20,9 +20,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from emae.anomaly.base import AnomalyDetector, held_out_thresholds, split_holdout
+from emae.anomaly.base import (
+    AnomalyDetector,
+    baseline_normalizer,
+    check_baseline_normalization,
+    check_threshold_params,
+    held_out_thresholds,
+    split_holdout,
+)
 from emae.anomaly.maps import as_images, local_std
-from emae.anomaly.scores import REDUCTIONS
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 
@@ -95,24 +101,12 @@ class LocalStatisticsDetector(AnomalyDetector):
         return f"local-stats/{self.reduce}"
 
     def _check_params(self) -> None:
-        if self.normalizer is not None and not isinstance(self.normalizer, PercentileNormalizer):
-            raise EmaeError(
-                f"normalizer must be None or a PercentileNormalizer, got {self.normalizer!r}"
-            )
+        check_baseline_normalization(self.normalizer, self.low, self.high)
         if isinstance(self.sigma, bool) or not (
             isinstance(self.sigma, (int, float)) and self.sigma > 0
         ):
             raise EmaeError(f"sigma must be > 0 pixels, got sigma={self.sigma!r}")
-        if not 0.0 <= self.low < self.high <= 100.0:
-            raise EmaeError(
-                f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}"
-            )
-        if self.reduce not in REDUCTIONS:
-            raise EmaeError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
-        if not 0.0 <= self.target_fpr < 1.0:
-            raise EmaeError(f"target_fpr must be a rate in [0, 1), got {self.target_fpr!r}")
-        if not 0.0 < self.holdout < 1.0:
-            raise EmaeError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        check_threshold_params(self.reduce, self.target_fpr, self.holdout)
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         """Local mean and log local std of normalized ``(N, H, W)``: ``(2, N, H, W)`` float32."""
@@ -145,12 +139,10 @@ class LocalStatisticsDetector(AnomalyDetector):
         dtype = str(np.asarray(x).dtype)
         x = as_images(x)
         fit_part, held_out = split_holdout(x, self.holdout, self.seed)
-        normalizer = self.normalizer
-        if normalizer is None:
-            normalizer = PercentileNormalizer.from_array(
-                fit_part, low=self.low, high=self.high, source_dtype=dtype, what="the fit images"
-            )
-        self.normalizer_ = normalizer
+        self.normalizer_ = baseline_normalizer(
+            self.normalizer, fit_part, low=self.low, high=self.high, dtype=dtype
+        )
+        normalizer = self.normalizer_
         features = self._features(normalizer(fit_part)).reshape(2, -1).astype(np.float64)
         center = np.median(features, axis=1)
         mad = np.median(np.abs(features - center[:, None]), axis=1) * MAD_TO_STD

@@ -42,6 +42,7 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 def _check(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, H, W)`` maps (their own float dtype, not copied) and bool masks, checked."""
     maps = np.asarray(maps)
     masks = np.asarray(masks)
     if maps.ndim == 2:
@@ -50,15 +51,30 @@ def _check(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
         raise EmaeError(f"maps must be (N, H, W) or (H, W), got shape {maps.shape}")
     if masks.shape != maps.shape:
         raise EmaeError(f"masks must have the maps' shape {maps.shape}, got {masks.shape}")
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float64)
     if not np.isfinite(maps).all():
         raise EmaeError("maps hold NaN or infinite values")
-    masks = masks.astype(bool)
-    positives = int(masks.sum())
+    masks = masks.astype(bool, copy=False)
+    positives = int(np.count_nonzero(masks))
     if positives == 0 or positives == masks.size:
         raise EmaeError(
             f"masks must hold both artifact and clean pixels, got {positives} of {masks.size}"
         )
-    return maps.astype(np.float64, copy=False), masks
+    return maps, masks
+
+
+def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Weights of :func:`region_weights` and the number of regions, ``masks`` checked bool."""
+    labels = np.zeros(masks.shape, dtype=np.int64)
+    regions = 0
+    for i, mask in enumerate(masks):
+        image_labels, found = ndi.label(mask, structure=_EIGHT)
+        labels[i] = np.where(mask, image_labels + regions, 0)
+        regions += found
+    sizes = np.bincount(labels.ravel(), minlength=regions + 1).astype(np.float64)
+    sizes[0] = np.inf  # clean pixels weigh 0 here
+    return 1.0 / (regions * sizes[labels]), regions
 
 
 def region_weights(masks: Any) -> np.ndarray:
@@ -74,16 +90,25 @@ def region_weights(masks: Any) -> np.ndarray:
     numpy.ndarray
         ``(N, H, W)`` float64, summing to 1 over all artifact pixels.
     """
-    masks = np.asarray(masks, dtype=bool)
-    labels = np.zeros(masks.shape, dtype=np.int64)
-    regions = 0
-    for i, mask in enumerate(masks):
-        image_labels, found = ndi.label(mask, structure=_EIGHT)
-        labels[i] = np.where(mask, image_labels + regions, 0)
-        regions += found
-    sizes = np.bincount(labels.ravel(), minlength=regions + 1).astype(np.float64)
-    sizes[0] = np.inf  # clean pixels weigh 0 here
-    return 1.0 / (regions * sizes[labels])
+    return _region_weights(np.asarray(masks, dtype=bool))[0]
+
+
+def _pro_curve(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The PRO curve of checked inputs; ``weights`` from :func:`_region_weights`, overwritten."""
+    weights[~masks] = 1.0 / float(masks.size - np.count_nonzero(masks))
+    fpr, pro, _ = roc_curve(masks.ravel(), maps.ravel(), sample_weight=weights.ravel())
+    return fpr, pro
+
+
+def _area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """Normalized area under ``pro(fpr)`` from 0 to ``fpr_limit``, cut by interpolation."""
+    if not 0 < fpr_limit <= 1:
+        raise EmaeError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
+    cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    end = np.interp(fpr_limit, fpr, pro)
+    x = np.append(fpr[:cut], fpr_limit)
+    y = np.append(pro[:cut], end)
+    return float(np.trapezoid(y, x) / fpr_limit)
 
 
 def pro_curve(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -102,25 +127,16 @@ def pro_curve(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
         ``(T,)`` float64 each, increasing, from ``(0, 0)`` to ``(1, 1)``.
     """
     maps, masks = _check(maps, masks)
-    weights = region_weights(masks)
-    weights[~masks] = 1.0 / float((~masks).sum())
-    fpr, pro, _ = roc_curve(masks.ravel(), maps.ravel(), sample_weight=weights.ravel())
-    return fpr, pro
+    return _pro_curve(maps, masks, _region_weights(masks)[0])
 
 
 def aupro(maps: Any, masks: Any, fpr_limit: float = FPR_LIMIT) -> float:
     """Normalized area under the PRO curve up to ``fpr_limit`` (1 is perfect).
 
-    A random map scores about ``fpr_limit / 2``.
+    ``maps`` and ``masks`` as for :func:`pro_curve`. A random map scores about
+    ``fpr_limit / 2``.
     """
-    if not 0 < fpr_limit <= 1:
-        raise EmaeError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-    fpr, pro = pro_curve(maps, masks)
-    cut = int(np.searchsorted(fpr, fpr_limit, side="right"))
-    end = np.interp(fpr_limit, fpr, pro)
-    x = np.append(fpr[:cut], fpr_limit)
-    y = np.append(pro[:cut], end)
-    return float(np.trapezoid(y, x) / fpr_limit)
+    return _area(*pro_curve(maps, masks), fpr_limit)
 
 
 def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = FPR_LIMIT) -> dict[str, float]:
@@ -129,7 +145,8 @@ def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = FPR_LIMIT) -> dict[s
     Parameters
     ----------
     maps
-        ``(N, H, W)`` or ``(H, W)`` anomaly maps, larger = more anomalous.
+        ``(N, H, W)`` or ``(H, W)`` anomaly maps, larger = more anomalous (float; kept in
+        their dtype, so float32 maps are not copied to float64).
     masks
         Artifact masks of the same shape (nonzero = artifact), holding both kinds of pixels.
     fpr_limit
@@ -138,15 +155,16 @@ def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = FPR_LIMIT) -> dict[s
     Returns
     -------
     dict
-        ``{"auroc", "ap", "aupro"}`` floats, plus ``"artifact_fraction"`` and ``"regions"``.
+        ``{"auroc", "ap", "aupro", "artifact_fraction"}`` floats and ``"regions"`` (int, the
+        8-connected artifact regions of all images).
     """
     maps, masks = _check(maps, masks)
     truth, values = masks.ravel(), maps.ravel()
-    regions = sum(ndi.label(m, structure=_EIGHT)[1] for m in masks)
+    weights, regions = _region_weights(masks)
     return {
         "auroc": float(roc_auc_score(truth, values)),
         "ap": float(average_precision_score(truth, values)),
-        "aupro": aupro(maps, masks, fpr_limit),
-        "artifact_fraction": float(truth.mean()),
+        "aupro": _area(*_pro_curve(maps, masks, weights), fpr_limit),
+        "artifact_fraction": float(np.count_nonzero(truth) / truth.size),
         "regions": int(regions),
     }

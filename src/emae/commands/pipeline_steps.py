@@ -37,30 +37,14 @@ def restoration_steps(
 ) -> None:
     """The denoiser and the inpainter, each pretrained, then applied to ``detect_input``."""
     from emae.commands.denoise import denoise
-    from emae.commands.pretrain import pretrain
     from emae.commands.repair import repair
 
     source = config.detect_input
     for name, options in (("denoiser", config.denoise), ("inpainter", config.inpaint)):
         if options is None:
             continue
-        folder, yaml_file = (
-            out / name,
-            write_yaml(out / "configs" / f"{name}.yaml", options.model_dump()),
-        )
-        run(
-            f"pretrain-{name}",
-            (folder / "training.json").is_file(),
-            command("emae", "pretrain", *config.unlabeled, "--out", folder, "--config", yaml_file),
-            {"model": folder},
-            lambda folder=folder, options=options: pretrain(
-                config.unlabeled,
-                folder,
-                options,
-                resume=Path(f"{folder}.training").is_dir(),
-                progress=progress,
-            ),
-        )
+        folder = out / name
+        pretrain_step(run, config.unlabeled, out, name, folder, options, progress)
     if config.denoise is not None:
         store = out / "denoised.zarr"
         run(
@@ -162,14 +146,7 @@ def latent_steps(
     model = ae
     if settings.generator is not None:
         model = out / "generator"
-        yaml_file = write_yaml(out / "configs" / "generator.yaml", settings.generator.model_dump())
-        run(
-            "pretrain-generator",
-            (model / "training.json").is_file(),
-            command("emae", "pretrain", *config.unlabeled, "--out", model, "--config", yaml_file),
-            {"model": model},
-            lambda: pretrain_resumable(config.unlabeled, model, settings.generator, progress),
-        )
+        pretrain_step(run, config.unlabeled, out, "generator", model, settings.generator, progress)
     target = out / "generated"
     run(
         "generate",
@@ -180,20 +157,39 @@ def latent_steps(
     )
 
 
-def pretrain_resumable(
-    inputs: list[str], folder: Path, options: PretrainConfig, progress: bool
+def pretrain_step(
+    run: Callable,
+    inputs: list[str],
+    out: Path,
+    name: str,
+    folder: Path,
+    options: PretrainConfig,
+    progress: bool,
 ) -> None:
-    """``emae pretrain`` that continues an interrupted training of the same folder."""
+    """Step ``pretrain-NAME``: ``emae pretrain`` of ``inputs`` into ``folder`` with ``options``
+    (also written to ``OUT/configs/NAME.yaml``), continuing an interrupted training."""
     from emae.commands.pretrain import pretrain
 
-    pretrain(inputs, folder, options, resume=Path(f"{folder}.training").is_dir(), progress=progress)
+    yaml_file = write_yaml(out / "configs" / f"{name}.yaml", options.model_dump(mode="json"))
+    run(
+        f"pretrain-{name}",
+        (folder / "training.json").is_file(),
+        command("emae", "pretrain", *inputs, "--out", folder, "--config", yaml_file),
+        {"model": folder},
+        lambda: pretrain(
+            inputs,
+            folder,
+            options,
+            resume=Path(f"{folder}.training").is_dir(),
+            progress=progress,
+        ),
+    )
 
 
 def compress_steps(config: PipelineConfig, out: Path, run: Callable, progress: bool) -> None:
     """One codec per quality level, pretrained on the unlabeled images; each compresses
     ``detect_input`` into ``OUT/compressed/codec-LAMBDA.zarr`` and decompresses it beside."""
     from emae.commands.compress import SUMMARY, compress, decompress
-    from emae.commands.pretrain import pretrain
 
     settings = config.compress
     assert settings is not None and config.detect_input is not None
@@ -205,20 +201,7 @@ def compress_steps(config: PipelineConfig, out: Path, run: Callable, progress: b
         folder, store = out / "codecs" / name, out / "compressed" / f"{name}.zarr"
         decoded = store.with_suffix(".tif")
         options = settings.codec.model_copy(update={"rd_lambda": lmbda, "seed": config.seed})
-        yaml_file = write_yaml(out / "configs" / f"{name}.yaml", options.model_dump(mode="json"))
-        run(
-            f"pretrain-{name}",
-            (folder / "training.json").is_file(),
-            command("emae", "pretrain", *config.unlabeled, "--out", folder, "--config", yaml_file),
-            {"model": folder},
-            lambda folder=folder, options=options: pretrain(
-                config.unlabeled,
-                folder,
-                options,
-                resume=Path(f"{folder}.training").is_dir(),
-                progress=progress,
-            ),
-        )
+        pretrain_step(run, config.unlabeled, out, name, folder, options, progress)
         run(
             f"compress-{name}",
             (store / SUMMARY).is_file(),
