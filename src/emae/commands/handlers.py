@@ -81,6 +81,7 @@ def pretrain(args: argparse.Namespace) -> None:
         rd_lambda=args.rd_lambda,
     )
     info = distributed.init_from_env()  # a process group when started by torchrun
+    failed = True
     try:
         summary = pretrain(
             args.data,
@@ -90,8 +91,9 @@ def pretrain(args: argparse.Namespace) -> None:
             overwrite=args.overwrite,
             progress=not args.quiet and info.rank == 0,
         )
+        failed = False
     finally:
-        distributed.cleanup()
+        distributed.cleanup(failed=failed)
     if info.rank != 0:
         return
     best = summary["best_val"]

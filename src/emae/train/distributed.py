@@ -112,10 +112,20 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
-    """Leave the process group (at the end of a ``torchrun`` run); a no-op without one."""
-    if is_initialized():
-        dist.destroy_process_group()
+def cleanup(failed: bool = False) -> None:
+    """Leave the process group at the end of a ``torchrun`` run; a no-op without one.
+
+    On success every process first waits for the others (rank 0 writes the model folder after
+    training while the rest wait here), so that the group is destroyed collectively, as
+    ``torch.distributed`` requires: a process that tears its connections down while a peer
+    still holds them can abort. After a failure (``failed=True``) there is no wait: ``torchrun``
+    stops the other processes once this one exits with an error.
+    """
+    if not is_initialized():
+        return
+    if not failed:
+        barrier()
+    dist.destroy_process_group()
 
 
 def mean(value: Tensor) -> Tensor:
