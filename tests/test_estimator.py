@@ -58,3 +58,16 @@ def test_all_classes_keep_their_column_and_unknown_labels_are_refused():
     assert estimator.predict_proba(x).shape == (8, 3)
     with pytest.raises(EmaeError, match="not among the classes"):
         PatchClassifier(config=CONFIG, classes=["a", "b"]).fit(x, y)
+
+
+def test_extra_features_given_to_fit_are_used_and_required_at_predict():
+    # The patches alone carry no class; one extra feature carries it all.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 32, 32), dtype=np.uint8)
+    y = np.arange(16) % 2
+    extra = np.where(y, 3.0, -3.0)[:, None] + rng.normal(0, 0.1, (16, 1))
+    estimator = PatchClassifier(config=CONFIG).fit(x, y, features=extra)
+    assert estimator.fitted_.feature_names == ("feature_0",)
+    assert (estimator.predict(x, features=extra) == y).mean() >= 0.9
+    with pytest.raises(EmaeError, match="needs the features"):
+        estimator.predict(x)

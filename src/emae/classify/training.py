@@ -72,7 +72,8 @@ def train_classifier(
     extra
         ``(N, F)`` extra numeric features (``feat_*`` columns), or None.
     feature_names
-        Names of the extra features.
+        Names of the extra features; ``feature_0``, ``feature_1``, ... when ``extra`` is given
+        without names.
     unlabeled
         ``(M, P, P)`` raw unlabeled patches (same intensities as ``patches``) for semi-supervised
         training (:mod:`emae.classify.semi`), or None.
@@ -113,6 +114,12 @@ def train_classifier(
         )
     extra_mean = extra_std = None
     if extra is not None:
+        if not feature_names:
+            feature_names = tuple(f"feature_{i}" for i in range(extra.shape[1]))
+        if len(feature_names) != extra.shape[1]:
+            raise EmaeError(
+                f"{len(feature_names)} feature names for {extra.shape[1]} extra features"
+            )
         extra_mean = extra.mean(axis=0)
         extra_std = np.where(extra.std(axis=0) > 0, extra.std(axis=0), 1.0)
         extra = ((extra - extra_mean) / extra_std).astype(np.float32)
