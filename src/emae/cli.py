@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ignore MODEL: train the same network from random weights.",
     )
     p.add_argument(
+        "--view",
+        help="image (default) or residual: a CNN trained on what MODEL could not reconstruct.",
+    )
+    p.add_argument(
+        "--context", type=int, help="View residual: pixels of surroundings MODEL sees (16)."
+    )
+    p.add_argument(
         "--balance", help="none, weights (default), oversample, undersample, artificial, smote."
     )
     p.add_argument(

@@ -17,20 +17,40 @@ from emae.errors import EmaeError
 from emae.folders.autoencoder import load_bundle
 from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
+from emae.models.residual import RESIDUAL, ResidualBackbone
 from emae.runtime import model_device
 from emae.synth.artifacts import INJECTORS, inject
+
+
+def _scratch_kwargs(config: FinetuneConfig) -> dict[str, Any]:
+    """The ``conv-ae`` arguments of a backbone trained from random weights."""
+    return {"channels": list(config.scratch_channels), "latent_channels": 16, "norm": "batch"}
 
 
 def load_backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, ...]:
     """``(backbone, name, kwargs, normalizer or None, patch size)``."""
     if encoder is None:
-        kwargs = {"channels": list(config.scratch_channels), "latent_channels": 16, "norm": "batch"}
+        if config.view == "residual":
+            raise EmaeError("view 'residual' needs a pretrained autoencoder (an encoder folder)")
+        kwargs = _scratch_kwargs(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             backbone = build_model("conv-ae", **kwargs)
         return backbone, "conv-ae", kwargs, None, config.patch_size or 64
     bundle = load_bundle(encoder)
     patch = config.patch_size or int(bundle.config.get("patch_size", 64))
+    if config.view == "residual":
+        kwargs = {
+            "autoencoder": bundle.model_name,
+            "autoencoder_kwargs": bundle.model_kwargs,
+            "backbone_kwargs": _scratch_kwargs(config),
+            "context": config.context,
+        }
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            backbone = ResidualBackbone(**kwargs)
+        backbone.autoencoder.load_state_dict(bundle.model.state_dict())
+        return backbone, RESIDUAL, kwargs, bundle.normalizer, patch
     return bundle.model, bundle.model_name, bundle.model_kwargs, bundle.normalizer, patch
 
 

@@ -98,8 +98,10 @@ def train_classifier(
     backbone, name, kwargs, normalizer, patch_size = load_backbone(encoder, config)
     strict = source_dtype is not None  # arrays given to the API may be converted to float
     source_dtype = str(np.dtype(source_dtype or patches.dtype))
-    if patches.shape[-1] != patch_size or patches.shape[-2] != patch_size:
-        raise EmaeError(f"patches must be {patch_size}x{patch_size}, got {patches.shape[-2:]}")
+    side = config.input_size(patch_size)
+    if patches.shape[-1] != side or patches.shape[-2] != side:
+        around = f" ({patch_size} and {config.context} of context)" if side != patch_size else ""
+        raise EmaeError(f"patches must be {side}x{side}{around}, got {patches.shape[-2:]}")
     if normalizer is None or config.rescale:
         low, high = (1.0, 99.0) if normalizer is None else (normalizer.low, normalizer.high)
         normalizer = PercentileNormalizer.from_array(
@@ -123,6 +125,8 @@ def train_classifier(
         extra_mean = extra.mean(axis=0)
         extra_std = np.where(extra.std(axis=0) > 0, extra.std(axis=0), 1.0)
         extra = ((extra - extra_mean) / extra_std).astype(np.float32)
+    # A pretrained encoder on the image; a residual view trains its CNN like one from scratch.
+    pretrained = encoder is not None and config.view == "image"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = EncoderClassifier(
@@ -132,9 +136,8 @@ def train_classifier(
             hidden=config.hidden,
             dropout=config.dropout,
             n_extra=0 if extra is None else extra.shape[1],
-            pooling=config.pooling if encoder is not None else "latent",
+            pooling=config.pooling if pretrained else "latent",
         )
-    pretrained = encoder is not None
     frozen_from_start = pretrained and config.freeze != "finetune"
     model.freeze(frozen_from_start)
     weight = None

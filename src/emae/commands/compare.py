@@ -13,6 +13,8 @@ Methods (:data:`METHODS`):
 ``head-semi``       ``head-finetune`` trained semi-supervised (:mod:`emae.classify.semi`)
                     on patches of the ``unlabeled`` images besides the labels
 ``cnn-scratch``     the same architecture from random weights, trained on the labels only
+``cnn-residual``    the same CNN trained on what the pretrained autoencoder could not
+                    reconstruct (:mod:`emae.models.residual`)
 ``svm-features``    RBF SVM on handcrafted features (:mod:`emae.classify.baselines.svm_features`)
 ``latent-logreg``   logistic regression on frozen pooled latents
 (:mod:`emae.classify.baselines.latent`)
@@ -57,11 +59,21 @@ METHODS: tuple[str, ...] = (
     "head-finetune",
     "head-semi",
     "cnn-scratch",
+    "cnn-residual",
     "svm-features",
     "latent-logreg",
     "latent-knn",
 )
-NEEDS_ENCODER = {"head", "head-finetune", "head-semi", "latent-logreg", "latent-knn"}
+NEEDS_ENCODER = {
+    "head",
+    "head-finetune",
+    "head-semi",
+    "cnn-residual",
+    "latent-logreg",
+    "latent-knn",
+}
+#: Methods that read each patch with ``config.context`` pixels of surroundings.
+RESIDUAL_METHODS = {"cnn-residual"}
 SETTINGS = "compare.json"
 
 
@@ -93,11 +105,12 @@ def make_estimator(
     """
     from emae.classify.baselines import LatentClassifier, SVMOnFeatures
 
-    if method in ("head", "head-finetune", "head-semi", "cnn-scratch"):
+    if method in ("head", "head-finetune", "head-semi", "cnn-scratch", "cnn-residual"):
         freeze = "frozen" if method == "head" else "finetune"
+        view = "residual" if method in RESIDUAL_METHODS else "image"
         return PatchClassifier(
             None if method == "cnn-scratch" else encoder,
-            config.model_copy(update={"freeze": freeze}),
+            config.model_copy(update={"freeze": freeze, "view": view}),
             classes=range(len(classes)),
             class_names=classes,
             source_dtype=source_dtype,
@@ -116,6 +129,7 @@ FIT_INPUTS = {
     "head-finetune": ("features",),
     "head-semi": ("features", "unlabeled"),
     "cnn-scratch": ("features",),
+    "cnn-residual": ("features",),
     "svm-features": ("features", "groups"),
     "latent-logreg": (),
     "latent-knn": (),
@@ -143,6 +157,9 @@ def fit_predict(
     """
     x, y, extra = train
     x_test, extra_test = test
+    c = (x.shape[-1] - int(config.patch_size or x.shape[-1])) // 2
+    if c > 0 and method not in RESIDUAL_METHODS:  # read with context: the patches' centres
+        x, x_test = x[..., c:-c, c:-c], x_test[..., c:-c, c:-c]
     if method == "head-semi" and unlabeled is None:
         raise EmaeError("method head-semi needs unlabeled images (--unlabeled DATA)")
     estimator = make_estimator(
@@ -227,6 +244,10 @@ def compare(
     encoder = None if encoder is None else Path(encoder)
     patch_size = config.patch_size or _encoder_patch(encoder)
     config = config.model_copy(update={"patch_size": patch_size})
+    # Read the patches with the context that cnn-residual's autoencoder sees; the other
+    # methods get their centres.
+    context = config.context if RESIDUAL_METHODS & set(methods) else 0
+    base, patch_size = patch_size, patch_size + 2 * context
     labeled = load_labels(labels_csv, patch_size=patch_size)
     patches, y = object_patches(labeled, patch_size, config.input)
     source_dtype = str(labeled_dtype(labeled))
@@ -236,7 +257,7 @@ def compare(
     pool = None
     if "head-semi" in methods:
         check_semi_supervised(config, len(labeled.classes), extra is not None)
-        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, seed)
+        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, base, seed)
     groups = [s.group for s in labeled.samples]
     splits = make_folds(y, groups, folds, seed, classes=labeled.classes)
     has_groups = any(groups)

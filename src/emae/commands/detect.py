@@ -157,7 +157,7 @@ def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) ->
             )
         detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
     clean = run.get("clean_class", "clean")
-    return Mapper(detector, classifier, clean), classifier.model.patch_size
+    return Mapper(detector, classifier, clean), classifier.model.input_size
 
 
 def _check_input(

@@ -70,7 +70,7 @@ def evaluate(
     """
     check_not_input(out, [classifier, labels_csv])
     clf = load_classifier(classifier)
-    patch_size = clf.model.patch_size
+    patch_size = clf.model.input_size  # the patch and any context its backbone reads
     labeled = load_labels(labels_csv, patch_size=patch_size)
     check_not_input(out, {s.image for s in labeled.samples})
     unknown = sorted(set(labeled.classes) - set(clf.classes))

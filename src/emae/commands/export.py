@@ -213,7 +213,7 @@ def _classifier(path: Path) -> _Plan:
             f"{', '.join(fitted.feature_names)}; only classifiers of image patches alone can be "
             "exported to ONNX"
         )
-    model, p = fitted.model.eval(), fitted.model.patch_size
+    model, p = fitted.model.eval(), fitted.model.input_size
     if isinstance(model.backbone, PCAAutoencoder):  # only its features are used
         model = copy.deepcopy(model)  # the reference keeps the original
         model.backbone = _PCAConvolutions(fitted.model.backbone)

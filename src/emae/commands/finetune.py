@@ -126,7 +126,7 @@ def finetune(
         check_resumable(work, identity, out)
     else:
         check_fresh(work, overwrite)
-    patch_size = (
+    patch_size = config.input_size(  # the patch and any context its backbone reads
         load_backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     )
     labeled = load_labels(labels_csv, patch_size=patch_size)

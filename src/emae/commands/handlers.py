@@ -166,6 +166,8 @@ def finetune(args: argparse.Namespace) -> None:
         freeze=freeze,
         unfreeze_after=args.unfreeze_after,
         balance=args.balance,
+        view=args.view,
+        context=args.context,
         input=args.input,
         orientation=args.orientation,
         tensorboard=args.tensorboard or None,
@@ -192,8 +194,9 @@ def finetune(args: argparse.Namespace) -> None:
     if summary["unlabeled_patches"]:
         counts += f" and {summary['unlabeled_patches']} unlabeled patches"
     print(
-        f"trained a {len(summary['class_counts'])}-class classifier ({config.freeze} encoder, "
-        f"balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
+        f"trained a {len(summary['class_counts'])}-class classifier ("
+        + ("residual view" if config.view == "residual" else f"{config.freeze} encoder")
+        + f", balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
         f"classifier folder {args.out}"
     )
 

@@ -45,8 +45,8 @@ from emae.folders.files import (
 )
 from emae.folders.integrity import CHECKSUMS, check_checksums, folder_checksums
 from emae.io.atomic import atomic_dir, write_errors
-from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
+from emae.models.residual import build_backbone
 from emae.runtime import model_device
 
 EXTRA = "extra.safetensors"
@@ -267,7 +267,7 @@ def load_classifier(path: str | Path) -> FittedClassifier:
     check_version(header["emae_version"], path)
     check_checksums(path, header)
     try:
-        backbone = build_model(header["model"], **header["model_kwargs"])
+        backbone = build_backbone(header["model"], header["model_kwargs"])
         model = EncoderClassifier(backbone, **header["head"])
     except (EmaeError, TypeError) as exc:
         raise EmaeError(f"{path / CONFIG}: {exc}") from None

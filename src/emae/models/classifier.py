@@ -33,6 +33,7 @@ from emae.models.pooling import (
     level_statistics,
     pooled_channels,
 )
+from emae.models.residual import context_of
 
 
 class EncoderClassifier(nn.Module):
@@ -106,8 +107,15 @@ class EncoderClassifier(nn.Module):
             nn.Conv2d(hidden, n_classes, 1),
         )
         self.frozen = False
+        self.context = context_of(backbone)
         self.register_buffer("feature_mean", torch.zeros(channels))
         self.register_buffer("feature_std", torch.ones(channels))
+
+    @property
+    def input_size(self) -> int:
+        """Side of the inputs of :meth:`forward`: the patch and the context its backbone's
+        autoencoder sees on every side (:mod:`emae.models.residual`; most backbones have none)."""
+        return self.patch_size + 2 * self.context
 
     def set_feature_statistics(self, pooled: Tensor) -> EncoderClassifier:
         """Standardize with the mean and std of pooled training features ``(N, C)``."""
@@ -159,7 +167,13 @@ class EncoderClassifier(nn.Module):
         return self.head(pooled)
 
     def dense_logits(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        """Logits of the patch centred at every feature cell: ``(N, K, h', w')``."""
+        """Logits of the patch centred at every feature cell: ``(N, K, h', w')``.
+
+        A backbone with context gets ``x`` reflect-padded by it, so the cells cover ``x``.
+        """
+        c = self.context
+        if c:
+            x = F.pad(x, (c, c, c, c), mode="reflect" if min(x.shape[-2:]) > c else "replicate")
         return self.logits_from_features(self.pooled_features(x), extra)
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:

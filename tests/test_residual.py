@@ -1,0 +1,146 @@
+"""The residual view: a CNN trained on what a pretrained autoencoder could not reconstruct."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emae.classify.config import FinetuneConfig
+from emae.classify.estimator import PatchClassifier
+from emae.cli import main
+from emae.commands.compare import compare
+from emae.commands.evaluate import evaluate
+from emae.commands.finetune import finetune
+from emae.commands.pretrain import pretrain
+from emae.data.labels import load_labels, read_labeled_patches
+from emae.errors import EmaeError
+from emae.folders.classifier import load_classifier
+from emae.models import build_model
+from emae.models.classifier import EncoderClassifier
+from emae.models.residual import ResidualBackbone
+from emae.synth.sample_data import tiny_config, write_sample_data
+from emae.train.config import PretrainConfig
+
+AE = {"channels": [8, 16], "latent_channels": 4, "norm": "batch"}
+SCRATCH = {"channels": [8, 16], "latent_channels": 16, "norm": "batch"}
+FAST = dict(
+    steps=6,
+    batch_size=8,
+    warmup_steps=1,
+    precision="fp32",
+    device="cpu",
+    scratch_channels=(8, 16),
+    view="residual",
+    context=8,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_settings):
+    """Tiny sample data and an autoencoder pretrained on it for a few steps."""
+    root = tmp_path_factory.mktemp("residual")
+    write_sample_data(root / "data", tiny_config(0))
+    config = PretrainConfig(**{**tiny_settings, "steps": 4}, score="pixel")
+    pretrain([root / "data" / "unlabeled" / "volume.tif"], root / "ae", config, progress=False)
+    return root
+
+
+def _backbone(context: int = 8) -> ResidualBackbone:
+    torch.manual_seed(0)
+    return ResidualBackbone("conv-ae", AE, SCRATCH, context=context)
+
+
+def test_the_residual_is_the_input_minus_the_reconstruction_inside_the_context():
+    backbone = _backbone()
+    x = torch.rand(2, 1, 48, 48)
+    expected = (x - backbone.autoencoder.eval()(x))[..., 8:40, 8:40]
+    torch.testing.assert_close(backbone.residual(x), expected)
+    # Sides that are no multiple of the autoencoder's downsampling are padded for it, then cut.
+    assert backbone.residual(torch.rand(1, 1, 45, 51)).shape == (1, 1, 29, 35)
+    assert backbone.features(x).shape == (2, 16, 8, 8)
+    with pytest.raises(EmaeError, match="not larger than twice the context 8"):
+        backbone.residual(torch.rand(1, 1, 16, 40))
+
+
+def test_only_the_cnn_learns_and_the_autoencoder_stays_in_eval_mode():
+    backbone = _backbone()
+    model = EncoderClassifier(backbone, n_classes=3, patch_size=32).train()
+    before = {k: v.clone() for k, v in backbone.autoencoder.state_dict().items()}
+    assert not backbone.autoencoder.training and backbone.backbone.training
+    assert model.input_size == 48
+    model(torch.rand(4, 1, 48, 48)).sum().backward()
+    assert all(p.grad is None for p in backbone.autoencoder.parameters())
+    assert all(p.grad is not None for p in backbone.backbone.encoder.parameters())
+    for k, v in backbone.autoencoder.state_dict().items():  # BatchNorm statistics too
+        torch.testing.assert_close(v, before[k], msg=k)
+
+
+def test_the_dense_map_covers_the_image_like_a_classifier_without_context():
+    model = EncoderClassifier(_backbone(), n_classes=3, patch_size=32).eval()
+    plain = EncoderClassifier(build_model("conv-ae", **SCRATCH), n_classes=3, patch_size=32)
+    image = torch.rand(1, 1, 96, 64)
+    assert model.dense_logits(image).shape == plain.eval().dense_logits(image).shape
+    # Cell (i, j) classifies the patch whose top-left is (4 i, 4 j), read with its context.
+    patch = torch.nn.functional.pad(image, (8, 8, 8, 8), mode="reflect")[..., 16:64, 20:68]
+    torch.testing.assert_close(
+        model.dense_logits(image)[0, :, 4, 5], model(patch)[0], atol=2e-3, rtol=0
+    )
+
+
+def test_autoencoders_of_other_inputs_are_refused():
+    with pytest.raises(EmaeError, match="inpainting model or a codec"):
+        ResidualBackbone("inpainting-ae", {}, SCRATCH)
+    with pytest.raises(EmaeError, match="context must be an int >= 0"):
+        ResidualBackbone("conv-ae", AE, SCRATCH, context=-1)
+
+
+def test_finetune_residual_folder_predicts_the_same_after_loading(tmp_path, tiny):
+    labels_csv = tiny / "data" / "labels.csv"
+    config = FinetuneConfig(**FAST)
+    summary = finetune(tiny / "ae", labels_csv, tmp_path / "clf", config, progress=False)
+    assert summary["steps_done"] == 6
+    clf = load_classifier(tmp_path / "clf")
+    assert isinstance(clf.model.backbone, ResidualBackbone) and clf.model.input_size == 48
+    labeled = load_labels(labels_csv, patch_size=48)
+    patches, _ = read_labeled_patches(labeled, 48)
+    again = load_classifier(tmp_path / "clf")
+    np.testing.assert_allclose(clf.predict_proba(patches), again.predict_proba(patches))
+    image = patches[0].repeat(2, axis=0)
+    assert clf.dense_probabilities(image).shape[0] == len(clf.classes)
+    metrics = evaluate(tmp_path / "clf", labels_csv, tmp_path / "eval")
+    assert 0 <= metrics["macro_f1"] <= 1
+
+
+def test_residual_view_needs_an_autoencoder_and_patches_with_context(tmp_path, tiny):
+    with pytest.raises(EmaeError, match="needs a pretrained autoencoder"):
+        PatchClassifier(None, FinetuneConfig(**FAST)).fit(np.zeros((4, 48, 48)), [0, 1, 0, 1])
+    with pytest.raises(EmaeError, match=r"patches must be 48x48 \(32 and 8 of context\)"):
+        PatchClassifier(tiny / "ae", FinetuneConfig(**FAST)).fit(
+            np.zeros((4, 32, 32), np.uint8), [0, 1, 0, 1]
+        )
+
+
+def test_cli_finetune_view_residual(tmp_path, tiny, capsys):
+    code = main(
+        ["finetune", str(tiny / "ae"), "--labels", str(tiny / "data" / "labels.csv"),
+         "--out", str(tmp_path / "clf"), "--view", "residual", "--context", "8",
+         "--steps", "4", "--batch-size", "8", "--device", "cpu"]
+    )  # fmt: skip
+    assert code == 0 and "residual view" in capsys.readouterr().out
+    assert load_classifier(tmp_path / "clf").model.input_size == 32 + 2 * 8
+
+
+def test_compare_runs_cnn_residual_beside_the_methods_without_context(tmp_path, tiny):
+    config = FinetuneConfig(**{**FAST, "view": "image"})
+    summary = compare(
+        tiny / "data" / "labels.csv",
+        tmp_path / "cmp",
+        encoder=tiny / "ae",
+        methods=["cnn-scratch", "cnn-residual", "svm-features"],
+        folds=2,
+        budgets=[2],
+        config=config,
+        seed=0,
+    )
+    assert {"cnn-scratch", "cnn-residual", "svm-features"} <= set(summary["methods"])
