@@ -182,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("finetune", help="Train encoder + classifier head on few labels.")
     p.add_argument("model", type=Path, nargs="?", help="Autoencoder folder (emae pretrain).")
-    p.add_argument("--labels", type=Path, required=True, help="Labels CSV.")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="Labels CSV; more CSVs (e.g. filled emae suggest files) add samples.",
+    )
     p.add_argument("--out", type=Path, required=True, help="Classifier folder to create.")
     p.add_argument("--config", type=Path, help="YAML run configuration; flags override it.")
     freeze = p.add_mutually_exclusive_group()
@@ -241,6 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(for data of another dtype or range than the training data, refused otherwise).",
     )
     p.set_defaults(func=handlers.finetune)
+
+    p = command("suggest", help="Propose the next patches to label (active learning).")
+    p.add_argument("classifier", type=Path, help="Classifier folder (emae finetune).")
+    p.add_argument("data", nargs="+", help="Unlabeled images, folders or globs.")
+    p.add_argument("--out", type=Path, required=True, help="Labels CSV to write (to fill in).")
+    p.add_argument("--n", type=int, default=50, help="Patches to suggest (50).")
+    p.add_argument("--pool", type=int, default=5000, help="Random candidates (5000).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the candidates' positions.")
+    p.add_argument(
+        "--no-anomaly",
+        dest="anomaly",
+        action="store_false",
+        help="Do not weigh by the anomaly score of the classifier's autoencoder.",
+    )
+    p.add_argument("--overwrite", action="store_true", help="Replace earlier suggestion files.")
+    p.set_defaults(func=handlers.suggest)
 
     p = command("export", help="Export a model folder as ONNX (deepImageJ, onnxruntime, ...).")
     p.add_argument("model", type=Path, help="Model folder (emae pretrain or emae finetune).")

@@ -31,7 +31,7 @@ from emae.classify.inputs import check_semi_supervised, load_backbone
 from emae.classify.training import train_classifier
 from emae.commands.run_dir import begin, check_fresh, check_resumable, training_dir
 from emae.config import read_options
-from emae.data.labels import load_labels
+from emae.data.labels import load_label_files
 from emae.data.objects import labeled_dtype, object_patches
 from emae.errors import EmaeError, config_error
 from emae.folders.classifier import save_classifier
@@ -66,7 +66,7 @@ def unlabeled_patches(
 
 def finetune(
     encoder: str | Path | None,
-    labels_csv: str | Path,
+    labels_csv: str | Path | Sequence[str | Path],
     out: str | Path,
     config: FinetuneConfig | None = None,
     *,
@@ -86,7 +86,9 @@ def finetune(
     encoder
         Model folder of a pretrained autoencoder (``emae pretrain``), or None (from scratch).
     labels_csv
-        The labels CSV (see :mod:`emae.data.labels`).
+        The labels CSV (see :mod:`emae.data.labels`), or several: the first defines the classes,
+        the others add samples (e.g. filled ``emae suggest`` files; rows left without a label
+        are skipped).
     out
         Classifier folder to create.
     config
@@ -113,12 +115,14 @@ def finetune(
 
     out = Path(out)
     work = training_dir(out)
+    csvs = [labels_csv] if isinstance(labels_csv, (str, Path)) else list(labels_csv)
+    named = [str(Path(c).resolve()) for c in csvs]
     for path in (out, work):
-        check_not_input(path, [encoder, labels_csv, *unlabeled])
+        check_not_input(path, [encoder, *csvs, *unlabeled])
     check_writable(out, overwrite=overwrite, **BUNDLE_ONLY)
     identity = {
         "config": config.model_dump(mode="json"),
-        "labels": str(Path(labels_csv).resolve()),
+        "labels": named[0] if len(named) == 1 else named,
         "encoder": None if encoder is None else str(Path(encoder).resolve()),
         "unlabeled": [str(Path(u).resolve()) for u in unlabeled],
     }
@@ -129,11 +133,11 @@ def finetune(
     patch_size = config.input_size(  # the patch and any context its backbone reads
         load_backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     )
-    labeled = load_labels(labels_csv, patch_size=patch_size)
+    labeled = load_label_files(csvs, patch_size=patch_size)
     for path in (out, work):
         check_not_input(path, {s.image for s in labeled.samples})
     if len(labeled.classes) < 2:
-        raise EmaeError(f"{labels_csv}: a classifier needs at least 2 classes")
+        raise EmaeError(f"{csvs[0]}: a classifier needs at least 2 classes")
     patches, labels = object_patches(labeled, patch_size, config.input)
     extra = None
     if labeled.features:
@@ -165,7 +169,7 @@ def finetune(
             shutil.rmtree(work, ignore_errors=True)  # refused before training: leave nothing
         raise
     summary["class_counts"] = labeled.class_counts()
-    summary["labels"] = str(Path(labels_csv).resolve())
+    summary["labels"] = identity["labels"]
     summary["encoder"] = identity["encoder"]
     summary["unlabeled"] = identity["unlabeled"]
     summary["unlabeled_patches"] = 0 if pool is None else len(pool)

@@ -201,6 +201,27 @@ def finetune(args: argparse.Namespace) -> None:
     )
 
 
+def suggest(args: argparse.Namespace) -> None:
+    from emae.commands.suggest import suggest
+
+    result = suggest(
+        args.classifier,
+        args.data,
+        args.out,
+        n=args.n,
+        pool=args.pool,
+        seed=args.seed,
+        anomaly=args.anomaly,
+        overwrite=args.overwrite,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in result["predicted"].items())
+    print(
+        f"suggested {result['suggested']} of {result['pool']} candidate patches (predicted: "
+        f"{counts}) in {result['labels']}; fill in the label column and pass it to emae "
+        f"finetune --labels; scores in {result['scores']}, montage {result['montage']}"
+    )
+
+
 def export(args: argparse.Namespace) -> None:
     from emae.commands.export import export_onnx
 

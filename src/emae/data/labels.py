@@ -227,6 +227,7 @@ def load_labels(
     patch_size: int | None = None,
     classes: Sequence[str] | None = None,
     check_images: bool = True,
+    partial: bool = False,
 ) -> LabeledSet:
     """Read and validate a labels CSV (format in the module docstring).
 
@@ -242,6 +243,9 @@ def load_labels(
         samples, is an error. By default the classes are the sorted labels found.
     check_images
         Open each image (lazily, once) to check that it exists and that the coordinates fit.
+    partial
+        A file that adds labels to others (a filled ``emae suggest`` file): rows whose label is
+        left empty are skipped, and ``classes`` need not all have samples.
 
     Returns
     -------
@@ -262,6 +266,8 @@ def load_labels(
             continue
         if len(cells) != len(header):
             raise EmaeError(f"{where}: expected {len(header)} fields, got {len(cells)}")
+        if partial and not cells[header.index("label")].strip():
+            continue
         sample, file = _parse_row(
             dict(zip(header, (c.strip() for c in cells), strict=True)), features, folder, where
         )
@@ -283,15 +289,39 @@ def load_labels(
                 _check_mask(sample.mask, images[sample.image], where)
         samples.append(sample)
     if not samples:
-        raise EmaeError(f"{path}: no samples, only a header")
+        what = "no labeled rows" if partial else "no samples, only a header"
+        raise EmaeError(f"{path}: {what}")
     found = sorted({s.label for s in samples})
     if classes is not None:
-        empty = [c for c in classes if c not in found]
+        empty = [] if partial else [c for c in classes if c not in found]
         if empty:
             raise EmaeError(f"{path}: no samples for classes {empty} of {list(classes)}")
         found = list(classes)
     kind = "image" if "x" not in header else "patch"
     return LabeledSet(tuple(samples), tuple(found), features, kind)
+
+
+def load_label_files(paths: Sequence[str | Path], *, patch_size: int | None = None) -> LabeledSet:
+    """The samples of several labels CSVs as one set.
+
+    The first file defines the classes (its sorted labels); each later one adds samples, e.g.
+    a filled ``emae suggest`` file: its rows with an empty label are skipped, and a label
+    outside the first file's classes is refused. All files must have the same form (patch or
+    whole-image) and the same feature columns.
+    """
+    if not paths:
+        raise EmaeError("give at least one labels CSV")
+    first = load_labels(paths[0], patch_size=patch_size)
+    samples = list(first.samples)
+    for path in paths[1:]:
+        more = load_labels(path, patch_size=patch_size, classes=first.classes, partial=True)
+        if more.kind != first.kind or more.features != first.features:
+            raise EmaeError(
+                f"{path}: its form ({more.kind}, features {list(more.features)}) differs from "
+                f"{paths[0]} ({first.kind}, features {list(first.features)})"
+            )
+        samples += more.samples
+    return LabeledSet(tuple(samples), first.classes, first.features, first.kind)
 
 
 def read_labeled_patches(labeled_set: LabeledSet, patch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -130,6 +130,22 @@ class FittedClassifier:
             out.append(torch.softmax(self.model(batch, e).float(), dim=1).cpu().numpy())
         return np.concatenate(out)
 
+    @torch.inference_mode()
+    def features(self, x: Any, *, batch_size: int = 64) -> np.ndarray:
+        """What the head reads of raw patches ``(N, P, P)``, standardized: ``(N, C)`` float32
+        (the pooled backbone features, before any extra features)."""
+        self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this classifier", strict=False)
+        images = self.normalizer(as_images(x))
+        self.model.eval()
+        device = self._device()
+        mean, std = self.model.feature_mean.cpu(), self.model.feature_std.cpu()
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size, None]).to(device)
+            pooled = self.model.global_features(batch)[:, :, 0, 0].float().cpu()
+            out.append(((pooled - mean) / std).numpy())
+        return np.concatenate(out)
+
     def predict(self, x: Any, extra: Any = None) -> np.ndarray:
         """Predicted class indices ``(N,)`` int64 (names: ``classes[i]``)."""
         return self.predict_proba(x, extra).argmax(axis=1)

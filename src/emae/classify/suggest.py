@@ -1,0 +1,122 @@
+"""Which patches to label next: uncertainty x anomaly x diversity in the classifier's features.
+
+A few labels go furthest where the classifier is unsure, where the autoencoder sees something
+unusual (artifacts are rare: a random patch is almost always clean tissue), and where nothing
+similar is labeled or suggested yet. For ``N`` candidate patches:
+
+``uncertainty``  ``1 - (p_1 - p_2)``, one minus the margin between the two most probable classes
+                 (1: a tie, 0: certain);
+``anomaly``      the rank of the patch's anomaly score among the candidates, in ``[0, 1]``; it
+                 weighs the priority by ``(1 + anomaly) / 2``, so the most typical patch counts
+                 half as much as the most unusual one (None: no weight);
+``priority``     ``uncertainty x (1 + anomaly) / 2``;
+``distance``     Euclidean distance of the candidate's vector to the nearest labeled or already
+                 chosen vector, divided by the largest such distance in the pool.
+
+:func:`select_batch` chooses greedily: each pick is the candidate with the highest
+``priority x distance`` (the weighted k-centre rule of batch-mode active learning), then the
+distances are updated with the pick, so a batch does not spend its labels on near-duplicates.
+The selection is deterministic (ties go to the lower index).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from emae.errors import EmaeError
+
+
+def uncertainty(proba: Any) -> np.ndarray:
+    """``1 - (p_1 - p_2)`` of class probabilities ``(N, K)``: ``(N,)`` float64 in ``[0, 1]``."""
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or not np.isfinite(p).all():
+        raise EmaeError(f"proba must be finite (N, K) probabilities with K >= 2, got {p.shape}")
+    top = np.sort(p, axis=1)[:, -2:]
+    return np.clip(1.0 - (top[:, 1] - top[:, 0]), 0.0, 1.0)
+
+
+def anomaly_rank(scores: Any) -> np.ndarray:
+    """Rank of each anomaly score among all, scaled to ``[0, 1]`` (ties share their mean rank)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or not np.isfinite(s).all():
+        raise EmaeError(f"anomaly scores must be finite, shape (N,), got {s.shape}")
+    if len(s) < 2:
+        return np.ones(len(s))
+    return (rankdata(s) - 1) / (len(s) - 1)
+
+
+def priority(proba: Any, anomaly: Any = None) -> np.ndarray:
+    """``uncertainty x (1 + anomaly rank) / 2`` (uncertainty alone when ``anomaly`` is None)."""
+    u = uncertainty(proba)
+    if anomaly is None:
+        return u
+    rank = anomaly_rank(anomaly)
+    if len(rank) != len(u):
+        raise EmaeError(f"{len(rank)} anomaly scores for {len(u)} candidates")
+    return u * (1.0 + rank) / 2.0
+
+
+def _nearest(vectors: np.ndarray, to: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Distance of each row of ``vectors`` to its nearest row of ``to``: ``(N,)`` float64."""
+    out = np.empty(len(vectors))
+    t2 = (to * to).sum(axis=1)
+    for start in range(0, len(vectors), chunk):
+        v = vectors[start : start + chunk]
+        d2 = (v * v).sum(axis=1)[:, None] + t2[None] - 2.0 * v @ to.T
+        out[start : start + chunk] = np.sqrt(np.clip(d2.min(axis=1), 0.0, None))
+    return out
+
+
+def select_batch(
+    vectors: Any, weights: Any, n: int, labeled: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy weighted k-centre: ``n`` candidates of high weight, far from each other and from
+    the labeled ones.
+
+    Parameters
+    ----------
+    vectors
+        ``(N, D)`` float candidate vectors (e.g. the classifier's pooled features).
+    weights
+        ``(N,)`` non-negative priorities (:func:`priority`).
+    n
+        How many to choose, ``1 <= n <= N``.
+    labeled
+        ``(M, D)`` vectors of the patches already labeled, or None.
+
+    Returns
+    -------
+    (indices, distances)
+        ``(n,)`` int64 candidate indices in the order chosen, and ``(n,)`` float64 the distance
+        of each pick (relative to the pool's largest) when it was chosen.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if v.ndim != 2 or len(v) == 0 or not np.isfinite(v).all():
+        raise EmaeError(f"vectors must be a finite, non-empty (N, D) array, got {v.shape}")
+    if w.shape != (len(v),) or not np.isfinite(w).all() or (w < 0).any():
+        raise EmaeError(f"weights must be {len(v)} finite values >= 0, got shape {w.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(v):
+        raise EmaeError(f"cannot choose {n} of {len(v)} candidates: the pool is too small")
+    if labeled is not None and len(labeled):
+        lab = np.asarray(labeled, dtype=np.float64)
+        if lab.ndim != 2 or lab.shape[1] != v.shape[1]:
+            raise EmaeError(f"labeled vectors must be (M, {v.shape[1]}), got {lab.shape}")
+        distance = _nearest(v, lab)
+    else:
+        distance = np.full(len(v), np.inf)
+    chosen, at = [], []
+    for _ in range(int(n)):
+        finite = distance[np.isfinite(distance)]
+        scale = finite.max() if finite.size and finite.max() > 0 else 1.0
+        relative = np.minimum(distance / scale, 1.0)
+        gain = w * relative
+        gain[chosen] = -1.0
+        pick = int(np.argmax(gain))
+        chosen.append(pick)
+        at.append(float(relative[pick]))
+        distance = np.minimum(distance, np.sqrt(((v - v[pick]) ** 2).sum(axis=1)))
+    return np.array(chosen, dtype=np.int64), np.array(at)
