@@ -63,6 +63,20 @@ def test_the_residual_is_the_input_minus_the_reconstruction_inside_the_context()
         backbone.residual(torch.rand(1, 1, 16, 40))
 
 
+def test_with_image_the_cnn_sees_the_patch_beside_its_residual():
+    torch.manual_seed(0)
+    backbone = ResidualBackbone("conv-ae", AE, SCRATCH, context=8, with_image=True)
+    assert backbone.backbone.in_channels == 2
+    x = torch.rand(2, 1, 48, 48)
+    assert backbone.features(x).shape == (2, 16, 8, 8)
+    # The second channel is the residual: the first is the patch without its context.
+    seen = []
+    backbone.backbone.encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    backbone.features(x)
+    torch.testing.assert_close(seen[0][:, :1], x[..., 8:40, 8:40])
+    torch.testing.assert_close(seen[0][:, 1:], backbone.residual(x))
+
+
 def test_only_the_cnn_learns_and_the_autoencoder_stays_in_eval_mode():
     backbone = _backbone()
     model = EncoderClassifier(backbone, n_classes=3, patch_size=32).train()

@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--view",
-        help="image (default) or residual: a CNN trained on what MODEL could not reconstruct.",
+        help="image (default); residual: a CNN trained on what MODEL could not reconstruct; "
+        "both: on the patch and that residual.",
     )
     p.add_argument(
         "--context", type=int, help="View residual: pixels of surroundings MODEL sees (16)."

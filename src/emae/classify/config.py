@@ -58,19 +58,19 @@ class FinetuneConfig(BaseModel):
         "level over the patch (default; 2-3x the macro-F1 of the latent alone on the sample "
         "data, docs/benchmarks.md) or the latent's mean.",
     )
-    view: Literal["image", "residual"] = Field(
+    view: Literal["image", "residual", "both"] = Field(
         "image",
         description="What the classifier looks at. image: the patch (through the pretrained "
         "encoder, or a CNN from scratch without one); residual: what the pretrained "
         "autoencoder could not reconstruct, through a CNN trained on the labels "
-        "(emae.models.residual).",
+        "(emae.models.residual); both: the patch and its residual as two channels.",
     )
     context: int = Field(
         16,
         ge=0,
         le=256,
-        description="view residual: pixels of surroundings on every side of a patch that the "
-        "autoencoder sees so that it reconstructs the patch's border from real tissue.",
+        description="views residual and both: pixels of surroundings on every side of a "
+        "patch that the autoencoder sees, so it reconstructs the border from real tissue.",
     )
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the last 1x1 conv.")
     label_smoothing: float = Field(0.05, ge=0, lt=1, description="Cross-entropy smoothing.")
@@ -129,4 +129,4 @@ class FinetuneConfig(BaseModel):
 
     def input_size(self, patch_size: int) -> int:
         """Side of the patches to read for ``patch_size``: with the context of a residual view."""
-        return patch_size + 2 * (self.context if self.view == "residual" else 0)
+        return patch_size + 2 * (self.context if self.view != "image" else 0)

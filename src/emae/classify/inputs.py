@@ -30,8 +30,10 @@ def _scratch_kwargs(config: FinetuneConfig) -> dict[str, Any]:
 def load_backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[Any, ...]:
     """``(backbone, name, kwargs, normalizer or None, patch size)``."""
     if encoder is None:
-        if config.view == "residual":
-            raise EmaeError("view 'residual' needs a pretrained autoencoder (an encoder folder)")
+        if config.view != "image":
+            raise EmaeError(
+                f"view {config.view!r} needs a pretrained autoencoder (an encoder folder)"
+            )
         kwargs = _scratch_kwargs(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -39,12 +41,13 @@ def load_backbone(encoder: str | Path | None, config: FinetuneConfig) -> tuple[A
         return backbone, "conv-ae", kwargs, None, config.patch_size or 64
     bundle = load_bundle(encoder)
     patch = config.patch_size or int(bundle.config.get("patch_size", 64))
-    if config.view == "residual":
+    if config.view != "image":
         kwargs = {
             "autoencoder": bundle.model_name,
             "autoencoder_kwargs": bundle.model_kwargs,
             "backbone_kwargs": _scratch_kwargs(config),
             "context": config.context,
+            "with_image": config.view == "both",
         }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)

@@ -15,6 +15,7 @@ Methods (:data:`METHODS`):
 ``cnn-scratch``     the same architecture from random weights, trained on the labels only
 ``cnn-residual``    the same CNN trained on what the pretrained autoencoder could not
                     reconstruct (:mod:`emae.models.residual`)
+``cnn-both``        the same CNN on the patch and its residual as two channels
 ``svm-features``    RBF SVM on handcrafted features (:mod:`emae.classify.baselines.svm_features`)
 ``latent-logreg``   logistic regression on frozen pooled latents
 (:mod:`emae.classify.baselines.latent`)
@@ -60,6 +61,7 @@ METHODS: tuple[str, ...] = (
     "head-semi",
     "cnn-scratch",
     "cnn-residual",
+    "cnn-both",
     "svm-features",
     "latent-logreg",
     "latent-knn",
@@ -69,11 +71,12 @@ NEEDS_ENCODER = {
     "head-finetune",
     "head-semi",
     "cnn-residual",
+    "cnn-both",
     "latent-logreg",
     "latent-knn",
 }
 #: Methods that read each patch with ``config.context`` pixels of surroundings.
-RESIDUAL_METHODS = {"cnn-residual"}
+RESIDUAL_METHODS = {"cnn-residual", "cnn-both"}
 SETTINGS = "compare.json"
 
 
@@ -105,9 +108,9 @@ def make_estimator(
     """
     from emae.classify.baselines import LatentClassifier, SVMOnFeatures
 
-    if method in ("head", "head-finetune", "head-semi", "cnn-scratch", "cnn-residual"):
+    if method in ("head", "head-finetune", "head-semi", "cnn-scratch", *RESIDUAL_METHODS):
         freeze = "frozen" if method == "head" else "finetune"
-        view = "residual" if method in RESIDUAL_METHODS else "image"
+        view = {"cnn-residual": "residual", "cnn-both": "both"}.get(method, "image")
         return PatchClassifier(
             None if method == "cnn-scratch" else encoder,
             config.model_copy(update={"freeze": freeze, "view": view}),
@@ -130,6 +133,7 @@ FIT_INPUTS = {
     "head-semi": ("features", "unlabeled"),
     "cnn-scratch": ("features",),
     "cnn-residual": ("features",),
+    "cnn-both": ("features",),
     "svm-features": ("features", "groups"),
     "latent-logreg": (),
     "latent-knn": (),

@@ -42,6 +42,9 @@ class ResidualBackbone(nn.Module):
         Arguments of the ``conv-ae`` whose encoder is trained on the residual.
     context
         Pixels of surroundings on every side of a patch that only the autoencoder sees.
+    with_image
+        Give the trained backbone the patch itself as a second channel beside the residual
+        (its ``conv-ae`` then takes ``in_channels=2``).
 
     Attributes
     ----------
@@ -55,6 +58,7 @@ class ResidualBackbone(nn.Module):
         autoencoder_kwargs: dict[str, Any],
         backbone_kwargs: dict[str, Any],
         context: int = 16,
+        with_image: bool = False,
     ) -> None:
         super().__init__()
         from emae.models.registry import build_model, model_spec
@@ -69,8 +73,10 @@ class ResidualBackbone(nn.Module):
             raise EmaeError(f"context must be an int >= 0 pixels, got {context!r}")
         self.autoencoder = build_model(autoencoder, **autoencoder_kwargs)
         self.autoencoder.requires_grad_(False).eval()
-        self.backbone = build_model("conv-ae", **backbone_kwargs)
+        inputs = {"in_channels": 2} if with_image else {}
+        self.backbone = build_model("conv-ae", **{**backbone_kwargs, **inputs})
         self.context = context
+        self.with_image = bool(with_image)
         self.feature_channels = int(self.backbone.feature_channels)
         self.downsample_factor = int(self.backbone.downsample_factor)
         self._multiple = int(getattr(self.autoencoder, "downsample_factor", 1))
@@ -100,8 +106,13 @@ class ResidualBackbone(nn.Module):
         return r[..., c : h - c, c : w - c]
 
     def features(self, x: Tensor) -> Tensor:
-        """The trained backbone's features of the residual: ``(N, C, h, w)``."""
-        return self.backbone.features(self.residual(x))
+        """The trained backbone's features of the residual (beside the patch itself when
+        ``with_image``): ``(N, C, h, w)``."""
+        r = self.residual(x)
+        if self.with_image:
+            c = self.context
+            r = torch.cat([x[..., c : x.shape[-2] - c, c : x.shape[-1] - c], r], dim=1)
+        return self.backbone.features(r)
 
 
 def build_backbone(name: str, kwargs: dict[str, Any]) -> nn.Module:

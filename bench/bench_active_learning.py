@@ -1,0 +1,156 @@
+"""Benchmark: how many labels active learning (``emae suggest``'s rule) needs, by simulation.
+
+On the ``emae sample-data`` labels (or any labels CSV), for each group-aware fold: the reference
+is the macro-F1 on the test fold of a classifier trained on at most 25 random labels per class
+of the training fold. Then, starting from 1 random label per class, rounds add ``--step`` labels
+from the rest of the training fold (their labels hidden until chosen), chosen either
+
+``active``  by :mod:`emae.classify.suggest` (uncertainty of the current classifier x anomaly rank
+            of the autoencoder's score x distance in the classifier's features, away from the
+            labeled patches: exactly what ``emae suggest`` computes), or
+``random``  at random (seeded),
+
+and each round's classifier is scored on the test fold. Printed: per fold and strategy, the
+labels needed to reach the reference macro-F1 (``-`` if never within the pool), and their share
+of the reference's label count; the goal of the active rule is 50% or less.
+
+Usage::
+
+    python bench/bench_active_learning.py [--data DIR] [--encoder RUN] [--method head]
+        [--steps 200] [--step 11] [--folds 5] [--reference 25] [--threads N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "runs" / "bench_anomaly_scores" / "sample-data"
+ENCODER = REPO / "runs" / "bench_anomaly_scores" / "models" / "conv-ae-s2000"
+
+
+def cpu_flags() -> str:
+    """The CPU model and its flags that matter for torch's speed."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln),
+                 platform.processor())  # fmt: skip
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                      if ln.startswith("flags")), []))  # fmt: skip
+    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({' '.join(keep) or 'no avx2'})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="Sample data folder.")
+    parser.add_argument("--encoder", type=Path, default=ENCODER, help="Autoencoder folder.")
+    parser.add_argument("--method", default="head", help="head, head-finetune or cnn-residual.")
+    parser.add_argument("--steps", type=int, default=200, help="Classifier training steps.")
+    parser.add_argument("--step", type=int, default=11, help="Labels added per round.")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--reference", type=int, default=25, help="Random labels per class.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    args = parser.parse_args()
+
+    import torch
+    from sklearn.metrics import f1_score
+
+    from emae.anomaly.detector import AutoencoderDetector
+    from emae.classify.config import FinetuneConfig
+    from emae.classify.suggest import priority, select_batch
+    from emae.commands.compare import make_estimator
+    from emae.data.folds import budget_subset, make_folds
+    from emae.data.labels import load_labels, read_labeled_patches
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    config = FinetuneConfig(steps=args.steps)
+    residual = args.method == "cnn-residual"
+    size = config.input_size(64) if residual else 64
+    labeled = load_labels(args.data / "labels.csv", patch_size=size)
+    patches, y = read_labeled_patches(labeled, size)
+    groups = [s.group for s in labeled.samples]
+    classes = labeled.classes
+    detector = AutoencoderDetector.from_bundle(args.encoder)
+    c = (size - 64) // 2
+    anomaly = detector.anomaly_score(patches[:, c : size - c, c : size - c])
+    splits = make_folds(y, groups, args.folds, args.seed, classes=classes)
+
+    def fit(idx: np.ndarray):
+        est = make_estimator(args.method, encoder=args.encoder, config=config, classes=classes)
+        return est.fit(patches[idx], y[idx])
+
+    def score(est, test: np.ndarray) -> float:
+        return float(f1_score(y[test], est.predict(patches[test]), average="macro"))
+
+    print(f"machine   {cpu_flags()}, {torch.get_num_threads()} torch threads")
+    print(f"command   {' '.join(sys.argv)}")
+    print(f"labels    {len(y)} ({dict(zip(classes, np.bincount(y).tolist(), strict=True))})")
+    results = []
+    for fold, (train, test) in enumerate(splits):
+        rng = np.random.default_rng(args.seed + fold)
+        reference_idx = budget_subset(y, train, args.reference, args.seed + fold)
+        target = score(fit(reference_idx), test)
+        start = budget_subset(y, train, 1, args.seed + 100 + fold)
+        row = {"fold": fold, "reference_labels": len(reference_idx), "reference_f1": target}
+        for strategy in ("active", "random"):
+            chosen = list(start)
+            curve = []
+            while True:
+                idx = np.array(chosen)
+                est = fit(idx)
+                f1 = score(est, test)
+                curve.append((len(idx), f1))
+                rest = np.setdiff1d(train, idx)
+                if f1 >= target or len(idx) >= len(reference_idx) or len(rest) == 0:
+                    break
+                k = min(args.step, len(rest))
+                if strategy == "random":
+                    chosen += rng.choice(rest, k, replace=False).tolist()
+                    continue
+                fitted = est.fitted_
+                weights = priority(fitted.predict_proba(patches[rest]), anomaly[rest])
+                picks, _ = select_batch(
+                    fitted.features(patches[rest]), weights, k, fitted.features(patches[idx])
+                )
+                chosen += rest[picks].tolist()
+            reached = next((n for n, f in curve if f >= target), None)
+            row[strategy] = {"curve": curve, "labels_needed": reached}
+            share = "-" if reached is None else f"{reached / len(reference_idx):.0%}"
+            print(
+                f"fold {fold} {strategy:6s}: reference {len(reference_idx)} labels -> F1 "
+                f"{target:.3f}; reached with {reached if reached is not None else '-'} labels "
+                f"({share}); curve "
+                + " ".join(f"{n}:{f:.3f}" for n, f in curve),
+                flush=True,
+            )
+        results.append(row)
+    for strategy in ("active", "random"):
+        shares = [
+            r[strategy]["labels_needed"] / r["reference_labels"]
+            if r[strategy]["labels_needed"] is not None
+            else 1.0
+            for r in results
+        ]
+        print(
+            f"{strategy:6s}: labels needed / reference labels, mean over folds "
+            f"{np.mean(shares):.0%} (per fold {', '.join(f'{s:.0%}' for s in shares)}; a fold "
+            "that never reached the reference within its budget counts as 100%)"
+        )
+    print(f"total {(time.perf_counter() - began) / 60:.1f} min")
+    if args.out:
+        args.out.write_text(json.dumps({"args": sys.argv, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
