@@ -136,7 +136,8 @@ def train_classifier(
             hidden=config.hidden,
             dropout=config.dropout,
             n_extra=0 if extra is None else extra.shape[1],
-            pooling=config.pooling if pretrained else "latent",
+            # a CNN from scratch reads its latent's mean; any autoencoder's view the config's
+            pooling=config.pooling if encoder is not None else "latent",
         )
     frozen_from_start = pretrained and config.freeze != "finetune"
     model.freeze(frozen_from_start)

@@ -105,14 +105,36 @@ class ResidualBackbone(nn.Module):
         r = x - recon.to(x.dtype)
         return r[..., c : h - c, c : w - c]
 
-    def features(self, x: Tensor) -> Tensor:
-        """The trained backbone's features of the residual (beside the patch itself when
-        ``with_image``): ``(N, C, h, w)``."""
+    def backbone_input(self, x: Tensor) -> Tensor:
+        """What the trained backbone sees: the residual, beside the patch when ``with_image``."""
         r = self.residual(x)
         if self.with_image:
             c = self.context
             r = torch.cat([x[..., c : x.shape[-2] - c, c : x.shape[-1] - c], r], dim=1)
-        return self.backbone.features(r)
+        return r
+
+    def features(self, x: Tensor) -> Tensor:
+        """The trained backbone's features of :meth:`backbone_input`: ``(N, C, h, w)``."""
+        return self.backbone.features(self.backbone_input(x))
+
+    @property
+    def encoder(self) -> _Levels:
+        """The trained backbone's encoder levels, of :meth:`backbone_input` (for the head's
+        ``pooling="levels"``)."""
+        return _Levels(self)
+
+
+class _Levels:
+    """``levels`` and ``level_channels`` of a residual backbone's trained encoder."""
+
+    def __init__(self, owner: ResidualBackbone) -> None:
+        self.owner = owner
+
+    def levels(self, x: Tensor) -> list[tuple[Tensor, int]]:
+        return self.owner.backbone.encoder.levels(self.owner.backbone_input(x))
+
+    def level_channels(self) -> int:
+        return int(self.owner.backbone.encoder.level_channels())
 
 
 def build_backbone(name: str, kwargs: dict[str, Any]) -> nn.Module:

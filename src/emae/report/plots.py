@@ -44,6 +44,8 @@ READABLE: dict[str, str] = {
     "head-finetune": "pretrained encoder, fine-tuned",
     "head-semi": "pretrained encoder, fine-tuned, semi-supervised",
     "cnn-scratch": "same CNN, trained from scratch",
+    "cnn-residual": "CNN on the autoencoder's residual",
+    "cnn-both": "CNN on the patch and the autoencoder's residual",
     "svm-features": "SVM on handcrafted features",
     "latent-logreg": "logistic regression on latents",
     "latent-knn": "k-nearest neighbours on latents",
