@@ -130,8 +130,7 @@ def main() -> None:
             print(
                 f"fold {fold} {strategy:6s}: reference {len(reference_idx)} labels -> F1 "
                 f"{target:.3f}; reached with {reached if reached is not None else '-'} labels "
-                f"({share}); curve "
-                + " ".join(f"{n}:{f:.3f}" for n, f in curve),
+                f"({share}); curve " + " ".join(f"{n}:{f:.3f}" for n, f in curve),
                 flush=True,
             )
         results.append(row)

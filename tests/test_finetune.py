@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,7 @@ from emae.models.classifier import EncoderClassifier
 from emae.synth.sample_data import tiny_config, write_sample_data
 from emae.train.config import PretrainConfig
 
-FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu")
+FAST = dict(steps=6, batch_size=8, warmup_steps=1, precision="fp32", device="cpu", view="image")
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +329,24 @@ def test_probability_maps_follow_the_image_at_full_resolution():
     switch = int(np.argmax(column > 0.5))
     # The boundary is at x = 48; patches within half a patch (16 px) of it are mixed.
     assert 48 - 16 <= switch <= 48 + 16
+
+
+def test_view_auto_is_residual_for_patch_labels_with_an_autoencoder_and_image_otherwise():
+    auto = FinetuneConfig()
+    assert auto.view == "auto"
+    assert auto.resolved(pretrained=True, kind="patch").view == "residual"
+    assert auto.resolved(pretrained=True, kind="image").view == "image"
+    assert auto.resolved(pretrained=False, kind="patch").view == "image"
+    assert FinetuneConfig(view="image").resolved(pretrained=True).view == "image"
+    with pytest.raises(EmaeError, match="resolve view 'auto' first"):
+        auto.input_size(64)
+    assert auto.resolved(pretrained=True).input_size(64) == 64 + 2 * 16
+
+
+def test_finetune_by_default_trains_on_the_residual_and_records_it(tmp_path, tiny):
+    config = FinetuneConfig(**{**FAST, "view": "auto", "context": 8})
+    summary = finetune(tiny / "ae", tiny / "data" / "labels.csv", tmp_path / "clf", config)
+    clf = load_classifier(tmp_path / "clf")
+    assert summary["view"] == "residual" and clf.model.input_size == 32 + 2 * 8
+    run = json.loads((tmp_path / "clf" / "config.json").read_text())["run"]
+    assert run["view"] == "residual"  # the folder says what was trained

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emae.errors import EmaeError
 from emae.train.options import (
     BatchSize,
     Device,
@@ -58,12 +59,14 @@ class FinetuneConfig(BaseModel):
         "level over the patch (default; 2-3x the macro-F1 of the latent alone on the sample "
         "data, docs/benchmarks.md) or the latent's mean.",
     )
-    view: Literal["image", "residual", "both"] = Field(
-        "image",
+    view: Literal["auto", "image", "residual", "both"] = Field(
+        "auto",
         description="What the classifier looks at. image: the patch (through the pretrained "
-        "encoder, or a CNN from scratch without one); residual: what the pretrained "
-        "autoencoder could not reconstruct, through a CNN trained on the labels "
-        "(emae.models.residual); both: the patch and its residual as two channels.",
+        "encoder, frozen or fine-tuned as freeze says, or a CNN from scratch without one); "
+        "residual: what the pretrained autoencoder could not reconstruct, through a CNN "
+        "trained on the labels (emae.models.residual); both: the patch and its residual as "
+        "two channels; auto (default): residual for patch labels with a pretrained "
+        "autoencoder (the best measured on EM artifacts, docs/benchmarks.md), image otherwise.",
     )
     context: int = Field(
         16,
@@ -127,6 +130,17 @@ class FinetuneConfig(BaseModel):
         "in the images' dtype.",
     )
 
+    def resolved(self, *, pretrained: bool, kind: str = "patch") -> FinetuneConfig:
+        """This configuration with ``view="auto"`` made concrete: ``"residual"`` for patch
+        labels (``kind="patch"``) with a pretrained autoencoder, ``"image"`` otherwise."""
+        if self.view != "auto":
+            return self
+        view = "residual" if pretrained and kind == "patch" else "image"
+        return self.model_copy(update={"view": view})
+
     def input_size(self, patch_size: int) -> int:
-        """Side of the patches to read for ``patch_size``: with the context of a residual view."""
+        """Side of the patches to read for ``patch_size``: with the context of a residual view
+        (``view`` must be resolved, see :meth:`resolved`)."""
+        if self.view == "auto":
+            raise EmaeError("resolve view 'auto' first (FinetuneConfig.resolved)")
         return patch_size + 2 * (self.context if self.view != "image" else 0)

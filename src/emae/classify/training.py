@@ -95,6 +95,7 @@ def train_classifier(
     (FittedClassifier, dict)
         The classifier, ready to predict, and the training summary.
     """
+    config = config.resolved(pretrained=encoder is not None)  # patches: "auto" is residual
     backbone, name, kwargs, normalizer, patch_size = load_backbone(encoder, config)
     strict = source_dtype is not None  # arrays given to the API may be converted to float
     source_dtype = str(np.dtype(source_dtype or patches.dtype))

@@ -31,7 +31,7 @@ from emae.classify.inputs import check_semi_supervised, load_backbone
 from emae.classify.training import train_classifier
 from emae.commands.run_dir import begin, check_fresh, check_resumable, training_dir
 from emae.config import read_options
-from emae.data.labels import load_label_files
+from emae.data.labels import load_label_files, load_labels
 from emae.data.objects import labeled_dtype, object_patches
 from emae.errors import EmaeError, config_error
 from emae.folders.classifier import save_classifier
@@ -130,6 +130,8 @@ def finetune(
         check_resumable(work, identity, out)
     else:
         check_fresh(work, overwrite)
+    kind = load_labels(csvs[0], check_images=False).kind  # "auto" views depend on it
+    config = config.resolved(pretrained=encoder is not None, kind=kind)
     patch_size = config.input_size(  # the patch and any context its backbone reads
         load_backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     )
@@ -169,6 +171,7 @@ def finetune(
             shutil.rmtree(work, ignore_errors=True)  # refused before training: leave nothing
         raise
     summary["class_counts"] = labeled.class_counts()
+    summary["view"] = config.view
     summary["labels"] = identity["labels"]
     summary["encoder"] = identity["encoder"]
     summary["unlabeled"] = identity["unlabeled"]

@@ -195,7 +195,7 @@ def finetune(args: argparse.Namespace) -> None:
         counts += f" and {summary['unlabeled_patches']} unlabeled patches"
     print(
         f"trained a {len(summary['class_counts'])}-class classifier ("
-        + (f"{config.view} view" if config.view != "image" else f"{config.freeze} encoder")
+        + (f"{summary['view']} view" if summary["view"] != "image" else f"{config.freeze} encoder")
         + f", balance {config.balance}) on {counts} in {summary['seconds']:.0f} s; "
         f"classifier folder {args.out}"
     )
