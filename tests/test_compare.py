@@ -96,3 +96,29 @@ def test_compare_head_semi_trains_on_the_unlabeled_images(tmp_path, tiny):
     del semi["seconds"], plain["seconds"]
     # The same folds, labels and seed: only the unlabeled patches make the scores differ.
     assert semi != plain
+
+
+def test_the_report_says_fold_by_fold_whether_pretraining_pays(tmp_path):
+    import json
+
+    from emae.report.comparison import pretraining_verdicts
+
+    (tmp_path / "results").mkdir()
+    scores = {"cnn-scratch": [0.4, 0.5, 0.6], "cnn-residual": [0.5, 0.55, 0.58], "head": [0.3] * 3}
+    for method, by_fold in scores.items():
+        for fold, f1 in enumerate(by_fold):
+            row = {"method": method, "budget": "5", "fold": fold, "metrics": {"macro_f1": f1}}
+            (tmp_path / "results" / f"{method}__5__fold{fold}.json").write_text(json.dumps(row))
+    methods = {m: {"5": {"macro_f1": {"mean": sum(v) / 3, "std": 0.0}}} for m, v in scores.items()}
+    [(title, text)] = pretraining_verdicts(tmp_path, methods, ["5"])
+    assert title == "does pretraining pay? 5 labels / class"
+    assert text.startswith("pays: CNN on the autoencoder's residual minus the CNN from scratch")
+    assert "+0.043 ± 0.049 macro-F1 (ahead in 2 of 3 folds)" in text
+    # Behind in most folds: it says so; without the CNN from scratch it says nothing.
+    scores["cnn-residual"] = [0.3, 0.6, 0.5]
+    for fold, f1 in enumerate(scores["cnn-residual"]):
+        row = {"method": "cnn-residual", "budget": "5", "fold": fold, "metrics": {"macro_f1": f1}}
+        (tmp_path / "results" / f"cnn-residual__5__fold{fold}.json").write_text(json.dumps(row))
+    [(_, text)] = pretraining_verdicts(tmp_path, methods, ["5"])
+    assert text.startswith("does not pay") and "ahead in 1 of 3 folds" in text
+    assert pretraining_verdicts(tmp_path, {"head": methods["head"]}, ["5"]) == []

@@ -20,8 +20,8 @@ from emae.errors import EmaeError
 # The demo's steps with the least work that still exercises each one.
 MICRO = {
     "pretrain": {"model": "conv-ae", "steps": 12, "val_every": 6, "score_patches": 32},
-    "finetune": {"freeze": "frozen", "steps": 10},
-    "compare_methods": ["head", "svm-features"],
+    "finetune": {"view": "auto", "steps": 10},
+    "compare_methods": ["cnn-residual", "head", "svm-features"],
     "compare_folds": 2,
     "compare_budgets": "all",
     "compare_steps": 5,

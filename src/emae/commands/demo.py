@@ -42,7 +42,7 @@ QUICK_DATA = {
 #: What ``--quick`` changes in ``configs/demo.yaml`` (besides using :data:`QUICK_DATA`).
 QUICK: dict[str, Any] = {
     "pretrain": {"model": "conv-ae", "steps": 120, "val_every": 40, "checkpoint_every": 40},
-    "finetune": {"freeze": "frozen", "balance": "weights", "steps": 120},
+    "finetune": {"view": "auto", "balance": "weights", "steps": 120},
     "compare_folds": 2,
     "compare_budgets": "5,all",
     "compare_steps": 60,

@@ -54,7 +54,7 @@ class PipelineConfig(BaseModel):
         description="FinetuneConfig options (seed is set from `seed`).",
     )
     compare_methods: list[str] = Field(
-        default_factory=lambda: ["head", "cnn-scratch", "svm-features"],
+        default_factory=lambda: ["cnn-residual", "head", "cnn-scratch", "svm-features"],
         description="Methods of the cross-validated comparison; empty: skip it.",
     )
     compare_folds: int = Field(5, ge=2, le=50, description="Folds of the comparison.")

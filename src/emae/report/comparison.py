@@ -15,6 +15,59 @@ from emae.report.plots import readable
 from emae.report.sections import Block, Section, _file, _json, _stat
 
 
+def _fold_scores(folder: Path) -> dict[tuple[str, str], dict[int, float]]:
+    """``(method, budget) -> {fold: macro-F1}`` from the comparison's per-fit results."""
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    for path in sorted((folder / "results").glob("*.json")):
+        row = _json(path)
+        f1 = row.get("metrics", {}).get("macro_f1")
+        if f1 is not None:
+            scores.setdefault((row["method"], str(row["budget"])), {})[int(row["fold"])] = f1
+    return scores
+
+
+def pretraining_verdicts(
+    folder: Path, methods: dict[str, dict[str, Any]], budgets: list[str]
+) -> list[tuple[str, str]]:
+    """Per budget, in plain words: does the best method that uses the autoencoder beat the same
+    CNN trained from scratch, fold by fold? (Nothing when either is missing.)"""
+    from emae.commands.compare import NEEDS_ENCODER
+
+    if "cnn-scratch" not in methods:
+        return []
+    scores = _fold_scores(folder)
+    out = []
+    for budget in budgets:
+        scratch = scores.get(("cnn-scratch", budget), {})
+        pretrained = [
+            (methods[m][budget]["macro_f1"]["mean"], m)
+            for m in methods
+            if m in NEEDS_ENCODER
+            and budget in methods[m]
+            and methods[m][budget]["macro_f1"]["mean"] is not None
+        ]
+        if not scratch or not pretrained:
+            continue
+        _, best = max(pretrained)
+        ours = scores.get((best, budget), {})
+        folds = sorted(set(ours) & set(scratch))
+        if not folds:
+            continue
+        diffs = [ours[f] - scratch[f] for f in folds]
+        mean = sum(diffs) / len(diffs)
+        spread = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+        ahead = sum(d > 0 for d in diffs)
+        verdict = "pays" if mean > 0 and ahead > len(folds) / 2 else "does not pay"
+        out.append(
+            (
+                f"does pretraining pay? {budget} labels / class",
+                f"{verdict}: {readable(best)} minus the CNN from scratch, fold by fold, "
+                f"{mean:+.3f} ± {spread:.3f} macro-F1 (ahead in {ahead} of {len(folds)} folds)",
+            )
+        )
+    return out
+
+
 def compare_section(folder: Path) -> Section:
     """Every method side by side per budget, per-class tables, confusion matrices, curves."""
     summary = _json(folder / "summary.json")
@@ -54,6 +107,7 @@ def compare_section(folder: Path) -> Section:
                 f"{readable(m)} {v:.3f}" for m, v in sorted(scored, key=lambda x: -x[1])
             )
             highlights.append((f"cross-validated macro-F1, {budget} labels / class", ranked))
+    highlights += pretraining_verdicts(folder, methods, budgets)
     last = budgets[-1] if budgets else None
     uris = []
     for method, by_budget in methods.items():
