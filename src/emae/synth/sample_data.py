@@ -218,16 +218,41 @@ def _make_labeled(
     clean_per_section = np.array_split(np.arange(cfg.n_clean_labels), shape[0])
     samples: list[LabeledSample] = []
     for z in range(shape[0]):
-        volume[z], truth, placed = _inject_many(volume[z], list(per_section[z]), rng, cfg.margin)
-        centres = [(kind, _label_centre(mask, cfg.margin, rng)) for kind, mask in placed]
-        clean = _clean_centres(truth, len(clean_per_section[z]), cfg.margin, rng)
-        centres += [(CLEAN, centre) for centre in clean]
+        volume[z], labeled = annotate_section(
+            volume[z], list(per_section[z]), len(clean_per_section[z]), rng, cfg.margin
+        )
         samples += [
-            LabeledSample(LABELED_IMAGE, x=c[1], y=c[0], z=z, label=kind, group=f"section{z:03d}")
-            for kind, c in centres
-            if c is not None
+            LabeledSample(LABELED_IMAGE, x=x, y=y, z=z, label=kind, group=f"section{z:03d}")
+            for kind, y, x in labeled
         ]
     return to_uint8(volume), samples
+
+
+def annotate_section(
+    section: np.ndarray, kinds: list[str], n_clean: int, rng: np.random.Generator, margin: int
+) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Draw artifacts of ``kinds`` on a section where they do not overlap, and label them.
+
+    Parameters
+    ----------
+    section
+        ``(H, W)`` float image in ``[0, 1]`` (synthetic tissue or a real micrograph).
+    kinds, n_clean
+        Artifact kinds to draw (one each; a kind with no free place is skipped), and how many
+        clean patch centres to label (none of their ``2 * margin`` window touches an artifact).
+    rng, margin
+        Random generator; centres stay ``margin`` pixels from the border.
+
+    Returns
+    -------
+    (section, labels)
+        The section with the artifacts, and ``(label, y, x)`` per labeled centre: a random
+        pixel of each artifact, then the clean centres.
+    """
+    section, truth, placed = _inject_many(section, kinds, rng, margin)
+    centres = [(kind, _label_centre(mask, margin, rng)) for kind, mask in placed]
+    centres += [(CLEAN, c) for c in _clean_centres(truth, n_clean, margin, rng)]
+    return section, [(kind, c[0], c[1]) for kind, c in centres if c is not None]
 
 
 def _make_test(cfg: SampleDataConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
