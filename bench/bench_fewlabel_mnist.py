@@ -78,6 +78,7 @@ def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabe
 
     if method in SEMI:
         config = FinetuneConfig(
+            view="image",  # the digit itself, through the encoder
             freeze="finetune",
             steps=steps,
             augment=True,
@@ -98,6 +99,7 @@ def fit(method: str, x, y, classes, encoder: Path, steps: int, seed: int, unlabe
 
         return LatentClassifier(encoder, kind="logreg").fit(x, y)
     config = FinetuneConfig(
+        view="image",
         freeze="finetune" if method == "head-finetune" else "frozen",
         steps=steps,
         augment=False,
