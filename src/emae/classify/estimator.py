@@ -29,7 +29,12 @@ class PatchClassifier(ClassifierMixin, BaseEstimator):
     ----------
     encoder
         Model folder of a pretrained autoencoder, or None for the same architecture from
-        random weights (the "CNN from scratch").
+        random weights (the "CNN from scratch"). With an autoencoder, ``config.view`` says
+        what the classifier reads: the patch through the encoder (``"image"``), or what the
+        autoencoder could not reconstruct, through a CNN trained on the labels (``"residual"``,
+        and ``"auto"``, the default, for these patches); residual views take patches with
+        ``config.context`` pixels of surroundings on every side
+        (``fitted_.model.input_size``).
     config
         Training options (:class:`~emae.classify.config.FinetuneConfig`); default options
         when None.
