@@ -14,6 +14,7 @@ Usage::
     python bench/bench_fewlabel_sample.py [--data DIR] [--encoder RUN] [--pretrain-steps 2000]
         [--steps 200] [--folds 5] [--budgets 5,10,25,all]
         [--methods head,cnn-scratch,svm-features,latent-logreg] [--work DIR] [--threads N]
+        [--seed S] [--report-only [--pool-seeds 0,1,2]]
 
 Without ``--data`` the sample data is written to ``WORK/sample-data`` (about 30 s; reused when
 present). Without ``--encoder`` the encoder is ``WORK/encoder`` when it exists, else the default
@@ -101,6 +102,47 @@ def summary_from_results(out: Path) -> dict[str, Any]:
             folded["seconds"] = sum(r["seconds"] for r in fits) / len(fits)
             summary["methods"].setdefault(method, {})[budget] = folded
     return summary
+
+
+def pooled_over_seeds(folders: list[Path], reference: str = "cnn-scratch") -> str:
+    """Macro-F1 over every (seed, fold) of several comparison folders (one per ``--seed``: each
+    seed draws other folds and subsets), and each method minus ``reference`` fit by fit."""
+    import numpy as np
+
+    f1: dict[tuple[str, str], dict[tuple[int, int], float]] = {}
+    for s, folder in enumerate(folders):
+        for path in sorted((folder / "results").glob("*.json")):
+            row = json.loads(path.read_text())
+            f1.setdefault((row["method"], row["budget"]), {})[(s, row["fold"])] = row["metrics"][
+                "macro_f1"
+            ]
+    methods = list(dict.fromkeys(m for m, _ in f1))
+    budgets = sorted({b for _, b in f1}, key=lambda b: (b == "all", int(b) if b != "all" else 0))
+    lines = [
+        f"| method | {' | '.join(f'{b} / class' for b in budgets)} |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for method in methods:
+        cells = []
+        for budget in budgets:
+            mine = f1.get((method, budget), {})
+            if not mine:
+                cells.append("-")
+                continue
+            values = np.array(list(mine.values()))
+            cell = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+            ref = f1.get((reference, budget), {})
+            both = sorted(set(mine) & set(ref))
+            if method != reference and both:
+                d = np.array([mine[k] - ref[k] for k in both])
+                cell += (
+                    f" ({d.mean():+.3f} ± {d.std(ddof=1):.3f} vs {reference}, ahead in "
+                    f"{int((d > 0).sum())}/{len(d)})"
+                )
+            cells.append(cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    n = len({k for v in f1.values() for k in v})
+    return f"over {n} (seed, fold) fits per cell, mean ± sample std:\n" + "\n".join(lines)
 
 
 def _mean_std(stat: dict[str, Any]) -> str:
@@ -241,6 +283,10 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="Summarize the fits finished so far; no fits."
     )
+    parser.add_argument(
+        "--pool-seeds",
+        help="With --report-only: pool the comparisons of these seeds (e.g. 0,1,2), fit by fit.",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
@@ -276,6 +322,11 @@ def main() -> None:
     out = args.work / f"compare-s{args.steps}-f{args.folds}-b{args.budgets.replace(',', '_')}"
     if args.seed:
         out = out.with_name(f"{out.name}-seed{args.seed}")
+    if args.report_only and args.pool_seeds:
+        seeds = [int(x) for x in args.pool_seeds.split(",")]
+        base = out.name.split("-seed")[0]
+        print(pooled_over_seeds([out.with_name(base + (f"-seed{s}" if s else "")) for s in seeds]))
+        return
     if args.report_only:
         report(summary_from_results(out), out, info, time.perf_counter() - began)
         return
