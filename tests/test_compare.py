@@ -113,7 +113,7 @@ def test_the_report_says_fold_by_fold_whether_pretraining_pays(tmp_path):
     [(title, text)] = pretraining_verdicts(tmp_path, methods, ["5"])
     assert title == "does pretraining pay? 5 labels / class"
     assert text.startswith("pays: CNN on the autoencoder's residual minus the CNN from scratch")
-    assert "+0.043 ± 0.049 macro-F1 (ahead in 2 of 3 folds)" in text
+    assert "+0.043 ± 0.060 macro-F1 (ahead in 2 of 3 folds)" in text
     # Behind in most folds: it says so; without the CNN from scratch it says nothing.
     scores["cnn-residual"] = [0.3, 0.6, 0.5]
     for fold, f1 in enumerate(scores["cnn-residual"]):

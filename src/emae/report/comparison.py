@@ -55,7 +55,8 @@ def pretraining_verdicts(
             continue
         diffs = [ours[f] - scratch[f] for f in folds]
         mean = sum(diffs) / len(diffs)
-        spread = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+        # the sample std, as the comparison's own summary gives it
+        spread = (sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)) ** 0.5
         ahead = sum(d > 0 for d in diffs)
         verdict = "pays" if mean > 0 and ahead > len(folds) / 2 else "does not pay"
         out.append(
