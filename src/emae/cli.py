@@ -296,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", type=Path, help="A pretrained autoencoder folder.")
     p.add_argument(
         "--methods",
-        default="head,cnn-scratch,svm-features,latent-logreg",
-        help="Comma-separated: head, head-finetune, cnn-scratch, svm-features, "
-        "latent-logreg, latent-knn.",
+        default="cnn-residual,head,cnn-scratch,svm-features,latent-logreg",
+        help="Comma-separated: cnn-residual, cnn-both, head, head-finetune, head-semi, "
+        "cnn-scratch, svm-features, latent-logreg, latent-knn.",
     )
     p.add_argument("--folds", type=int, default=5, help="Cross-validation folds.")
     p.add_argument("--budgets", default="5,10,25,50,all", help="Labels per class to try.")
