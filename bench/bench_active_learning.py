@@ -76,9 +76,9 @@ def main() -> None:
     began = time.perf_counter()
     config = FinetuneConfig(steps=args.steps)
     residual = args.method == "cnn-residual"
-    size = config.input_size(64) if residual else 64
-    labeled = load_labels(args.data / "labels.csv", patch_size=size)
-    patches, y = read_labeled_patches(labeled, size)
+    size = config.resolved(pretrained=residual).input_size(64)
+    labeled = load_labels(args.data / "labels.csv", patch_size=64)
+    patches, y = read_labeled_patches(labeled, 64, (size - 64) // 2)
     groups = [s.group for s in labeled.samples]
     classes = labeled.classes
     detector = AutoencoderDetector.from_bundle(args.encoder)

@@ -122,8 +122,9 @@ def test_finetune_residual_folder_predicts_the_same_after_loading(tmp_path, tiny
     assert summary["steps_done"] == 6
     clf = load_classifier(tmp_path / "clf")
     assert isinstance(clf.model.backbone, ResidualBackbone) and clf.model.input_size == 48
-    labeled = load_labels(labels_csv, patch_size=48)
-    patches, _ = read_labeled_patches(labeled, 48)
+    labeled = load_labels(labels_csv, patch_size=32)
+    patches, _ = read_labeled_patches(labeled, 32, context=8)
+    assert patches.shape[1:] == (48, 48)
     again = load_classifier(tmp_path / "clf")
     np.testing.assert_allclose(clf.predict_proba(patches), again.predict_proba(patches))
     image = patches[0].repeat(2, axis=0)
@@ -164,3 +165,22 @@ def test_compare_runs_cnn_residual_beside_the_methods_without_context(tmp_path, 
         seed=0,
     )
     assert {"cnn-scratch", "cnn-residual", "svm-features"} <= set(summary["methods"])
+
+
+def test_context_across_the_border_is_mirrored_and_inside_it_is_read(tmp_path):
+    import tifffile
+
+    from emae.data.labels import LabeledSample, write_labels
+
+    image = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    samples = [LabeledSample(str(tmp_path / "img.tif"), x, y, None, "a") for x, y in
+               [(16, 16), (40, 32), (62, 46)]]  # fmt: skip
+    write_labels(tmp_path / "labels.csv", samples)
+    labeled = load_labels(tmp_path / "labels.csv", patch_size=32)
+    patches, _ = read_labeled_patches(labeled, 32, context=8)
+    padded = np.pad(image, 24, mode="reflect")
+    for patch, s in zip(patches, samples, strict=True):
+        top, left = s.y - 24 + 24, s.x - 24 + 24  # the window's corner in the padded image
+        np.testing.assert_array_equal(patch, padded[top : top + 48, left : left + 48])
+    assert patches.dtype == np.uint16

@@ -257,9 +257,8 @@ def compare(
     # Read the patches with the context that cnn-residual's autoencoder sees; the other
     # methods get their centres.
     context = config.context if RESIDUAL_METHODS & set(methods) else 0
-    base, patch_size = patch_size, patch_size + 2 * context
     labeled = load_labels(labels_csv, patch_size=patch_size)
-    patches, y = object_patches(labeled, patch_size, config.input)
+    patches, y = object_patches(labeled, patch_size, config.input, context=context)
     source_dtype = str(labeled_dtype(labeled))
     extra = None
     if labeled.features:
@@ -267,7 +266,7 @@ def compare(
     pool = None
     if "head-semi" in methods:
         check_semi_supervised(config, len(labeled.classes), extra is not None)
-        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, base, seed)
+        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, seed)
     groups = [s.group for s in labeled.samples]
     splits = make_folds(y, groups, folds, seed, classes=labeled.classes)
     has_groups = any(groups)

@@ -70,7 +70,7 @@ def evaluate(
     """
     check_not_input(out, [classifier, labels_csv])
     clf = load_classifier(classifier)
-    patch_size = clf.model.input_size  # the patch and any context its backbone reads
+    patch_size = clf.model.patch_size
     labeled = load_labels(labels_csv, patch_size=patch_size)
     check_not_input(out, {s.image for s in labeled.samples})
     unknown = sorted(set(labeled.classes) - set(clf.classes))
@@ -82,7 +82,8 @@ def evaluate(
     if not labeled.samples:
         raise EmaeError(f"{labels_csv}: no samples to evaluate")
     run = json.loads((Path(classifier) / "config.json").read_text()).get("run", {})
-    patches, local = object_patches(labeled, patch_size, run.get("input", "surrounding"))
+    variant = run.get("input", "surrounding")
+    patches, local = object_patches(labeled, patch_size, variant, context=clf.model.context)
     source = labeled_dtype(labeled)
     if rescale:
         clf.normalizer = PercentileNormalizer.from_array(

@@ -132,22 +132,24 @@ def finetune(
         check_fresh(work, overwrite)
     kind = load_labels(csvs[0], check_images=False).kind  # "auto" views depend on it
     config = config.resolved(pretrained=encoder is not None, kind=kind)
-    patch_size = config.input_size(  # the patch and any context its backbone reads
+    patch_size = (
         load_backbone(encoder, config)[4] if config.patch_size is None else config.patch_size
     )
+    context = (config.input_size(patch_size) - patch_size) // 2  # read for a residual view
     labeled = load_label_files(csvs, patch_size=patch_size)
     for path in (out, work):
         check_not_input(path, {s.image for s in labeled.samples})
     if len(labeled.classes) < 2:
         raise EmaeError(f"{csvs[0]}: a classifier needs at least 2 classes")
-    patches, labels = object_patches(labeled, patch_size, config.input)
+    patches, labels = object_patches(labeled, patch_size, config.input, context=context)
     extra = None
     if labeled.features:
         extra = np.array([s.features for s in labeled.samples], dtype=np.float64)
     pool = None
     if unlabeled and config.unlabeled_weight > 0:
         check_semi_supervised(config, len(labeled.classes), extra is not None)
-        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, patch_size, config.seed)
+        size = config.input_size(patch_size)
+        pool = unlabeled_patches(unlabeled, config.unlabeled_patches, size, config.seed)
     if not resume:  # the inputs are readable: only now replace an old run folder
         begin(work, identity)
     try:

@@ -60,13 +60,14 @@ def _training(classifier: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _labeled_features(clf: FittedClassifier, labels: Any, size: int) -> np.ndarray | None:
+def _labeled_features(clf: FittedClassifier, labels: Any) -> np.ndarray | None:
     """Features of the classifier's own training patches, when their CSVs are still there."""
     paths = [labels] if isinstance(labels, str) else list(labels or [])
     if not paths:
         return None
     try:
-        patches, _ = read_labeled_patches(load_label_files(paths, patch_size=size), size)
+        p, c = clf.model.patch_size, clf.model.context
+        patches, _ = read_labeled_patches(load_label_files(paths, patch_size=p), p, c)
     except EmaeError as exc:
         logger.warning("the training labels cannot be read (%s); not avoiding them", exc)
         return None
@@ -163,7 +164,7 @@ def suggest(
     proba = clf.predict_proba(patches)
     vectors = clf.features(patches)
     scores = None if detector is None else detector.anomaly_score(patches)
-    labeled = _labeled_features(clf, training.get("labels"), size)
+    labeled = _labeled_features(clf, training.get("labels"))
     weights = priority(proba, scores)
     chosen, distance = select_batch(vectors, weights, n, labeled)
     half = size // 2

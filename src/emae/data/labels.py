@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emae.data.patches import PatchLocation, read_patches
+from emae.data.patches import PatchLocation, read_padded, read_patches
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 from emae.io.image import Image
@@ -324,7 +324,9 @@ def load_label_files(paths: Sequence[str | Path], *, patch_size: int | None = No
     return LabeledSet(tuple(samples), first.classes, first.features, first.kind)
 
 
-def read_labeled_patches(labeled_set: LabeledSet, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def read_labeled_patches(
+    labeled_set: LabeledSet, patch_size: int, context: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Read the pixels of every sample.
 
     Parameters
@@ -333,12 +335,16 @@ def read_labeled_patches(labeled_set: LabeledSet, patch_size: int) -> tuple[np.n
         From :func:`load_labels`.
     patch_size
         Side of the square patches: centred on the sample (patch form) or the central crop of
-        the whole image (image form).
+        the whole image (image form); each must lie inside its image.
+    context
+        Pixels of surroundings read on every side besides the patch (for a residual view's
+        autoencoder); where they cross the image border they are mirrored from inside it.
 
     Returns
     -------
     patches : numpy.ndarray
-        ``(N, patch_size, patch_size)`` in the images' dtype (their common type when they differ).
+        ``(N, S, S)`` with ``S = patch_size + 2 context``, in the images' dtype (their common
+        type when they differ).
     labels : numpy.ndarray
         ``(N,)`` int64 index of each sample's class in ``labeled_set.classes``.
     """
@@ -355,7 +361,22 @@ def read_labeled_patches(labeled_set: LabeledSet, patch_size: int) -> tuple[np.n
         else:
             y, x = sample.y - patch_size // 2, sample.x - patch_size // 2
         locations.append(PatchLocation(index[sample.image], sample.z or 0, y, x))
-    return read_patches(images, locations, patch_size), labeled_set.label_indices()
+    if not context:
+        return read_patches(images, locations, patch_size), labeled_set.label_indices()
+    size = patch_size + 2 * context
+    wider = [loc._replace(y=loc.y - context, x=loc.x - context) for loc in locations]
+    fits = [
+        loc.y >= 0 and loc.x >= 0 and loc.y + size <= h and loc.x + size <= w
+        for loc in wider
+        for h, w in [images[loc.source_index].yx_shape]
+    ]
+    inside = [loc for loc, ok in zip(wider, fits, strict=True) if ok]
+    read = iter(read_patches(images, inside, size)) if inside else iter(())
+    patches = [
+        next(read) if ok else read_padded(images[loc.source_index], loc.z, loc.y, loc.x, size)
+        for loc, ok in zip(wider, fits, strict=True)
+    ]
+    return np.stack(patches), labeled_set.label_indices()
 
 
 def write_labels(

@@ -99,22 +99,31 @@ def labeled_dtype(labeled: LabeledSet) -> np.dtype:
 
 
 def object_patches(
-    labeled: LabeledSet, patch_size: int, variant: Variant = "surrounding", margin: float = 0.1
+    labeled: LabeledSet,
+    patch_size: int,
+    variant: Variant = "surrounding",
+    margin: float = 0.1,
+    context: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The inputs of whole-image samples in one of :data:`VARIANTS`.
+
+    ``context`` pixels on every side are added to each input (for a residual view's
+    autoencoder): read around a patch (mirrored where they cross the image border), or a larger
+    crop of an object.
 
     Returns
     -------
     patches : numpy.ndarray
-        ``(N, patch_size, patch_size)`` float32 (the images' intensity units).
+        ``(N, S, S)`` float32 (the images' intensity units), ``S = patch_size + 2 context``.
     labels : numpy.ndarray
         ``(N,)`` int64 class indices.
     """
     if variant not in VARIANTS:
         raise EmaeError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if variant == "surrounding":
-        patches, labels = read_labeled_patches(labeled, patch_size)
+        patches, labels = read_labeled_patches(labeled, patch_size, context)
         return patches.astype(np.float32), labels
+    patch_size += 2 * context
     if labeled.kind != "image":
         raise EmaeError(f"the {variant!r} variant needs whole-image samples (image,label[,mask])")
     out, missing = [], 0

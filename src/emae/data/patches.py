@@ -43,6 +43,19 @@ def _region(image: Image, z: int, ys: slice, xs: slice) -> np.ndarray:
     return image[ys, xs] if image.axes == "YX" else image[z, ys, xs]
 
 
+def read_padded(image: Image, z: int, y: int, x: int, size: int) -> np.ndarray:
+    """The ``size x size`` window with top-left ``(y, x)`` of section ``z``, parts outside the
+    image mirrored from inside it (reflect padding, as the dense maps pad): ``(size, size)``."""
+    h, w = image.yx_shape
+    y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + size, h), min(x + size, w)
+    if y0 >= y1 or x0 >= x1:
+        raise EmaeError(f"{image.path}: window at y={y}, x={x} of {size} px lies outside it")
+    inside = np.asarray(_region(image, z, slice(y0, y1), slice(x0, x1)))
+    pads = ((y0 - y, y + size - y1), (x0 - x, x + size - x1))
+    fits = all(p < n for (a, b), n in zip(pads, inside.shape, strict=True) for p in (a, b))
+    return np.pad(inside, pads, mode="reflect" if fits else "symmetric")
+
+
 class _BlockCache:
     """Chunk-aligned blocks decoded during one :func:`read_patches` call, least recent dropped."""
 
