@@ -129,6 +129,20 @@ def test_suggest_refuses_bad_requests(tmp_path, trained):
     assert not result["anomaly"]
     with pytest.raises(EmaeError, match="exists"):
         suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10, anomaly=False)
+    # Its own earlier suggestions are replaced on request; a CSV it did not write never is.
+    again = suggest(
+        moved / "clf", [volume], tmp_path / "b.csv", n=3, pool=10, anomaly=False, overwrite=True
+    )
+    assert again["suggested"] == 3
+    foreign = tmp_path / "mine.csv"
+    foreign.write_text("image,x,y,label\nimg.tif,1,2,dust\n")
+    with pytest.raises(EmaeError, match="not suggestions of emae suggest"):
+        suggest(moved / "clf", [volume], foreign, n=2, pool=10, anomaly=False, overwrite=True)
+    assert foreign.read_text() == "image,x,y,label\nimg.tif,1,2,dust\n"
+    # Nor the classifier's own training labels.
+    with pytest.raises(EmaeError, match=r"labels\.csv"):
+        suggest(trained / "clf", [volume], trained / "data" / "labels.csv", n=2, pool=10,
+                overwrite=True)  # fmt: skip
 
 
 def test_cli_suggest(tmp_path, trained, capsys):

@@ -55,6 +55,20 @@ def _absolute(source: str) -> str:
     return str(Path(path).resolve()) + (f":{dataset}" if dataset is not None else "")
 
 
+#: The header of ``OUT_scores.csv``.
+SCORE_COLUMNS = ["rank", "image", "z", "y", "x", "predicted", "probability", "uncertainty",
+                 "anomaly_rank", "distance", "priority"]  # fmt: skip
+
+
+def _written_here(scores: Path) -> bool:
+    """Whether ``scores`` is a scores file of this command (then its siblings are ours too)."""
+    try:
+        with open(scores, encoding="utf-8") as f:
+            return f.readline().strip() == ",".join(SCORE_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _training(classifier: Path) -> dict[str, Any]:
     path = classifier / "training.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -138,14 +152,20 @@ def suggest(
     paths = [_absolute(p) for p in expand_inputs([str(s) for s in sources])]
     if not paths:
         raise EmaeError(f"no input images found in {', '.join(map(str, sources))}")
+    training = _training(classifier)
+    own = training.get("labels")
+    own = [own] if isinstance(own, str) else list(own or [])
+    ours = {
+        "replaceable": lambda _: _written_here(outputs[1]),
+        "kind": "suggestions of emae suggest (beside their _scores.csv)",
+    }
     for path in outputs:
-        check_not_input(path, [classifier, *paths])
-        check_writable(path, overwrite=overwrite)
+        check_not_input(path, [classifier, *paths, *own])
+        check_writable(path, overwrite=overwrite, **ours)
     clf = load_classifier(classifier)
     if clf.feature_names:
         raise EmaeError(f"{classifier}: this classifier also needs feature columns; it cannot "
                         "score unlabeled patches")  # fmt: skip
-    training = _training(classifier)
     encoder = training.get("encoder")
     detector = None
     if anomaly and encoder:
@@ -185,16 +205,14 @@ def suggest(
     titles = [f"{r[0]}: {r[5]} {float(r[6]):.2f}" for r in rows]
     c = clf.model.context  # the montage shows the patches the classifier classifies
     montage = _montage(patches[chosen][:, c : size - c, c : size - c], titles)
-    write_labels(outputs[0], samples, overwrite=overwrite)
-    with atomic_file(outputs[1], overwrite=overwrite) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["rank", "image", "z", "y", "x", "predicted", "probability", "uncertainty",
-             "anomaly_rank", "distance", "priority"]
-        )  # fmt: skip
+    # The scores first: they mark the three files as ours for a later --overwrite.
+    with atomic_file(outputs[1], overwrite=overwrite, **ours) as tmp, open(tmp, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(SCORE_COLUMNS)
         writer.writerows(rows)
-    with atomic_file(outputs[2], overwrite=overwrite) as tmp:
+    with atomic_file(outputs[2], overwrite=overwrite, **ours) as tmp:
         tmp.write_bytes(montage)
+    write_labels(outputs[0], samples, overwrite=overwrite)
     predicted = [r[5] for r in rows]
     return {
         "suggested": len(samples),
