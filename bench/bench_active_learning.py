@@ -119,10 +119,9 @@ def main() -> None:
                     chosen += rng.choice(rest, k, replace=False).tolist()
                     continue
                 fitted = est.fitted_
-                weights = priority(fitted.predict_proba(patches[rest]), anomaly[rest])
-                picks, _ = select_batch(
-                    fitted.features(patches[rest]), weights, k, fitted.features(patches[idx])
-                )
+                proba, vectors = fitted.proba_and_features(patches[rest])
+                weights = priority(proba, anomaly[rest])
+                picks, _ = select_batch(vectors, weights, k, fitted.features(patches[idx]))
                 chosen += rest[picks].tolist()
             reached = next((n for n, f in curve if f >= target), None)
             row[strategy] = {"curve": curve, "labels_needed": reached}

@@ -43,7 +43,7 @@ from typing import Any
 from emae.anomaly.detector import AutoencoderDetector
 from emae.data.normalization import normalizer_for
 from emae.errors import EmaeError
-from emae.folders.classifier import is_classifier, load_classifier
+from emae.folders.classifier import is_classifier, load_classifier, trained_from
 from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store
@@ -142,19 +142,16 @@ def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) ->
         detector = AutoencoderDetector.from_bundle(model, device="cpu", precision=precision)
         return Mapper(detector=detector), int(detector.model_config.get("patch_size", 1))
     classifier = load_classifier(model)
-    summary_path = Path(model) / "training.json"
-    encoder = (
-        json.loads(summary_path.read_text()).get("encoder") if summary_path.is_file() else None
-    )
     run = json.loads((Path(model) / "config.json").read_text()).get("run", {})
     detector = None
-    if encoder and anomaly:
-        if not Path(encoder, "scoring.json").is_file():
-            raise EmaeError(
-                f"{model}: the autoencoder it was fine-tuned from, {encoder}, is gone (or holds "
-                "no fitted score), and the anomaly map needs it; put it back, or map the "
-                "classes alone with --classes-only"
-            )
+    encoder = None
+    if anomaly:
+        encoder = trained_from(
+            model,
+            needed_for="the anomaly map",
+            otherwise="map the classes alone with --classes-only",
+        )
+    if encoder:
         detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
     clean = run.get("clean_class", "clean")
     return Mapper(detector, classifier, clean), classifier.model.input_size

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,12 @@ from emae.data.labels import LabeledSample, load_label_files, read_labeled_patch
 from emae.data.patches import read_patches
 from emae.data.sampling import random_locations
 from emae.errors import EmaeError
-from emae.folders.classifier import FittedClassifier, load_classifier
+from emae.folders.classifier import (
+    FittedClassifier,
+    load_classifier,
+    trained_from,
+    training_summary,
+)
 from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.provenance import check_not_input
@@ -67,11 +71,6 @@ def _written_here(scores: Path) -> bool:
             return f.readline().strip() == ",".join(SCORE_COLUMNS)
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def _training(classifier: Path) -> dict[str, Any]:
-    path = classifier / "training.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _labeled_features(clf: FittedClassifier, labels: Any) -> np.ndarray | None:
@@ -152,7 +151,7 @@ def suggest(
     paths = [_absolute(p) for p in expand_inputs([str(s) for s in sources])]
     if not paths:
         raise EmaeError(f"no input images found in {', '.join(map(str, sources))}")
-    training = _training(classifier)
+    training = training_summary(classifier)
     own = training.get("labels")
     own = [own] if isinstance(own, str) else list(own or [])
     ours = {
@@ -166,23 +165,20 @@ def suggest(
     if clf.feature_names:
         raise EmaeError(f"{classifier}: this classifier also needs feature columns; it cannot "
                         "score unlabeled patches")  # fmt: skip
-    encoder = training.get("encoder")
-    detector = None
-    if anomaly and encoder:
-        if not Path(encoder, "scoring.json").is_file():
-            raise EmaeError(
-                f"{classifier}: the autoencoder it was trained from, {encoder}, is gone (or "
-                "holds no fitted score); put it back, or suggest without the anomaly weight "
-                "(--no-anomaly)"
-            )
-        detector = AutoencoderDetector.from_bundle(encoder)
+    encoder = None
+    if anomaly:
+        encoder = trained_from(
+            classifier,
+            needed_for="the anomaly weight",
+            otherwise="suggest without it (--no-anomaly)",
+        )
+    detector = None if encoder is None else AutoencoderDetector.from_bundle(encoder)
     size = clf.model.input_size
     images = [open_image(p) for p in paths]
     locations = random_locations(images, pool, size, seed=seed)
     patches = read_patches(images, locations, size)
     logger.info("scoring %d candidate patches of %d images", len(patches), len(images))
-    proba = clf.predict_proba(patches)
-    vectors = clf.features(patches)
+    proba, vectors = clf.proba_and_features(patches)
     scores = None if detector is None else detector.anomaly_score(patches)
     labeled = _labeled_features(clf, training.get("labels"))
     weights = priority(proba, scores)

@@ -18,6 +18,7 @@ files are checked against their checksums (:mod:`emae.folders.integrity`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,36 +116,48 @@ class FittedClassifier:
             )
         return torch.from_numpy(((e - self.extra_mean) / self.extra_std).astype(np.float32))
 
-    @torch.inference_mode()
-    def predict_proba(self, x: Any, extra: Any = None, *, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities of raw patches ``(N, P, P)``: ``(N, K)`` float32."""
+    def _pooled(
+        self, x: Any, extra: Any, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """What the head reads of raw patches, batch by batch: ``(B, C, 1, 1)`` pooled
+        features (before standardizing) and the batch's extra features, on the device."""
         self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this classifier", strict=False)
         images = self.normalizer(as_images(x))
         extras = self._extra(extra, len(images))
         self.model.eval()
         device = self._device()
-        out = []
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start : start + batch_size, None]).to(device)
             e = None if extras is None else extras[start : start + batch_size].to(device)
-            out.append(torch.softmax(self.model(batch, e).float(), dim=1).cpu().numpy())
-        return np.concatenate(out)
+            yield self.model.global_features(batch), e
 
     @torch.inference_mode()
+    def predict_proba(self, x: Any, extra: Any = None, *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities of raw patches ``(N, S, S)`` (``S = model.input_size``):
+        ``(N, K)`` float32."""
+        return self.proba_and_features(x, extra, batch_size=batch_size)[0]
+
+    @torch.inference_mode()
+    def proba_and_features(
+        self, x: Any, extra: Any = None, *, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities ``(N, K)`` and what the head reads, standardized, ``(N, C)``
+        (the pooled backbone features before any extra features), both float32, of raw patches
+        ``(N, S, S)`` in one forward pass."""
+        proba, features = [], []
+        mean = std = None
+        for pooled, e in self._pooled(x, extra, batch_size):
+            if mean is None:
+                mean = self.model.feature_mean.to(pooled)[None, :, None, None]
+                std = self.model.feature_std.to(pooled)[None, :, None, None]
+            logits = self.model.logits_from_features(pooled, e)[:, :, 0, 0]
+            proba.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            features.append(((pooled - mean) / std)[:, :, 0, 0].float().cpu().numpy())
+        return np.concatenate(proba), np.concatenate(features)
+
     def features(self, x: Any, *, batch_size: int = 64) -> np.ndarray:
-        """What the head reads of raw patches ``(N, P, P)``, standardized: ``(N, C)`` float32
-        (the pooled backbone features, before any extra features)."""
-        self.normalizer.check_dtype(np.asarray(x).dtype, "x", "this classifier", strict=False)
-        images = self.normalizer(as_images(x))
-        self.model.eval()
-        device = self._device()
-        mean, std = self.model.feature_mean.cpu(), self.model.feature_std.cpu()
-        out = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size, None]).to(device)
-            pooled = self.model.global_features(batch)[:, :, 0, 0].float().cpu()
-            out.append(((pooled - mean) / std).numpy())
-        return np.concatenate(out)
+        """What the head reads of raw patches ``(N, S, S)``, standardized: ``(N, C)`` float32."""
+        return self.proba_and_features(x, batch_size=batch_size)[1]
 
     def predict(self, x: Any, extra: Any = None) -> np.ndarray:
         """Predicted class indices ``(N,)`` int64 (names: ``classes[i]``)."""
@@ -235,6 +248,25 @@ def save_classifier(
         header[CHECKSUMS] = folder_checksums(tmp)
         (tmp / CONFIG).write_text(json.dumps(header, indent=2) + "\n")
     return path
+
+
+def training_summary(path: str | Path) -> dict[str, Any]:
+    """The ``training.json`` of a classifier folder (``{}`` when it has none)."""
+    summary = Path(path) / "training.json"
+    return read_json(summary) if summary.is_file() else {}
+
+
+def trained_from(path: str | Path, *, needed_for: str, otherwise: str) -> str | None:
+    """The autoencoder folder a classifier was trained from (its training summary's
+    ``encoder``; None from scratch), refused in one line when it no longer holds its fitted
+    score: ``needed_for`` says what needs it, ``otherwise`` how to go on without it."""
+    encoder = training_summary(path).get("encoder")
+    if encoder and not Path(encoder, "scoring.json").is_file():
+        raise EmaeError(
+            f"{path}: the autoencoder it was trained from, {encoder}, is gone (or holds no "
+            f"fitted score), and {needed_for} needs it; put it back, or {otherwise}"
+        )
+    return encoder
 
 
 def is_classifier(path: str | Path) -> bool:
