@@ -15,10 +15,18 @@ regression on group-aware stratified folds (the ``group`` column) and nested lab
 ``--methods head-semi`` trains semi-supervised on the same stack as unlabeled images (as the
 encoder's pretraining, every image without its label).
 
+``--encoder-from images`` measures instead the path a new user takes on the command line,
+``emae pretrain train/*/*.png`` then ``emae finetune --input whole``: the encoder is pretrained
+with the CLI's settings (``PretrainConfig()``, 2000 steps unless ``--pretrain-steps`` says
+otherwise) on random 64 x 64 patches of the stored 350 x 512 images, at their own scale, while
+the classifier sees each image whole, 8x smaller. ``--classifier-steps-default`` trains the
+classifier with the CLI's 400 steps instead of ``--steps``.
+
 Usage::
 
     python bench/bench_fewlabel_nanofiber.py [--data DATA] [--patch 64] [--pretrain-steps 300]
         [--steps 200] [--folds 5] [--budgets 5,10,25,50,all] [--work DIR] [--threads N]
+        [--encoder-from stack|images]
 
 ``DATA`` is the shared data folder (default ``$EMAE_DATA`` or ``../shared/data``). Everything
 written goes to ``--work`` (default ``runs/bench/fewlabel_nanofiber``, gitignored); the
@@ -51,19 +59,26 @@ def default_data() -> Path:
 
 
 def whole_stack(labels_csv: Path, patch: int, path: Path) -> Path:
-    """The ``"whole"`` inputs of every image of ``labels_csv`` as a ``(N, P, P)`` float32 stack.
+    """The ``"whole"`` inputs of every image of ``labels_csv`` as a ``(N, P, P)`` stack in the
+    images' own dtype (resized values rounded), so that the encoder's normalization is that of
+    the labeled images and ``compare`` accepts it.
 
     Only the image paths of the CSV are used (the same function ``compare`` calls to build the
     classifier's inputs), never the labels.
     """
     from emae.data.labels import load_labels
-    from emae.data.objects import object_patches
+    from emae.data.objects import labeled_dtype, object_patches
 
     if path.is_file():
         return path
     began = time.perf_counter()
-    images, _ = object_patches(load_labels(labels_csv, patch_size=patch), patch, "whole")
-    np.save(path.with_suffix(".tmp.npy"), images.astype(np.float32))
+    labeled = load_labels(labels_csv, patch_size=patch)
+    images, _ = object_patches(labeled, patch, "whole")
+    dtype = labeled_dtype(labeled)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        images = np.clip(np.rint(images), info.min, info.max)
+    np.save(path.with_suffix(".tmp.npy"), images.astype(dtype))
     path.with_suffix(".tmp.npy").rename(path)
     seconds = time.perf_counter() - began
     print(f"wrote {images.shape} whole-image stack to {path} in {seconds:.0f} s")
@@ -82,6 +97,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="Stack, model, results.")
     parser.add_argument("--threads", type=int, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of folds, subsets and fits.")
+    parser.add_argument(
+        "--encoder-from",
+        choices=("stack", "images"),
+        default="stack",
+        help="Pretrain on the whole images at the classifier's size (stack, the default) or on "
+        "patches of the stored images as `emae pretrain` does (images).",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="Summarize the fits finished so far; no fits."
     )
@@ -103,19 +125,26 @@ def main() -> None:
     labels = args.data / "nanofiber_sem" / "labels.csv"
     args.work.mkdir(parents=True, exist_ok=True)
     stack = whole_stack(labels, args.patch, args.work / f"whole_{args.patch}.npy")
-    encoder = args.work / f"encoder-p{args.patch}-s{args.pretrain_steps}"
-    pretrain_config = PretrainConfig(patch_size=args.patch, steps=args.pretrain_steps)
+    if args.encoder_from == "stack":
+        encoder = args.work / f"encoder-p{args.patch}-s{args.pretrain_steps}"
+        pretrain_config = PretrainConfig(patch_size=args.patch, steps=args.pretrain_steps)
+        sources = [stack]
+        seen = f"all {np.load(stack).shape[0]} images as {args.patch}x{args.patch} whole images"
+    else:  # the command line's path: `emae pretrain train/*/*.png`, its defaults
+        encoder = args.work / f"encoder-images-s{args.pretrain_steps}"
+        pretrain_config = PretrainConfig(steps=args.pretrain_steps)
+        sources = sorted(str(p) for p in (args.data / "nanofiber_sem" / "train").glob("*/*.png"))
+        seen = f"random {pretrain_config.patch_size}-px patches of all {len(sources)} stored images"
     info["pretrain_config"] = pretrain_config.model_dump(mode="json")
     if not is_bundle(encoder):
         resume = encoder.with_name(encoder.name + ".training").exists()
         start = time.perf_counter()
-        pretrain([stack], encoder, pretrain_config, resume=resume)
+        pretrain(sources, encoder, pretrain_config, resume=resume)
         info["pretrain_seconds"] = time.perf_counter() - start
         print(f"pretrained {encoder} in {info['pretrain_seconds']:.0f} s")
     print(
-        f"encoder        {encoder}: PretrainConfig(patch_size={args.patch}, "
-        f"steps={args.pretrain_steps}), other fields default, on all {np.load(stack).shape[0]} "
-        f"images as {args.patch}x{args.patch} whole images, no labels"
+        f"encoder        {encoder}: PretrainConfig(patch_size={pretrain_config.patch_size}, "
+        f"steps={args.pretrain_steps}), other fields default, on {seen}, no labels"
     )
     config = FinetuneConfig(steps=args.steps, input="whole", patch_size=args.patch)
     info["finetune_config"] = config.model_dump(mode="json")
@@ -124,6 +153,8 @@ def main() -> None:
         f"patch_size={args.patch}), other fields default"
     )
     out = args.work / f"compare-p{args.patch}-s{args.steps}-f{args.folds}"
+    if args.encoder_from == "images":
+        out = out.with_name(f"{out.name}-{encoder.name}")
     if args.report_only:
         report(summary_from_results(out), out, info, time.perf_counter() - began)
         return
