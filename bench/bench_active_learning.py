@@ -8,6 +8,8 @@ from the rest of the training fold (their labels hidden until chosen), chosen ei
 ``active``  by :mod:`emae.classify.suggest` (uncertainty of the current classifier x anomaly rank
             of the autoencoder's score x distance in the classifier's features, away from the
             labeled patches: exactly what ``emae suggest`` computes), or
+``balanced`` by the same rule times the expected rarity of the candidate's class among the
+            labels so far (``emae.classify.suggest.class_balance``), or
 ``random``  at random (seeded),
 
 and each round's classifier is scored on the test fold. Printed: per fold and strategy, the
@@ -40,6 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "runs" / "bench_anomaly_scores" / "sample-data"
 ENCODER = REPO / "runs" / "bench_anomaly_scores" / "models" / "conv-ae-s2000"
+STRATEGIES = ("active", "balanced", "random")
 
 
 def cpu_flags() -> str:
@@ -128,7 +131,7 @@ def main() -> None:
             f"{len(draws)} draws " + ", ".join(f"{f:.3f}" for f in draw_f1),
             flush=True,
         )
-        for strategy in ("active", "random"):
+        for strategy in STRATEGIES:
             chosen = list(start)
             curve = []
             while True:
@@ -145,7 +148,8 @@ def main() -> None:
                     continue
                 fitted = est.fitted_
                 proba, vectors = fitted.proba_and_features(patches[rest])
-                weights = priority(proba, anomaly[rest])
+                counts = np.bincount(y[idx], minlength=len(classes))
+                weights = priority(proba, anomaly[rest], counts if strategy == "balanced" else None)
                 picks, _ = select_batch(vectors, weights, k, fitted.features(patches[idx]))
                 chosen += rest[picks].tolist()
             needed = {
@@ -165,7 +169,7 @@ def main() -> None:
             )
         results.append(row)
     for name in ("one draw", "mean of draws"):
-        for strategy in ("active", "random"):
+        for strategy in STRATEGIES:
             shares = [
                 r[strategy]["labels_needed"][name] / r["reference_labels"]
                 if r[strategy]["labels_needed"][name] is not None

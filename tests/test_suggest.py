@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from emae.classify.config import FinetuneConfig
-from emae.classify.suggest import anomaly_rank, priority, select_batch, uncertainty
+from emae.classify.suggest import (
+    anomaly_rank,
+    class_balance,
+    priority,
+    select_batch,
+    uncertainty,
+)
 from emae.cli import main
 from emae.commands.finetune import finetune
 from emae.commands.pretrain import pretrain
@@ -30,6 +36,17 @@ def test_uncertainty_is_one_minus_the_margin_of_the_two_best_classes():
     np.testing.assert_allclose(priority(proba, [3.0, 1.0, 2.0]), [1.0, 0.0, 0.525])
     with pytest.raises(EmaeError, match="2 anomaly scores for 3 candidates"):
         priority(proba, [1.0, 2.0])
+
+
+def test_candidates_of_rarely_labeled_classes_weigh_more():
+    proba = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    counts = [10, 4, 1]  # class 2 is the least labeled: its rarity is 1, class 0's 2 / 11
+    np.testing.assert_allclose(class_balance(proba, counts), [(2 / 11 + 2 / 5) / 2, 0.7, 1.0])
+    # Equally uncertain candidates: the one that is likely of a rare class comes first.
+    assert np.argmax(priority(proba[:2], None, counts)) == 1
+    np.testing.assert_allclose(priority(proba, None, [3, 3, 3]), uncertainty(proba))
+    with pytest.raises(EmaeError, match="one per class"):
+        class_balance(proba, [1, 2])
 
 
 def test_a_batch_spreads_over_the_pool_instead_of_taking_near_duplicates():

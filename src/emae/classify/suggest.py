@@ -9,7 +9,11 @@ similar is labeled or suggested yet. For ``N`` candidate patches:
 ``anomaly``      the rank of the patch's anomaly score among the candidates, in ``[0, 1]``; it
                  weighs the priority by ``(1 + anomaly) / 2``, so the most typical patch counts
                  half as much as the most unusual one (None: no weight);
-``priority``     ``uncertainty x (1 + anomaly) / 2``;
+``balance``      with the labeled set's class counts ``n_k``: ``sum_k p_k (1 + min n) / (1 + n_k)``,
+                 the expected rarity of the candidate's class among the labels (1: surely of
+                 the least labeled class); random labels follow the classes' shares, so without
+                 it rare classes stay rare in the labeled set (None: no weight);
+``priority``     ``uncertainty x (1 + anomaly) / 2 [x balance]``;
 ``distance``     Euclidean distance of the candidate's vector to the nearest labeled or already
                  chosen vector, divided by the largest such distance in the pool.
 
@@ -48,9 +52,25 @@ def anomaly_rank(scores: Any) -> np.ndarray:
     return (rankdata(s) - 1) / (len(s) - 1)
 
 
-def priority(proba: Any, anomaly: Any = None) -> np.ndarray:
-    """``uncertainty x (1 + anomaly rank) / 2`` (uncertainty alone when ``anomaly`` is None)."""
+def class_balance(proba: Any, counts: Any) -> np.ndarray:
+    """Expected rarity of each candidate's class among the labels: ``(N,)`` float64 in (0, 1].
+
+    ``proba`` ``(N, K)`` class probabilities, ``counts`` ``(K,)`` labels per class so far;
+    ``sum_k p_k (1 + min(counts)) / (1 + counts_k)``.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    n = np.asarray(counts, dtype=np.float64)
+    if p.ndim != 2 or n.shape != (p.shape[1],) or not np.isfinite(n).all() or (n < 0).any():
+        raise EmaeError(f"counts must be {p.shape[-1]} numbers >= 0, one per class, got {n.shape}")
+    return p @ ((1.0 + n.min()) / (1.0 + n))
+
+
+def priority(proba: Any, anomaly: Any = None, counts: Any = None) -> np.ndarray:
+    """``uncertainty x (1 + anomaly rank) / 2 x balance``; a factor whose input is None
+    (``anomaly`` scores ``(N,)``, labeled ``counts`` per class ``(K,)``) is left out."""
     u = uncertainty(proba)
+    if counts is not None:
+        u = u * class_balance(proba, counts)
     if anomaly is None:
         return u
     rank = anomaly_rank(anomaly)
