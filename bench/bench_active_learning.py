@@ -7,9 +7,11 @@ from the rest of the training fold (their labels hidden until chosen), chosen ei
 
 ``active``  by :mod:`emae.classify.suggest` (uncertainty of the current classifier x anomaly rank
             of the autoencoder's score x distance in the classifier's features, away from the
-            labeled patches: exactly what ``emae suggest`` computes), or
-``balanced`` by the same rule times the expected rarity of the candidate's class among the
-            labels so far (``emae.classify.suggest.class_balance``), or
+            labeled patches: exactly what ``emae suggest`` computes),
+``half``    by the rule as it was before: the anomaly rank weighs by ``(1 + rank) / 2``
+            (``floor=0.5``) instead of the rank itself,
+``balanced`` by ``half`` times the expected rarity of the candidate's class among the labels
+            so far (``emae.classify.suggest.class_balance``), or
 ``random``  at random (seeded),
 
 and each round's classifier is scored on the test fold. Printed: per fold and strategy, the
@@ -25,7 +27,7 @@ Usage::
 
     python bench/bench_active_learning.py [--data DIR] [--encoder RUN] [--method head]
         [--steps 200] [--step 11] [--folds 5] [--reference 25] [--reference-draws 3]
-        [--threads N] [--out FILE]
+        [--strategies active,half,balanced,random] [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "runs" / "bench_anomaly_scores" / "sample-data"
 ENCODER = REPO / "runs" / "bench_anomaly_scores" / "models" / "conv-ae-s2000"
-STRATEGIES = ("active", "balanced", "random")
+STRATEGIES = ("active", "half", "balanced", "random")
 
 
 def cpu_flags() -> str:
@@ -71,7 +73,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="Which strategies to simulate."
+    )
     args = parser.parse_args()
+    strategies = args.strategies.split(",")
+    if set(strategies) - set(STRATEGIES):
+        parser.error(f"strategies are {', '.join(STRATEGIES)}")
 
     import torch
     from sklearn.metrics import f1_score
@@ -131,7 +139,7 @@ def main() -> None:
             f"{len(draws)} draws " + ", ".join(f"{f:.3f}" for f in draw_f1),
             flush=True,
         )
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             chosen = list(start)
             curve = []
             while True:
@@ -149,7 +157,9 @@ def main() -> None:
                 fitted = est.fitted_
                 proba, vectors = fitted.proba_and_features(patches[rest])
                 counts = np.bincount(y[idx], minlength=len(classes))
-                weights = priority(proba, anomaly[rest], counts if strategy == "balanced" else None)
+                balance = counts if strategy == "balanced" else None
+                floor = 0.0 if strategy == "active" else 0.5
+                weights = priority(proba, anomaly[rest], balance, floor=floor)
                 picks, _ = select_batch(vectors, weights, k, fitted.features(patches[idx]))
                 chosen += rest[picks].tolist()
             needed = {
@@ -169,7 +179,7 @@ def main() -> None:
             )
         results.append(row)
     for name in ("one draw", "mean of draws"):
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             shares = [
                 r[strategy]["labels_needed"][name] / r["reference_labels"]
                 if r[strategy]["labels_needed"][name] is not None

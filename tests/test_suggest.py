@@ -32,8 +32,13 @@ def test_uncertainty_is_one_minus_the_margin_of_the_two_best_classes():
     proba = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.6, 0.3, 0.1]])
     np.testing.assert_allclose(uncertainty(proba), [1.0, 0.0, 0.7])
     np.testing.assert_allclose(anomaly_rank([3.0, 1.0, 2.0]), [1.0, 0.0, 0.5])
-    # The most typical patch counts half as much as the most unusual one.
-    np.testing.assert_allclose(priority(proba, [3.0, 1.0, 2.0]), [1.0, 0.0, 0.525])
+    # The anomaly rank weighs the priority: the most typical candidate comes last ...
+    np.testing.assert_allclose(priority(proba, [3.0, 1.0, 2.0]), [1.0, 0.0, 0.35])
+    # ... or, with a floor of 0.5, counts half as much as the most unusual one.
+    np.testing.assert_allclose(priority(proba, [3.0, 1.0, 2.0], floor=0.5), [1.0, 0.0, 0.525])
+    np.testing.assert_allclose(priority(proba, [3.0, 1.0, 2.0], floor=1.0), uncertainty(proba))
+    with pytest.raises(EmaeError, match="floor must be in"):
+        priority(proba, [3.0, 1.0, 2.0], floor=2.0)
     with pytest.raises(EmaeError, match="2 anomaly scores for 3 candidates"):
         priority(proba, [1.0, 2.0])
 
