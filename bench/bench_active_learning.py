@@ -156,8 +156,9 @@ def main() -> None:
                     continue
                 fitted = est.fitted_
                 proba, vectors = fitted.proba_and_features(patches[rest])
-                counts = np.bincount(y[idx], minlength=len(classes))
-                balance = counts if strategy == "balanced" else None
+                balance = None
+                if strategy == "balanced":  # labels per class so far
+                    balance = np.bincount(y[idx], minlength=len(classes))
                 floor = 0.0 if strategy == "active" else 0.5
                 weights = priority(proba, anomaly[rest], balance, floor=floor)
                 picks, _ = select_batch(vectors, weights, k, fitted.features(patches[idx]))

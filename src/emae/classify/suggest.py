@@ -63,7 +63,10 @@ def class_balance(proba: Any, counts: Any) -> np.ndarray:
     p = np.asarray(proba, dtype=np.float64)
     n = np.asarray(counts, dtype=np.float64)
     if p.ndim != 2 or n.shape != (p.shape[1],) or not np.isfinite(n).all() or (n < 0).any():
-        raise EmaeError(f"counts must be {p.shape[-1]} numbers >= 0, one per class, got {n.shape}")
+        raise EmaeError(
+            f"counts must be {p.shape[-1]} finite numbers >= 0, one per class, got "
+            f"{np.asarray(counts).tolist()}"
+        )
     return p @ ((1.0 + n.min()) / (1.0 + n))
 
 
