@@ -36,6 +36,22 @@ TINY_PRETRAIN: Mapping[str, object] = MappingProxyType(
     )
 )
 
+# Keyword arguments of each score's statistics that keep a fit fast in a test: the
+# discriminative head trains for a few steps only (tests/test_discriminative.py checks that
+# it learns). Tests import it: ``from conftest import FAST_SCORE_PARAMS``.
+FAST_SCORE_PARAMS: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {"discriminative": MappingProxyType({"steps": 2, "batch_size": 4})}
+)
+
+
+def fast_statistics(score: str) -> object | None:
+    """An unfitted statistics object of ``score`` with :data:`FAST_SCORE_PARAMS`, or None for
+    the scores that fit none."""
+    from emae.anomaly.scores import STATISTICS
+
+    cls = STATISTICS.get(score)
+    return None if cls is None else cls(**FAST_SCORE_PARAMS.get(score, {}))
+
 
 def shared_data_dir() -> Path | None:
     """The public benchmark data: ``$EMAE_DATA`` or ``../shared/data`` beside the repository."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FAST_SCORE_PARAMS
 from emae.anomaly.detector import AutoencoderDetector
 from emae.anomaly.scores import SCORES
 from emae.commands.pretrain import pretrain
@@ -76,7 +77,9 @@ def test_fit_save_load_gives_identical_scores(tmp_path, images, score):
     from emae.folders.autoencoder import save_bundle
 
     model = _model()
-    detector = AutoencoderDetector(model, NORMALIZER, score=score, reduce="p99").fit(images)
+    detector = AutoencoderDetector(
+        model, NORMALIZER, score=score, reduce="p99", score_params=FAST_SCORE_PARAMS.get(score)
+    ).fit(images)
     assert detector.threshold_record_.method == "fpr"
     assert detector.threshold_record_.n_normal == 2  # 25% of 8 images held out
     assert detector.threshold_record_.score == f"{score}/p99"

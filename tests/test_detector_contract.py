@@ -26,13 +26,20 @@ from emae.models import build_model
 from emae.synth.tissue import make_section, to_uint8
 
 NORMALIZER = PercentileNormalizer(40.0, 220.0, source_dtype="uint8")
+# The discriminative head must learn enough to rank a saturated square above tissue.
+CONTRACT = {"discriminative": {"steps": 60, "batch_size": 8, "kinds": ("tile", "dust")}}
 
 
 def _detectors() -> list[tuple[str, AnomalyDetector]]:
     torch.manual_seed(0)
     model = build_model("conv-ae", channels=(8, 16), latent_channels=4, norm="batch").eval()
     found: list[tuple[str, AnomalyDetector]] = [
-        (score, AutoencoderDetector(model, NORMALIZER, score=score, batch_size=8))
+        (
+            score,
+            AutoencoderDetector(
+                model, NORMALIZER, score=score, batch_size=8, score_params=CONTRACT.get(score)
+            ),
+        )
         for score in SCORES
     ]
     return [

@@ -8,7 +8,8 @@ import safetensors.torch
 import torch
 from sklearn.decomposition import PCA
 
-from emae.anomaly.scores import SCORES, STATISTICS, anomaly_maps
+from conftest import fast_statistics
+from emae.anomaly.scores import SCORES, anomaly_maps
 from emae.anomaly.statistics import FeatureStatistics
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, NotFittedError
@@ -201,8 +202,8 @@ def test_unfitted_model_raises():
 @pytest.mark.parametrize("score", SCORES)
 def test_every_score_runs(fitted, score):
     normal = sections(4, (32, 32), seed=10)
-    stats = STATISTICS.get(score)
-    stats = stats().fit(fitted, normal) if stats else None
+    stats = fast_statistics(score)
+    stats = stats.fit(fitted, normal) if stats else None
     maps = anomaly_maps(fitted, sections(2, (40, 27), seed=20), score=score, stats=stats)
     assert maps.shape == (2, 40, 27) and maps.dtype == np.float32 and np.isfinite(maps).all()
 

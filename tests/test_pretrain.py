@@ -189,3 +189,21 @@ def test_images_on_a_black_background_train_with_the_padding_check_off(tmp_path,
     assert summary["steps_done"] == 2
     with pytest.raises(EmaeError, match="skip_padding: false"):
         pretrain([tmp_path / "digits.tif"], tmp_path / "b", PretrainConfig(**tiny), progress=False)
+
+
+def test_the_discriminative_score_trains_saves_and_maps(tmp_path, stack, tiny):
+    from emae.anomaly.detector import AutoencoderDetector
+    from emae.io import open_image
+    from emae.synth.artifacts import ARTIFACT_TYPES
+
+    run = tmp_path / "run"
+    config = PretrainConfig(score="discriminative", score_steps=3, score_patches=16, **tiny)
+    pretrain([stack], run, config, progress=False)
+    detector = AutoencoderDetector.from_bundle(run)
+    assert detector.score == "discriminative"
+    assert detector.stats_.kinds == ARTIFACT_TYPES  # every kind, from the folder's arrays
+    section = np.asarray(open_image(str(stack))[0])
+    maps = detector.anomaly_map(section[None])
+    assert maps.shape == (1, 96, 96) and np.isfinite(maps).all()
+    code = main(["-q", "score", str(run), str(stack), "--out", str(tmp_path / "map.tif")])
+    assert code == 0

@@ -8,6 +8,7 @@ import safetensors.numpy
 import torch
 from torch import nn
 
+from conftest import fast_statistics
 from emae.anomaly.scores import (
     SCORES,
     STATISTICS,
@@ -62,7 +63,7 @@ def models(normal_patches) -> dict[str, nn.Module]:
 def fitted(models, normal_patches) -> dict[tuple[str, str], object]:
     """Statistics of every model for every score that needs them."""
     return {
-        (name, score): cls().fit(model, normal_patches)
+        (name, score): fast_statistics(score).fit(model, normal_patches)
         for name, model in models.items()
         for score, cls in STATISTICS.items()
     }
@@ -95,7 +96,10 @@ def test_maps_do_not_depend_on_the_batch(models, fitted):
         stats = fitted.get(("conv-ae", score))
         whole = anomaly_maps(models["conv-ae"], x, score=score, stats=stats, batch_size=5)
         split = anomaly_maps(models["conv-ae"], x, score=score, stats=stats, batch_size=2)
-        np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+        # The discriminative map runs a second network (seven float32 convolutions) whose
+        # rounding depends on the batch's memory layout: 1e-4 of the map's scale.
+        atol = 1e-4 * np.abs(whole).max() if score == "discriminative" else 1e-5
+        np.testing.assert_allclose(split, whole, rtol=1e-5, atol=atol)
 
 
 def test_reconstruction_scores_are_zero_for_a_perfect_reconstruction():

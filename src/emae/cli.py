@@ -157,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="Random seed.")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps.")
     p.add_argument("--workers", type=int, help="DataLoader worker processes.")
-    p.add_argument("--score", help="Anomaly score: pixel, ssim, feature, error-z or typicality.")
+    p.add_argument(
+        "--score",
+        help="Anomaly score: pixel, ssim, feature, error-z, typicality or discriminative.",
+    )
     p.add_argument("--tensorboard", action="store_true", help="Log to RUN/tensorboard.")
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")

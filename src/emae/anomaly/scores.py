@@ -17,6 +17,10 @@ Every score maps normalized images ``(N, H, W)`` float32 (axes ``"NYX"``) to an 
     The squared z-score of the *log* error for the local structure, averaged over a
     neighbourhood (:class:`~emae.anomaly.typicality.TypicalityStatistics`): high where the error is
     atypically high *or low*, which catches the smooth artifacts the others rank as normal.
+``"discriminative"``
+    The logit of a small segmenter that reads the image and its reconstruction, trained on
+    artifacts drawn onto normal patches (:class:`~emae.anomaly.discriminative.DiscriminativeHead`,
+    DRAEM-style).
 
 Reconstruction error alone tends to rank smooth artifacts as normal: a smooth region is easier
 to reconstruct than sharp tissue. The last two scores compare with what normal data looks like
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emae.anomaly.discriminative import DiscriminativeHead
 from emae.anomaly.error_statistics import STD_FLOOR, ErrorStatistics
 from emae.anomaly.maps import (
     as_images,
@@ -73,7 +78,7 @@ __all__ = [
 ]
 
 Reduce = Literal["mean", "max", "p99"]
-SCORES: tuple[str, ...] = ("pixel", "ssim", "feature", "error-z", "typicality")
+SCORES: tuple[str, ...] = ("pixel", "ssim", "feature", "error-z", "typicality", "discriminative")
 REDUCTIONS: tuple[str, ...] = ("mean", "max", "p99")
 
 
@@ -82,6 +87,7 @@ STATISTICS: dict[str, Any] = {
     "feature": FeatureStatistics,
     "error-z": ErrorStatistics,
     "typicality": TypicalityStatistics,
+    "discriminative": DiscriminativeHead,
 }
 
 
@@ -90,7 +96,7 @@ def anomaly_maps(
     x: Any,
     *,
     score: str,
-    stats: FeatureStatistics | ErrorStatistics | TypicalityStatistics | None = None,
+    stats: Any = None,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     precision: str = "fp32",
@@ -104,9 +110,9 @@ def anomaly_maps(
     x
         ``(N, H, W)`` normalized images, float32.
     score
-        ``"pixel"`` or ``"ssim"`` (no statistics), ``"feature"``, ``"error-z"`` or
-        ``"typicality"`` (``stats`` must be a fitted instance of the class in
-        :data:`STATISTICS`).
+        ``"pixel"`` or ``"ssim"`` (no statistics), ``"feature"``, ``"error-z"``,
+        ``"typicality"`` or ``"discriminative"`` (``stats`` must be a fitted instance of the
+        class in :data:`STATISTICS`).
     stats
         Fitted statistics for the scores that need them; must be ``None`` for the others.
     batch_size, device, precision

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: Seed offsets of the validation and scoring patches, so they differ from every training draw.
 VALIDATION_SEED_OFFSET = 7_919
 SCORING_SEED_OFFSET = 15_485_863
+#: Side of the patches the discriminative score is trained on (:func:`fit_detector`).
+DISCRIMINATIVE_PATCH = 128
 #: At most this many patches fit a model in closed form (PCA).
 MAX_CLOSED_FORM_PATCHES = 4_096
 
@@ -125,10 +127,17 @@ def fit_detector(
     ``target_fpr`` move little.
     """
     images = [open_image(s, scale=config.scale) for s in sources]
+    # The discriminative head learns artifacts in context: larger patches, and it trains in
+    # the run's precision (its maps, like every score's, are fitted and thresholded in fp32).
+    trained = config.score == "discriminative"
+    size = config.patch_size
+    if trained:  # 128 pixels, or the smallest image's side if less, not below the model's patch
+        side = min(min(image.shape[-2:]) for image in images)
+        size = max(config.patch_size, min(DISCRIMINATIVE_PATCH, side))
     _, patches = sample_patches(
         images,
         config.score_patches,
-        config.patch_size,
+        size,
         seed=config.seed + SCORING_SEED_OFFSET,
         is_valid=patch_check(config),
     )
@@ -141,6 +150,11 @@ def fit_detector(
         target_fpr=config.target_fpr,
         batch_size=min(config.batch_size, 64),
         seed=config.seed,
+        score_params=(
+            {"seed": config.seed, "steps": config.score_steps, "train_precision": config.precision}
+            if trained
+            else None
+        ),
     ).fit(patches)
 
 

@@ -75,7 +75,7 @@ class PretrainConfig(BaseModel):
     high_percentile: float = Field(99.0, gt=50, le=100, description="Maps to 1.")
     scale: int = Field(0, ge=0, description="Pyramid level of multiscale inputs.")
     pca_tile: int = Field(16, ge=2, le=256, description="pca: side of the tiles PCA works on.")
-    score: Literal["pixel", "ssim", "feature", "error-z", "typicality"] = Field(
+    score: Literal["pixel", "ssim", "feature", "error-z", "typicality", "discriminative"] = Field(
         DEFAULT_SCORE, description="Anomaly score fitted after training (see emae.anomaly.scores)."
     )
     reduce: Literal["mean", "max", "p99"] = Field("mean", description="Map -> patch score.")
@@ -84,6 +84,11 @@ class PretrainConfig(BaseModel):
     )
     score_patches: int = Field(
         512, ge=8, description="Patches drawn after training to fit the score and thresholds."
+    )
+    score_steps: int = Field(
+        1500,
+        ge=1,
+        description="discriminative: training steps of the segmenter of drawn artifacts.",
     )
     tensorboard: TensorBoard = False
     skip_padding: bool = Field(
