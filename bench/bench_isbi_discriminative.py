@@ -23,7 +23,7 @@ mixes maps of five heads, each standardized on its own normal patches.
 Usage::
 
     python bench/bench_isbi_discriminative.py [--data DATA] [--model runs/bench/isbi/model]
-        [--out runs/bench/isbi-discriminative] [--steps 1500] [--crop 128] [--threads N]
+        [--out runs/bench/isbi-discriminative] [--steps 800] [--crop 128] [--threads N]
         [--splits ring+horseshoe,scratch+seam,...] [--no-all]
 
 ``--model`` is the conv-ae folder that ``bench_isbi_artifacts.py`` trains (the default conv-ae
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--model", type=Path, default=REPO / "runs" / "bench" / "isbi" / "model")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "isbi-discriminative")
-    parser.add_argument("--steps", type=int, default=1500, help="Training steps of each head.")
+    parser.add_argument("--steps", type=int, default=800, help="Training steps of each head.")
     parser.add_argument("--crop", type=int, default=128, help="Training crop side, pixels.")
     parser.add_argument("--holdout", type=int, default=5)
     parser.add_argument("--per-slice", type=int, default=3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +209,7 @@ def test_the_discriminative_score_trains_saves_and_maps(tmp_path, stack, tiny):
     assert maps.shape == (1, 96, 96) and np.isfinite(maps).all()
     code = main(["-q", "score", str(run), str(stack), "--out", str(tmp_path / "map.tif")])
     assert code == 0
+    argv = ["-q", "pretrain", str(stack), "--out", str(tmp_path / "cli"), "--steps", "2"]
+    argv += ["--score", "discriminative", "--score-steps", "2", "--patch-size", "32"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["run"]["score_steps"] == 2

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--score",
         help="Anomaly score: pixel, ssim, feature, error-z, typicality or discriminative.",
     )
+    p.add_argument(
+        "--score-steps", type=int, help="discriminative: training steps of its segmenter."
+    )
     p.add_argument("--tensorboard", action="store_true", help="Log to RUN/tensorboard.")
     p.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")

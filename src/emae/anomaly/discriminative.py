@@ -7,13 +7,19 @@ al., ICCV 2021) adds a discriminative network trained on anomalies drawn onto no
 (:class:`emae.models.unet.UNet`, two input channels) reads the normalized image and the
 autoencoder's reconstruction and returns a logit per pixel, trained with focal loss on crops
 of normal patches onto which :func:`emae.train.drawn_artifacts.draw_artifacts` drew artifacts
-of ``kinds``. The map is that logit, larger = more anomalous::
+of ``kinds``. By default the map adds the autoencoder's typicality map (the default score),
+each standardized on normal patches kept out of the segmenter's training, so that what the
+segmenter never learned is still found where typicality finds it; larger = more anomalous::
 
-    recon = autoencoder(x)          anomaly = head([x, recon])        (N, H, W) float32
+    recon = autoencoder(x)
+    anomaly = z(head([x, recon])) + z(typicality(x, recon))          (N, H, W) float32
 
 A segmenter trained on drawn artifacts finds drawn artifacts; the question is how much of that
 carries over to kinds it never saw, so the benchmark holds kinds out of training and reports
-them apart (docs/benchmarks.md, "Real EM").
+them apart (docs/benchmarks.md, "Real EM": a head that never saw rings or horseshoes finds
+them at 0.98 pixel AUROC, where typicality reaches 0.88-0.94; stripes, unseen, fall to 0.60
+alone and 0.88 with typicality added). Both maps come from one forward pass of the
+autoencoder.
 
 The head's weights and settings round-trip exactly through :meth:`to_arrays` and
 :meth:`from_arrays` into the model folder's ``scoring.safetensors`` (no pickle).
@@ -99,7 +105,7 @@ class DiscriminativeHead:
         self,
         *,
         kinds: Sequence[str] = ARTIFACT_TYPES,
-        steps: int = 1500,
+        steps: int = 800,
         batch_size: int = 16,
         crop: int | None = None,
         lr: float = 2e-3,

@@ -77,6 +77,7 @@ def pretrain(args: argparse.Namespace) -> None:
         device=args.device,
         num_workers=args.workers,
         score=args.score,
+        score_steps=args.score_steps,
         tensorboard=args.tensorboard or None,
         rd_lambda=args.rd_lambda,
     )

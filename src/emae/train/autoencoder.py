@@ -130,10 +130,17 @@ def fit_detector(
     # The discriminative head learns artifacts in context: larger patches, and it trains in
     # the run's precision (its maps, like every score's, are fitted and thresholded in fp32).
     trained = config.score == "discriminative"
-    size = config.patch_size
+    size, params = config.patch_size, None
     if trained:  # 128 pixels, or the smallest image's side if less, not below the model's patch
         side = min(min(image.shape[-2:]) for image in images)
         size = max(config.patch_size, min(DISCRIMINATIVE_PATCH, side))
+        params = {
+            "seed": config.seed,
+            "steps": config.score_steps,
+            "train_precision": config.precision,
+            # Artifact sizes are drawn relative to a 512-pixel section, or to smaller images.
+            "reference_side": float(min(512, side)),
+        }
     _, patches = sample_patches(
         images,
         config.score_patches,
@@ -150,11 +157,7 @@ def fit_detector(
         target_fpr=config.target_fpr,
         batch_size=min(config.batch_size, 64),
         seed=config.seed,
-        score_params=(
-            {"seed": config.seed, "steps": config.score_steps, "train_precision": config.precision}
-            if trained
-            else None
-        ),
+        score_params=params,
     ).fit(patches)
 
 

@@ -86,7 +86,7 @@ class PretrainConfig(BaseModel):
         512, ge=8, description="Patches drawn after training to fit the score and thresholds."
     )
     score_steps: int = Field(
-        1500,
+        800,
         ge=1,
         description="discriminative: training steps of the segmenter of drawn artifacts.",
     )
