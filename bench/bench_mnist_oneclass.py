@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--scores", default=",".join(SCORES), help="Scores to fit and apply.")
     args = parser.parse_args()
-    scores = [s for s in args.scores.split(",") if s]
-    if not scores or set(scores) - set(SCORES):
+    chosen = [s for s in args.scores.split(",") if s]
+    if not chosen or set(chosen) - set(SCORES):
         raise SystemExit(f"--scores must name scores among {', '.join(SCORES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +123,7 @@ def main() -> None:
         aurocs: dict[str, float] = {}
         began = time.perf_counter()
         detectors = {}
-        for score in sorted(set(scores) | {bundle.scoring["score"]}, key=SCORES.index):
+        for score in sorted(set(chosen) | {bundle.scoring["score"]}, key=SCORES.index):
             detectors[score] = fit_detector(
                 bundle.model,
                 bundle.normalizer,
