@@ -186,19 +186,16 @@ class DiscriminativeHead:
             device=device,
             precision=self.train_precision,
         )
-        self.head_ = head.cpu().eval()
-        self.typicality_ = TypicalityStatistics().fit(
+        head = head.cpu().eval()
+        typicality = TypicalityStatistics().fit(
             model, training, batch_size=batch_size, device=device, precision=precision
         )
-        self.scale_ = np.array([0.0, 1.0, 0.0, 1.0])
-        parts = self._maps(model, calibration, batch_size, device, precision, raw=True)
-        self.scale_ = np.array(
-            [
-                parts[:, i].mean(dtype=np.float64) if j == 0 else max(parts[:, i].std(), 1e-12)
-                for i in (0, 1)
-                for j in (0, 1)
-            ]
-        )
+        parts = self._maps(model, calibration, batch_size, device, precision, head, typicality)
+        scale = []
+        for i in (0, 1):  # (N, 2, H, W): the head's logits, then typicality
+            scale += [parts[:, i].mean(dtype=np.float64), parts[:, i].std(dtype=np.float64)]
+        self.head_, self.typicality_ = head, typicality
+        self.scale_ = np.maximum(np.array(scale), [-np.inf, 1e-12, -np.inf, 1e-12])
         return self
 
     def _maps(
@@ -208,22 +205,23 @@ class DiscriminativeHead:
         batch_size: int,
         device: str | torch.device | None,
         precision: str,
-        *,
-        raw: bool = False,
+        head: nn.Module,
+        typicality: TypicalityStatistics,
+        scale: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Both maps, standardized, ``(N, 2, H, W)`` (``raw``: not standardized), or the
-        one map of :meth:`anomaly_map` ``(N, H, W)``."""
+        """The map of :meth:`anomaly_map` ``(N, H, W)`` standardized by ``scale``, or with
+        ``scale=None`` both raw maps, the head's logits and typicality: ``(N, 2, H, W)``."""
         device = model_device(model) if device is None else torch.device(device)
         amp = select_precision(device, precision)
-        head = inference_copy(self.head_).to(device)
-        mean_h, std_h, mean_t, std_t = (float(v) for v in self.scale_)
+        fused = inference_copy(head).to(device)
 
         def both(inputs: Tensor, recon: Tensor) -> Tensor:
             with torch.autocast(device.type, amp, enabled=amp is not None):
-                logits = head(torch.cat([inputs, recon], dim=1))[:, 0].float()
-            typical = self.typicality_._map(inputs[:, 0], recon[:, 0])
-            if raw:
+                logits = fused(torch.cat([inputs, recon], dim=1))[:, 0].float()
+            typical = typicality._map(inputs[:, 0], recon[:, 0])
+            if scale is None:
                 return torch.stack([logits, typical], dim=1)
+            mean_h, std_h, mean_t, std_t = (float(v) for v in scale)
             z = (logits - mean_h) / std_h
             return z + (typical - mean_t) / std_t if self.combine else z
 
@@ -249,7 +247,9 @@ class DiscriminativeHead:
         """The anomaly map of ``x`` ``(N, H, W)`` normalized: the segmenter's standardized
         logit plus (``combine``) the standardized typicality, ``(N, H, W)`` float32."""
         _check_fitted(self, self._FITTED)
-        return self._maps(model, x, batch_size, device, precision)
+        return self._maps(
+            model, x, batch_size, device, precision, self.head_, self.typicality_, self.scale_
+        )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Settings, weights and statistics as named arrays (exact) for ``scoring.safetensors``."""
