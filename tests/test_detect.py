@@ -406,3 +406,24 @@ def test_local_workers_run_with_the_default_allocator_settings():
     client, _ = client_for(1, None)
     with client.cluster, client:
         assert set(client.run(_trim_threshold).values()) == {None}
+
+
+def test_a_discriminative_model_detects_as_one_pass_over_the_section(tmp_path, tiny_settings):
+    from emae.anomaly.detector import AutoencoderDetector
+    from emae.commands.pretrain import pretrain
+    from emae.synth.artifacts import as_unit_float, inject
+    from emae.train.config import PretrainConfig
+
+    volume = to_uint8(make_volume((1, 224, 200), seed=6))
+    write_tiff(tmp_path / "clean.tif", volume, axes="ZYX")
+    settings = {**tiny_settings, "score": "discriminative", "score_steps": 3}
+    pretrain([tmp_path / "clean.tif"], tmp_path / "run", PretrainConfig(**settings), progress=False)
+    damaged, _ = inject(as_unit_float(volume[0]), "dust", seed=1)
+    damaged = np.round(damaged * 255).astype(np.uint8)
+    write_tiff(tmp_path / "damaged.tif", damaged, axes="YX")
+    small = {**SMALL, "chunk": 64, "overlap": 64, "tile": None}
+    detect(tmp_path / "run", tmp_path / "damaged.tif", tmp_path / "d.zarr", **small)
+    chunked = zarr.open_array(str(tmp_path / "d.zarr" / "0"), mode="r")[:].astype(np.float32)
+    whole = AutoencoderDetector.from_bundle(tmp_path / "run").anomaly_map(damaged[None])[0]
+    assert chunked.shape == whole.shape
+    assert np.corrcoef(chunked.ravel(), whole.ravel())[0, 1] > 0.99
