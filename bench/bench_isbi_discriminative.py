@@ -24,7 +24,7 @@ Usage::
 
     python bench/bench_isbi_discriminative.py [--data DATA] [--model runs/bench/isbi/model]
         [--out runs/bench/isbi-discriminative] [--steps 800] [--crop 128] [--threads N]
-        [--splits ring+horseshoe,scratch+seam,...] [--no-all] [--channels 16,32,64] [--lines 81,24]
+        [--splits ring+horseshoe,scratch+seam,...] [--no-all] [--channels 16,32,64]
 
 ``--model`` is the conv-ae folder that ``bench_isbi_artifacts.py`` trains (the default conv-ae
 on ISBI slices train 0-24 and test 0-24).
@@ -95,9 +95,6 @@ def main() -> None:
     parser.add_argument("--splits", default=SPLITS, help="Groups of kinds held out together.")
     parser.add_argument("--no-all", action="store_true", help="Skip the head on all kinds.")
     parser.add_argument("--channels", default="16,32,64", help="The head's U-Net channels.")
-    parser.add_argument(
-        "--lines", default="", help="LENGTH,ANGLES of the head's line responses (none if empty)."
-    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,7 +146,6 @@ def main() -> None:
                 "steps": args.steps,
                 "crop": args.crop,
                 "channels": tuple(int(c) for c in args.channels.split(",")),
-                "lines": tuple(int(v) for v in args.lines.split(",")) if args.lines else None,
             },
         ).fit(patches)
         return detector, time.perf_counter() - began
@@ -202,7 +198,6 @@ def main() -> None:
         "steps": args.steps,
         "crop": args.crop,
         "channels": args.channels,
-        "lines": args.lines,
         "metrics": results,
         "fit_seconds": fit_seconds,
         "map_megapixels_per_s": rates,

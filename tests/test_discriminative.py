@@ -92,16 +92,6 @@ def test_round_trip_contract_and_bad_parameters():
     np.testing.assert_array_equal(stats.anomaly_map(model, x), again.anomaly_map(model, x))
     with pytest.raises(NotFittedError):
         DiscriminativeHead().anomaly_map(model, x)
-    # Folders written before line responses existed have no "lines" key: no lines.
-    older = {k: v for k, v in arrays.items() if k != "discriminative.lines"}
-    assert DiscriminativeHead.from_arrays(older).lines is None
-    lined = DiscriminativeHead(kinds=("scratch",), steps=2, batch_size=4, lines=(11, 8))
-    lined.fit(model, normal)
-    back = DiscriminativeHead.from_arrays(lined.to_arrays())
-    assert back.lines == (11, 8)
-    np.testing.assert_array_equal(lined.anomaly_map(model, x), back.anomaly_map(model, x))
-    with pytest.raises(EmaeError, match="do not fit the head"):
-        DiscriminativeHead.from_arrays({**lined.to_arrays(), "discriminative.lines": np.zeros(0)})
     broken = {k: v for k, v in arrays.items() if not k.endswith("head.head.bias")}
     with pytest.raises(EmaeError, match="do not fit the head"):
         DiscriminativeHead.from_arrays(broken)
@@ -112,7 +102,6 @@ def test_round_trip_contract_and_bad_parameters():
         ({"steps": 0}, "steps"),
         ({"crop": 64}, "smaller than the crop"),
         ({"share": 0.0}, "share"),
-        ({"lines": (2, 8)}, "lines"),
     ):
         with pytest.raises(EmaeError, match=match):
             DiscriminativeHead(**bad).fit(model, normal)

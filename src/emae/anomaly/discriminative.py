@@ -42,20 +42,14 @@ from emae.models.inference import inference_copy
 from emae.models.unet import UNet
 from emae.runtime import model_device, select_precision
 from emae.synth.artifacts import ARTIFACT_TYPES
-from emae.train.drawn_artifacts import check_kinds, segmenter_inputs, train_segmenter
+from emae.train.drawn_artifacts import check_kinds, train_segmenter
 
 
-def make_head(channels: Sequence[int], lines: bool = False) -> UNet:
-    """The segmenter: a U-Net from (image, reconstruction[, bright and dark lines])
-    ``(B, 2 or 4, H, W)`` to logits ``(B, 1, H, W)``, batch norm (local at inference, any tile
-    size)."""
+def make_head(channels: Sequence[int]) -> UNet:
+    """The segmenter: a U-Net from (image, reconstruction) ``(B, 2, H, W)`` to logits
+    ``(B, 1, H, W)``, batch norm (local at inference, any tile size)."""
     channels = tuple(int(c) for c in channels)
-    return UNet(
-        in_channels=4 if lines else 2,
-        channels=channels,
-        latent_channels=channels[-1],
-        out_channels=1,
-    )
+    return UNet(in_channels=2, channels=channels, latent_channels=channels[-1], out_channels=1)
 
 
 class DiscriminativeHead:
@@ -78,11 +72,6 @@ class DiscriminativeHead:
         (see :func:`emae.train.drawn_artifacts.draw_artifacts`).
     channels
         Feature channels of the U-Net's levels.
-    lines
-        ``(length, angles)``: the segmenter also reads the image's bright and dark responses
-        to straight lines ``length`` pixels long at ``angles`` orientations
-        (:func:`emae.anomaly.line_filter.line_responses`); None: image and reconstruction
-        only.
     seed
         Of the crops, the drawn artifacts and the initial weights.
     combine
@@ -123,7 +112,6 @@ class DiscriminativeHead:
         share: float = 0.5,
         reference_side: float = 512.0,
         channels: Sequence[int] = (16, 32, 64),
-        lines: tuple[int, int] | None = None,
         seed: int = 0,
         train_precision: str = "auto",
         combine: bool = True,
@@ -136,7 +124,6 @@ class DiscriminativeHead:
         self.share = share
         self.reference_side = reference_side
         self.channels = channels
-        self.lines = lines
         self.seed = seed
         self.train_precision = train_precision
         self.combine = combine
@@ -153,10 +140,6 @@ class DiscriminativeHead:
             raise EmaeError(
                 f"train_precision must be auto, bf16 or fp32, got {self.train_precision!r}"
             )
-        if self.lines is not None and (
-            len(self.lines) != 2 or self.lines[0] < 3 or self.lines[1] < 1
-        ):
-            raise EmaeError(f"lines must be (length >= 3, angles >= 1) or None, got {self.lines!r}")
         if not 0.0 < self.share <= 1.0:
             raise EmaeError(f"share must be a fraction in (0, 1], got {self.share!r}")
         if not (self.lr > 0 and self.reference_side > 0):
@@ -187,7 +170,7 @@ class DiscriminativeHead:
         device = model_device(model) if device is None else torch.device(device)
         order = np.random.default_rng(self.seed).permutation(len(patches))
         calibration, training = np.split(patches[order], [max(1, len(patches) // 4)])
-        head = make_head(self.channels, bool(self.lines))
+        head = make_head(self.channels)
         self.losses_ = train_segmenter(
             model,
             head,
@@ -202,7 +185,6 @@ class DiscriminativeHead:
             seed=self.seed,
             device=device,
             precision=self.train_precision,
-            lines=self._lines(),
         )
         head = head.cpu().eval()
         typicality = TypicalityStatistics().fit(
@@ -215,9 +197,6 @@ class DiscriminativeHead:
         self.head_, self.typicality_ = head, typicality
         self.scale_ = np.maximum(np.array(scale), [-np.inf, 1e-12, -np.inf, 1e-12])
         return self
-
-    def _lines(self) -> tuple[int, int] | None:
-        return (int(self.lines[0]), int(self.lines[1])) if self.lines else None
 
     def _maps(
         self,
@@ -237,9 +216,8 @@ class DiscriminativeHead:
         fused = inference_copy(head).to(device)
 
         def both(inputs: Tensor, recon: Tensor) -> Tensor:
-            features = segmenter_inputs(inputs, recon, self._lines())
             with torch.autocast(device.type, amp, enabled=amp is not None):
-                logits = fused(features)[:, 0].float()
+                logits = fused(torch.cat([inputs, recon], dim=1))[:, 0].float()
             typical = typicality._map(inputs[:, 0], recon[:, 0])
             if scale is None:
                 return torch.stack([logits, typical], dim=1)
@@ -280,7 +258,6 @@ class DiscriminativeHead:
         arrays = {
             f"{p}.kinds": np.array([k in self.kinds for k in ARTIFACT_TYPES], np.uint8),
             f"{p}.channels": np.array(self.channels, np.int64),
-            f"{p}.lines": np.array(self._lines() or (), np.int64),
             f"{p}.reference_side": np.array(self.reference_side, np.float64),
             f"{p}.combine": np.array(self.combine, np.uint8),
             f"{p}.scale": np.asarray(self.scale_, np.float64),
@@ -294,10 +271,6 @@ class DiscriminativeHead:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> DiscriminativeHead:
         """A fitted head from :meth:`to_arrays` output; gives identical anomaly maps."""
         kinds, channels, reference_side, combine, scale = _take(arrays, cls._PREFIX, cls._NAMES)
-        # Folders written before line responses existed have no "lines": the head has none.
-        lines = np.asarray(arrays.get(f"{cls._PREFIX}.lines", np.zeros(0, np.int64)))
-        if lines.shape not in ((0,), (2,)):
-            raise EmaeError(f"discriminative arrays: lines {lines.shape} should be (0,) or (2,)")
         if (
             kinds.shape != (len(ARTIFACT_TYPES),)
             or channels.ndim != 1
@@ -314,9 +287,8 @@ class DiscriminativeHead:
             channels=tuple(int(c) for c in channels),
             reference_side=float(reference_side),
             combine=bool(combine),
-            lines=(int(lines[0]), int(lines[1])) if lines.size else None,
         )
-        head = make_head(stats.channels, bool(stats.lines))
+        head = make_head(stats.channels)
         prefix = f"{cls._PREFIX}.head."
         state = {
             k[len(prefix) :]: torch.from_numpy(np.array(v))

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emae.anomaly.line_filter import line_responses
 from emae.errors import EmaeError
 from emae.models.inference import inference_copy
 from emae.runtime import select_precision
@@ -114,26 +113,6 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
     return ((1.0 - torch.exp(-bce)) ** gamma * bce).mean()
 
 
-def segmenter_inputs(x: Tensor, recon: Tensor, lines: tuple[int, int] | None) -> Tensor:
-    """What the segmenter reads: image and reconstruction ``(B, 2, H, W)``, then, with
-    ``lines = (length, angles)``, the image's bright and dark line responses
-    (:func:`emae.anomaly.line_filter.line_responses`): ``(B, 4, H, W)``.
-
-    The responses are computed at half resolution (2 x 2 means; segments ``length / 2`` long,
-    flanks 2 pixels away) and interpolated back: a thin line stays visible, and the cost
-    falls about eightfold (a quarter of the pixels, half the orientations for one accuracy)."""
-    parts = [x, recon.to(x.dtype)]
-    if lines:
-        half = nn.functional.avg_pool2d(x, 2, ceil_mode=True)
-        found = line_responses(half, max(3, lines[0] // 2), lines[1], offset=2)
-        parts.append(
-            nn.functional.interpolate(
-                found, size=x.shape[-2:], mode="bilinear", align_corners=False
-            )
-        )
-    return torch.cat(parts, dim=1)
-
-
 def train_segmenter(
     model: nn.Module,
     head: nn.Module,
@@ -149,7 +128,6 @@ def train_segmenter(
     seed: int,
     device: torch.device,
     precision: str,
-    lines: tuple[int, int] | None = None,
 ) -> list[float]:
     """Train ``head`` to segment artifacts drawn on crops of ``images``; returns the losses.
 
@@ -158,7 +136,7 @@ def train_segmenter(
     model
         The trained autoencoder, frozen (an inference copy runs; ``model`` is not changed).
     head
-        :func:`segmenter_inputs` ``(B, C, H, W)`` to ``(B, 1, H, W)`` logits; trained in place.
+        ``(B, 2, H, W)`` (crop, reconstruction) to ``(B, 1, H, W)`` logits; trained in place.
     images
         ``(N, H, W)`` float32 normalized normal images, ``H, W >= crop``.
     kinds, share, reference_side
@@ -167,8 +145,6 @@ def train_segmenter(
         The loop: AdamW, ``steps`` batches of ``batch_size`` random ``crop``-pixel crops.
     device, precision
         Where, and ``"fp32"``, ``"bf16"`` or ``"auto"`` (autocast).
-    lines
-        ``(length, angles)`` of the line responses the head also reads, or None.
     """
     if images.shape[1] < crop or images.shape[2] < crop:
         raise EmaeError(f"images of {images.shape[1:]} pixels are smaller than the crop {crop}")
@@ -187,12 +163,10 @@ def train_segmenter(
         )
         x = torch.from_numpy(corrupted[:, None]).to(device)
         target = torch.from_numpy(masks[:, None]).to(device, torch.float32)
-        with torch.no_grad():
-            with torch.autocast(device.type, amp, enabled=amp is not None):
-                recon = frozen(x).float()
-            inputs = segmenter_inputs(x, recon, lines)
         with torch.autocast(device.type, amp, enabled=amp is not None):
-            logits = head(inputs)
+            with torch.no_grad():
+                recon = frozen(x).float()
+            logits = head(torch.cat([x, recon], dim=1))
         loss = focal_loss(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
