@@ -24,7 +24,7 @@ Usage::
 
     python bench/bench_isbi_discriminative.py [--data DATA] [--model runs/bench/isbi/model]
         [--out runs/bench/isbi-discriminative] [--steps 800] [--crop 128] [--threads N]
-        [--splits ring+horseshoe,scratch+seam,...] [--no-all] [--channels 16,32,64]
+        [--splits ring+horseshoe,scratch+seam,...] [--no-all] [--channels 16,32,64,128]
 
 ``--model`` is the conv-ae folder that ``bench_isbi_artifacts.py`` trains (the default conv-ae
 on ISBI slices train 0-24 and test 0-24).
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--splits", default=SPLITS, help="Groups of kinds held out together.")
     parser.add_argument("--no-all", action="store_true", help="Skip the head on all kinds.")
-    parser.add_argument("--channels", default="16,32,64", help="The head's U-Net channels.")
+    parser.add_argument("--channels", default="16,32,64,128", help="The head's U-Net channels.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

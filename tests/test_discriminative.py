@@ -87,7 +87,7 @@ def test_round_trip_contract_and_bad_parameters():
     stats = DiscriminativeHead(kinds=("ring", "seam"), steps=3, batch_size=4).fit(model, normal)
     arrays = stats.to_arrays()
     again = DiscriminativeHead.from_arrays(arrays)
-    assert again.kinds == ("ring", "seam") and again.channels == (16, 32, 64)
+    assert again.kinds == ("ring", "seam") and again.channels == (16, 32, 64, 128)
     x = _tissue(2, 40, seed=30)[:, :, :37]
     np.testing.assert_array_equal(stats.anomaly_map(model, x), again.anomaly_map(model, x))
     with pytest.raises(NotFittedError):
