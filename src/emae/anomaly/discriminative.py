@@ -73,8 +73,8 @@ class DiscriminativeHead:
     channels
         Feature channels of the U-Net's levels, one level per entry. Four levels (the
         default) see about twice as far as three, which is what finds long thin scratches
-        (docs/benchmarks.md, "Real EM": 0.79 against 0.70 pixel AUROC; a fifth level, a wider
-        network or line-filter inputs did not help).
+        (docs/benchmarks.md, "Real EM": 0.76-0.79 against 0.70 pixel AUROC; a fifth level, a
+        wider network, line-filter inputs or longer training crops did not help).
     seed
         Of the crops, the drawn artifacts and the initial weights.
     combine
