@@ -32,7 +32,6 @@ Model folders ``fold{i}-conv-ae`` in ``--out`` are reused when present (trained 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import platform
@@ -44,10 +43,10 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import NearestNeighbors
 
-from bench_nanofiber_oneclass import REPO, default_data
+from bench_nanofiber_oneclass import REPO, default_data, fold_split, gaussian_distance, load_folds
 from emae.anomaly.filter_bank import filter_features
-from emae.anomaly.statistics import shrunk_covariance
 from emae.commands.pretrain import pretrain
 from emae.folders.autoencoder import load_bundle
 from emae.latent.vectors import patch_vectors
@@ -56,19 +55,12 @@ from emae.train.config import PretrainConfig
 FOLDS, DEFECTS, STEPS, PATCH = 3, 200, 1000, 64
 
 
-def gauss(fit: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of ``test`` rows to a Ledoit-Wolf Gaussian of ``fit``."""
-    covariance, _ = shrunk_covariance(fit.astype(np.float64))
-    d = test - fit.mean(axis=0)
-    return np.einsum("nd,de,ne->n", d, np.linalg.inv(covariance), d)
-
-
 def knn(fit: np.ndarray, test: np.ndarray, k: int = 5) -> np.ndarray:
     """Mean squared distance to the ``k`` nearest ``fit`` rows, dimensions standardized."""
     mean, std = fit.mean(axis=0), fit.std(axis=0) + 1e-6
-    a, b = (fit - mean) / std, (test - mean) / std
-    d = ((b[:, None] - a[None]) ** 2).sum(-1)
-    return np.sort(d, axis=1)[:, :k].mean(axis=1)
+    index = NearestNeighbors(n_neighbors=k).fit((fit - mean) / std)
+    distances, _ = index.kneighbors((test - mean) / std)
+    return (distances**2).mean(axis=1)
 
 
 def grid(images: np.ndarray, p: int = PATCH) -> np.ndarray:
@@ -108,21 +100,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = args.data / "nanofiber_sem"
-    with (root / "labels.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    groups = sorted({r["group"] for r in rows if r["label"] == "NonDefective"})
-    folds = [groups[i::FOLDS] for i in range(FOLDS)]
+    root, rows, folds = load_folds(args.data, FOLDS)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[float]] = {}
     seconds = []
     for i, held in enumerate(folds):
-        normal = [r for r in rows if r["label"] == "NonDefective"]
-        train = [root / r["image"] for r in normal if r["group"] not in held]
-        defects = [r for r in rows if r["label"] != "NonDefective"]
-        pick = np.random.default_rng(i).choice(len(defects), DEFECTS, replace=False)
-        test = [r for r in normal if r["group"] in held] + [defects[j] for j in sorted(pick)]
-        y = np.array([r["label"] != "NonDefective" for r in test])
+        train, test, y = fold_split(root, rows, held, i, DEFECTS)
         folder = args.out / f"fold{i}-conv-ae"
         if not (folder / "config.json").exists():
             pretrain(train, folder, PretrainConfig(steps=STEPS), overwrite=True, progress=False)
@@ -141,21 +124,23 @@ def main() -> None:
         pv_fit = vectors(patches_fit.reshape(-1, PATCH, PATCH)).reshape(len(train), g, -1)
         pv_test = vectors(patches_test.reshape(-1, PATCH, PATCH)).reshape(len(test), g, -1)
         dim = pv_fit.shape[-1]
-        patch_d = gauss(pv_fit.reshape(-1, dim), pv_test.reshape(-1, dim)).reshape(len(test), g)
+        patch_d = gaussian_distance(pv_fit.reshape(-1, dim), pv_test.reshape(-1, dim)).reshape(
+            len(test), g
+        )
         scores = {
-            "levels-gauss": gauss(full_fit, full_test),
+            "levels-gauss": gaussian_distance(full_fit, full_test),
             "levels-knn": knn(full_fit, full_test),
-            "half-gauss": gauss(half_fit, half_test),
-            "full+half-gauss": gauss(
+            "half-gauss": gaussian_distance(half_fit, half_test),
+            "full+half-gauss": gaussian_distance(
                 np.hstack([full_fit, half_fit]), np.hstack([full_test, half_test])
             ),
             "patch-gauss/mean": patch_d.mean(axis=1),
             "patch-gauss/p90": np.quantile(patch_d, 0.9, axis=1),
-            "patch-meanstd-gauss": gauss(
+            "patch-meanstd-gauss": gaussian_distance(
                 np.hstack([pv_fit.mean(axis=1), pv_fit.std(axis=1)]),
                 np.hstack([pv_test.mean(axis=1), pv_test.std(axis=1)]),
             ),
-            "filterbank-gauss": gauss(
+            "filterbank-gauss": gaussian_distance(
                 filter_stats(bundle.normalizer, crop8(fit_images)),
                 filter_stats(bundle.normalizer, crop8(test_images)),
             ),

@@ -62,6 +62,39 @@ def default_data() -> Path:
     return Path(os.environ.get("EMAE_DATA", REPO.parent / "shared" / "data"))
 
 
+def load_folds(data: Path, n_folds: int) -> tuple[Path, list[dict], list[list[str]]]:
+    """The data folder, the rows of its labels CSV and the NonDefective groups in folds."""
+    root = data / "nanofiber_sem"
+    with (root / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    normal_groups = sorted({r["group"] for r in rows if r["label"] == "NonDefective"})
+    return root, rows, [normal_groups[i::n_folds] for i in range(n_folds)]
+
+
+def fold_split(
+    root: Path, rows: list[dict], held: list[str], fold: int, defects: int | None
+) -> tuple[list[Path], list[dict], np.ndarray]:
+    """Training images (NonDefective, groups not ``held``), test rows (the held groups'
+    NonDefective images, then every defect image or a sample of ``defects`` seeded by
+    ``fold``) and the test labels, True for any defect."""
+    normal = [r for r in rows if r["label"] == "NonDefective"]
+    train = [root / r["image"] for r in normal if r["group"] not in held]
+    bad = [r for r in rows if r["label"] != "NonDefective"]
+    if defects is not None and defects < len(bad):
+        pick = np.random.default_rng(fold).choice(len(bad), defects, replace=False)
+        bad = [bad[j] for j in sorted(pick)]
+    test = [r for r in normal if r["group"] in held] + bad
+    return train, test, np.array([r["label"] != "NonDefective" for r in test])
+
+
+def gaussian_distance(fit: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of ``test`` rows ``(M, D)`` to a Ledoit-Wolf Gaussian of
+    ``fit`` rows ``(N, D)``: ``(M,)`` float64."""
+    covariance, _ = shrunk_covariance(fit)
+    d = test - fit.mean(axis=0)
+    return np.einsum("nd,de,ne->n", d, np.linalg.inv(covariance), d)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data(), help="Shared data folder.")
@@ -74,29 +107,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = args.data / "nanofiber_sem"
-    with (root / "labels.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    normal_groups = sorted({r["group"] for r in rows if r["label"] == "NonDefective"})
-    folds = [normal_groups[i :: args.folds] for i in range(args.folds)]
+    root, rows, folds = load_folds(args.data, args.folds)
     args.out.mkdir(parents=True, exist_ok=True)
     config = PretrainConfig(steps=args.steps)
-    print(f"torch threads: {torch.get_num_threads()}; NonDefective groups: {normal_groups}")
+    groups = sorted(g for fold in folds for g in fold)
+    print(f"torch threads: {torch.get_num_threads()}; NonDefective groups: {groups}")
 
     results: dict[str, list[float]] = {}
     timings = []
     for i, held in enumerate(folds):
-        train = [
-            root / r["image"]
-            for r in rows
-            if r["label"] == "NonDefective" and r["group"] not in held
-        ]
-        defects = [r for r in rows if r["label"] != "NonDefective"]
-        if args.defects is not None and args.defects < len(defects):
-            pick = np.random.default_rng(i).choice(len(defects), args.defects, replace=False)
-            defects = [defects[j] for j in sorted(pick)]
-        test = [r for r in rows if r["label"] == "NonDefective" and r["group"] in held] + defects
-        y = np.array([r["label"] != "NonDefective" for r in test])
+        train, test, y = fold_split(root, rows, held, i, args.defects)
         images = np.stack([np.asarray(PILImage.open(root / r["image"])) for r in test])
         began = time.perf_counter()
         detectors = {}
@@ -127,11 +147,8 @@ def main() -> None:
         h, w = (images.shape[1] // 8) * 8, (images.shape[2] // 8) * 8
         train_images = np.stack([np.asarray(PILImage.open(p))[:h, :w] for p in train])
         fit = patch_vectors(bundle.model, bundle.normalizer, train_images, batch_size=8)
-        covariance, _ = shrunk_covariance(fit)
-        precision = np.linalg.inv(covariance)
-        test = patch_vectors(bundle.model, bundle.normalizer, images[:, :h, :w], batch_size=8)
-        d = test - fit.mean(axis=0)
-        distance = np.einsum("nd,de,ne->n", d, precision, d)
+        scored = patch_vectors(bundle.model, bundle.normalizer, images[:, :h, :w], batch_size=8)
+        distance = gaussian_distance(fit, scored)
         results.setdefault("conv-ae/image-gaussian", []).append(float(roc_auc_score(y, distance)))
         timings.append({"train_s": train_s, "score_s": time.perf_counter() - began})
         line = ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.items())
