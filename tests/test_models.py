@@ -300,3 +300,20 @@ def test_vae_forward_decodes_the_mean():
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.decode(model.encode(x)[0]))
         torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "stride"), [((2, 3, 40, 36), 16, 4), ((1, 2, 17, 23), 5, 1)]
+)
+def test_window_mean_is_average_pooling(shape, k, stride):
+    """The separable window mean of the classifier's dense maps equals ``avg_pool2d``."""
+    from emae.models.pooling import window_mean
+
+    torch.manual_seed(0)
+    f = torch.randn(shape)
+    expected = torch.nn.functional.avg_pool2d(f, kernel_size=k, stride=stride)
+    torch.testing.assert_close(window_mean(f, k, stride), expected, rtol=1e-5, atol=1e-6)
+    channels_last = f.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        window_mean(channels_last, k, stride), expected, rtol=1e-5, atol=1e-6
+    )

@@ -20,6 +20,7 @@ from emae.models import build_model
 from emae.models.classifier import EncoderClassifier
 from emae.models.residual import ResidualBackbone
 from emae.synth.sample_data import tiny_config, write_sample_data
+from emae.synth.tissue import make_section, to_uint8
 from emae.train.config import PretrainConfig
 
 AE = {"channels": [8, 16], "latent_channels": 4, "norm": "batch"}
@@ -184,3 +185,33 @@ def test_context_across_the_border_is_mirrored_and_inside_it_is_read(tmp_path):
         top, left = s.y - 24 + 24, s.x - 24 + 24  # the window's corner in the padded image
         np.testing.assert_array_equal(patch, padded[top : top + 48, left : left + 48])
     assert patches.dtype == np.uint16
+
+
+def test_class_maps_follow_the_precision_and_stay_close_to_fp32(tmp_path, tiny):
+    """``probability_maps`` (what ``emae detect`` maps) in bf16 autocast and channels-last where
+    the CPU has bf16: probabilities within a few hundredths of fp32, the same class almost
+    everywhere; the mapper of detect passes its precision on."""
+    from emae.runtime import select_precision
+    from emae.volume.chunks import Mapper
+
+    finetune(
+        tiny / "ae",
+        tiny / "data" / "labels.csv",
+        tmp_path / "clf",
+        FinetuneConfig(**{**FAST, "steps": 20}),
+        progress=False,
+    )
+    clf = load_classifier(tmp_path / "clf")
+    tiles = np.stack([to_uint8(make_section((96, 80), seed=s)) for s in range(2)])
+    exact = clf.probability_maps(tiles)
+    fast = Mapper(classifier=clf, precision="auto")(tiles)
+    assert fast.shape == exact.shape == (2, len(clf.classes), 96, 80)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.abs(fast - exact).max() < 0.05
+    assert (fast.argmax(axis=1) == exact.argmax(axis=1)).mean() > 0.97
+    np.testing.assert_array_equal(clf.probability_maps(tiles, "fp32"), exact)
+    if select_precision(torch.device("cpu"), "auto") is not None:
+        assert not np.array_equal(fast, exact)  # bf16 did run
+    with pytest.raises(EmaeError, match="precision must be auto, fp32 or bf16"):
+        clf.probability_maps(tiles, "fp16")

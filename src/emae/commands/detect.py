@@ -154,7 +154,7 @@ def _mapper(model: str | Path, precision: str = "fp32", anomaly: bool = True) ->
     if encoder:
         detector = AutoencoderDetector.from_bundle(encoder, device="cpu", precision=precision)
     clean = run.get("clean_class", "clean")
-    return Mapper(detector, classifier, clean), classifier.model.input_size
+    return Mapper(detector, classifier, clean, precision), classifier.model.input_size
 
 
 def _check_input(
@@ -230,9 +230,9 @@ def detect(
     threads
         Torch threads per local worker (default: the CPU cores shared among the workers).
     precision
-        Of the autoencoder's forward passes: ``"auto"`` (default: bf16 autocast where the CPU or
-        GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on sample data bf16 was 2.4x
-        faster with the same pixel AUROC (docs/benchmarks.md).
+        Of the forward passes, the autoencoder's and a classifier's: ``"auto"`` (default: bf16
+        autocast where the CPU or GPU has native bf16, else fp32), ``"fp32"`` or ``"bf16"``; on
+        sample data bf16 was 2.4x faster with the same pixel AUROC (docs/benchmarks.md).
     device
         Where the forward passes run: ``"auto"`` (a CUDA GPU when torch sees one, else the
         CPU), ``"cpu"``, ``"cuda"`` (one local worker per GPU) or ``"cuda:N"``. Not part of

@@ -29,7 +29,7 @@ import safetensors.torch
 import torch
 
 import emae
-from emae.anomaly.maps import as_images
+from emae.anomaly.maps import as_images, batched_apply
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.folders.files import (
@@ -163,46 +163,65 @@ class FittedClassifier:
         """Predicted class indices ``(N,)`` int64 (names: ``classes[i]``)."""
         return self.predict_proba(x, extra).argmax(axis=1)
 
-    @torch.inference_mode()
-    def dense_probabilities(self, image: Any) -> np.ndarray:
+    def dense_probabilities(self, image: Any, precision: str = "fp32") -> np.ndarray:
         """Per-class probability map of one raw 2D image ``(H, W)``: ``(K, h', w')`` float32.
 
         Cell ``(i, j)`` classifies the patch whose top-left feature cell is ``(i, j)``
         (``downsample_factor`` pixels per cell). Classifiers with extra features cannot map.
+        ``precision`` of the forward pass: ``"fp32"``, ``"bf16"`` or ``"auto"``
+        (:func:`emae.anomaly.maps.batched_apply`).
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
         self.normalizer.check_dtype(np.asarray(image).dtype, "image", "it", strict=False)
-        x = torch.from_numpy(self.normalizer(as_images(np.asarray(image)[None]))[:, None])
-        self.model.eval()
-        return self.model.dense_probabilities(x.to(self._device()))[0].float().cpu().numpy()
+        x = self.normalizer(as_images(np.asarray(image)[None]))
+        return batched_apply(
+            self.model,
+            "dense_probabilities",
+            x,
+            batch_size=1,
+            device=self._device(),
+            precision=precision,
+        )[0]
 
-    def probability_maps(self, tiles: Any) -> np.ndarray:
+    def probability_maps(self, tiles: Any, precision: str = "fp32") -> np.ndarray:
         """Full-resolution class probabilities of raw tiles ``(B, H, W)``: ``(B, K, H, W)`` float32.
 
         The tiles are reflect-padded by half a patch, so the dense map's cell ``(i, j)`` classifies
         the patch centred on pixel ``(m i, m j)`` (``m = downsample_factor``); the cells are then
         upsampled bilinearly to pixels. Each pixel's probabilities are those of the patch around it.
+        ``precision`` of the forward pass: ``"fp32"``, ``"bf16"`` (bfloat16 autocast and
+        channels-last on the CPU, as the anomaly maps) or ``"auto"``
+        (:func:`emae.anomaly.maps.batched_apply`); the upsampling is in float32.
         """
         if self.feature_names:
             raise EmaeError("a classifier that uses extra features cannot map whole images")
         self.normalizer.check_dtype(np.asarray(tiles).dtype, "tiles", "it", strict=False)
-        x = torch.from_numpy(self.normalizer(as_images(tiles))[:, None]).to(self._device())
+        x = self.normalizer(as_images(tiles))
         h, w = x.shape[-2:]
         half = self.model.patch_size // 2
-        mode = "reflect" if min(h, w) > half else "replicate"
-        padded = torch.nn.functional.pad(x, (half, half, half, half), mode=mode)
-        self.model.eval()
-        with torch.inference_mode():
-            cells = self.model.dense_probabilities(padded).float()  # (B, K, h', w')
+        mode = "reflect" if min(h, w) > half else "edge"
+        padded = np.pad(x, ((0, 0), (half, half), (half, half)), mode=mode)
         m = self.model.downsample_factor
-        fine = torch.nn.functional.interpolate(
-            cells, scale_factor=m, mode="bilinear", align_corners=False
-        )
         shift = (m - 1) // 2  # cell i covers pixels m i - m/2 .. m i + m/2 after upsampling
-        fine = torch.nn.functional.pad(fine, (0, w, 0, h), mode="replicate")
-        out = fine[:, :, shift : shift + h, shift : shift + w]
-        return (out / out.sum(dim=1, keepdim=True)).cpu().numpy()
+
+        def to_pixels(_: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+            fine = torch.nn.functional.interpolate(
+                cells, scale_factor=m, mode="bilinear", align_corners=False
+            )
+            fine = torch.nn.functional.pad(fine, (0, w, 0, h), mode="replicate")
+            out = fine[:, :, shift : shift + h, shift : shift + w]
+            return out / out.sum(dim=1, keepdim=True)
+
+        return batched_apply(
+            self.model,
+            "dense_probabilities",
+            padded,
+            batch_size=len(padded),
+            device=self._device(),
+            precision=precision,
+            then=to_pixels,
+        )
 
 
 def save_classifier(

@@ -32,6 +32,7 @@ from emae.models.pooling import (
     global_features,
     level_statistics,
     pooled_channels,
+    window_mean,
 )
 from emae.models.residual import context_of
 
@@ -150,7 +151,7 @@ class EncoderClassifier(nn.Module):
             return level_statistics(self.backbone, x, k)
         f = self.backbone.features(x)  # (N, C, h, w)
         k = min(k, f.shape[-2], f.shape[-1])
-        return F.avg_pool2d(f.float(), kernel_size=k, stride=1)
+        return window_mean(f.float(), k, 1)
 
     def logits_from_features(self, pooled: Tensor, extra: Tensor | None = None) -> Tensor:
         """Head on pooled ``(N, C, h', w')`` features (+ extra ``(N, F)``): ``(N, K, h', w')``."""
@@ -185,5 +186,6 @@ class EncoderClassifier(nn.Module):
         return global_features(self.backbone, x, self.pooling)
 
     def dense_probabilities(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
-        """Softmax of :meth:`dense_logits`: ``(N, K, h', w')`` summing to 1 over K."""
-        return torch.softmax(self.dense_logits(x, extra), dim=1)
+        """Softmax of :meth:`dense_logits`: ``(N, K, h', w')`` float32 summing to 1 over K
+        (the softmax in float32 also under bf16 autocast)."""
+        return torch.softmax(self.dense_logits(x, extra).float(), dim=1)

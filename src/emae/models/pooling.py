@@ -57,10 +57,22 @@ def level_statistics(backbone: nn.Module, x: Tensor, cells: int | None) -> Tenso
             square = (f * f).mean(dim=(2, 3), keepdim=True)
         else:
             k = min(cells, f.shape[-2] * d // m, f.shape[-1] * d // m) * m // d
-            mean = F.avg_pool2d(f, kernel_size=k, stride=m // d)
-            square = F.avg_pool2d(f * f, kernel_size=k, stride=m // d)
+            mean = window_mean(f, k, m // d)
+            square = window_mean(f * f, k, m // d)
         parts += [mean, (square - mean * mean).clamp_min(0).sqrt()]
     return torch.cat(parts, dim=1)
+
+
+def window_mean(f: Tensor, k: int, stride: int) -> Tensor:
+    """The mean of ``f`` ``(N, C, H, W)`` over ``k x k`` windows at ``stride``, as
+    ``F.avg_pool2d(f, k, stride)`` computes it, but separably: along y, then along x.
+
+    The same sums in another order (within float32 rounding), for ``2 k`` additions per output
+    instead of ``k * k`` (the dense maps of a classifier pool 64-pixel windows of its first
+    level at every 8th pixel; ``docs/benchmarks.md``, "Classifier maps in detect").
+    """
+    rows = F.avg_pool2d(f, kernel_size=(k, 1), stride=(stride, 1))
+    return F.avg_pool2d(rows, kernel_size=(1, k), stride=(1, stride))
 
 
 def global_features(backbone: nn.Module, x: Tensor, pooling: Pooling) -> Tensor:

@@ -77,11 +77,16 @@ def plan_sections(shape: tuple[int, int, int], chunk: int) -> dict[int, list[Chu
 
 @dataclass
 class Mapper:
-    """Raw tiles ``(B, h, w)`` -> channels ``(B, C, h, w)``: anomaly first, then class maps."""
+    """Raw tiles ``(B, h, w)`` -> channels ``(B, C, h, w)``: anomaly first, then class maps.
+
+    ``precision`` is that of the classifier's forward passes (``fp32``, ``bf16`` or ``auto``;
+    the detector carries its own).
+    """
 
     detector: AutoencoderDetector | None = None
     classifier: FittedClassifier | None = None
     clean_class: str = "clean"
+    precision: str = "fp32"
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -100,7 +105,7 @@ class Mapper:
         classifier = self.classifier
         if classifier is not None:
             classifier = dataclasses.replace(classifier, model=classifier.model.to(device))
-        return Mapper(detector, classifier, self.clean_class)
+        return Mapper(detector, classifier, self.clean_class, self.precision)
 
     def class_names(self) -> list[str]:
         """Component class names by class index (see :data:`ANOMALY`)."""
@@ -111,7 +116,7 @@ class Mapper:
         if self.detector is not None:
             parts.append(self.detector.anomaly_map(tiles)[:, None])
         if self.classifier is not None:
-            parts.append(self.classifier.probability_maps(tiles))
+            parts.append(self.classifier.probability_maps(tiles, self.precision))
         return np.concatenate(parts, axis=1)
 
 
