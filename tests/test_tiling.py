@@ -61,6 +61,19 @@ def test_constant_image_gives_constant_map_and_neighbours_overlap():
 def test_a_section_smaller_than_a_tile_is_one_tile():
     assert plan_tiles((10, 20), 64, 16) == plan_tiles((10, 20), 64, 0)
     assert len(plan_tiles((10, 20), 64, 16)) == 1
+    # One tile is not blended: its maps come back as the function gave them, in float32.
+    image = np.random.default_rng(0).random((10, 20))
+    calls = []
+
+    def fn(x):
+        calls.append(x.shape)
+        return np.stack([x, np.sqrt(x)], 1).astype(np.float32)
+
+    out = predict_tiled(image, fn, tile=64, overlap=16)
+    assert calls == [(1, 10, 20)] and out.dtype == np.float32
+    np.testing.assert_array_equal(out, fn(image[None])[0])
+    with pytest.raises(EmaeError, match="returned shape"):
+        predict_tiled(image, lambda x: x, tile=64, overlap=16)
 
 
 def test_blending_hides_tile_borders():

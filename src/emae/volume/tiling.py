@@ -106,6 +106,17 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def _checked(maps: np.ndarray, tiles: tuple[int, ...]) -> np.ndarray:
+    """A tile function's ``(B, C, h, w)`` result for tiles of shape ``(B, h, w)``."""
+    maps = np.asarray(maps)
+    if maps.ndim != 4 or maps.shape[0] != tiles[0] or maps.shape[2:] != tiles[1:]:
+        raise EmaeError(
+            f"the tile function returned shape {maps.shape} for tiles {tiles}; "
+            f"expected (B, C, h, w)"
+        )
+    return maps
+
+
 def predict_tiled(
     section: np.ndarray,
     fn: TileFn,
@@ -137,6 +148,8 @@ def predict_tiled(
         raise EmaeError(f"predict_tiled takes one (H, W) section, got shape {section.shape}")
     shape = section.shape
     tiles = plan_tiles(shape, tile, overlap)
+    if len(tiles) == 1:  # nothing to blend (its weight is 1 everywhere): the tile's maps
+        return _checked(fn(section[None]), section[None].shape).astype(np.float32)[0]
     weights = blend_weights(tiles, shape, overlap)
     total = np.zeros(shape, dtype=np.float64)
     out: np.ndarray | None = None
@@ -146,12 +159,7 @@ def predict_tiled(
     for indices in by_shape.values():
         for batch in _batches(indices, batch_size):
             x = np.stack([section[tiles[i].slices] for i in batch])
-            maps = np.asarray(fn(x), dtype=np.float64)  # (B, C, h, w)
-            if maps.ndim != 4 or maps.shape[0] != len(batch) or maps.shape[2:] != x.shape[1:]:
-                raise EmaeError(
-                    f"the tile function returned shape {maps.shape} for tiles {x.shape}; "
-                    f"expected (B, C, h, w)"
-                )
+            maps = _checked(fn(x), x.shape).astype(np.float64)  # (B, C, h, w)
             if out is None:
                 out = np.zeros((maps.shape[1], *shape), dtype=np.float64)
             for k, i in enumerate(batch):
