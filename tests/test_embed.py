@@ -134,7 +134,9 @@ def test_detections_become_patches_centred_on_them(data, tmp_path):
 def test_map_fits_places_and_flags_new_data(data, tmp_path):
     unlabeled = data / "data" / "unlabeled" / "volume.tif"
     embed(data / "ae", [unlabeled], tmp_path / "train.parquet", stride=16, progress=False)
-    summary = fit_map(tmp_path / "train.parquet", tmp_path / "map", max_fit=300, montage=4)
+    summary = fit_map(
+        tmp_path / "train.parquet", tmp_path / "map", max_fit=300, montage=4, max_points=200
+    )
     assert summary["fitted_rows"] == 300 and summary["rows"] == 3 * 15 * 15
     names = {p.name for p in (tmp_path / "map").iterdir()}
     assert {"config.json", "map.safetensors", "points.parquet", "clusters.csv"} <= names
@@ -142,6 +144,13 @@ def test_map_fits_places_and_flags_new_data(data, tmp_path):
     assert len(list((tmp_path / "map" / "montages").glob("cluster_*.png"))) == summary["clusters"]
     points = pd.read_parquet(tmp_path / "map" / "points.parquet")
     assert points.fitted.sum() == 300 and len(points) == 675
+    # the tables count every row, though the plots drew 200 (read back with pandas)
+    clusters = pd.read_csv(tmp_path / "map" / "clusters.csv").set_index("cluster")
+    counts = points.cluster.value_counts()
+    assert clusters.rows.to_dict() == counts.to_dict()
+    for c, group in points.groupby("cluster"):
+        assert clusters.novel_share[c] == pytest.approx(group.novel.mean(), abs=1e-6)
+        assert clusters.mean_anomaly[c] == pytest.approx(group.anomaly.mean(), abs=1e-6)
 
     # new data: flat noise no patch of the training data looks like, beside normal patches
     rng = np.random.default_rng(0)
@@ -150,10 +159,15 @@ def test_map_fits_places_and_flags_new_data(data, tmp_path):
     embed(
         data / "ae", [tmp_path / "noise.tif"], tmp_path / "new.parquet", stride=16, progress=False
     )
-    applied = apply_map(tmp_path / "map", tmp_path / "new.parquet", tmp_path / "applied")
+    applied = apply_map(
+        tmp_path / "map", tmp_path / "new.parquet", tmp_path / "applied", max_points=20
+    )
     assert applied["novel_share"] > 0.9
     sections = pd.read_csv(tmp_path / "applied" / "sections.csv")
     assert list(sections.z) == [0, 1] or list(sections.z) == [1, 0]
+    new_points = pd.read_parquet(tmp_path / "applied" / "points.parquet")
+    assert applied["rows"] == len(new_points) == sections.rows.sum() == 2 * 7 * 7
+    assert applied["novel_share"] == pytest.approx(new_points.novel.mean(), abs=1e-6)
     assert (tmp_path / "applied" / "map_new.png").is_file()
     again = apply_map(tmp_path / "map", tmp_path / "train.parquet", tmp_path / "same")
     assert again["novel_share"] < 0.1

@@ -14,10 +14,11 @@ Applying (:func:`apply_map`) places a new embedding of the same model in the map
 ``OUT/clusters.csv``, ``OUT/map_new.png`` and ``OUT/map_novelty.png``, and ``OUT/apply.json``.
 
 Both read the embedding one part at a time (fitting reads only the vectors and ``feat_*``
-columns of every part to draw the ``max_fit`` rows it fits on). The vectors never stay in
-memory beyond the fitted rows and one part; the points table (every row's source, position,
-cluster, novelty, label and anomaly, without its vector) does, for the tables and figures:
-about 100-200 bytes per row.
+columns of every part to draw the ``max_fit`` rows it fits on). Nothing that grows with the
+embedding stays in memory: the placed rows go to ``points.parquet`` part by part, the tables
+are counted part by part, and the scatter plots draw a uniform random sample of at most
+``max_points`` rows (:class:`~emae.latent.tally.MapTally`); what stays is the fitted rows, one
+part, the counts per cluster and per section, and the sample.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from emae.io.provenance import check_not_input
 from emae.io.readers import open_image
 from emae.latent.config import MapConfig
 from emae.latent.map import LatentMap
+from emae.latent.tally import MAX_POINTS, MapTally
 from emae.report.latent_figures import (
     anomaly_map_figure,
     categorical_map,
@@ -59,6 +61,8 @@ from emae.report.latent_figures import (
 logger = logging.getLogger(__name__)
 
 APPLY = "apply.json"
+CLUSTER_FIELDS = ["cluster", "rows", "share", "novel_share", "mean_anomaly", "labels"]
+SECTION_FIELDS = ["source", "z", "rows", "novel_share"]
 #: Clusters whose most typical patch is drawn on the map (the largest).
 THUMBS = 12
 FEATURE_PREFIX = "feat_"
@@ -109,40 +113,10 @@ def read_rows_patches(frame: Any, meta: dict[str, Any]) -> list[np.ndarray]:
     return out
 
 
-def _composition(labels: Any, clusters: np.ndarray) -> dict[int, str]:
-    """``cluster -> "label: n, label: n"`` (most common first) where labels are known."""
-    out = {}
-    if labels is None:
-        return out
-    for c in np.unique(clusters):
-        values, counts = np.unique(labels[clusters == c].astype(str), return_counts=True)
-        order = np.argsort(-counts, kind="stable")
-        out[int(c)] = ", ".join(f"{values[i]}: {counts[i]}" for i in order)
-    return out
-
-
-def _write_clusters(path: Path, points: Any) -> list[dict[str, Any]]:
-    """``clusters.csv``: one row per cluster (-1 = in no cluster), largest first."""
-    labels = points["label"].to_numpy() if points["label"].notna().any() else None
-    clusters = points["cluster"].to_numpy()
-    composition = _composition(labels, clusters)
-    rows = []
-    for c in np.unique(clusters):
-        sel = clusters == c
-        anomaly = points["anomaly"][sel].mean() if "anomaly" in points else float("nan")
-        rows.append(
-            {
-                "cluster": int(c),
-                "rows": int(sel.sum()),
-                "share": round(float(sel.mean()), 6),
-                "novel_share": round(float(points["novel"][sel].mean()), 6),
-                "mean_anomaly": "" if anomaly != anomaly else round(float(anomaly), 6),
-                "labels": composition.get(int(c), ""),
-            }
-        )
-    rows.sort(key=lambda r: -r["rows"])
+def _write_table(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> list[dict[str, Any]]:
+    """A CSV table of ``rows`` (atomically); returns the rows."""
     with atomic_file(path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     return rows
@@ -154,14 +128,18 @@ def _save_png(fig: Any, path: Path) -> None:
 
 
 def _place_all(
-    path: Path, fitted: LatentMap, fit_index: np.ndarray | None, writer_path: Path
-) -> Any:
+    path: Path,
+    fitted: LatentMap,
+    fit_index: np.ndarray | None,
+    writer_path: Path,
+    max_points: int,
+) -> MapTally:
     """Place every row of the embedding, part by part, into ``points.parquet``; returns the
-    points table without vectors (a few numbers per row)."""
-    import pandas as pd
-
+    tally of the placed rows (:class:`~emae.latent.tally.MapTally`: tables, a plot sample and
+    the fitted rows), so that memory does not grow with the embedding."""
     pa, pq = pyarrow_modules()
-    frames, start, writer = [], 0, None
+    tally = MapTally(max_points, fit_index)
+    start, writer = 0, None
     try:
         for frame, vectors in iter_parts(path):
             placed = fitted.place(_with_features(frame, vectors, str(path)))
@@ -189,12 +167,12 @@ def _place_all(
             if writer is None:
                 writer = pq.ParquetWriter(writer_path, table.schema)
             writer.write_table(table)
-            frames.append(frame)
+            tally.add(frame)
             start += len(frame)
     finally:
         if writer is not None:
             writer.close()
-    return pd.concat(frames, ignore_index=True)
+    return tally
 
 
 def fit_map(
@@ -203,9 +181,13 @@ def fit_map(
     *,
     config: MapConfig | None = None,
     overwrite: bool = False,
+    max_points: int = MAX_POINTS,
     **options: Any,
 ) -> dict[str, Any]:
     """Fit a :class:`LatentMap` on an embedding of ``emae embed`` and write the map folder.
+
+    The tables count every row; the scatter plots draw a uniform random sample of at most
+    ``max_points`` rows (:class:`~emae.latent.tally.MapTally`).
 
     Returns
     -------
@@ -228,13 +210,13 @@ def fit_map(
     ranks = fitted.typicality_rank()
 
     def write_files(folder: Path) -> None:
-        points = _place_all(embedding, fitted, fit_index, folder / "points.parquet")
-        clusters = _write_clusters(folder / "clusters.csv", points)
-        _figures(folder, points, meta, fitted, fit_index, ranks, config.montage)
+        tally = _place_all(embedding, fitted, fit_index, folder / "points.parquet", max_points)
+        clusters = _write_table(folder / "clusters.csv", tally.cluster_rows(), CLUSTER_FIELDS)
+        _figures(folder, tally, meta, fitted, ranks, config.montage)
         summary.update(
-            rows=len(points),
+            rows=tally.rows,
             clusters=sum(1 for c in clusters if c["cluster"] >= 0),
-            unclustered_share=round(float((points["cluster"] < 0).mean()), 6),
+            unclustered_share=round(tally.unclustered_share(), 6),
         )
 
     summary: dict[str, Any] = {"out": str(out), "fitted_rows": len(fit_index)}
@@ -248,27 +230,33 @@ def fit_map(
     return summary
 
 
+def _shown(tally: MapTally) -> str:
+    """A title's note on the rows drawn when they are a sample."""
+    return f" ({tally.max_points:,} of {tally.rows:,} rows)" if tally.sampled else ""
+
+
 def _figures(
     folder: Path,
-    points: Any,
+    tally: MapTally,
     meta: dict[str, Any],
     fitted: LatentMap,
-    fit_index: np.ndarray,
     ranks: np.ndarray,
     per_row: int,
 ) -> None:
+    points = tally.sample()
     coords = points[["map_x", "map_y"]].to_numpy()
     clusters = points["cluster"].to_numpy()
     if points["label"].notna().any():
         labels = points["label"].fillna("(none)").astype(str).to_numpy()
-        _save_png(categorical_map(coords, labels, "latent map by label"), folder / "map_labels.png")
+        title = f"latent map by label{_shown(tally)}"
+        _save_png(categorical_map(coords, labels, title), folder / "map_labels.png")
     if "anomaly" in points and points["anomaly"].notna().any():
         _save_png(
             anomaly_map_figure(coords, points["anomaly"].to_numpy()), folder / "map_anomaly.png"
         )
     (folder / "montages").mkdir()
     exemplars: list[Any] = []
-    fitted_rows = points.iloc[fit_index].reset_index(drop=True)
+    fitted_rows = tally.fitted_rows()
     for c in np.unique(fitted.labels_[fitted.labels_ >= 0]):
         members = np.flatnonzero(fitted.labels_ == c)
         order = members[np.argsort(ranks[members], kind="stable")]
@@ -280,7 +268,7 @@ def _figures(
         _save_png(fig, folder / "montages" / f"cluster_{c}.png")
         exemplars.append((len(members), np.median(fitted.embedding_[members], axis=0), patches[0]))
     exemplars = [(xy, patch) for _, xy, patch in sorted(exemplars, key=lambda e: -e[0])[:THUMBS]]
-    title = "latent map by cluster (each with its most typical patch)"
+    title = f"latent map by cluster{_shown(tally)} (each with its most typical patch)"
     _save_png(
         categorical_map(coords, clusters, title, unassigned=-1, thumbnails=exemplars),
         folder / "map_clusters.png",
@@ -303,9 +291,16 @@ def _same_model(map_info: dict[str, Any], meta: dict[str, Any], where: tuple[Pat
 
 
 def apply_map(
-    map_folder: str | Path, embedding: str | Path, out: str | Path, *, overwrite: bool = False
+    map_folder: str | Path,
+    embedding: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    max_points: int = MAX_POINTS,
 ) -> dict[str, Any]:
     """Place a new embedding in a fitted map: coordinates, clusters, novelty (module doc).
+
+    The tables count every row; the scatter plots draw at most ``max_points`` of them.
 
     Returns
     -------
@@ -327,15 +322,16 @@ def apply_map(
     with atomic_dir(
         out, overwrite=overwrite, replaceable=is_apply, kind="an emae map --apply output"
     ) as tmp:
-        points = _place_all(embedding, loaded.map, None, tmp / "points.parquet")
-        _write_clusters(tmp / "clusters.csv", points)
-        sections = _write_sections(tmp / "sections.csv", points)
+        tally = _place_all(embedding, loaded.map, None, tmp / "points.parquet", max_points)
+        _write_table(tmp / "clusters.csv", tally.cluster_rows(), CLUSTER_FIELDS)
+        sections = _write_table(tmp / "sections.csv", tally.section_rows(), SECTION_FIELDS)
+        points = tally.sample()
         coords = points[["map_x", "map_y"]].to_numpy()
         _save_png(
             categorical_map(
                 coords,
                 np.where(points["novel"], "novel", points["cluster"].astype(str)),
-                "new data on the fitted map (grey: the fitted rows)",
+                f"new data on the fitted map{_shown(tally)} (grey: the fitted rows)",
                 background=loaded.map.embedding_,
             ),
             tmp / "map_new.png",
@@ -344,14 +340,14 @@ def apply_map(
             continuous_map(
                 coords,
                 points["novelty"].to_numpy(),
-                "novelty of the new data",
+                f"novelty of the new data{_shown(tally)}",
                 "novelty (distance to the fitted rows; larger = newer)",
             ),
             tmp / "map_novelty.png",
         )
         summary.update(
-            rows=len(points),
-            novel_share=round(float(points["novel"].mean()), 6),
+            rows=tally.rows,
+            novel_share=round(tally.novel_share(), 6),
             novelty_threshold=loaded.map.novelty_threshold_,
             sections=sections[:5],
             seconds=round(time.perf_counter() - start, 3),
@@ -359,22 +355,6 @@ def apply_map(
         )
         (tmp / APPLY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
-
-
-def _write_sections(path: Path, points: Any) -> list[dict[str, Any]]:
-    """``sections.csv``: rows and novel share per image and section, most novel first."""
-    z = points["z"].fillna(0).astype(int)
-    grouped = points.assign(z=z).groupby(["source", "z"], sort=True)["novel"]
-    rows = [
-        {"source": s, "z": int(zz), "rows": int(n), "novel_share": round(float(m), 6)}
-        for (s, zz), n, m in zip(grouped.size().index, grouped.size(), grouped.mean(), strict=True)
-    ]
-    rows.sort(key=lambda r: -r["novel_share"])
-    with atomic_file(path, overwrite=True) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["source", "z", "rows", "novel_share"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
 
 
 def sections_text(rows: Sequence[dict[str, Any]]) -> list[str]:
