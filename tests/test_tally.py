@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emae.errors import EmaeError
 from emae.latent.tally import MapTally
 
 pd = pytest.importorskip("pandas")
@@ -82,3 +83,9 @@ def test_the_fitted_rows_are_kept_whole_in_order():
     tally = _tally(frame, [300, 300, 300], max_points=10, fit_index=fit_index)
     expected = frame.iloc[fit_index].reset_index(drop=True)
     pd.testing.assert_frame_equal(tally.fitted_rows(), expected)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_a_bad_sample_size_is_refused(bad):
+    with pytest.raises(EmaeError, match="max_points must be an int >= 1"):
+        MapTally(max_points=bad)

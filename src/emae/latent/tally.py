@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from emae.errors import EmaeError
+
 #: Rows drawn on the scatter plots at most.
 MAX_POINTS = 200_000
 
@@ -43,7 +45,9 @@ class MapTally:
     def __init__(
         self, max_points: int = MAX_POINTS, fit_index: np.ndarray | None = None, seed: int = 0
     ) -> None:
-        self.max_points = int(max_points)
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+            raise EmaeError(f"max_points must be an int >= 1, got {max_points!r}")
+        self.max_points = max_points
         self.fit_index = None if fit_index is None else np.asarray(fit_index)
         self.rows = 0
         self.has_labels = False
@@ -53,6 +57,7 @@ class MapTally:
         self._labels: dict[int, Counter] = defaultdict(Counter)
         self._sections: dict[tuple[str, int], np.ndarray] = defaultdict(lambda: np.zeros(2))
         self._sample: Any = None
+        self._largest_key = np.inf  # of the sample, once it is full
         self._fitted: list[Any] = []
 
     def add(self, frame: Any) -> None:
@@ -80,12 +85,16 @@ class MapTally:
         grouped = frame.assign(z=z).groupby(["source", "z"], sort=False)["novel"]
         for key, n, k in zip(grouped.size().index, grouped.size(), grouped.sum(), strict=True):
             self._sections[(str(key[0]), int(key[1]))] += (n, k)
-        keyed = frame.assign(_key=self._rng.random(len(frame)))
-        keyed.index = np.arange(self.rows, self.rows + len(frame))  # positions in the embedding
-        both = keyed if self._sample is None else pd.concat([self._sample, keyed])
-        if len(both) > self.max_points:
-            both = both.nsmallest(self.max_points, "_key")
-        self._sample = both
+        keys = self._rng.random(len(frame))
+        keep = keys < self._largest_key  # rows that may enter a full sample
+        if keep.any():
+            keyed = frame[keep].assign(_key=keys[keep])
+            keyed.index = self.rows + np.flatnonzero(keep)  # positions in the embedding
+            both = keyed if self._sample is None else pd.concat([self._sample, keyed])
+            if len(both) >= self.max_points:
+                both = both.nsmallest(self.max_points, "_key")
+                self._largest_key = float(both["_key"].iloc[-1])
+            self._sample = both
         if self.fit_index is not None:
             positions = np.arange(self.rows, self.rows + len(frame))
             self._fitted.append(frame[np.isin(positions, self.fit_index)])
