@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from emae import cli
 from emae.commands import embed as embed_module
@@ -65,6 +66,26 @@ def test_levels_and_latent_vectors_have_their_sizes(data, tmp_path):
     assert len(frame) == 20 and vectors.shape == (20, 4)
 
 
+def test_bf16_vectors_stay_close_to_fp32(data, tmp_path):
+    """``--precision auto``: bf16 autocast where the CPU has it natively (fp32 elsewhere), the
+    same vectors within bf16's rounding; the run's precision is part of its settings."""
+    from emae.runtime import select_precision
+
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    kwargs = dict(stride=64, progress=False)
+    embed(data / "ae", [volume], tmp_path / "exact", precision="fp32", **kwargs)
+    embed(data / "ae", [volume], tmp_path / "fast", precision="auto", **kwargs)
+    (a, exact), (b, fast) = read_embedding(tmp_path / "exact"), read_embedding(tmp_path / "fast")
+    assert fast.shape == exact.shape and fast.dtype == np.float32
+    spread = np.percentile(exact, 99) - np.percentile(exact, 1)
+    assert np.abs(fast - exact).max() < 0.05 * spread
+    assert np.corrcoef(a.anomaly, b.anomaly)[0, 1] > 0.98
+    if select_precision(torch.device("cpu"), "auto") is not None:
+        assert not np.array_equal(fast, exact)  # bf16 did run
+    with pytest.raises(EmaeError, match="holds another embedding"):
+        embed(data / "ae", [volume], tmp_path / "fast", precision="fp32", **kwargs)
+
+
 def test_a_stopped_embedding_continues_with_the_parts_not_written(data, tmp_path, monkeypatch):
     volume = data / "data" / "unlabeled" / "volume.tif"
     kwargs = dict(stride=32, part_rows=16, progress=False)
@@ -90,6 +111,38 @@ def test_a_stopped_embedding_continues_with_the_parts_not_written(data, tmp_path
     np.testing.assert_array_equal(a[1], b[1])
     with pytest.raises(EmaeError, match="holds another embedding; pass --overwrite"):
         embed(data / "ae", [volume], tmp_path / "cut", stride=64, progress=False)
+
+
+def test_a_failing_part_stops_the_run_naming_it_and_the_rest_stays(data, tmp_path, monkeypatch):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    kwargs = dict(stride=32, part_rows=16, progress=False)
+    original, tries = embed_module.write_part, []
+
+    def disk_full(store, k, rows, vectors):
+        if k == 2:
+            tries.append(k)
+            raise OSError("No space left on device")
+        original(store, k, rows, vectors)
+
+    monkeypatch.setattr(embed_module, "write_part", disk_full)
+    with pytest.raises(EmaeError, match=r"1 of \d+ parts failed, first part 2: OSError: No space"):
+        embed(data / "ae", [volume], tmp_path / "e", retries=1, **kwargs)
+    assert tries == [2, 2]  # tried again once
+    monkeypatch.setattr(embed_module, "write_part", original)
+    resumed = embed(data / "ae", [volume], tmp_path / "e", **kwargs)
+    assert resumed["parts"]["done"] == 1
+
+
+def test_parts_on_dask_workers_give_the_same_embedding(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    kwargs = dict(stride=32, part_rows=16, progress=False)
+    here = embed(data / "ae", [volume], tmp_path / "here", **kwargs)
+    there = embed(data / "ae", [volume], tmp_path / "there", workers=2, threads=1, **kwargs)
+    assert there["parts"] == here["parts"] and there["rows"] == here["rows"]
+    assert there["startup_seconds"] > 0 == here["startup_seconds"]
+    a, b = read_embedding(tmp_path / "here"), read_embedding(tmp_path / "there")
+    pd.testing.assert_frame_equal(a[0], b[0], check_exact=False, rtol=1e-4)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-5)
 
 
 def test_labels_csv_rows_keep_their_labels_and_feature_columns(data, tmp_path):

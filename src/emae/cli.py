@@ -432,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="Patches per forward pass.")
     p.add_argument("--device", help="cpu (default), cuda or cuda:N.")
     p.add_argument("--seed", type=int, help="Seed of --sample.")
+    p.add_argument("--precision", help="auto (default: bf16 where native), fp32 or bf16.")
+    p.add_argument("--workers", type=int, help="Local Dask workers (default: this process).")
+    p.add_argument("--scheduler", help="Existing Dask scheduler address (parts run there).")
+    p.add_argument(
+        "--threads", type=int, help="Torch threads per worker (default: cores / workers)."
+    )
     p.add_argument("--overwrite", action="store_true", help="Replace another embedding.")
     p.set_defaults(func=handlers.embed)
 

@@ -2,32 +2,41 @@
 
 The patches (:mod:`emae.latent.plan`) are read part by part, turned into vectors by the model's
 encoder (:mod:`emae.latent.vectors`), given their anomaly score when the model folder holds one,
-and written as one Parquet file per part (:mod:`emae.io.embedding`). Memory holds one part; a
-stopped run continues with the parts not written when the same command is run again (another
-command over the same output is refused unless ``overwrite``).
+and written as one Parquet file per part (:mod:`emae.io.embedding`). Each part is one task
+(:func:`embed_part`), run in this process by default, or on a Dask cluster like the chunks of
+``emae detect`` (``workers`` local processes, or an existing ``scheduler``; the same
+:class:`~emae.volume.tasks.Runner`): the model is shipped to the workers once and each worker
+writes its parts. Memory holds one part per task; a stopped run continues with the parts not
+written when the same command is run again (another command over the same output is refused
+unless ``overwrite``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+import torch
+from torch import nn
 
 from emae.anomaly.detector import AutoencoderDetector
 from emae.data.labels import load_labels
+from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError, config_error
 from emae.folders.autoencoder import load_bundle
 from emae.folders.files import CONFIG, read_json
 from emae.io import expand_inputs, open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.embedding import DONE, META, is_embedding, part_path, pyarrow_modules, write_part
+from emae.io.image import Image
 from emae.io.provenance import check_not_input
 from emae.latent.config import EmbedConfig
 from emae.latent.plan import (
@@ -41,6 +50,7 @@ from emae.latent.plan import (
     sample_plan,
 )
 from emae.latent.vectors import patch_vectors, vector_size
+from emae.volume.tasks import Runner, device_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +63,67 @@ def model_identity(model: str | Path) -> dict[str, str]:
         "path": str(Path(model).resolve()),
         "weights_sha256": str(sums.get("model.safetensors")),
     }
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """What every part's task shares (shipped to the workers once).
+
+    Attributes
+    ----------
+    out
+        The store folder.
+    sources
+        The image inputs, in plan order (opened by each process that runs a part).
+    patch
+        The model's patch size.
+    config
+        The run's options.
+    model, normalizer
+        The autoencoder and the intensity normalization of its inputs.
+    detector
+        The model's anomaly detector (the same weights), or None for no anomaly column.
+    threads
+        Torch threads of the process running a part (None: leave as it is).
+    """
+
+    out: Path
+    sources: tuple[str, ...]
+    patch: int
+    config: EmbedConfig
+    model: nn.Module
+    normalizer: PercentileNormalizer
+    detector: AutoencoderDetector | None
+    threads: int | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(sources: tuple[str, ...]) -> list[Image]:
+    """The images of a run, opened once per worker process (lazy readers: no pixels read)."""
+    return [open_image(s) for s in sources]
+
+
+def embed_part(k: int, part: Part, job: EmbedJob, images: Sequence[Image] | None = None) -> int:
+    """Read, embed, score and write part ``k`` of the plan; returns its number of rows.
+
+    ``images`` are the opened ``job.sources`` (None: opened here, once per process).
+    """
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    images = _opened(job.sources) if images is None else images
+    columns, patches = read_part(part, images, job.sources, job.patch, job.config.input)
+    vectors = patch_vectors(
+        job.model,
+        job.normalizer,
+        patches,
+        vector=job.config.vector,
+        batch_size=job.config.batch_size,
+        precision=job.config.precision,
+    )
+    if job.detector is not None:
+        columns["anomaly"] = job.detector.anomaly_score(patches).tolist()
+    write_part(job.out, k, columns, vectors)
+    return len(vectors)
 
 
 def _plan(
@@ -99,6 +170,10 @@ def embed(
     config: EmbedConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    retries: int = 2,
     **options: Any,
 ) -> dict[str, Any]:
     """Write the vectors of patches to an embedding store.
@@ -120,12 +195,23 @@ def embed(
         :class:`~emae.latent.config.EmbedConfig`, or its fields as keywords.
     overwrite
         Replace an existing embedding (nothing else is ever replaced).
+    workers, scheduler
+        Where the parts run: by default (neither) in this process; ``workers`` local Dask
+        worker processes; or the Dask cluster at ``scheduler`` (``"synchronous"``: this
+        process). Not part of the run's settings: a run continues on any of them.
+    threads
+        Torch threads per worker (default: the CPU cores shared among local workers; in this
+        process, torch's setting).
+    retries
+        Retries of a failing part before the run stops with its error (the parts written
+        stay; the same command continues).
 
     Returns
     -------
     dict
-        ``out``, ``rows``, ``dims``, ``parts`` (done, skipped), ``seconds``,
-        ``patches_per_s``.
+        ``out``, ``rows``, ``dims``, ``parts`` (done, skipped), ``seconds`` (with the
+        cluster's start), ``startup_seconds`` (starting the cluster and shipping the model),
+        ``patches_per_s`` (the parts written this time over ``seconds``).
     """
     try:
         config = config or EmbedConfig(**options)
@@ -150,7 +236,9 @@ def embed(
     dims = vector_size(bundle.model, config.vector, patch)
     detector = None
     if config.anomaly and "score" in bundle.scoring and bundle.threshold is not None:
-        detector = AutoencoderDetector.from_bundle(model, device=config.device)
+        detector = AutoencoderDetector.from_bundle(
+            model, device=config.device, precision=config.precision
+        )
     meta = {
         "model": model_identity(model),
         "vector": config.vector,
@@ -170,23 +258,35 @@ def embed(
     del bundle
     model.to(config.device)
     written = {entry.name for entry in os.scandir(out)}  # one listing, not a check per part
-    start, done, skipped, rows = time.perf_counter(), 0, 0, 0
-    for k, part in enumerate(tqdm(plan, desc="embed", unit="part", disable=not progress)):
-        if part_path(out, k).name in written:
-            skipped += 1
-            continue
-        columns, patches = read_part(part, images, sources, patch, config.input)
-        vectors = patch_vectors(
-            model,
-            normalizer,
-            patches,
-            vector=config.vector,
-            batch_size=config.batch_size,
+    todo = [(k, part) for k, part in enumerate(plan) if part_path(out, k).name not in written]
+    job = EmbedJob(out, tuple(sources), patch, config, model, normalizer, detector)
+    if scheduler is None and workers is None:
+        scheduler = "synchronous"
+    device_for_run(config.device, scheduler)
+    start = time.perf_counter()
+    with Runner(
+        workers=workers,
+        scheduler=scheduler,
+        device=config.device,
+        threads=threads,
+        retries=retries,
+        progress=progress,
+    ) as runner:
+        job = replace(job, threads=runner.threads)
+        if runner.client is None:
+            tasks = [(k, embed_part, (k, part, job, images)) for k, part in todo]
+        else:
+            shared = runner.share(job)
+            tasks = [(k, embed_part, (k, part, shared)) for k, part in todo]
+        failed = runner.run(tasks, desc="embed", total=len(todo))
+    if failed:
+        k, error = min(failed)
+        raise EmaeError(
+            f"{len(failed)} of {len(todo)} parts failed, first part {k}: {error}; the other "
+            f"parts are written: run the same command again to continue"
         )
-        if detector is not None:
-            columns["anomaly"] = detector.anomaly_score(patches).tolist()
-        write_part(out, k, columns, vectors)
-        done, rows = done + 1, rows + len(vectors)
+    done, skipped = len(todo), len(plan) - len(todo)
+    rows = sum(part_size(part, images, patch) for _, part in todo)
     seconds = time.perf_counter() - start
     total = sum(part_size(part, images, patch) for part in plan)
     summary = {
@@ -196,6 +296,7 @@ def embed(
         "parts": {"done": done, "skipped": skipped},
         "resumed": resumed,
         "seconds": round(seconds, 3),
+        "startup_seconds": round(runner.startup_seconds, 3),
         "patches_per_s": round(rows / seconds, 1) if seconds > 0 else None,
     }
     with atomic_file(out / DONE, overwrite=True) as tmp:

@@ -482,6 +482,7 @@ def embed(args: argparse.Namespace) -> None:
         "part_rows": args.part_rows,
         "batch_size": args.batch_size,
         "device": args.device,
+        "precision": args.precision,
         "seed": args.seed,
     }
     summary = embed(
@@ -492,6 +493,9 @@ def embed(args: argparse.Namespace) -> None:
         detections=args.detections,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        threads=args.threads,
         **{k: v for k, v in options.items() if v is not None},
     )
     rate = summary["patches_per_s"]

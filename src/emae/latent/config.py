@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emae.train.config import PretrainConfig
-from emae.train.options import Device, Seed
+from emae.train.options import Device, Precision, Seed
 
 
 class EmbedConfig(BaseModel):
@@ -36,6 +36,11 @@ class EmbedConfig(BaseModel):
     part_rows: int = Field(4096, ge=1, description="Rows per Parquet part (resume unit).")
     batch_size: int = Field(256, ge=1, le=65536, description="Patches per forward pass.")
     device: Device = "cpu"
+    precision: Precision = Field(
+        "auto",
+        description="Of the forward passes: auto (bf16 where the CPU or GPU has it natively), "
+        "fp32 or bf16 (docs/benchmarks.md, 'Latent space').",
+    )
     seed: Seed = 0
 
 

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
+from emae.models.inference import inference_copy
 from emae.models.pooling import check_pooling, global_features, pooled_channels
-from emae.runtime import model_device
+from emae.runtime import model_device, select_precision
 
 Vector = Literal["levels", "latent", "code"]
 VECTORS: tuple[str, ...] = ("levels", "latent", "code")
@@ -69,6 +70,7 @@ def patch_vectors(
     *,
     vector: Vector = "levels",
     batch_size: int = 256,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Vectors of raw patches.
 
@@ -85,6 +87,10 @@ def patch_vectors(
         ``"levels"``, ``"latent"`` or ``"code"`` (module doc).
     batch_size
         Patches per forward pass.
+    precision
+        ``"fp32"``, ``"bf16"`` (bfloat16 autocast, channels-last on the CPU, batch norm folded
+        into the convolutions, as the anomaly maps) or ``"auto"`` (bf16 where the device has
+        it natively; :func:`emae.runtime.select_precision`). The pooling is in float32.
 
     Returns
     -------
@@ -96,15 +102,20 @@ def patch_vectors(
         raise EmaeError(f"patches must be (N, P, P), got shape {patches.shape}")
     size = vector_size(model, vector, patches.shape[-1])
     device = model_device(model)
+    amp = select_precision(device, precision)
+    fused = inference_copy(model)
+    if amp is not None and device.type == "cpu":
+        fused.to(memory_format=torch.channels_last)
     out = np.empty((len(patches), size), dtype=np.float32)
-    model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, amp, enabled=amp is not None):
         for start in range(0, len(patches), batch_size):
             x = normalizer(patches[start : start + batch_size])
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[:, None]).to(device)
+            if amp is not None and device.type == "cpu":
+                t = t.contiguous(memory_format=torch.channels_last)
             if vector == "code":
-                values = _code(model, t)
+                values = _code(fused, t)
             else:
-                values = global_features(model, t, vector)[:, :, 0, 0]
-            out[start : start + len(t)] = values.cpu().numpy()
+                values = global_features(fused, t, vector)[:, :, 0, 0]
+            out[start : start + len(t)] = values.float().cpu().numpy()
     return out
