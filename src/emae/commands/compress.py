@@ -158,7 +158,7 @@ def compress(
     sections = plan_sections((image.n_sections, *image.yx_shape), chunk)
     todo = scan(out).todo(sections)
     if resumed:
-        n = sum(map(len, sections.values()))
+        n = sections.n_chunks
         logger.info("resuming %s: %d of %d chunks already done", out, n - len(todo), n)
     section_job = SectionJob(str(out), image.axes, *image.yx_shape, None, images=(), labels=False)
     device = device_for_run(device, scheduler)
@@ -188,7 +188,7 @@ def compress(
         "compression_ratio": pixels * image.dtype.itemsize / size,
         "seconds": seconds,
         "megapixels_per_s": coded / 1e6 / seconds if seconds > 0 and coded else None,
-        "chunks": {"done": len(todo), "skipped": sum(map(len, sections.values())) - len(todo)},
+        "chunks": {"done": len(todo), "skipped": sections.n_chunks - len(todo)},
     }
     with atomic_file(out / SUMMARY, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))

@@ -306,7 +306,7 @@ def detect(
         logger.info("%s: %d chunk records of an earlier emae moved to its sections", out, moved)
     state = scan(out)
     todo = state.todo(sections)
-    n_chunks = sum(len(cs) for cs in sections.values())
+    n_chunks = sections.n_chunks
     skipped = n_chunks - len(todo)
     if resumed:
         logger.info("resuming %s: %d of %d chunks already done", out, skipped, n_chunks)

@@ -229,7 +229,7 @@ def restore_volume(
     state = scan(work)
     todo = state.todo(sections)
     if resumed:
-        n = sum(len(cs) for cs in sections.values())
+        n = sections.n_chunks
         logger.info("resuming %s: %d of %d chunks already done", work, n - len(todo), n)
     section_job = SectionJob(
         str(work),
@@ -290,6 +290,6 @@ def restore_volume(
         "megapixels_per_s": pixels / 1e6 / seconds if seconds > 0 and pixels else None,
         "startup_seconds": runner.startup_seconds,
         "total_seconds": time.perf_counter() - began,
-        "chunks": {"done": len(todo), "skipped": sum(map(len, sections.values())) - len(todo)},
+        "chunks": {"done": len(todo), "skipped": sections.n_chunks - len(todo)},
         **totals,
     }

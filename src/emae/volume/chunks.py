@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,8 @@ ANOMALY = 0
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Output chunk ``z, y0:y1, x0:x1`` of the section grid (slots: a run of 2 TB plans
-    about two million of them in the process that drives it)."""
+    """Output chunk ``z, y0:y1, x0:x1`` of the section grid (slots: small, as a run of 2 TB
+    makes about two million of them, a section at a time)."""
 
     z: int
     y0: int
@@ -67,12 +68,43 @@ def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
     ]
 
 
-def plan_sections(shape: tuple[int, int, int], chunk: int) -> dict[int, list[Chunk]]:
-    """:func:`plan_chunks` grouped by section: ``{z: chunks of section z, row-major}``."""
-    sections: dict[int, list[Chunk]] = {}
-    for c in plan_chunks(shape, chunk):
-        sections.setdefault(c.z, []).append(c)
-    return sections
+class SectionPlan(Mapping[int, list[Chunk]]):
+    """:func:`plan_chunks` grouped by section, ``{z: chunks of section z, row-major}``, each
+    section's chunks made when asked for: the process that drives a run of millions of chunks
+    holds none of them (a 2 TB volume plans about two million)."""
+
+    def __init__(self, shape: tuple[int, int, int], chunk: int) -> None:
+        self.shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self.chunk = int(chunk)
+
+    def __getitem__(self, z: int) -> list[Chunk]:
+        n, h, w = self.shape
+        if isinstance(z, bool) or not isinstance(z, int) or not 0 <= z < n:
+            raise KeyError(z)
+        c = self.chunk
+        return [
+            Chunk(z, y, x, min(y + c, h), min(x + c, w))
+            for y in range(0, h, c)
+            for x in range(0, w, c)
+        ]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.shape[0]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks of all sections."""
+        n, h, w = self.shape
+        return n * -(-h // self.chunk) * -(-w // self.chunk)
+
+
+def plan_sections(shape: tuple[int, int, int], chunk: int) -> SectionPlan:
+    """The chunks of each section, ``{z: chunks of section z, row-major}`` (:class:`SectionPlan`:
+    made when asked for)."""
+    return SectionPlan(shape, chunk)
 
 
 @dataclass

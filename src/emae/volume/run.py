@@ -71,7 +71,7 @@ def map_volume(
         chunks and sections are kept.
     """
     todo = state.todo(sections)
-    left = collections.Counter(c.z for c in todo)
+    left = todo.left()
     chunks_left = len(todo)
     # Detections of the sections finished by earlier runs; the others' come from their tasks.
     counts = {
@@ -110,10 +110,10 @@ def map_volume(
 
     unfinished = [z for z in sections if z not in state.finished and not left[z]]
     first = [*(paint_numbered() if section_job.labels else []), *map(finish, unfinished)]
-    work = chunk_tasks(todo, runner.share(mapper) if todo else mapper, job, chunk_fn)
-    failed = runner.run(
-        itertools.chain(first, work), desc="detecting", total=len(todo) + len(first), follow=follow
-    )
+    work = chunk_tasks(todo, runner.share(mapper) if chunks_left else mapper, job, chunk_fn)
+    tasks = itertools.chain(first, work)
+    total = chunks_left + len(first)
+    failed = runner.run(tasks, desc="detecting", total=total, follow=follow)
     times.setdefault("chunks", time.perf_counter())
     chunk_failures = [(k, e) for k, e in failed if isinstance(k, Chunk)]
     if chunk_failures:
