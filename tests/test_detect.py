@@ -112,6 +112,44 @@ def test_a_finished_run_keeps_two_small_files_per_section(tmp_path, data):
     assert again["chunks"] == {"done": 0, "skipped": 12, "failed": 0}
 
 
+def test_a_resumed_run_numbers_on_from_the_last_painted_mark(tmp_path, data, monkeypatch):
+    """Sections that an earlier run painted are not read again to number the detections: the
+    mark of the last of them holds its first id and its count."""
+    import emae.volume.run as run
+
+    out, done = tmp_path / "o.zarr", tmp_path / "o.zarr" / DONE
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    rows = _rows(tmp_path / "o_detections.csv")
+    labels = zarr.open_array(str(out / "labels/anomaly/0"), mode="r")[:]
+    in_z1 = [r for r in rows if r["z"] == "1"]
+    assert in_z1 and json.loads((done / "z1.labels.json").read_text()) == {
+        "first_id": min(int(r["id"]) for r in in_z1),
+        "count": len(in_z1),
+    }
+    reads: list[int] = []
+    original = run.read_manifest
+
+    def counted(path, z, **kwargs):
+        reads.append(z)
+        return original(path, z, **kwargs)
+
+    monkeypatch.setattr(run, "read_manifest", counted)
+    # A run stopped before it painted section 1: section 1 is counted and painted again,
+    # section 0 is not read before the reports (which read both).
+    (done / "z1.labels.json").unlink()
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    assert reads == [1, 0, 1]
+    # The mark of an earlier emae (no count): the painted sections are counted from their
+    # manifests, as before.
+    reads.clear()
+    (done / "z1.labels.json").unlink()
+    (done / "z0.labels.json").write_text(json.dumps({"first_id": 1}))
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    assert reads == [0, 1, 0, 1]
+    assert _rows(tmp_path / "o_detections.csv") == rows
+    np.testing.assert_array_equal(zarr.open_array(str(out / "labels/anomaly/0"))[:], labels)
+
+
 def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
     detect(data / "run", data / "stack.tif", tmp_path / "d.zarr", **SMALL)
     score_images(data / "run", [data / "stack.tif"], tmp_path / "s.tif", tile=48, overlap=16)

@@ -20,6 +20,7 @@ is a one-line error that names it and says what to do.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import os
@@ -37,6 +38,8 @@ from emae.io.atomic import atomic_file
 from emae.volume.components import ChunkComponents
 
 DONE = "emae_done"
+#: The end of the name of a section's mark that it is painted into the label images.
+LABELS_MARK = ".labels.json"
 #: Position keys every chunk's QC numbers hold (integers).
 POSITION = ("z", "y0", "x0", "height", "width")
 #: Arrays of component piece ``i`` in a chunk record, besides ``stats_i``.
@@ -56,7 +59,7 @@ def manifest_path(out: str | Path, z: int) -> Path:
 
 def painted_path(out: str | Path, z: int) -> Path:
     """Section ``z``'s mark that its detections are painted into ``labels/``."""
-    return Path(out) / DONE / f"z{z}.labels.json"
+    return Path(out) / DONE / f"z{z}{LABELS_MARK}"
 
 
 def chunk_record_path(out: str | Path, name: str, z: int) -> Path:
@@ -222,18 +225,30 @@ def read_painted(out: str | Path, z: int) -> int | None:
         return None
 
 
-def write_painted(out: str | Path, z: int, first_id: int) -> None:
-    """Mark section ``z`` as painted from id ``first_id``."""
+def read_next_id(out: str | Path, z: int) -> int | None:
+    """The first id after painted section ``z``'s detections (its first id plus their
+    number), or None when it is not painted or its mark does not say (marks of earlier emae)."""
+    try:
+        mark = json.loads(painted_path(out, z).read_text())
+        return int(mark["first_id"]) + int(mark["count"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_painted(out: str | Path, z: int, first_id: int, count: int) -> None:
+    """Mark section ``z`` as painted from id ``first_id``, with its ``count`` detections."""
     with atomic_file(painted_path(out, z), overwrite=True, sweep=False) as tmp:
-        tmp.write_text(json.dumps({"first_id": first_id}))
+        tmp.write_text(json.dumps({"first_id": first_id, "count": count}))
 
 
 @dataclass
 class DoneState:
-    """What a run has finished: sections with a manifest, and the done chunks of the others."""
+    """What a run has finished: sections with a manifest, the done chunks of the others, and
+    the sections painted into the label images."""
 
     finished: set[int]
     chunks: dict[int, set[str]]
+    painted: set[int] = dataclasses.field(default_factory=set)
 
     def chunk_done(self, z: int, name: str) -> bool:
         """Whether chunk ``name`` of section ``z`` is done."""
@@ -287,7 +302,7 @@ def scan(out: str | Path, sections: Iterable[int] | None = None) -> DoneState:
     """The done-state of ``out``: one listing of ``emae_done`` and one per section in progress
     (of ``sections`` when given)."""
     root = Path(out) / DONE
-    finished, folders = set(), []
+    finished, painted, folders = set(), set(), []
     wanted = None if sections is None else set(sections)
     if root.is_dir():
         for entry in os.scandir(root):
@@ -298,13 +313,15 @@ def scan(out: str | Path, sections: Iterable[int] | None = None) -> DoneState:
                 folders.append(int(name[1:]))
             elif name.endswith(".npz") and name[1:-4].isdigit():
                 finished.add(int(name[1:-4]))
+            elif name.endswith(LABELS_MARK) and name[1 : -len(LABELS_MARK)].isdigit():
+                painted.add(int(name[1 : -len(LABELS_MARK)]))
     chunks = {}
     for z in folders:
         if z in finished or (wanted is not None and z not in wanted):
             continue
         listed = os.scandir(section_folder(out, z))
         chunks[z] = {e.name[:-4] for e in listed if e.name.endswith(".npz")}
-    return DoneState(finished, chunks)
+    return DoneState(finished, chunks, painted)
 
 
 def move_legacy_records(out: str | Path) -> int:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import collections
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from emae.errors import EmaeError
 from emae.volume.chunks import Chunk, ChunkJob, Mapper
-from emae.volume.done import DoneState, read_manifest
+from emae.volume.done import DoneState, read_manifest, read_next_id
 from emae.volume.labels import MAX_PROPERTIES, label_names, write_label_properties
 from emae.volume.qc import write_reports
 from emae.volume.sections import SectionJob, finish_section, label_section
@@ -73,14 +73,18 @@ def map_volume(
     todo = state.todo(sections)
     left = todo.left()
     chunks_left = len(todo)
-    # Detections of the sections finished by earlier runs; the others' come from their tasks.
-    counts = {
-        z: len(read_manifest(section_job.out, z, pieces=False).detections)
-        for z in sections
-        if z in state.finished
-    }
     order = iter(sections)
     numbering = {"next": next(order, None), "first_id": 1}
+    counts: dict[int, int] = {}
+    if section_job.labels:
+        numbering.update(_numbered(numbering["next"], order, state, section_job.out))
+        # Detections of the other sections finished by earlier runs (those in progress when
+        # a run stopped, a few); the others' come from their tasks.
+        counts = {
+            z: len(read_manifest(section_job.out, z, pieces=False).detections)
+            for z in state.finished
+            if numbering["next"] is not None and z >= numbering["next"]
+        }
     times = {"began": time.perf_counter()}
 
     def finish(z: int) -> Task:
@@ -131,6 +135,27 @@ def map_volume(
         )
     times["sections"] = time.perf_counter()
     return times
+
+
+def _numbered(
+    first: int | None, order: Iterator[int], state: DoneState, out: str
+) -> dict[str, Any]:
+    """Where numbering goes on: after the sections that earlier runs finished and painted, all
+    of them in order from the first section (``first``; ``order`` yields those after it and is
+    advanced past them; a section whose manifest is gone is mapped, finished and painted
+    again, so it ends them). The mark of the last one holds its first id and its number of
+    detections, so one small file is read, not a manifest per section (hundreds of thousands
+    on a large volume). Returns ``next`` and ``first_id`` ({} when the first is not painted)."""
+    done, z = [], first
+    while z is not None and z in state.painted and z in state.finished:  # not a stale mark
+        done.append(z)
+        z = next(order, None)
+    if not done:
+        return {}
+    first_id = read_next_id(out, done[-1])
+    if first_id is None:  # marks of an earlier emae: count the detections of each section
+        first_id = 1 + sum(len(read_manifest(out, k, pieces=False).detections) for k in done)
+    return {"next": z, "first_id": first_id}
 
 
 def write_outputs(out: Path, sections: Sequence[int], mapper: Mapper) -> dict[str, Any]:

@@ -160,4 +160,4 @@ def label_section(z: int, first_id: int, job: SectionJob) -> None:
         threshold=job.threshold,
         classes=job.classes,
     )
-    write_painted(job.out, z, first_id)
+    write_painted(job.out, z, first_id, len(manifest.detections))
