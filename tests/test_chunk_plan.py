@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from emae.volume.chunks import Chunk, plan_chunks, plan_sections
@@ -28,6 +29,7 @@ def test_a_two_terabyte_plan_is_made_when_asked_for():
     sections = plan_sections((119_209, 4096, 4096), 1024)  # 2 TB of uint8
     assert len(sections) == 119_209 and sections.n_chunks == 119_209 * 16
     assert sections[119_208][-1] == Chunk(119_208, 3072, 3072, 4096, 4096)
+    assert sections[np.int64(7)] == sections[7] and type(sections[np.int64(7)][0].z) is int
 
 
 def test_todo_leaves_out_finished_sections_and_done_chunks_in_order():

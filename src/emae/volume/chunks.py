@@ -79,8 +79,9 @@ class SectionPlan(Mapping[int, list[Chunk]]):
 
     def __getitem__(self, z: int) -> list[Chunk]:
         n, h, w = self.shape
-        if isinstance(z, bool) or not isinstance(z, int) or not 0 <= z < n:
+        if isinstance(z, bool) or not isinstance(z, (int, np.integer)) or not 0 <= z < n:
             raise KeyError(z)
+        z = int(z)
         c = self.chunk
         return [
             Chunk(z, y, x, min(y + c, h), min(x + c, w))
