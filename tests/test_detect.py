@@ -150,6 +150,34 @@ def test_a_resumed_run_numbers_on_from_the_last_painted_mark(tmp_path, data, mon
     np.testing.assert_array_equal(zarr.open_array(str(out / "labels/anomaly/0"))[:], labels)
 
 
+def test_a_section_finished_again_unmarks_the_later_ones(tmp_path, data, monkeypatch):
+    """A section mapped again (its manifest deleted, as the error of a damaged one says) may
+    get another number of detections, so the later sections' marks go with its own: a run
+    stopped after it was painted again, before the later ones were, is not trusted on."""
+    import emae.volume.run as run
+
+    out, done = tmp_path / "o.zarr", tmp_path / "o.zarr" / DONE
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    rows = _rows(tmp_path / "o_detections.csv")
+    labels = zarr.open_array(str(out / "labels/anomaly/0"), mode="r")[:]
+    (done / "z0.npz").unlink()
+    original = run.label_section
+
+    def stop_at_z1(z, *args):
+        if z == 1:
+            raise RuntimeError("node lost")
+        return original(z, *args)
+
+    monkeypatch.setattr(run, "label_section", stop_at_z1)
+    with pytest.raises(EmaeError, match="section tasks"):
+        detect(data / "run", data / "stack.tif", out, **SMALL, retries=0)
+    assert sorted(p.name for p in done.iterdir()) == ["z0.labels.json", "z0.npz", "z1.npz"]
+    monkeypatch.setattr(run, "label_section", original)
+    detect(data / "run", data / "stack.tif", out, **SMALL)
+    assert _rows(tmp_path / "o_detections.csv") == rows
+    np.testing.assert_array_equal(zarr.open_array(str(out / "labels/anomaly/0"))[:], labels)
+
+
 def test_detect_agrees_with_score_away_from_chunk_borders(tmp_path, data):
     detect(data / "run", data / "stack.tif", tmp_path / "d.zarr", **SMALL)
     score_images(data / "run", [data / "stack.tif"], tmp_path / "s.tif", tile=48, overlap=16)

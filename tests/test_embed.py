@@ -86,6 +86,32 @@ def test_bf16_vectors_stay_close_to_fp32(data, tmp_path):
         embed(data / "ae", [volume], tmp_path / "fast", precision="fp32", **kwargs)
 
 
+def test_an_embedding_from_before_the_precision_option_resumes_in_fp32(data, tmp_path):
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    kwargs = dict(stride=64, part_rows=16, progress=False)
+    embed(data / "ae", [volume], tmp_path / "e", precision="fp32", **kwargs)
+    meta_path = tmp_path / "e" / "_emae_embed.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["precision"]
+    meta_path.write_text(json.dumps(meta))
+    (tmp_path / "e" / "_emae_done.json").unlink()  # stopped
+    again = embed(data / "ae", [volume], tmp_path / "e", precision="fp32", **kwargs)
+    assert again["resumed"] and again["parts"]["done"] == 0
+    with pytest.raises(EmaeError, match="holds another embedding"):
+        embed(data / "ae", [volume], tmp_path / "e", precision="auto", **kwargs)
+
+
+def test_a_precision_the_device_lacks_is_refused_before_any_part(data, tmp_path, monkeypatch):
+    def no_bf16(device, name="auto"):
+        raise EmaeError(f"precision {name!r} requested but {device} has no native bf16 support")
+
+    monkeypatch.setattr(embed_module, "select_precision", no_bf16)
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    with pytest.raises(EmaeError, match="'bf16' requested but cpu has no native bf16"):
+        embed(data / "ae", [volume], tmp_path / "e", stride=64, precision="bf16", progress=False)
+    assert not list((tmp_path / "e").glob("part-*"))
+
+
 def test_a_stopped_embedding_continues_with_the_parts_not_written(data, tmp_path, monkeypatch):
     volume = data / "data" / "unlabeled" / "volume.tif"
     kwargs = dict(stride=32, part_rows=16, progress=False)

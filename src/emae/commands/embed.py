@@ -50,6 +50,8 @@ from emae.latent.plan import (
     sample_plan,
 )
 from emae.latent.vectors import patch_vectors, vector_size
+from emae.runtime import model_device, select_precision
+from emae.volume.chunks import chunk_device
 from emae.volume.tasks import Runner, device_for_run
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ class EmbedJob:
         The model's anomaly detector (the same weights), or None for no anomaly column.
     threads
         Torch threads of the process running a part (None: leave as it is).
+    device, gpus
+        Where the parts' forward passes run: as :func:`emae.volume.chunks.chunk_device` picks
+        from them (a local cluster over ``gpus`` GPUs gives worker ``k`` GPU ``k % gpus``). The
+        model is shipped on the CPU and moved there by the process that runs a part.
     """
 
     out: Path
@@ -95,6 +101,8 @@ class EmbedJob:
     normalizer: PercentileNormalizer
     detector: AutoencoderDetector | None
     threads: int | None = None
+    device: str = "cpu"
+    gpus: int = 0
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,6 +118,13 @@ def embed_part(k: int, part: Part, job: EmbedJob, images: Sequence[Image] | None
     """
     if job.threads:
         torch.set_num_threads(job.threads)
+    device = chunk_device(job.device, job.gpus)
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.removeprefix("cuda:")))
+    if model_device(job.model) != torch.device(device):
+        job.model.to(device)  # this process's copy (or, in this process, the run's model)
+    if job.detector is not None:
+        job.detector.device = device
     images = _opened(job.sources) if images is None else images
     columns, patches = read_part(part, images, job.sources, job.patch, job.config.input)
     vectors = patch_vectors(
@@ -145,6 +160,8 @@ def _start(out: Path, meta: dict[str, Any], overwrite: bool) -> bool:
             previous = json.loads((out / META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("config"), dict):
+            previous["config"].setdefault("precision", "fp32")  # runs from before the option
         if previous == meta and not overwrite:
             return True
         if not overwrite:
@@ -236,8 +253,8 @@ def embed(
     dims = vector_size(bundle.model, config.vector, patch)
     detector = None
     if config.anomaly and "score" in bundle.scoring and bundle.threshold is not None:
-        detector = AutoencoderDetector.from_bundle(
-            model, device=config.device, precision=config.precision
+        detector = AutoencoderDetector.from_bundle(  # on the CPU until a part moves it
+            model, device="cpu", precision=config.precision
         )
     meta = {
         "model": model_identity(model),
@@ -256,13 +273,14 @@ def embed(
     # one model in memory: the detector's, when there is one (the same weights)
     model, normalizer = (bundle.model if detector is None else detector.model), bundle.normalizer
     del bundle
-    model.to(config.device)
     written = {entry.name for entry in os.scandir(out)}  # one listing, not a check per part
     todo = [(k, part) for k, part in enumerate(plan) if part_path(out, k).name not in written]
-    job = EmbedJob(out, tuple(sources), patch, config, model, normalizer, detector)
     if scheduler is None and workers is None:
         scheduler = "synchronous"
-    device_for_run(config.device, scheduler)
+    device = device_for_run(config.device, scheduler)
+    if scheduler == "synchronous" or not scheduler:  # a bad precision, before any part
+        select_precision(torch.device(device), config.precision)
+    job = EmbedJob(out, tuple(sources), patch, config, model, normalizer, detector)
     start = time.perf_counter()
     with Runner(
         workers=workers,
@@ -272,7 +290,7 @@ def embed(
         retries=retries,
         progress=progress,
     ) as runner:
-        job = replace(job, threads=runner.threads)
+        job = replace(job, threads=runner.threads, device=device, gpus=runner.gpus)
         if runner.client is None:
             tasks = [(k, embed_part, (k, part, job, images)) for k, part in todo]
         else:

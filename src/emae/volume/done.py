@@ -235,6 +235,20 @@ def read_next_id(out: str | Path, z: int) -> int | None:
         return None
 
 
+def unmark_from(out: str | Path, z: int) -> int:
+    """Remove the painted marks of section ``z`` and every later section (one listing);
+    returns how many were removed."""
+    removed = 0
+    for entry in os.scandir(Path(out) / DONE):
+        name = entry.name
+        if name.startswith("z") and name.endswith(LABELS_MARK):
+            k = name[1 : -len(LABELS_MARK)]
+            if k.isdigit() and int(k) >= z:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_painted(out: str | Path, z: int, first_id: int, count: int) -> None:
     """Mark section ``z`` as painted from id ``first_id``, with its ``count`` detections."""
     with atomic_file(painted_path(out, z), overwrite=True, sweep=False) as tmp:

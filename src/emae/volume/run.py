@@ -145,7 +145,10 @@ def _numbered(
     advanced past them; a section whose manifest is gone is mapped, finished and painted
     again, so it ends them). The mark of the last one holds its first id and its number of
     detections, so one small file is read, not a manifest per section (hundreds of thousands
-    on a large volume). Returns ``next`` and ``first_id`` ({} when the first is not painted)."""
+    on a large volume). Marks can be trusted so: a mark stands for a whole painting (the label
+    task removes a mark of other ids before it paints), and a section finished again removes
+    its own mark and every later one (its count may change, and their ids with it). Returns
+    ``next`` and ``first_id`` ({} when the first is not painted)."""
     done, z = [], first
     while z is not None and z in state.painted and z in state.finished:  # not a stale mark
         done.append(z)

@@ -39,6 +39,7 @@ from emae.volume.done import (
     read_manifest,
     read_painted,
     section_folder,
+    unmark_from,
     write_manifest,
     write_painted,
 )
@@ -138,7 +139,9 @@ def finish_section(z: int, names: list[str], job: SectionJob) -> int:
         [p.component for p in pieces],
     )
     if read_painted(job.out, z) is not None:  # painted from an earlier manifest of it
-        painted_path(job.out, z).unlink()
+        # Its number of detections may change, so every later section's first id may too:
+        # their marks go (they are painted again), before this section counts as finished.
+        unmark_from(job.out, z)
         clear_section(Path(job.out), z, job.axes)
     write_manifest(job.out, z, manifest)
     shutil.rmtree(section_folder(job.out, z), ignore_errors=True)
@@ -148,8 +151,11 @@ def finish_section(z: int, names: list[str], job: SectionJob) -> int:
 def label_section(z: int, first_id: int, job: SectionJob) -> None:
     """Paint section ``z``'s detections from id ``first_id`` and mark it painted (nothing to
     do when an earlier run painted it from the same id)."""
-    if read_painted(job.out, z) == first_id:
+    painted = read_painted(job.out, z)
+    if painted == first_id:
         return
+    if painted is not None:  # from other ids: a mark only ever stands for a whole painting
+        painted_path(job.out, z).unlink(missing_ok=True)
     manifest = read_manifest(job.out, z)
     paint_section(
         Path(job.out),
