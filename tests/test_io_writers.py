@@ -252,3 +252,27 @@ def test_channel_axis_images_carry_channel_names_and_build_pyramids(tmp_path):
     assert (group["1"][0] == 0).all()
     with pytest.raises(EmaeError, match="channel name"):
         create_ome_zarr(tmp_path / "x.zarr", (2, 8, 8), "uint8", axes="CYX")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_pyramid_means_of_small_integers_in_float32_equal_float64(dtype: str) -> None:
+    """Levels of uint8 probabilities and uint16 images are averaged in float32: exactly the
+    float64 result, odd edges included."""
+    from emae.io.ome_zarr import _downsample_mean
+
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    rng = np.random.default_rng(0)
+    for shape in [(3, 8, 6), (2, 7, 9), (1, 1, 5)]:
+        if info is None:
+            block = rng.normal(size=shape).astype(dtype)
+        else:
+            block = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+        pad = [(0, 0), (0, shape[1] % 2), (0, shape[2] % 2)]
+        wide = np.pad(block.astype(np.float64), pad, mode="edge")
+        h, w = wide.shape[1] // 2, wide.shape[2] // 2
+        expected = wide.reshape(shape[0], h, 2, w, 2).mean(axis=(-3, -1))
+        if info is not None:
+            expected = np.rint(expected)
+        got = _downsample_mean(block, np.dtype(dtype))
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, expected.astype(dtype))
