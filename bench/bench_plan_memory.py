@@ -29,7 +29,10 @@ from pathlib import Path
 
 PROBE = """
 import itertools, json, resource, sys, time
-from emae.volume.chunks import plan_sections
+try:
+    from emae.volume.plan import plan_sections
+except ImportError:  # code from before emae.volume.plan
+    from emae.volume.chunks import plan_sections
 from emae.volume.done import DoneState
 n, side, chunk = (int(a) for a in sys.argv[1:4])
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emae.volume.chunks import Chunk, plan_chunks, plan_sections
+from emae.volume.chunks import Chunk
 from emae.volume.done import DoneState
+from emae.volume.plan import plan_chunks, plan_sections
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,10 @@ from emae.io.atomic import atomic_file, check_writable
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.restore import cast_to
 from emae.runtime import one_thread
-from emae.volume.chunks import Chunk, ChunkJob, plan_sections
+from emae.volume.chunks import Chunk, ChunkJob
 from emae.volume.compress import compress_chunk
 from emae.volume.done import DONE, read_manifest, scan
+from emae.volume.plan import plan_sections
 from emae.volume.run import map_volume
 from emae.volume.sections import SectionJob
 from emae.volume.tasks import Runner, device_for_run

@@ -48,9 +48,10 @@ from emae.io import open_image
 from emae.io.atomic import atomic_file, check_writable
 from emae.io.map_store import create_map_store
 from emae.io.provenance import check_not_input
-from emae.volume.chunks import ChunkJob, Mapper, plan_sections
+from emae.volume.chunks import ChunkJob, Mapper
 from emae.volume.done import DONE, move_legacy_records, scan
 from emae.volume.labels import create_label_images, label_names
+from emae.volume.plan import plan_sections
 from emae.volume.run import map_volume, write_outputs
 from emae.volume.sections import SectionJob
 from emae.volume.tasks import Runner, device_for_run

@@ -41,8 +41,9 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
-from emae.volume.chunks import ChunkJob, plan_sections
+from emae.volume.chunks import ChunkJob
 from emae.volume.done import DONE, read_manifest, scan
+from emae.volume.plan import plan_sections
 from emae.volume.restore import RestoreJob, restore_chunk
 from emae.volume.run import map_volume
 from emae.volume.sections import SectionJob

@@ -36,7 +36,7 @@ def _measured(container: Path) -> dict:
     from emae.compress.container import chunk_file, read_meta
     from emae.compress.quality import psnr
     from emae.io import open_image
-    from emae.volume.chunks import plan_sections
+    from emae.volume.plan import plan_sections
 
     meta = read_meta(container)
     region, h, w = _region(meta)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,57 +54,6 @@ class Chunk:
     @property
     def name(self) -> str:
         return f"z{self.z}_y{self.y0}_x{self.x0}"
-
-
-def plan_chunks(shape: tuple[int, int, int], chunk: int) -> list[Chunk]:
-    """Chunks of ``chunk x chunk`` pixels per section of a ``(Z, H, W)`` volume."""
-    z, h, w = shape
-    return [
-        Chunk(k, y, x, min(y + chunk, h), min(x + chunk, w))
-        for k in range(z)
-        for y in range(0, h, chunk)
-        for x in range(0, w, chunk)
-    ]
-
-
-class SectionPlan(Mapping[int, list[Chunk]]):
-    """:func:`plan_chunks` grouped by section, ``{z: chunks of section z, row-major}``, each
-    section's chunks made when asked for: the process that drives a run of millions of chunks
-    holds none of them (a 2 TB volume plans about two million)."""
-
-    def __init__(self, shape: tuple[int, int, int], chunk: int) -> None:
-        self.shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
-        self.chunk = int(chunk)
-
-    def __getitem__(self, z: int) -> list[Chunk]:
-        n, h, w = self.shape
-        if isinstance(z, bool) or not isinstance(z, (int, np.integer)) or not 0 <= z < n:
-            raise KeyError(z)
-        z = int(z)
-        c = self.chunk
-        return [
-            Chunk(z, y, x, min(y + c, h), min(x + c, w))
-            for y in range(0, h, c)
-            for x in range(0, w, c)
-        ]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.shape[0]))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def n_chunks(self) -> int:
-        """Chunks of all sections."""
-        n, h, w = self.shape
-        return n * -(-h // self.chunk) * -(-w // self.chunk)
-
-
-def plan_sections(shape: tuple[int, int, int], chunk: int) -> SectionPlan:
-    """The chunks of each section, ``{z: chunks of section z, row-major}`` (:class:`SectionPlan`:
-    made when asked for)."""
-    return SectionPlan(shape, chunk)
 
 
 @dataclass

@@ -19,23 +19,24 @@ is a one-line error that names it and says what to do.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
 import json
 import os
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emae.errors import EmaeError
 from emae.io.atomic import atomic_file
 from emae.volume.components import ChunkComponents
+
+if TYPE_CHECKING:
+    from emae.volume.plan import Todo
 
 DONE = "emae_done"
 #: The end of the name of a section's mark that it is painted into the label images.
@@ -270,46 +271,10 @@ class DoneState:
 
     def todo(self, sections: Mapping[int, Sequence[Any]]) -> Todo:
         """The chunks of ``sections`` (``{z: chunks}``, each with ``z`` and ``name``) not done,
-        in order (:class:`Todo`: made as they are iterated)."""
+        in order (:class:`~emae.volume.plan.Todo`: made as they are iterated)."""
+        from emae.volume.plan import Todo  # plan -> chunks -> done: imported here
+
         return Todo(sections, self)
-
-
-class Todo:
-    """The chunks of ``sections`` that a done-state has not finished, in order.
-
-    Iterable any number of times, each time making the chunks section by section, so that the
-    process that drives a run of millions of chunks does not hold them; ``len`` and
-    :meth:`left` count them the same way (once).
-    """
-
-    def __init__(self, sections: Mapping[int, Sequence[Any]], state: DoneState) -> None:
-        self.sections, self.state = sections, state
-
-    def __iter__(self) -> Iterator[Any]:
-        for z in self.sections:
-            if z in self.state.finished:
-                continue
-            done = self.state.chunks.get(z, ())
-            yield from (c for c in self.sections[z] if c.name not in done)
-
-    @functools.cached_property
-    def _left(self) -> dict[int, int]:
-        left = {}
-        for z in self.sections:
-            if z in self.state.finished:
-                continue
-            done = self.state.chunks.get(z, ())
-            n = sum(1 for c in self.sections[z] if c.name not in done)
-            if n:
-                left[z] = n
-        return left
-
-    def left(self) -> collections.Counter:
-        """Chunks left per section: ``Counter({z: n})`` (sections with none left absent)."""
-        return collections.Counter(self._left)
-
-    def __len__(self) -> int:
-        return sum(self._left.values())
 
 
 def scan(out: str | Path, sections: Iterable[int] | None = None) -> DoneState:
