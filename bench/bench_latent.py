@@ -7,11 +7,12 @@ Parts (``--parts``, each writes ``WORK/<part>.json``):
                and their share. Three datasets: the 10,000 MNIST test digits, the 1,003
                nanofibre SEM images (3 classes, whole images at 64 x 64) and the labeled patches
                of the sample data (11 classes, 64 x 64). Methods, with the same UMAP
-               (n_neighbors 15, min_dist 0, seed 0) and HDBSCAN (min_cluster_size 1% of rows):
-               ``emae-levels`` and ``emae-latent`` (emae's LatentMap, as shipped, on the two
-               poolings of emae embed), and the peers ``pixels`` (UMAP on raw pixels scaled to
-               0..1), ``pca-pixels`` (UMAP on the first 50 principal components of the pixels)
-               and ``handcrafted`` (UMAP on the standardized 74 features of the SVM baseline).
+               (n_neighbors 15, min_dist 0, seed 0 or each of ``--seeds``) and HDBSCAN
+               (min_cluster_size 1% of rows): ``emae-levels``, ``emae-latent``, ``emae-code``
+               and ``emae-residual`` (emae's LatentMap, as shipped, on the four vectors of emae
+               embed), and the peers ``pixels`` (UMAP on raw pixels scaled to 0..1),
+               ``pca-pixels`` (UMAP on the first 50 principal components of the pixels) and
+               ``handcrafted`` (UMAP on the standardized 74 features of the SVM baseline).
                Each also with k-means (k = the number of classes) on the same UMAP instead of
                HDBSCAN, which measures how well the map separates the classes without HDBSCAN's
                choice of how many clusters there are.
@@ -238,7 +239,7 @@ def cluster_scores(y: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     }
 
 
-EMAE_VECTORS = ("levels", "latent", "code")
+EMAE_VECTORS = ("levels", "latent", "code", "residual")
 
 
 def representations(ds: dict[str, Any], work: Path) -> dict[str, np.ndarray]:
@@ -265,17 +266,25 @@ def part_clusters(args: argparse.Namespace, datasets: dict[str, dict[str, Any]])
                 runs += [(f"{method}/{scaling}", x, scaling) for scaling in ("column", "global")]
         for method, x, scaling in runs:
             for clusterer in ("hdbscan", "kmeans"):
-                began = time.perf_counter()
-                if scaling is not None:
-                    fitted = LatentMap(scaling=scaling, clusterer=clusterer, n_clusters=k)
-                    clusters = fitted.fit(x).labels_
-                else:
-                    clusters = umap_clusters(x, k if clusterer == "kmeans" else None)
+                per_seed = {}
+                for seed in args.seeds:
+                    began = time.perf_counter()
+                    if scaling is not None:
+                        fitted = LatentMap(
+                            scaling=scaling, clusterer=clusterer, n_clusters=k, seed=seed
+                        )
+                        clusters = fitted.fit(x).labels_
+                    else:
+                        clusters = umap_clusters(x, k if clusterer == "kmeans" else None, seed)
+                    per_seed[seed] = {
+                        **cluster_scores(ds["y"], clusters),
+                        "seconds": round(time.perf_counter() - began, 1),
+                    }
                 key = f"{method} {clusterer}"
-                rows[key] = {
-                    **cluster_scores(ds["y"], clusters),
+                rows[key] = {  # the first seed's figures, and every seed's
+                    **per_seed[args.seeds[0]],
                     "dims": int(x.shape[1]),
-                    "seconds": round(time.perf_counter() - began, 1),
+                    "seeds": {str(seed): r for seed, r in per_seed.items()},
                 }
                 print(name, key, rows[key], flush=True)
         out[name] = {"rows": len(ds["y"]), "classes": len(set(ds["y"])), "methods": rows}
@@ -456,8 +465,17 @@ def tables(work: Path) -> None:
         print("|---|---|---|---|---|---|---|")
         for key, r in ds["methods"].items():
             method, clusterer = key.split(" ")
-            cells = [method, clusterer, f"{r['ari']:.3f}", f"{r['nmi']:.3f}", f"{r['purity']:.3f}"]
-            cells += [f"{r['clustered_share']:.1%}", str(r["clusters"])]
+            seeds = list(r.get("seeds", {"": r}).values())
+
+            def spread(name: str, fmt: str = ".3f", seeds: list[dict] = seeds) -> str:
+                values = [s[name] for s in seeds]
+                if len(values) == 1:
+                    return format(values[0], fmt)
+                low, high = format(min(values), fmt), format(max(values), fmt)
+                return f"{np.mean(values):{fmt}} ({low}-{high})"
+
+            cells = [method, clusterer, spread("ari"), spread("nmi"), spread("purity")]
+            cells += [spread("clustered_share", ".1%"), spread("clusters", ".0f")]
             print("| " + " | ".join(cells) + " |")
     novelty = json.loads((work / "novelty.json").read_text())["results"]
     if "mnist" in novelty:
@@ -511,9 +529,13 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=2000)
     parser.add_argument("--volume-gb", type=float, default=1.0)
     parser.add_argument("--stride", type=int, default=96, help="Grid step of the throughput embed.")
+    parser.add_argument(
+        "--seeds", default="0", help="Map seeds of the clusters part (UMAP, k-means), e.g. 0,1,2."
+    )
     parser.add_argument("--threads", type=int)
     parser.add_argument("--tables", action="store_true", help="Print the tables of WORK; no run.")
     args = parser.parse_args()
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
     if args.tables:
         tables(args.work)
         return

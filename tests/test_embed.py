@@ -66,6 +66,36 @@ def test_levels_and_latent_vectors_have_their_sizes(data, tmp_path):
     assert len(frame) == 20 and vectors.shape == (20, 4)
 
 
+def test_residual_vectors_describe_what_the_model_could_not_reconstruct(data, tmp_path):
+    """``vector="residual"``: the 74 handcrafted features of ``x - model(x)`` in the model's
+    normalized units on the -1..1 scale, row by row the same as computed here by hand."""
+    from emae.classify.features import handcrafted_features
+    from emae.folders.autoencoder import load_bundle
+
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    summary = embed(
+        data / "ae", [volume], tmp_path / "r", stride=64, vector="residual", precision="fp32"
+    )
+    assert summary["dims"] == 74
+    frame, vectors = read_embedding(tmp_path / "r")
+    bundle = load_bundle(data / "ae")
+    image = tifffile.imread(volume)
+    centres = zip(frame.z, frame.y, frame.x, strict=True)
+    patches = np.stack([image[z, y - 16 : y + 16, x - 16 : x + 16] for z, y, x in centres])
+    x = torch.from_numpy(bundle.normalizer(patches).astype(np.float32)[:, None])
+    with torch.inference_mode():
+        residual = (x - bundle.model.eval()(x))[:, 0].numpy()
+    expected = handcrafted_features(residual, value_range=(-1.0, 1.0))
+    scale = np.abs(expected).max(axis=0) + 1e-6
+    assert np.abs(vectors - expected).max(axis=0).max() < 1e-3 * scale.max()
+    assert np.all(np.abs(vectors - expected) <= 1e-3 * scale + 1e-4)
+    # a patch the model reconstructs exactly (a residual of zero) is not a patch of tissue
+    flat = embed_module.patch_vectors(
+        torch.nn.Identity(), bundle.normalizer, patches[:2], vector="residual"
+    )
+    assert np.allclose(flat[0], flat[1]) and not np.allclose(flat[0], vectors[0], atol=1e-3)
+
+
 def test_bf16_vectors_stay_close_to_fp32(data, tmp_path):
     """``--precision auto``: bf16 autocast where the CPU has it natively (fp32 elsewhere), the
     same vectors within bf16's rounding; the run's precision is part of its settings."""

@@ -423,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detections", type=Path, help="OUT_detections.csv of emae detect (one input).")
     p.add_argument("--stride", type=int, help="Grid step in pixels (default: the patch size).")
     p.add_argument("--sample", type=int, help="N random patches instead of the grid.")
-    p.add_argument("--vector", choices=("levels", "latent", "code"), help="What describes a patch.")
+    p.add_argument(
+        "--vector", choices=("levels", "latent", "code", "residual"), help="What describes a patch."
+    )
     p.add_argument(
         "--input", dest="input_variant", help="Whole-image labels: surrounding, cropped, ..."
     )

@@ -16,10 +16,11 @@ class EmbedConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vector: Literal["levels", "latent", "code"] = Field(
+    vector: Literal["levels", "latent", "code", "residual"] = Field(
         "levels",
         description="levels: mean and std of every encoder level; latent: the latent's mean; "
-        "code: the whole latent code (emae.latent.vectors; docs/benchmarks.md, 'Latent space').",
+        "code: the whole latent code; residual: handcrafted features of what the model could "
+        "not reconstruct (emae.latent.vectors; docs/benchmarks.md, 'Latent space').",
     )
     stride: int | None = Field(
         None, ge=1, description="Grid of image inputs: a patch every STRIDE pixels (default: P)."

@@ -1,4 +1,4 @@
-"""The vector of each patch, in one of three forms:
+"""The vector of each patch, in one of four forms:
 
 ``"levels"``
     the mean and standard deviation of every encoder level over the patch (the classifier
@@ -23,14 +23,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from emae.classify.features import feature_names, handcrafted_features
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.models.inference import inference_copy
 from emae.models.pooling import check_pooling, global_features, pooled_channels
 from emae.runtime import model_device, select_precision
 
-Vector = Literal["levels", "latent", "code"]
-VECTORS: tuple[str, ...] = ("levels", "latent", "code")
+Vector = Literal["levels", "latent", "code", "residual"]
+VECTORS: tuple[str, ...] = ("levels", "latent", "code", "residual")
+
+#: The residual's unit scale for the handcrafted features (normalized inputs lie in 0..1).
+RESIDUAL_RANGE = (-1.0, 1.0)
 
 
 def _code(model: nn.Module, x: Tensor) -> Tensor:
@@ -41,6 +45,12 @@ def _code(model: nn.Module, x: Tensor) -> Tensor:
     return z.float().flatten(1)
 
 
+def _residual_features(residual: np.ndarray) -> np.ndarray:
+    """Handcrafted features of residuals ``(N, P, P)`` float32: ``(N, 74)`` float32."""
+    features = handcrafted_features(residual, value_range=RESIDUAL_RANGE)
+    return features.astype(np.float32)
+
+
 def _check(model: nn.Module, vector: str) -> None:
     if vector not in VECTORS:
         raise EmaeError(f"vector must be one of {', '.join(VECTORS)}, got {vector!r}")
@@ -48,13 +58,15 @@ def _check(model: nn.Module, vector: str) -> None:
         raise EmaeError(
             f"vector='code' needs a model with a latent code, not {type(model).__name__}"
         )
-    if vector != "code":
+    if vector in ("levels", "latent"):
         check_pooling(model, vector)
 
 
 def vector_size(model: nn.Module, vector: Vector, patch_size: int) -> int:
     """Values per patch that :func:`patch_vectors` gives for patches of ``patch_size``."""
     _check(model, vector)
+    if vector == "residual":
+        return len(feature_names())
     if vector != "code":
         return pooled_channels(model, vector)
     x = torch.zeros(1, 1, patch_size, patch_size, device=model_device(model))
@@ -84,13 +96,14 @@ def patch_vectors(
     patches
         ``(N, P, P)`` raw intensities, any real dtype.
     vector
-        ``"levels"``, ``"latent"`` or ``"code"`` (module doc).
+        ``"levels"``, ``"latent"``, ``"code"`` or ``"residual"`` (module doc).
     batch_size
         Patches per forward pass.
     precision
         ``"fp32"``, ``"bf16"`` (bfloat16 autocast, channels-last on the CPU, batch norm folded
         into the convolutions, as the anomaly maps) or ``"auto"`` (bf16 where the device has
-        it natively; :func:`emae.runtime.select_precision`). The pooling is in float32.
+        it natively; :func:`emae.runtime.select_precision`). The pooling, and the residual
+        and its features, are in float32.
 
     Returns
     -------
@@ -113,7 +126,10 @@ def patch_vectors(
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[:, None]).to(device)
             if amp is not None and device.type == "cpu":
                 t = t.contiguous(memory_format=torch.channels_last)
-            if vector == "code":
+            if vector == "residual":
+                residual = t.float() - fused(t).float()
+                values = torch.from_numpy(_residual_features(residual[:, 0].cpu().numpy()))
+            elif vector == "code":
                 values = _code(fused, t)
             else:
                 values = global_features(fused, t, vector)[:, :, 0, 0]
