@@ -282,6 +282,26 @@ def test_map_fits_places_and_flags_new_data(data, tmp_path):
     assert again["novel_share"] < 0.1
 
 
+def test_auto_scaling_takes_one_scale_for_a_latent_code_and_one_per_column_otherwise(
+    data, tmp_path
+):
+    from emae.commands.latent_map import resolve_scaling
+    from emae.folders.latent_map import load_latent_map
+
+    assert resolve_scaling("auto", "code", []) == "global"
+    assert resolve_scaling("auto", "code", ["feat_area"]) == "column"  # units differ
+    assert resolve_scaling("auto", "levels", []) == "column"
+    assert resolve_scaling("auto", "residual", []) == "column"
+    assert resolve_scaling("column", "code", []) == "column"  # an explicit choice stays
+    volume = data / "data" / "unlabeled" / "volume.tif"
+    embed(data / "vae", [volume], tmp_path / "c.parquet", stride=16, vector="code")
+    fit_map(tmp_path / "c.parquet", tmp_path / "auto", max_fit=200)
+    fit_map(tmp_path / "c.parquet", tmp_path / "col", max_fit=200, scaling="column")
+    auto, col = load_latent_map(tmp_path / "auto").map, load_latent_map(tmp_path / "col").map
+    assert auto.scaling == "global" and col.scaling == "column"
+    assert np.unique(auto.scale_).size == 1 and np.unique(col.scale_).size > 1
+
+
 def test_a_map_refuses_an_embedding_of_another_model(data, tmp_path):
     volume = data / "data" / "unlabeled" / "volume.tif"
     embed(data / "ae", [volume], tmp_path / "a.parquet", stride=32, progress=False)
@@ -358,7 +378,7 @@ def test_the_cli_mirrors_the_api(data, tmp_path, capsys):
     volume = str(data / "data" / "unlabeled" / "volume.tif")
     emb = str(tmp_path / "e.parquet")
     assert cli.main(["embed", str(data / "ae"), volume, "--out", emb, "--stride", "32", "-q"]) == 0
-    assert "192 rows of 72 values" in capsys.readouterr().out
+    assert "192 rows of 74 values" in capsys.readouterr().out  # the default, residual
     assert cli.main(["map", emb, "--out", str(tmp_path / "map"), "--clusterer", "kmeans",
                      "--n-clusters", "3", "-q"]) == 0  # fmt: skip
     assert "in 3 clusters" in capsys.readouterr().out

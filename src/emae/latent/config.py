@@ -17,10 +17,11 @@ class EmbedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     vector: Literal["levels", "latent", "code", "residual"] = Field(
-        "levels",
-        description="levels: mean and std of every encoder level; latent: the latent's mean; "
-        "code: the whole latent code; residual: handcrafted features of what the model could "
-        "not reconstruct (emae.latent.vectors; docs/benchmarks.md, 'Latent space').",
+        "residual",
+        description="residual: handcrafted features of what the model could not reconstruct "
+        "(artifacts); levels: mean and std of every encoder level (tissue texture); latent: the "
+        "latent's mean; code: the whole latent code (shapes) (emae.latent.vectors; "
+        "docs/benchmarks.md, 'Latent space').",
     )
     stride: int | None = Field(
         None, ge=1, description="Grid of image inputs: a patch every STRIDE pixels (default: P)."
@@ -51,8 +52,10 @@ class MapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_neighbors: int = Field(15, ge=2, description="UMAP neighbours; also to place new rows.")
-    scaling: Literal["column", "global"] = Field(
-        "column", description="Scale each column, or all by one number (emae.latent.map)."
+    scaling: Literal["auto", "column", "global"] = Field(
+        "auto",
+        description="Scale each column, or all by one number (emae.latent.map); auto: one "
+        "number for a latent code (its columns share one unit), each column otherwise.",
     )
     min_dist: float = Field(0.0, ge=0, le=1, description="UMAP min_dist (0 suits clustering).")
     clusterer: Literal["hdbscan", "kmeans"] = Field("hdbscan", description="Clustering method.")
