@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,8 +33,8 @@ from emae.errors import EmaeError, config_error
 from emae.folders.autoencoder import load_bundle
 from emae.folders.files import CONFIG, read_json
 from emae.io import expand_inputs, open_image
-from emae.io.atomic import atomic_file, check_writable
-from emae.io.embedding import DONE, META, is_embedding, part_path, pyarrow_modules, write_part
+from emae.io.atomic import atomic_file
+from emae.io.embedding import DONE, part_path, pyarrow_modules, start_store, write_part
 from emae.io.image import Image
 from emae.io.provenance import check_not_input
 from emae.latent.config import EmbedConfig
@@ -50,6 +49,7 @@ from emae.latent.plan import (
     sample_plan,
 )
 from emae.latent.vectors import patch_vectors, vector_size
+from emae.models.registry import model_spec
 from emae.runtime import model_device, select_precision
 from emae.volume.chunks import chunk_device
 from emae.volume.tasks import Runner, device_for_run
@@ -153,30 +153,6 @@ def _plan(
     return grid_plan(images, patch, config.stride or patch, config.part_rows)
 
 
-def _start(out: Path, meta: dict[str, Any], overwrite: bool) -> bool:
-    """Create the store, or check it holds this run; returns whether it resumes."""
-    if (out / META).is_file():
-        try:
-            previous = json.loads((out / META).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if isinstance(previous, dict) and isinstance(previous.get("config"), dict):
-            previous["config"].setdefault("precision", "fp32")  # runs from before the option
-        if previous == meta and not overwrite:
-            return True
-        if not overwrite:
-            raise EmaeError(f"{out} holds another embedding; pass --overwrite to replace it")
-    check_writable(
-        out, overwrite=overwrite, replaceable=is_embedding, kind="an embedding of emae embed"
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir()
-    with atomic_file(out / META) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return False
-
-
 def embed(
     model: str | Path,
     inputs: Sequence[str | Path] = (),
@@ -243,6 +219,12 @@ def embed(
     pyarrow_modules()
     out = Path(out)
     bundle = load_bundle(model)
+    spec = model_spec(bundle.model_name)
+    if config.vector == "residual" and (spec.inpainting or spec.codec):
+        raise EmaeError(
+            f"--vector residual needs an autoencoder of the image alone; {model} holds "
+            f"{bundle.model_name!r}, an inpainting model or a codec (use --vector levels)"
+        )
     patch = int(bundle.config.get("patch_size", 64))
     sources = expand_inputs(inputs) if inputs else []
     check_not_input(out, [*sources, model, labels, detections])
@@ -268,7 +250,7 @@ def embed(
         "anomaly": None if detector is None else detector.score_name,
         "config": config.model_dump(mode="json"),
     }
-    resumed = _start(out, meta, overwrite)
+    resumed = start_store(out, meta, overwrite)
     (out / DONE).unlink(missing_ok=True)
     # one model in memory: the detector's, when there is one (the same weights)
     model, normalizer = (bundle.model if detector is None else detector.model), bundle.normalizer

@@ -206,7 +206,6 @@ def fit_map(
     n_rows = embedding_rows(embedding)
     fit_index, vectors = _fit_rows(embedding, n_rows, config)
     params = config.model_dump(exclude={"max_fit", "montage"})
-    params["scaling"] = resolve_scaling(config.scaling, meta["vector"], feature_names(embedding))
     fitted = LatentMap(**params).fit(vectors)
     ranks = fitted.typicality_rank()
 
@@ -229,16 +228,6 @@ def fit_map(
     summary["novelty_threshold"] = fitted.novelty_threshold_
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
-
-
-def resolve_scaling(scaling: str, vector: str, features: Sequence[str]) -> str:
-    """``"auto"`` made concrete: ``"global"`` for a latent code alone (one unit for every
-    column, so a nearly constant latent unit is not blown up to the size of the others),
-    ``"column"`` for pooled statistics, residual features or ``feat_*`` columns (values of
-    different units). docs/benchmarks.md, "Latent space", measures both."""
-    if scaling != "auto":
-        return scaling
-    return "global" if vector == "code" and not features else "column"
 
 
 def _shown(tally: MapTally) -> str:

@@ -17,6 +17,7 @@ Names starting with ``_`` or ``.`` are skipped by Parquet dataset readers, so
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from emae.errors import EmaeError
-from emae.io.atomic import atomic_file
+from emae.io.atomic import atomic_file, check_writable
 
 META = "_emae_embed.json"
 DONE = "_emae_done.json"
@@ -135,3 +136,44 @@ def read_embedding(path: str | Path, columns: list[str] | None = None) -> tuple[
     if not frames:
         raise EmaeError(f"{path}: the embedding holds no rows")
     return pd.concat(frames, ignore_index=True), np.concatenate(vectors)
+
+
+def differences(previous: Any, meta: dict[str, Any]) -> str:
+    """Which settings of a stored embedding differ from this run's, e.g. ``vector: levels ->
+    residual`` (a default that changed between versions shows here)."""
+    if not isinstance(previous, dict):
+        return "unreadable settings"
+    flat_old = {**previous, **(previous.get("config") or {})}
+    flat_new = {**meta, **meta.get("config", {})}
+    changed = [
+        f"{key}: {flat_old.get(key)} -> {flat_new.get(key)}"
+        for key in sorted(set(flat_old) | set(flat_new))
+        if key != "config" and flat_old.get(key) != flat_new.get(key)
+    ]
+    return ", ".join(changed[:3]) or "other settings"
+
+
+def start_store(out: Path, meta: dict[str, Any], overwrite: bool) -> bool:
+    """Create the store ``out`` for a run of settings ``meta``, or check that it holds this
+    run; returns whether it resumes. Replaces only an embedding, and only with ``overwrite``."""
+    if (out / META).is_file():
+        try:
+            previous = json.loads((out / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("config"), dict):
+            previous["config"].setdefault("precision", "fp32")  # runs from before the option
+        if previous == meta and not overwrite:
+            return True
+        if not overwrite:
+            raise EmaeError(f"{out} holds another embedding ({differences(previous, meta)}); "
+                            "pass --overwrite to replace it")  # fmt: skip
+    check_writable(
+        out, overwrite=overwrite, replaceable=is_embedding, kind="an embedding of emae embed"
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    with atomic_file(out / META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return False

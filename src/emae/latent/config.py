@@ -52,10 +52,10 @@ class MapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_neighbors: int = Field(15, ge=2, description="UMAP neighbours; also to place new rows.")
-    scaling: Literal["auto", "column", "global"] = Field(
-        "auto",
-        description="Scale each column, or all by one number (emae.latent.map); auto: one "
-        "number for a latent code (its columns share one unit), each column otherwise.",
+    scaling: Literal["column", "global"] = Field(
+        "column",
+        description="Scale each column, or all by one number (emae.latent.map; global suits "
+        "the code of a vector latent: docs/benchmarks.md, 'Latent space').",
     )
     min_dist: float = Field(0.0, ge=0, le=1, description="UMAP min_dist (0 suits clustering).")
     clusterer: Literal["hdbscan", "kmeans"] = Field("hdbscan", description="Clustering method.")

@@ -36,7 +36,8 @@ from emae.runtime import model_device, select_precision
 Vector = Literal["levels", "latent", "code", "residual"]
 VECTORS: tuple[str, ...] = ("levels", "latent", "code", "residual")
 
-#: The residual's unit scale for the handcrafted features (normalized inputs lie in 0..1).
+#: The residual's unit scale for the handcrafted features (normalized inputs lie mostly in
+#: 0..1; the features take values outside the scale as they are, the histogram clips them).
 RESIDUAL_RANGE = (-1.0, 1.0)
 
 
@@ -105,8 +106,10 @@ def patch_vectors(
     precision
         ``"fp32"``, ``"bf16"`` (bfloat16 autocast, channels-last on the CPU, batch norm folded
         into the convolutions, as the anomaly maps) or ``"auto"`` (bf16 where the device has
-        it natively; :func:`emae.runtime.select_precision`). The pooling, and the residual
-        and its features, are in float32.
+        it natively; :func:`emae.runtime.select_precision`). The pooling is in float32; the
+        ``"residual"`` vector is computed in float32 whatever the precision, since bf16's
+        rounding of the reconstruction (about 0.2%) is of the size of the fine structure its
+        features measure.
 
     Returns
     -------
@@ -118,7 +121,8 @@ def patch_vectors(
         raise EmaeError(f"patches must be (N, P, P), got shape {patches.shape}")
     size = vector_size(model, vector, patches.shape[-1])
     device = model_device(model)
-    amp = select_precision(device, precision)
+    # the residual's fine structure is of the size of bf16's rounding of the reconstruction
+    amp = None if vector == "residual" else select_precision(device, precision)
     fused = inference_copy(model)
     if amp is not None and device.type == "cpu":
         fused.to(memory_format=torch.channels_last)
