@@ -14,7 +14,7 @@
 
 ``"residual"`` is the default: on EM it separates artifact kinds best (the highest NMI and
 purity of the four on the sample data's labeled patches, level with the others on nanofibre
-micrographs), at 2.3x the cost of ``"levels"`` per patch; ``"code"`` clusters digits best.
+micrographs), at 4.5x the cost of ``"levels"`` per patch; ``"code"`` clusters digits best.
 Which separates what: docs/benchmarks.md, "Latent space" (``bench/bench_latent.py``).
 """
 
