@@ -76,6 +76,8 @@ def read_meta(path: str | Path, *, finished: bool = True) -> dict[str, Any]:
         raise EmaeError(f"{path / META}: not readable as JSON ({exc})") from None
     if not isinstance(meta, dict) or not {"model", "dims", "n_parts"} <= set(meta):
         raise EmaeError(f"{path / META}: not the description of an embedding")
+    if "vector" not in meta and meta.get("pooling") in ("levels", "latent"):
+        meta["vector"] = meta["pooling"]  # written by emae before the vector option
     if finished and not (path / DONE).is_file():
         raise EmaeError(f"{path}: the embedding is unfinished; run the same emae embed again")
     return meta
