@@ -22,13 +22,7 @@ from pathlib import Path
 
 import torch
 
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
-    except (OSError, IndexError):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx")))
+from bench_latent import cpu_flags
 
 
 def main() -> None:
