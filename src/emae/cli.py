@@ -347,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="Model folder (pretrain --model blind-spot).")
     p.add_argument("input", help="Image or volume: TIFF, OME-Zarr, HDF5 (file.h5:/ds), folder.")
     _restore_flags(p)
+    p.add_argument(
+        "--noise",
+        default="auto",
+        help="Combine a blind-spot prediction with the noisy pixel by a noise model: auto "
+        "(fit for blind-spot models, off otherwise), fit (Poisson-Gaussian, fitted on the "
+        "input), A,B (variance A * intensity + B) or off.",
+    )
+    p.add_argument(
+        "--window", type=float, default=4.0, help="Pixels (sigma) of the prior's local variance."
+    )
     p.set_defaults(func=handlers.denoise)
 
     p = command("inpaint", help="Fill the masked pixels of an image or volume (Dask).")

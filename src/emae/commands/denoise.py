@@ -10,6 +10,7 @@ from typing import Any
 
 from emae.commands.restore import restore_volume
 from emae.restore import Restorer
+from emae.restore.noise import WINDOW, NoiseModel
 
 
 def denoise(
@@ -18,6 +19,8 @@ def denoise(
     out: str | Path,
     *,
     precision: str = "fp32",
+    noise: str = "auto",
+    window: float = WINDOW,
     **options: Any,
 ) -> dict[str, Any]:
     """Denoise a 2D image or ``"ZYX"`` volume into ``out`` (:mod:`emae.commands.restore`).
@@ -33,6 +36,15 @@ def denoise(
         ``.zarr`` or ``.tif``/``.tiff``.
     precision
         Of the forward passes: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``.
+    noise
+        How a blind-spot model's prediction is combined with the noisy pixel
+        (:mod:`emae.restore.noise`): ``"auto"`` (default: ``"fit"`` for a blind-spot model,
+        ``"off"`` for a denoising autoencoder, whose output already saw the pixel), ``"fit"``
+        (a Poisson-Gaussian noise model fitted on the input), ``"A,B"`` (noise variance
+        ``A * intensity + B`` in the input's units, e.g. from a calibration) or ``"off"`` (the
+        prediction alone).
+    window
+        Gaussian sigma (pixels) of the prior's local variance in that combination.
     **options
         ``dtype`` (None: the input's; ``"float32"``), ``overlap``, ``chunk``,
         ``workers``, ``scheduler``, ``scale``, ``retries``, ``threads``, ``device``,
@@ -43,8 +55,15 @@ def denoise(
     -------
     dict
         ``out``, ``table``, ``seconds`` and ``megapixels_per_s`` (the chunks), ``startup_seconds``,
-        ``total_seconds``, ``chunks`` (done, skipped), ``pixels``, ``replaced_pixels``,
-        ``clipped_pixels``.
+        ``total_seconds``, ``chunks`` (done, skipped), ``noise`` (the noise model used, or
+        None), ``pixels``, ``replaced_pixels``, ``clipped_pixels``.
     """
-    restorer = Restorer.from_folder(model, "denoise", precision=precision)
+    how = {"auto": "auto", "fit": "fit", "off": None}
+    restorer = Restorer.from_folder(
+        model,
+        "denoise",
+        precision=precision,
+        noise=how[noise] if noise in how else NoiseModel.parse(noise),
+        window=window,
+    )
     return restore_volume(restorer, model, source, out, **options)

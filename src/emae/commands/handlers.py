@@ -378,7 +378,17 @@ def decompress(args: argparse.Namespace) -> None:
 def denoise(args: argparse.Namespace) -> None:
     from emae.commands.denoise import denoise
 
-    summary = denoise(args.model, args.input, args.out, **_restore_options(args))
+    summary = denoise(
+        args.model,
+        args.input,
+        args.out,
+        noise=args.noise,
+        window=args.window,
+        **_restore_options(args),
+    )
+    if summary["noise"]:
+        n = summary["noise"]
+        print(f"noise model: variance {n['a']:.4g} * intensity + {n['b']:.4g}")
     _print_restored(summary, "denoised")
 
 

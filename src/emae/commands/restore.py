@@ -41,6 +41,7 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
+from emae.restore.noise import NoiseModel, fit_noise_model, noise_sample
 from emae.volume.chunks import ChunkJob
 from emae.volume.done import DONE, read_manifest, scan
 from emae.volume.plan import plan_sections
@@ -179,6 +180,14 @@ def restore_volume(
     restorer.normalizer = normalizer_for(
         image, restorer.normalizer, model=f"the model {model}", rescale=rescale
     )
+    if restorer.noise == "fit":
+        restorer.noise = fit_noise_model(noise_sample(image))
+        logger.info(
+            "noise model of %s: variance %.4g * intensity + %.4g",
+            source,
+            restorer.noise.a,
+            restorer.noise.b,
+        )
     if mask is not None:
         holes = open_image(str(mask))
         if holes.shape != image.shape:
@@ -211,6 +220,8 @@ def restore_volume(
         "dilate": dilate,
         "holes_out": None if holes_out is None else str(holes_out),
         "feather": restorer.feather,
+        "noise": restorer.noise.to_dict() if isinstance(restorer.noise, NoiseModel) else None,
+        "window": restorer.window,
         "pixel_size_nm": None if image.pixel_size is None else list(image.pixel_size),
     }
     work = _work_store(out)
@@ -292,5 +303,6 @@ def restore_volume(
         "startup_seconds": runner.startup_seconds,
         "total_seconds": time.perf_counter() - began,
         "chunks": {"done": len(todo), "skipped": sections.n_chunks - len(todo)},
+        "noise": settings["noise"],
         **totals,
     }

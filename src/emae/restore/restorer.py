@@ -7,7 +7,9 @@ trained (:mod:`emae.models.registry`):
 
 ``"denoise"``
     a blind-spot U-Net (``blind-spot``, the recommended denoiser) or a denoising autoencoder
-    (``denoising-ae``): every pixel is replaced by the model's output.
+    (``denoising-ae``): every pixel is replaced by the model's output or, for a blind-spot
+    model given a noise model, by that output combined with the pixel's own value
+    (:func:`emae.restore.noise.posterior_mean`).
 ``"inpaint"``
     an inpainting model (``inpainting-ae``): holes are the tile's NaN pixels. The model sees the
     image with the holes set to 0 (in normalized units) and the hole mask as a second channel;
@@ -31,6 +33,7 @@ from emae.anomaly.maps import batched_apply
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.models import model_spec
+from emae.restore.noise import WINDOW, NoiseModel, posterior_mean
 
 Mode = Literal["denoise", "inpaint"]
 #: Models that do each job, for messages.
@@ -79,6 +82,16 @@ class Restorer:
         rounds the output to about 3 significant digits, visible in an 8-bit image's levels.
     feather
         Pixels of blending around a hole (``"inpaint"``).
+    blind_spot
+        Whether the model is a blind-spot network (its output is a prior that never saw the
+        pixel's noise, so it may be combined with the pixel).
+    noise
+        ``"denoise"`` with a blind-spot model: the noise model that combines the prediction
+        with the noisy pixel (:func:`~emae.restore.noise.posterior_mean`); ``"fit"`` until
+        :func:`emae.commands.restore.restore_volume` fits one on its input; None: the
+        prediction alone.
+    window
+        Gaussian sigma (pixels) of the prior's local variance in that combination.
     """
 
     model: nn.Module
@@ -88,10 +101,27 @@ class Restorer:
     precision: str = "fp32"
     batch_size: int = 8
     feather: int = FEATHER
+    blind_spot: bool = False
+    noise: NoiseModel | Literal["fit"] | None = None
+    window: float = WINDOW
+
+    def __post_init__(self) -> None:
+        if self.noise is not None and not (self.mode == "denoise" and self.blind_spot):
+            raise EmaeError(
+                "a noise model combines a blind-spot model's prediction with the noisy pixel; "
+                "this model is not a blind-spot denoiser (pass noise 'off')"
+            )
 
     @classmethod
     def from_folder(
-        cls, path: str | Path, mode: Mode, *, precision: str = "fp32", feather: int = FEATHER
+        cls,
+        path: str | Path,
+        mode: Mode,
+        *,
+        precision: str = "fp32",
+        feather: int = FEATHER,
+        noise: NoiseModel | Literal["fit", "auto"] | None = None,
+        window: float = WINDOW,
     ) -> Restorer:
         """The restorer of a model folder written by ``emae pretrain``.
 
@@ -112,7 +142,24 @@ class Restorer:
                 f"train one with `emae pretrain --model {MODELS_FOR[mode].split(' or ')[0]}` "
                 f"({MODELS_FOR[mode]})"
             )
-        return cls(bundle.model, bundle.normalizer, mode, precision=precision, feather=feather)
+        blind = model_spec(bundle.model_name).blind_spot
+        if noise == "auto":
+            noise = "fit" if blind and mode == "denoise" else None
+        elif noise is not None and not blind:
+            raise EmaeError(
+                f"{path}: a noise model combines a blind-spot prediction with the noisy pixel, "
+                f"but its model {bundle.model_name!r} sees the pixel; use noise 'off'"
+            )
+        return cls(
+            bundle.model,
+            bundle.normalizer,
+            mode,
+            precision=precision,
+            feather=feather,
+            blind_spot=blind,
+            noise=noise,
+            window=window,
+        )
 
     def on(self, device: str) -> Restorer:
         """A shallow copy mapping on ``device`` (the module is shared)."""
@@ -138,9 +185,12 @@ class Restorer:
         norm = self.normalizer
         scale = np.float32(norm.high_value - norm.low_value)
         if self.mode == "denoise":
-            return (self._forward(norm(tiles)[:, None]) * scale + np.float32(norm.low_value))[
-                :, None
-            ]
+            mu = self._forward(norm(tiles)[:, None]) * scale + np.float32(norm.low_value)
+            if isinstance(self.noise, NoiseModel):
+                mu = posterior_mean(tiles.astype(np.float32), mu, self.noise, window=self.window)
+            elif self.noise is not None:
+                raise EmaeError("the noise model has not been fitted yet (restore_volume does)")
+            return mu[:, None]
         holes = np.isnan(tiles) if tiles.dtype.kind == "f" else np.zeros(tiles.shape, bool)
         if not holes.any():
             return tiles.astype(np.float32)[:, None]
