@@ -10,7 +10,9 @@ given Poisson-Gaussian noise at ``--levels`` (``photons:sigma``: ``Poisson(photo
   patches of 64 x 64) on the noisy training slices alone (a float32 stack), then
   ``emae denoise`` (:func:`emae.commands.restore.denoise`, fp32, float32 output) on the noisy
   held-out slices, as a user runs it (its prediction combined with the noisy pixel by a noise
-  model fitted on the input) and with ``noise="off"`` (the prediction alone, ``..._alone``).
+  model fitted on the input), with ``noise="off"`` (the prediction alone, ``..._alone``) and
+  with the true model of the added noise, ``A,B = 1 / photons, sigma**2`` (an oracle, as the
+  peers' sigmas are; ``..._oracle_noise``).
 - **CAREamics Noise2Void** (``careamics`` in its own virtual environment, ``--peers-python``),
   trained from scratch on the same noisy training slices with the same steps, batch and patch
   size (bench/n2v_peer.py), predicting the same held-out slices.
@@ -91,7 +93,9 @@ def scores(restored: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
 
 
-def emae_blind_spot(train, test, work: Path, args, steps: int) -> tuple[np.ndarray, dict]:
+def emae_blind_spot(
+    train, test, work: Path, args, steps: int, oracle: str
+) -> tuple[dict[str, np.ndarray], dict]:
     tifffile.imwrite(work / "train.tif", train)
     tifffile.imwrite(work / "test.tif", test)
     config = PretrainConfig(
@@ -112,20 +116,23 @@ def emae_blind_spot(train, test, work: Path, args, steps: int) -> tuple[np.ndarr
     import zarr
 
     found, timing = {}, {}
-    for noise in ("auto", "off"):  # the default (a fitted noise model), the prediction alone
+    # The default (a noise model fitted on the input), the prediction alone, and the true
+    # model of the added noise (an oracle, as BM3D's sigma).
+    for noise in ("auto", "off", oracle):
         began = time.perf_counter()
         run = denoise(
             model,
             work / "test.tif",
-            out.with_name(f"{out.stem}-{noise}.zarr"),
+            out.with_name(f"{out.stem}-{len(timing)}.zarr"),
             dtype="float32",
             scheduler="synchronous",
             chunk=512,
             progress=False,
             noise=noise,
         )
-        timing[noise] = {"infer_seconds": time.perf_counter() - began, "noise": run["noise"]}
-        found[noise] = zarr.open_array(str(out.with_name(f"{out.stem}-{noise}.zarr") / "0"))[:]
+        key = noise if noise in ("auto", "off") else "oracle"
+        found[key] = zarr.open_array(str(out.with_name(f"{out.stem}-{len(timing)}.zarr") / "0"))[:]
+        timing[key] = {"infer_seconds": time.perf_counter() - began, "noise": run["noise"]}
     return found, {
         "train_seconds": summary["seconds"],
         "pretrain_seconds": fitted,
@@ -190,6 +197,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers-python", default=os.environ.get("EMAE_PEERS_PYTHON"))
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the peers run in a work folder of their own
     torch.set_num_threads(args.threads)
     clean = load_slices(args.data)
     train_clean, test_clean = clean[: -args.holdout], clean[-args.holdout :]
@@ -222,9 +230,11 @@ def main() -> None:
             "infer_seconds": time.perf_counter() - began,
         }
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-            restored, timing = emae_blind_spot(train, test, Path(tmp), args, args.steps)
+            oracle = f"{1 / photons!r},{sigma**2!r}"
+            restored, timing = emae_blind_spot(train, test, Path(tmp), args, args.steps, oracle)
             row["emae_blind_spot"] = {**scores(restored["auto"], test_clean), **timing}
             row["emae_blind_spot_alone"] = scores(restored["off"], test_clean)
+            row["emae_blind_spot_oracle_noise"] = scores(restored["oracle"], test_clean)
             if args.peers_python:
                 found = peers(args.peers_python, train, test, noise_sd, Path(tmp), args)
                 for name in ("n2v", "bm3d"):
@@ -235,12 +245,15 @@ def main() -> None:
                 # The same training time as N2V: as many steps as emae runs in that time.
                 per_step = timing["train_seconds"] / args.steps
                 steps = int(row["careamics_n2v"]["train_seconds"] / per_step)
-                restored, timing = emae_blind_spot(train, test, Path(tmp), args, steps)
+                restored, timing = emae_blind_spot(train, test, Path(tmp), args, steps, oracle)
                 row["emae_blind_spot_equal_time"] = {
                     **scores(restored["auto"], test_clean),
                     **timing,
                 }
                 row["emae_blind_spot_equal_time_alone"] = scores(restored["off"], test_clean)
+                row["emae_blind_spot_equal_time_oracle_noise"] = scores(
+                    restored["oracle"], test_clean
+                )
         results.append(row)
         print(json.dumps(row, indent=1), flush=True)
     record = {

@@ -17,6 +17,7 @@ from emae.cli import main
 from emae.commands.denoise import denoise
 from emae.commands.inpaint import inpaint
 from emae.commands.repair import repair
+from emae.commands.restore import restore_volume
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.folders.autoencoder import save_bundle
@@ -449,7 +450,7 @@ def test_the_noise_model_of_poisson_gaussian_noise_is_recovered_in_the_images_un
         1e6 * fitted.variance(np.float32(0.5)), rel=0.05
     )
     with pytest.raises(EmaeError, match="no noise"):
-        fit_noise_model([np.tile(np.arange(256.0), (256, 1))])
+        fit_noise_model([np.tile(np.linspace(0.0, 1.0, 256), (256, 1))])
 
 
 def test_the_posterior_mean_is_better_than_the_prediction_and_the_pixel():
@@ -473,15 +474,26 @@ def test_the_posterior_mean_is_better_than_the_prediction_and_the_pixel():
 
 
 def test_noise_options(data, tmp_path, capsys):
-    with pytest.raises(EmaeError, match="'fit', 'off' or 'A,B'"):
-        NoiseModel.parse("lots")
-    with pytest.raises(EmaeError, match="need A >= 0"):
-        NoiseModel.parse("-1,2")
+    for text, message in [
+        ("lots", "'fit', 'off' or 'A,B"),
+        ("1,2,3,4", "'fit', 'off' or 'A,B"),
+        ("-1,2", "needs finite a >= 0"),
+        ("1,-2", "with B <= 0 give the smallest variance"),
+        ("1,-2,0", "floor > 0"),
+    ]:
+        with pytest.raises(EmaeError, match=message):
+            NoiseModel.parse(text)
+    offset = NoiseModel.parse("1,-2,0.5")  # a dark offset: the floor holds below it
+    np.testing.assert_allclose(offset.variance(np.array([0.0, 2.0, 5.0])), [0.5, 0.5, 3.0])
     assert NoiseModel.parse("0.5,4").variance(np.float32(10)) == pytest.approx(9.0)
+    assert str(offset) == "variance 1 * intensity - 2 (at least 0.5)"
     given = denoise(data / "model", data / "stack.tif", tmp_path / "a.zarr", noise="0.5,4", **RUN)
     assert given["noise"] == {"a": 0.5, "b": 4.0, "floor": 0.04}
     off = denoise(data / "model", data / "stack.tif", tmp_path / "b.zarr", noise="off", **RUN)
-    assert off["noise"] is None
+    none = denoise(data / "model", data / "stack.tif", tmp_path / "b2.zarr", noise=None, **RUN)
+    assert off["noise"] is None and none["noise"] is None
+    with pytest.raises(EmaeError, match="--window must be a finite number >= 0"):
+        denoise(data / "model", data / "stack.tif", tmp_path / "w.zarr", window=-1.0, **RUN)
     save_bundle(
         tmp_path / "dae",
         model=build_model("denoising-ae", channels=(8, 16)),
@@ -498,4 +510,58 @@ def test_noise_options(data, tmp_path, capsys):
     assert main([*args, str(tmp_path / "e.zarr"), "--scheduler", "synchronous", "-q"]) == 0
     assert "noise model: variance" in capsys.readouterr().out
     assert main([*args, str(tmp_path / "f.zarr"), "--noise", "x", "-q"]) == 1
-    assert "'fit', 'off' or 'A,B'" in capsys.readouterr().err
+    assert "'fit', 'off' or 'A,B" in capsys.readouterr().err
+
+
+def test_a_noise_model_on_integer_images_does_not_step_with_the_grey_levels():
+    """uint8 images with noise of 1-2 grey levels: the fit sees the noise and the rounding."""
+    rng = np.random.default_rng(4)
+    clean = 60 + 120 * (_smooth_image(5) - 0.1) / 0.8
+    for sd in (0.7, 1.0, 1.5, 2.0):
+        image = np.clip(np.rint(clean + rng.normal(0, sd, clean.shape)), 0, 255).astype(np.uint8)
+        fitted = fit_noise_model([image])
+        assert fitted.variance(np.float32(120)) == pytest.approx(sd * sd + 1 / 12, rel=0.1)
+
+
+def test_where_no_noise_model_fits_auto_falls_back_and_fit_refuses(data, tmp_path, caplog):
+    """A 2D image of 60 x 60 pixels has too few blocks to fit a noise model."""
+    tifffile.imwrite(tmp_path / "small.tif", tifffile.imread(data / "stack.tif")[0, :60, :60])
+    run = {**RUN, "overlap": 64}
+    with caplog.at_level("WARNING"):
+        auto = denoise(data / "model", tmp_path / "small.tif", tmp_path / "a.zarr", **run)
+    assert auto["noise"] is None and "prediction alone" in caplog.text
+    with pytest.raises(EmaeError, match=r"cannot fit a noise model: \d+ unclipped"):
+        denoise(data / "model", tmp_path / "small.tif", tmp_path / "b.zarr", noise="fit", **run)
+    restorer = Restorer.from_folder(data / "model", "denoise", noise="fit")
+    with pytest.raises(EmaeError, match="not fitted yet"):
+        restorer(np.zeros((1, 16, 16), np.uint8))
+    restore_volume(restorer, data / "model", data / "stack.tif", tmp_path / "c.zarr", **RUN)
+    assert restorer.noise == "fit"  # the caller's restorer is not changed by a run
+
+
+def test_chunks_of_a_wide_section_are_denoised_without_seams(tmp_path):
+    """Sections of 7 x 7 chunks: interior chunks see only their halo (64 = the U-Net's 48 and
+    the noise window's 12, rounded up), and match one pass over the section."""
+    stack = to_uint8(make_volume((1, 224, 224), seed=6))
+    tifffile.imwrite(tmp_path / "wide.tif", stack)
+    torch.manual_seed(0)
+    model = build_model("blind-spot", **UNET).eval()
+    save_bundle(
+        tmp_path / "model",
+        model=model,
+        model_name="blind-spot",
+        model_kwargs=UNET,
+        normalizer=PercentileNormalizer(20.0, 230.0, source_dtype="uint8"),
+        config={},
+    )
+    run = {**RUN, "overlap": 64}
+    summary = denoise(
+        tmp_path / "model", tmp_path / "wide.tif", tmp_path / "d.zarr", dtype="float32", **run
+    )
+    restorer = Restorer.from_folder(
+        tmp_path / "model", "denoise", noise=NoiseModel(**summary["noise"])
+    )
+    whole = restorer(stack)[0, 0]
+    restored = zarr.open_array(str(tmp_path / "d.zarr" / "0"), mode="r")[:]
+    assert summary["noise"] is not None and summary["chunks"]["done"] == 49
+    np.testing.assert_allclose(restored.reshape(whole.shape), whole, atol=1e-4)

@@ -351,12 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise",
         default="auto",
         help="Combine a blind-spot prediction with the noisy pixel by a noise model: auto "
-        "(fit for blind-spot models, off otherwise), fit (Poisson-Gaussian, fitted on the "
-        "input), A,B (variance A * intensity + B) or off.",
+        "(fit for blind-spot models where it can, off otherwise), fit (Poisson-Gaussian, fitted "
+        "on the input), A,B[,FLOOR] (variance A * intensity + B, at least FLOOR) or off.",
     )
     p.add_argument(
         "--window", type=float, default=4.0, help="Pixels (sigma) of the prior's local variance."
-    )
+    )  # emae.restore.noise.WINDOW
     p.set_defaults(func=handlers.denoise)
 
     p = command("inpaint", help="Fill the masked pixels of an image or volume (Dask).")

@@ -19,7 +19,7 @@ def denoise(
     out: str | Path,
     *,
     precision: str = "fp32",
-    noise: str = "auto",
+    noise: str | NoiseModel | None = "auto",
     window: float = WINDOW,
     **options: Any,
 ) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def denoise(
         ``"off"`` for a denoising autoencoder, whose output already saw the pixel), ``"fit"``
         (a Poisson-Gaussian noise model fitted on the input), ``"A,B"`` (noise variance
         ``A * intensity + B`` in the input's units, e.g. from a calibration) or ``"off"`` (the
-        prediction alone).
+        prediction alone; also None); a :class:`~emae.restore.noise.NoiseModel` in Python.
     window
         Gaussian sigma (pixels) of the prior's local variance in that combination.
     **options
@@ -58,12 +58,9 @@ def denoise(
         ``total_seconds``, ``chunks`` (done, skipped), ``noise`` (the noise model used, or
         None), ``pixels``, ``replaced_pixels``, ``clipped_pixels``.
     """
-    how = {"auto": "auto", "fit": "fit", "off": None}
+    if isinstance(noise, str) and noise not in ("auto", "fit"):
+        noise = None if noise == "off" else NoiseModel.parse(noise)
     restorer = Restorer.from_folder(
-        model,
-        "denoise",
-        precision=precision,
-        noise=how[noise] if noise in how else NoiseModel.parse(noise),
-        window=window,
+        model, "denoise", precision=precision, noise=noise, window=window
     )
     return restore_volume(restorer, model, source, out, **options)

@@ -377,6 +377,7 @@ def decompress(args: argparse.Namespace) -> None:
 
 def denoise(args: argparse.Namespace) -> None:
     from emae.commands.denoise import denoise
+    from emae.restore.noise import NoiseModel
 
     summary = denoise(
         args.model,
@@ -387,8 +388,7 @@ def denoise(args: argparse.Namespace) -> None:
         **_restore_options(args),
     )
     if summary["noise"]:
-        n = summary["noise"]
-        print(f"noise model: variance {n['a']:.4g} * intensity + {n['b']:.4g}")
+        print(f"noise model: {NoiseModel(**summary['noise'])}")
     _print_restored(summary, "denoised")
 
 

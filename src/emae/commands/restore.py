@@ -10,8 +10,8 @@ C)`` per section) or a TIFF (``OUT.tif``, tiled and zlib-compressed). The work r
 region plus a halo, the done-state, the Dask runner; a killed run resumes where it stopped when
 the same command is run again. Each chunk is restored in one pass over itself and its halo
 (``overlap`` pixels, at least the network's receptive field: 48 pixels sufficed for the default
-U-Net), which makes the result equal to one pass over the whole section, without seams. A TIFF
-is assembled at the end
+U-Net; a denoiser's noise model adds ``3 * window``, 12 pixels by default), which makes the
+result equal to one pass over the whole section, without seams. A TIFF is assembled at the end
 from a work store beside it (``OUT.tif.partial.zarr``), which is then removed. Beside the
 output, ``OUT.sections.csv`` lists per section the pixels replaced and clipped.
 
@@ -24,9 +24,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from emae.io.ome_zarr import create_ome_zarr
 from emae.io.provenance import check_not_input, is_emae_image
 from emae.io.writers import write_tiff
 from emae.restore import Restorer
-from emae.restore.noise import NoiseModel, fit_noise_model, noise_sample
+from emae.restore.noise import TRUNCATE, NoiseModel, noise_sample
 from emae.volume.chunks import ChunkJob
 from emae.volume.done import DONE, read_manifest, scan
 from emae.volume.plan import plan_sections
@@ -54,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 RUN = "emae_restore.json"  # not emae_run.json: that marks a detect store
 KIND = {"denoise": "denoised image", "inpaint": "inpainted image"}
+#: Pixels of context the default U-Net's output depends on (measured: a 48-pixel halo gives
+#: the one-pass result); a noise model's window adds its own reach.
+SEEN = 48
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -177,17 +182,25 @@ def restore_volume(
     out_dtype = np.dtype(dtype or image.dtype)
     if out_dtype.kind not in "uif":
         raise EmaeError(f"cannot write dtype {out_dtype}; use the input's or float32")
-    restorer.normalizer = normalizer_for(
-        image, restorer.normalizer, model=f"the model {model}", rescale=rescale
+    restorer = replace(  # a copy: the caller's restorer may serve other inputs
+        restorer,
+        normalizer=normalizer_for(
+            image, restorer.normalizer, model=f"the model {model}", rescale=rescale
+        ),
     )
-    if restorer.noise == "fit":
-        restorer.noise = fit_noise_model(noise_sample(image))
-        logger.info(
-            "noise model of %s: variance %.4g * intensity + %.4g",
-            source,
-            restorer.noise.a,
-            restorer.noise.b,
-        )
+    if isinstance(restorer.noise, str):
+        restorer = restorer.fitted_to(noise_sample(image))
+    noise = restorer.noise if isinstance(restorer.noise, NoiseModel) else None
+    if noise is not None:
+        logger.info("noise model of %s: %s", source, noise)
+        reach = SEEN + math.ceil(TRUNCATE * restorer.window)
+        if overlap < reach:
+            logger.warning(
+                "--overlap %d is less than the %d pixels the denoiser and its noise window "
+                "reach; chunk borders may show",
+                overlap,
+                reach,
+            )
     if mask is not None:
         holes = open_image(str(mask))
         if holes.shape != image.shape:
@@ -220,10 +233,10 @@ def restore_volume(
         "dilate": dilate,
         "holes_out": None if holes_out is None else str(holes_out),
         "feather": restorer.feather,
-        "noise": restorer.noise.to_dict() if isinstance(restorer.noise, NoiseModel) else None,
-        "window": restorer.window,
         "pixel_size_nm": None if image.pixel_size is None else list(image.pixel_size),
     }
+    if noise is not None:  # only then: runs without one keep their settings
+        settings.update(noise=noise.to_dict(), window=restorer.window)
     work = _work_store(out)
     resumed = _prepare(work, settings, image, chunk, kind, overwrite)
     if holes_out is not None and not (resumed and Path(holes_out, ".zattrs").is_file()):
@@ -303,6 +316,6 @@ def restore_volume(
         "startup_seconds": runner.startup_seconds,
         "total_seconds": time.perf_counter() - began,
         "chunks": {"done": len(todo), "skipped": sections.n_chunks - len(todo)},
-        "noise": settings["noise"],
+        "noise": None if noise is None else noise.to_dict(),
         **totals,
     }

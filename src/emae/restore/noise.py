@@ -37,6 +37,9 @@ from emae.errors import EmaeError
 
 #: Width (Gaussian sigma, pixels) of the window the prior's variance is estimated over.
 WINDOW = 4.0
+#: The window's Gaussian is cut at this many sigmas: it reaches ``ceil(TRUNCATE * window)``
+#: pixels, which a tile's halo must cover beyond the network's receptive field.
+TRUNCATE = 3.0
 #: Intensity bins of the noise fit.
 BINS = 16
 #: Pixels read from an image to fit its noise model, at most.
@@ -47,71 +50,105 @@ SAMPLE_PIXELS = 8 * 1024 * 1024
 class NoiseModel:
     """Noise variance ``a * x + b`` at intensity ``x``, in the image's own units.
 
-    ``floor`` is the smallest variance returned (a line fitted through the bins may reach 0 or
-    below at the darkest intensities).
+    ``floor`` (> 0) is the smallest variance returned: a line fitted through the bins, or a
+    calibration with a dark offset (``b < 0``), reaches 0 or below at the darkest intensities.
     """
 
     a: float
     b: float
     floor: float
 
+    def __post_init__(self) -> None:
+        if not all(np.isfinite([self.a, self.b, self.floor])) or self.a < 0 or self.floor <= 0:
+            raise EmaeError(
+                f"a noise model needs finite a >= 0, b and floor > 0; got a={self.a}, "
+                f"b={self.b}, floor={self.floor}"
+            )
+
     def variance(self, x: np.ndarray) -> np.ndarray:
-        """Noise variance at intensities ``x`` (any shape), float32, at least ``floor``."""
+        """Noise variance at intensities ``x`` (any shape) as float32, at least ``floor``."""
+        x = np.asarray(x, np.float32)
         return np.maximum(np.float32(self.a) * x + np.float32(self.b), np.float32(self.floor))
 
     def to_dict(self) -> dict[str, float]:
         return {"a": self.a, "b": self.b, "floor": self.floor}
 
+    def __str__(self) -> str:
+        sign = "+" if self.b >= 0 else "-"
+        line = f"variance {self.a:.4g} * intensity {sign} {abs(self.b):.4g}"
+        return f"{line} (at least {self.floor:.4g})"
+
     @classmethod
     def parse(cls, text: str) -> NoiseModel:
-        """``"A,B"`` (variance ``A x + B`` in the image's units) -> a model; one-line error."""
+        """``"A,B"`` or ``"A,B,FLOOR"`` (variance ``A x + B``, at least ``FLOOR``, in the
+        image's units; FLOOR defaults to ``B / 100`` and is needed when ``B <= 0``) -> a model;
+        one-line errors."""
         try:
-            a, b = (float(v) for v in text.split(","))
+            values = [float(v) for v in text.split(",")]
+            if len(values) not in (2, 3):
+                raise ValueError
         except ValueError:
             raise EmaeError(
-                f"a noise model is 'fit', 'off' or 'A,B' (variance A * intensity + B), got {text!r}"
+                f"a noise model is 'auto', 'fit', 'off' or 'A,B[,FLOOR]' (variance "
+                f"A * intensity + B, at least FLOOR), got {text!r}"
             ) from None
-        if not (np.isfinite(a) and np.isfinite(b)) or a < 0 or (a == 0 and b <= 0):
-            raise EmaeError(f"noise model {text!r}: need A >= 0 and a positive variance")
-        return cls(a, b, floor=0.01 * b if b > 0 else 1e-12)
+        a, b = values[:2]
+        if len(values) == 2 and not b > 0:
+            raise EmaeError(f"noise model {text!r}: with B <= 0 give the smallest variance too")
+        return cls(a, b, values[2] if len(values) == 3 else b / 100)
 
 
-def haar_diagonal(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def haar_diagonal(image: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Diagonal Haar coefficients and means of the 2 x 2 blocks of ``image`` ``(H, W)``.
 
-    Returns two float64 arrays ``(H // 2, W // 2)``: ``(y00 - y01 - y10 + y11) / 2`` (variance
-    equal to the pixels' for independent noise) and the block means; blocks touching the
-    image's lowest or highest value are NaN in both.
+    Returns two float64 arrays ``(H // 2, W // 2)``, ``(y00 - y01 - y10 + y11) / 2`` (variance
+    equal to the pixels' for independent noise) and the block means, with blocks touching the
+    image's lowest or highest value NaN in both; and whether the image is integer-valued. The
+    pixels of an integer-valued image are dithered first (uniform in -0.5..0.5, seeded), so
+    that the coefficients' median does not step with the grey levels; the dither adds 1/12 to
+    their variance.
     """
     h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
     y = np.asarray(image[:h, :w], dtype=np.float64)
+    low, high = y.min(), y.max()
+    clipped = (y == low) | (y == high)
+    clipped = clipped[0::2, 0::2] | clipped[0::2, 1::2] | clipped[1::2, 0::2] | clipped[1::2, 1::2]
+    integral = bool(np.all(y == np.rint(y)))
+    if integral:
+        y = y + np.random.default_rng(seed).uniform(-0.5, 0.5, y.shape)
     a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
     coefficient, mean = (a - b - c + d) / 2, (a + b + c + d) / 4
-    low, high = y.min(), y.max()
-    clipped = np.zeros(mean.shape, bool)
-    for v in (a, b, c, d):
-        clipped |= (v == low) | (v == high)
     coefficient[clipped] = np.nan
     mean[clipped] = np.nan
-    return coefficient, mean
+    return coefficient, mean, integral
 
 
 def fit_noise_model(images: list[np.ndarray], *, bins: int = BINS) -> NoiseModel:
     """The Poisson-Gaussian noise model of ``images`` (2D arrays ``(H, W)``, any dtype).
 
+    Per intensity bin the robust variance of the diagonal Haar coefficients (the median
+    absolute deviation's, less the dither's 1/12 on integer images); a line through the bins
+    weighted by their inverse variance (the error of a variance estimate grows with it);
+    ``floor`` half the smallest bin variance.
+    Figures are rounded to 6 significant digits, so that a fit repeated on another machine
+    gives the same model.
+
     Raises
     ------
     EmaeError
-        When too few unclipped pixels remain to fit (fewer than 100 blocks per bin).
+        When too few unclipped pixels remain to fit (fewer than 100 blocks per bin), or the
+        images show no noise at all.
     """
-    pairs = [haar_diagonal(image) for image in images]
+    pairs = [haar_diagonal(image, seed=i) for i, image in enumerate(images)]
+    dither = 1 / 12 if all(p[2] for p in pairs) else 0.0  # mixed: no correction
     d = np.concatenate([p[0].ravel() for p in pairs])
     m = np.concatenate([p[1].ravel() for p in pairs])
     keep = np.isfinite(d)
     d, m = d[keep], m[keep]
     if d.size < 100 * bins:
         raise EmaeError(
-            f"cannot fit a noise model: {d.size} unclipped 2 x 2 blocks, need {100 * bins}"
+            f"cannot fit a noise model: {d.size} unclipped 2 x 2 blocks, need {100 * bins}; "
+            "give one (--noise A,B) or use the prediction alone (--noise off)"
         )
     edges = np.quantile(m, np.linspace(0, 1, bins + 1))
     index = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, bins - 1)
@@ -120,18 +157,22 @@ def fit_noise_model(images: list[np.ndarray], *, bins: int = BINS) -> NoiseModel
         inside = d[index == i]
         if inside.size < 100:  # a bin of one repeated intensity
             continue
-        mad = np.median(np.abs(inside - np.median(inside)))
         means.append(np.median(m[index == i]))
-        variances.append((1.4826 * mad) ** 2)
+        mad = np.median(np.abs(inside - np.median(inside)))
+        variances.append(max((1.4826 * mad) ** 2 - dither, 0.0))
         counts.append(inside.size)
-    x, v, weight = np.array(means), np.array(variances), np.sqrt(counts)
+    x, v, n = np.array(means), np.array(variances), np.array(counts, float)
     if v.max() <= 0:
-        raise EmaeError("cannot fit a noise model: the image shows no noise (a synthetic image?)")
+        raise EmaeError(
+            "cannot fit a noise model: the image shows no noise; use the prediction alone "
+            "(--noise off)"
+        )
+    floor = 0.5 * float(v[v > 0].min())
+    weight = np.sqrt(n) / np.maximum(v, floor)
     a, b = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1) * weight[:, None], v * weight)[0]
     if len(x) < 2 or a < 0:  # no shot noise to see: one variance for every intensity
-        a, b = 0.0, float(np.average(v, weights=counts))
-    floor = 0.01 * float(np.median(v[v > 0]))
-    return NoiseModel(float(a), float(b), floor)
+        a, b = 0.0, float(np.average(v, weights=n))
+    return NoiseModel(*(float(f"{value:.6g}") for value in (a, b, floor)))
 
 
 def noise_sample(image, *, max_pixels: int = SAMPLE_PIXELS) -> list[np.ndarray]:
@@ -164,8 +205,9 @@ def posterior_mean(
     noise
         The noise model, same units.
     window
-        Gaussian sigma (pixels) of the local estimate of the prior's variance; a tile's halo
-        must be wider than about ``3 * window`` for the result to be free of seams.
+        Gaussian sigma (pixels) of the local estimate of the prior's variance, cut at
+        ``TRUNCATE * window`` pixels: a tile's halo must cover that beyond the network's
+        receptive field for the result to be free of seams.
 
     Returns
     -------
@@ -173,7 +215,9 @@ def posterior_mean(
         ``(B, h, w)`` float32, the posterior mean.
     """
     residual = (y - mu).astype(np.float32)
-    total = ndimage.gaussian_filter(residual * residual, (0, window, window), mode="reflect")
+    total = ndimage.gaussian_filter(
+        residual * residual, (0, window, window), mode="reflect", truncate=TRUNCATE
+    )
     n = noise.variance(mu)
     prior = np.maximum(total - n, 0.0)
     return (mu + prior / (prior + n) * residual).astype(np.float32)

@@ -21,7 +21,8 @@ trained (:mod:`emae.models.registry`):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,9 @@ from emae.anomaly.maps import batched_apply
 from emae.data.normalization import PercentileNormalizer
 from emae.errors import EmaeError
 from emae.models import model_spec
-from emae.restore.noise import WINDOW, NoiseModel, posterior_mean
+from emae.restore.noise import WINDOW, NoiseModel, fit_noise_model, posterior_mean
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["denoise", "inpaint"]
 #: Models that do each job, for messages.
@@ -87,11 +90,13 @@ class Restorer:
         pixel's noise, so it may be combined with the pixel).
     noise
         ``"denoise"`` with a blind-spot model: the noise model that combines the prediction
-        with the noisy pixel (:func:`~emae.restore.noise.posterior_mean`); ``"fit"`` until
-        :func:`emae.commands.restore.restore_volume` fits one on its input; None: the
-        prediction alone.
+        with the noisy pixel (:func:`~emae.restore.noise.posterior_mean`); ``"fit"`` or
+        ``"auto"`` until :meth:`fitted_to` fits one on the input (``"auto"`` falls back to the
+        prediction alone, with a warning, where no model can be fitted); None: the prediction
+        alone.
     window
-        Gaussian sigma (pixels) of the prior's local variance in that combination.
+        Gaussian sigma (pixels, finite, >= 0) of the prior's local variance in that
+        combination.
     """
 
     model: nn.Module
@@ -102,15 +107,37 @@ class Restorer:
     batch_size: int = 8
     feather: int = FEATHER
     blind_spot: bool = False
-    noise: NoiseModel | Literal["fit"] | None = None
+    noise: NoiseModel | Literal["fit", "auto"] | None = None
     window: float = WINDOW
 
     def __post_init__(self) -> None:
         if self.noise is not None and not (self.mode == "denoise" and self.blind_spot):
             raise EmaeError(
                 "a noise model combines a blind-spot model's prediction with the noisy pixel; "
-                "this model is not a blind-spot denoiser (pass noise 'off')"
+                "this model is not a blind-spot denoiser (use --noise off)"
             )
+        if not (np.isfinite(self.window) and self.window >= 0):
+            raise EmaeError(f"--window must be a finite number >= 0, got {self.window}")
+
+    def fitted_to(self, images: list[np.ndarray]) -> Restorer:
+        """A copy whose noise model is fitted on ``images`` (2D arrays ``(H, W)`` in the
+        input's units, e.g. :func:`emae.restore.noise.noise_sample` of it) when it is
+        ``"fit"`` or ``"auto"``; itself otherwise.
+
+        Raises
+        ------
+        EmaeError
+            With ``"fit"``, when no noise model can be fitted (too small, or noiseless).
+        """
+        if not isinstance(self.noise, str):
+            return self
+        try:
+            return replace(self, noise=fit_noise_model(images))
+        except EmaeError as error:
+            if self.noise == "fit":
+                raise
+            logger.warning("denoising with the prediction alone: %s", error)
+            return replace(self, noise=None)
 
     @classmethod
     def from_folder(
@@ -144,11 +171,11 @@ class Restorer:
             )
         blind = model_spec(bundle.model_name).blind_spot
         if noise == "auto":
-            noise = "fit" if blind and mode == "denoise" else None
+            noise = "auto" if blind and mode == "denoise" else None
         elif noise is not None and not blind:
             raise EmaeError(
                 f"{path}: a noise model combines a blind-spot prediction with the noisy pixel, "
-                f"but its model {bundle.model_name!r} sees the pixel; use noise 'off'"
+                f"but its model {bundle.model_name!r} sees the pixel; use --noise off"
             )
         return cls(
             bundle.model,
@@ -189,7 +216,10 @@ class Restorer:
             if isinstance(self.noise, NoiseModel):
                 mu = posterior_mean(tiles.astype(np.float32), mu, self.noise, window=self.window)
             elif self.noise is not None:
-                raise EmaeError("the noise model has not been fitted yet (restore_volume does)")
+                raise EmaeError(
+                    "the restorer's noise model is not fitted yet: use restorer.fitted_to("
+                    "noise_sample(image)), give a NoiseModel, or noise=None"
+                )
             return mu[:, None]
         holes = np.isnan(tiles) if tiles.dtype.kind == "f" else np.zeros(tiles.shape, bool)
         if not holes.any():
