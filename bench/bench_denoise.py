@@ -261,9 +261,11 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": platform.processor() or platform.machine(),
         "cpu_flags": sorted(
-            f
-            for f in open("/proc/cpuinfo").read().split()
-            if f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2")
+            {
+                f
+                for f in open("/proc/cpuinfo").read().split()
+                if f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2")
+            }
         ),
         "threads": args.threads,
         "steps": args.steps,
