@@ -188,6 +188,7 @@ def test_config_paths_resolve_against_the_file(tmp_path):
         ("unlabeled: [a.tif]\nlabels: l.csv\ncompare_methods: [magic]\n", "magic"),
         ("unlabeled: [a.tif]\nlabels: l.csv\ncompress: {lambdas: [0.01]}\n", "detect_input"),
         ("unlabeled: [a.tif]\nlabels: l.csv\ncompress: {codec: {model: vae}}\n", "codec"),
+        ("unlabeled: [a.tif]\nlabels: l.csv\ndenoise_noise: loud\n", "denoise_noise.*A,B"),
         ("labels: l.csv\n", "unlabeled"),
         ("- a\n- b\n", "mapping"),
     ],

@@ -72,6 +72,11 @@ class PipelineConfig(BaseModel):
         description="Options of a blind-spot denoiser pretrained on `unlabeled`, which then "
         "denoises `detect_input`; None: no denoising.",
     )
+    denoise_noise: str = Field(
+        "auto",
+        description="How the denoiser's prediction is combined with each pixel (`emae denoise "
+        "--noise`): auto, fit, off or A,B[,FLOOR].",
+    )
     inpaint: PretrainConfig | None = Field(
         None,
         description="Options of an inpainting-ae pretrained on `unlabeled`, with which "
@@ -88,6 +93,18 @@ class PipelineConfig(BaseModel):
         description="Codecs pretrained on `unlabeled` at several qualities, each compressing and "
         "decompressing `detect_input` (emae compress, emae decompress); None: skip.",
     )
+
+    @field_validator("denoise_noise")
+    @classmethod
+    def _noise(cls, value: str) -> str:
+        from emae.restore.noise import NoiseModel
+
+        if value not in ("auto", "fit", "off"):
+            try:
+                NoiseModel.parse(value)
+            except EmaeError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("compare_budgets")
     @classmethod

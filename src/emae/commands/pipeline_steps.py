@@ -50,9 +50,20 @@ def restoration_steps(
         run(
             "denoise",
             Path(f"{store}.sections.csv").is_file(),
-            command("emae", "denoise", out / "denoiser", source, "--out", store),
+            command(
+                "emae",
+                "denoise",
+                out / "denoiser",
+                source,
+                "--out",
+                store,
+                "--noise",
+                config.denoise_noise,
+            ),
             {"denoised": store},
-            lambda: denoise(out / "denoiser", source, store, progress=progress),
+            lambda: denoise(
+                out / "denoiser", source, store, noise=config.denoise_noise, progress=progress
+            ),
         )
     if config.inpaint is not None:
         folder = out / "repair"
