@@ -15,6 +15,7 @@ mask is a zarr volume with discs of 8-64 pixels over about 2% of every section.
 Usage::
 
     python bench/bench_restore.py [--work runs/bench_restore] [--sizes 0.134,0.5] [--workers 2]
+        [--commands denoise,denoise-off,inpaint]
 """
 
 from __future__ import annotations
@@ -97,7 +98,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.134,0.5")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--commands",
+        default="denoise,inpaint",
+        help="Of denoise (its default: a noise model fitted on the input), denoise-off "
+        "(--noise off: the prediction alone) and inpaint.",
+    )
     args = parser.parse_args()
+    chosen = args.commands.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for gb in (float(s) for s in args.sizes.split(",")):
@@ -109,8 +117,11 @@ def main() -> None:
         common = ["--workers", str(args.workers), "--threads", "1", "--overwrite"]
         for name, command in (
             ("denoise", ["denoise", str(denoiser), str(volume)]),
+            ("denoise-off", ["denoise", str(denoiser), str(volume), "--noise", "off"]),
             ("inpaint", ["inpaint", str(inpainter), str(volume), "--mask", str(mask)]),
         ):
+            if name not in chosen:
+                continue
             out = args.work / f"{name}-{z}x{SIDE}.zarr"
             found = _run([*command, "--out", str(out), *common])
             row = {"name": name, "volume_gb": z * SIDE**2 / 1e9, "sections": z, **found}
