@@ -16,6 +16,7 @@ from emae.commands.demo import demo_config, demo_config_path, run_demo
 from emae.commands.pipeline import run_pipeline
 from emae.commands.pipeline_config import load_pipeline_config
 from emae.errors import EmaeError
+from emae.report.restoration import noise_text
 
 # The demo's steps with the least work that still exercises each one.
 MICRO = {
@@ -150,6 +151,8 @@ def test_report_is_self_contained_and_complete(demo_run):
         assert f'<section id="{section}">' in html, section
     assert 'id="table-compression-levels"' in html and "rate-distortion curves" in html
     assert "repair panels" in html and "pixels replaced" in html
+    restore = json.loads((out / "denoised.zarr" / "emae_restore.json").read_text())
+    assert restore.get("noise") and noise_text(restore["noise"]) in html  # fitted on the input
     for words in ("map by cluster", "table-latent-clusters", "table-latent-novelty", "traversals"):
         assert words in html, words
 

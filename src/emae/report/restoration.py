@@ -70,6 +70,13 @@ def repair_section(folder: Path) -> Section:
     }
 
 
+def noise_text(noise: dict | None) -> str:
+    """The noise model a denoising run recorded, in words (none: the prediction alone)."""
+    from emae.restore.noise import NoiseModel
+
+    return str(NoiseModel(**noise)) if noise else "none: the network's prediction alone"
+
+
 def denoise_section(store: Path, source: str | None, shown: int = 2) -> Section | None:
     """A denoised image beside its input, for the first ``shown`` sections (a 384-pixel crop)."""
     from emae.io import open_image
@@ -96,6 +103,7 @@ def denoise_section(store: Path, source: str | None, shown: int = 2) -> Section 
         ("denoised image", str(store)),
         ("input", str(source)),
         ("model", settings.get("model", "-")),
+        ("noise model", noise_text(settings.get("noise"))),
     ]
     fig = restoration_panels(examples)
     return {
