@@ -189,7 +189,7 @@ def restore_volume(
         ),
     )
     if isinstance(restorer.noise, str):
-        restorer = restorer.fitted_to(noise_sample(image))
+        restorer = restorer.fitted_to(noise_sample(image), name=str(source))
     noise = restorer.noise if isinstance(restorer.noise, NoiseModel) else None
     if noise is not None:
         logger.info("noise model of %s: %s", source, noise)

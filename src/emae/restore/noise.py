@@ -29,11 +29,15 @@ padding, clipping) are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from emae.errors import EmaeError
+
+if TYPE_CHECKING:
+    from emae.io.image import Image
 
 #: Width (Gaussian sigma, pixels) of the window the prior's variance is estimated over.
 WINDOW = 4.0
@@ -154,12 +158,13 @@ def fit_noise_model(images: list[np.ndarray], *, bins: int = BINS) -> NoiseModel
     index = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, bins - 1)
     means, variances, counts = [], [], []
     for i in range(bins):
-        inside = d[index == i]
+        in_bin = index == i
+        inside = d[in_bin]
         if inside.size < 100:  # a bin of one repeated intensity
             continue
-        means.append(np.median(m[index == i]))
-        mad = np.median(np.abs(inside - np.median(inside)))
-        variances.append(max((1.4826 * mad) ** 2 - dither, 0.0))
+        means.append(np.median(m[in_bin]))
+        sd = stats.median_abs_deviation(inside, scale="normal")  # a Gaussian's sd, robustly
+        variances.append(max(sd**2 - dither, 0.0))
         counts.append(inside.size)
     x, v, n = np.array(means), np.array(variances), np.array(counts, float)
     if v.max() <= 0:
@@ -175,9 +180,20 @@ def fit_noise_model(images: list[np.ndarray], *, bins: int = BINS) -> NoiseModel
     return NoiseModel(*(float(f"{value:.6g}") for value in (a, b, floor)))
 
 
-def noise_sample(image, *, max_pixels: int = SAMPLE_PIXELS) -> list[np.ndarray]:
-    """Regions of an :class:`emae.io.image.Image` to fit its noise on: the centres of up to 8
-    sections spread evenly over ``z``, ``max_pixels`` in all; deterministic."""
+def noise_sample(image: Image, *, max_pixels: int = SAMPLE_PIXELS) -> list[np.ndarray]:
+    """Regions of an image to fit its noise on: the centres of up to 8 sections spread evenly
+    over ``z``, ``max_pixels`` in all; deterministic.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``(h, w)`` arrays in the image's dtype, one per chosen section (``"YX"``: one).
+
+    Raises
+    ------
+    EmaeError
+        When a region holds NaN or infinite values (naming the file and the pixel).
+    """
     n = image.n_sections
     zs = sorted({int(z) for z in np.linspace(0, n - 1, min(n, 8))})
     side = int(np.sqrt(max_pixels / len(zs)))

@@ -119,10 +119,11 @@ class Restorer:
         if not (np.isfinite(self.window) and self.window >= 0):
             raise EmaeError(f"--window must be a finite number >= 0, got {self.window}")
 
-    def fitted_to(self, images: list[np.ndarray]) -> Restorer:
+    def fitted_to(self, images: list[np.ndarray], *, name: str = "the input") -> Restorer:
         """A copy whose noise model is fitted on ``images`` (2D arrays ``(H, W)`` in the
         input's units, e.g. :func:`emae.restore.noise.noise_sample` of it) when it is
-        ``"fit"`` or ``"auto"``; itself otherwise.
+        ``"fit"`` or ``"auto"``; itself otherwise. ``name`` (the input's path) heads the
+        messages.
 
         Raises
         ------
@@ -135,8 +136,8 @@ class Restorer:
             return replace(self, noise=fit_noise_model(images))
         except EmaeError as error:
             if self.noise == "fit":
-                raise
-            logger.warning("denoising with the prediction alone: %s", error)
+                raise EmaeError(f"{name}: {error}") from None
+            logger.warning("%s: denoising with the prediction alone: %s", name, error)
             return replace(self, noise=None)
 
     @classmethod
