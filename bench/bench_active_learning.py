@@ -5,11 +5,17 @@ is the macro-F1 on the test fold of a classifier trained on at most 25 random la
 of the training fold. Then, starting from 1 random label per class, rounds add ``--step`` labels
 from the rest of the training fold (their labels hidden until chosen), chosen either
 
-``active``  by :mod:`emae.classify.suggest` (uncertainty of the current classifier x anomaly rank
-            of the autoencoder's score x distance in the classifier's features, away from the
-            labeled patches: exactly what ``emae suggest`` computes),
-``half``    by the rule as it was before: the anomaly rank weighs by ``(1 + rank) / 2``
-            (``floor=0.5``) instead of the rank itself,
+``active``  by :mod:`emae.classify.suggest` as ``emae suggest`` chooses by default: each pick
+            for the class labeled least so far (the labels, plus the predicted probabilities
+            of the round's picks), the candidate with the highest probability of that class x
+            the current classifier's uncertainty x distance in its features from the labeled
+            and chosen patches,
+``active-anomaly`` by ``active`` with the anomaly rank of the autoencoder's score as a weight
+            too (``emae suggest --anomaly``),
+``anomaly`` by the rule before selection by class (``emae suggest --no-by-class --anomaly``):
+            uncertainty x anomaly rank of the autoencoder's score x distance,
+``half``    by ``anomaly`` with the anomaly rank weighing by ``(1 + rank) / 2`` (``floor=0.5``)
+            instead of the rank itself,
 ``balanced`` by ``half`` times the expected rarity of the candidate's class among the labels
             so far (``emae.classify.suggest.class_balance``), or
 ``random``  at random (seeded),
@@ -27,7 +33,8 @@ Usage::
 
     python bench/bench_active_learning.py [--data DIR] [--encoder RUN] [--method head]
         [--steps 200] [--step 11] [--folds 5] [--reference 25] [--reference-draws 3]
-        [--strategies active,half,balanced,random] [--threads N] [--out FILE]
+        [--strategies active,active-anomaly,anomaly,half,balanced,random] [--seed S]
+        [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "runs" / "bench_anomaly_scores" / "sample-data"
 ENCODER = REPO / "runs" / "bench_anomaly_scores" / "models" / "conv-ae-s2000"
-STRATEGIES = ("active", "half", "balanced", "random")
+STRATEGIES = ("active", "active-anomaly", "anomaly", "half", "balanced", "random")
 
 
 def cpu_flags() -> str:
@@ -156,26 +163,34 @@ def main() -> None:
                     continue
                 fitted = est.fitted_
                 proba, vectors = fitted.proba_and_features(patches[rest])
-                balance = None
-                if strategy == "balanced":  # labels per class so far
-                    balance = np.bincount(y[idx], minlength=len(classes))
-                floor = 0.0 if strategy == "active" else 0.5
-                weights = priority(proba, anomaly[rest], balance, floor=floor)
-                picks, _ = select_batch(vectors, weights, k, fitted.features(patches[idx]))
+                counts = np.bincount(y[idx], minlength=len(classes))  # labels per class so far
+                labeled_vectors = fitted.features(patches[idx])
+                if strategy.startswith("active"):
+                    scores = anomaly[rest] if strategy == "active-anomaly" else None
+                    weights = priority(proba, scores)
+                    picks, _ = select_batch(
+                        vectors, weights, k, labeled_vectors, proba=proba, counts=counts
+                    )
+                else:
+                    balance = counts if strategy == "balanced" else None
+                    floor = 0.0 if strategy == "anomaly" else 0.5
+                    weights = priority(proba, anomaly[rest], balance, floor=floor)
+                    picks, _ = select_batch(vectors, weights, k, labeled_vectors)
                 chosen += rest[picks].tolist()
             needed = {
                 name: next((n for n, f in curve if f >= value), None)
                 for name, value in targets.items()
             }
-            row[strategy] = {"curve": curve, "labels_needed": needed}
+            composition = np.bincount(y[np.array(chosen)], minlength=len(classes)).tolist()
+            row[strategy] = {"curve": curve, "labels_needed": needed, "classes": composition}
             reached = ", ".join(
                 f"{name} {targets[name]:.3f} with {'-' if n is None else n} labels"
                 + ("" if n is None else f" ({n / len(reference_idx):.0%})")
                 for name, n in needed.items()
             )
             print(
-                f"fold {fold} {strategy:6s}: reached {reached}; curve "
-                + " ".join(f"{n}:{f:.3f}" for n, f in curve),
+                f"fold {fold} {strategy:14s}: reached {reached}; labels per class at the end "
+                f"{composition}; curve " + " ".join(f"{n}:{f:.3f}" for n, f in curve),
                 flush=True,
             )
         results.append(row)
@@ -188,7 +203,7 @@ def main() -> None:
                 for r in results
             ]
             print(
-                f"reference {name}, {strategy:6s}: labels needed / reference labels, mean over "
+                f"reference {name}, {strategy:14s}: labels needed / reference labels, mean over "
                 f"folds {np.mean(shares):.0%} (per fold {', '.join(f'{s:.0%}' for s in shares)}; "
                 "a fold that never reached the reference within its budget counts as 100%)"
             )

@@ -71,6 +71,30 @@ def test_a_batch_spreads_over_the_pool_instead_of_taking_near_duplicates():
     assert chosen.tolist() == [1, 2]
 
 
+def test_by_class_each_pick_goes_to_the_class_labeled_least_so_far():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 3))
+    # The first 30 candidates are likely of class 0, the last 10 of class 1.
+    proba = np.where(np.arange(40)[:, None] < 30, [0.9, 0.1], [0.2, 0.8])
+    weights = np.ones(40)
+    chosen, _ = select_batch(vectors, weights, 1, proba=proba, counts=[10, 0])
+    assert chosen[0] >= 30
+    chosen, _ = select_batch(vectors, weights, 1, proba=proba, counts=[0, 10])
+    assert chosen[0] < 30
+    # A batch with nothing labeled alternates between the classes, though most candidates
+    # are of class 0; without the probabilities it follows the pool.
+    chosen, _ = select_batch(vectors, weights, 6, proba=proba)
+    assert sum(c >= 30 for c in chosen) == 3
+    plain, _ = select_batch(vectors, weights, 6)
+    assert sum(c >= 30 for c in plain) < 3
+    with pytest.raises(EmaeError, match="give proba too"):
+        select_batch(vectors, weights, 1, counts=[1, 1])
+    with pytest.raises(EmaeError, match="proba must be 40 rows"):
+        select_batch(vectors, weights, 1, proba=proba[:5])
+    with pytest.raises(EmaeError, match="counts must be 2 finite numbers"):
+        select_batch(vectors, weights, 1, proba=proba, counts=[1, -1])
+
+
 def test_select_batch_refuses_a_budget_larger_than_the_pool():
     with pytest.raises(EmaeError, match="cannot choose 5 of 3 candidates"):
         select_batch(np.eye(3), np.ones(3), 5)
@@ -94,7 +118,13 @@ def test_suggest_writes_a_labels_csv_that_finetune_takes_once_filled(tmp_path, t
     volume = trained / "data" / "unlabeled" / "volume.tif"
     out = tmp_path / "to_label.csv"
     result = suggest(trained / "clf", [volume], out, n=6, pool=40)
-    assert result["suggested"] == 6 and result["anomaly"] and result["avoided_labeled"] > 0
+    assert result["suggested"] == 6 and result["by_class"] and result["avoided_labeled"] > 0
+    assert not result["anomaly"]
+    # The anomaly weight, on request, comes from the classifier's autoencoder.
+    weighed = suggest(trained / "clf", [volume], tmp_path / "w.csv", n=6, pool=40, anomaly=True)
+    assert weighed["anomaly"]
+    with open(tmp_path / "w_scores.csv", newline="") as f:
+        assert all(r["anomaly_rank"] != "" for r in csv.DictReader(f))
     assert (tmp_path / "to_label.png").stat().st_size > 0
     with open(tmp_path / "to_label_scores.csv", newline="") as f:
         scores = list(csv.DictReader(f))
@@ -146,7 +176,7 @@ def test_suggest_refuses_bad_requests(tmp_path, trained):
     summary["encoder"] = str(tmp_path / "gone")
     (moved / "clf" / "training.json").write_text(json.dumps(summary))
     with pytest.raises(EmaeError, match=r"is gone.*--no-anomaly"):
-        suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10)
+        suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10, anomaly=True)
     result = suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10, anomaly=False)
     assert not result["anomaly"]
     with pytest.raises(EmaeError, match="exists"):
@@ -173,6 +203,11 @@ def test_cli_suggest(tmp_path, trained, capsys):
     code = main(["suggest", str(trained / "clf"), str(volume), "--out", str(out), "--n", "3",
                  "--pool", "30"])  # fmt: skip
     assert code == 0 and "suggested 3 of 30 candidate patches" in capsys.readouterr().out
+    # The rule before selection by class: uncertainty x anomaly rank x distance.
+    assert main(["suggest", str(trained / "clf"), str(volume), "--out", str(out), "--n", "3",
+                 "--pool", "30", "--no-by-class", "--anomaly", "--overwrite"]) == 0  # fmt: skip
+    with open(tmp_path / "next_scores.csv", newline="") as f:
+        assert all(r["anomaly_rank"] != "" for r in csv.DictReader(f))
     assert main(["suggest", str(trained / "clf"), str(volume), "--out", str(out), "--n", "40",
                  "--pool", "30", "--overwrite"]) == 1  # fmt: skip
     assert "cannot suggest 40 patches from a pool of 30" in capsys.readouterr().err

@@ -263,10 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=5000, help="Random candidates (5000).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the candidates' positions.")
     p.add_argument(
-        "--no-anomaly",
-        dest="anomaly",
-        action="store_false",
-        help="Do not weigh by the anomaly score of the classifier's autoencoder.",
+        "--by-class",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Choose each patch for the class labeled least so far (default: on).",
+    )
+    p.add_argument(
+        "--anomaly",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Weigh by the anomaly score of the classifier's autoencoder (default: off).",
     )
     p.add_argument("--overwrite", action="store_true", help="Replace earlier suggestion files.")
     p.set_defaults(func=handlers.suggest)

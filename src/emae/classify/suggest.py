@@ -1,4 +1,4 @@
-"""Which patches to label next: uncertainty x anomaly x diversity in the classifier's features.
+"""Which patches to label next: uncertainty, class, anomaly and distance in the features.
 
 A few labels go furthest where the classifier is unsure, where the autoencoder sees something
 unusual (artifacts are rare: a random patch is almost always clean tissue), and where nothing
@@ -8,9 +8,8 @@ similar is labeled or suggested yet. For ``N`` candidate patches:
                  (1: a tie, 0: certain);
 ``anomaly``      the rank of the patch's anomaly score among the candidates, in ``[0, 1]``; it
                  weighs the priority by ``floor + (1 - floor) anomaly``; the default ``floor=0``
-                 weighs by the rank itself, so the most typical candidates come last (on the
-                 sample data's labels this needs 57% of the labels of 25 random ones per class,
-                 against 64% with ``floor=0.5``, docs/benchmarks.md) (None: no weight);
+                 weighs by the rank itself, so the most typical candidates come last (None: no
+                 weight; ``emae suggest --anomaly``);
 ``balance``      with the labeled set's class counts ``n_k``: ``sum_k p_k (1 + min n) / (1 + n_k)``,
                  the expected rarity of the candidate's class among the labels (1: surely of
                  the least labeled class); random labels follow the classes' shares, so without
@@ -22,6 +21,12 @@ similar is labeled or suggested yet. For ``N`` candidate patches:
 :func:`select_batch` chooses greedily: each pick is the candidate with the highest
 ``priority x distance`` (the weighted k-centre rule of batch-mode active learning), then the
 distances are updated with the pick, so a batch does not spend its labels on near-duplicates.
+Given the class probabilities, it chooses **by class**: each pick is for the class with the
+fewest labels so far (the labels, plus the probabilities of the picks already made) and
+weighs the candidates by their probability of that class as well. Random labels follow the
+classes' shares, and a weight alone (``balance``) seldom finds a rare class; picking for one
+class at a time gives the rare classes their turn. ``emae suggest`` chooses by class with the
+uncertainty as the priority and no anomaly weight (docs/benchmarks.md, "Active learning").
 The selection is deterministic (ties go to the lower index).
 """
 
@@ -101,11 +106,37 @@ def _nearest(vectors: np.ndarray, to: np.ndarray, chunk: int = 4096) -> np.ndarr
     return out
 
 
+def _by_class(proba: Any, counts: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Checked ``(N, K)`` probabilities and ``(K,)`` float counts for :func:`select_batch`."""
+    if proba is None:
+        if counts is not None:
+            raise EmaeError("counts are for the selection by class; give proba too")
+        return None, None
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or len(p) != n or not np.isfinite(p).all() or (p < 0).any():
+        raise EmaeError(f"proba must be {n} rows of finite probabilities, got shape {p.shape}")
+    if counts is None:
+        return p, np.zeros(p.shape[1])
+    c = np.asarray(counts, dtype=np.float64)
+    if c.shape != (p.shape[1],) or not np.isfinite(c).all() or (c < 0).any():
+        raise EmaeError(
+            f"counts must be {p.shape[1]} finite numbers >= 0, one per class, got "
+            f"{np.asarray(counts).tolist()}"
+        )
+    return p, c
+
+
 def select_batch(
-    vectors: Any, weights: Any, n: int, labeled: Any = None
+    vectors: Any,
+    weights: Any,
+    n: int,
+    labeled: Any = None,
+    *,
+    proba: Any = None,
+    counts: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy weighted k-centre: ``n`` candidates of high weight, far from each other and from
-    the labeled ones.
+    the labeled ones; with ``proba``, each pick for the class labeled least so far.
 
     Parameters
     ----------
@@ -117,6 +148,13 @@ def select_batch(
         How many to choose, ``1 <= n <= N``.
     labeled
         ``(M, D)`` vectors of the patches already labeled, or None.
+    proba
+        ``(N, K)`` class probabilities of the candidates, or None. Given, the selection is by
+        class: each pick goes to the class with the fewest labels so far (``counts`` plus the
+        probabilities of the picks already made, so a pick counts as the class it likely is),
+        and is the candidate with the highest ``p_class x weight x distance``.
+    counts
+        ``(K,)`` labels per class so far (with ``proba``; None: none yet).
 
     Returns
     -------
@@ -139,15 +177,20 @@ def select_batch(
         distance = _nearest(v, lab)
     else:
         distance = np.full(len(v), np.inf)
+    p, expected = _by_class(proba, counts, len(v))
     chosen, at = [], []
     for _ in range(int(n)):
         finite = distance[np.isfinite(distance)]
         scale = finite.max() if finite.size and finite.max() > 0 else 1.0
         relative = np.minimum(distance / scale, 1.0)
         gain = w * relative
+        if p is not None:  # for the class labeled least so far, counting the picks made
+            gain = gain * p[:, int(np.argmin(expected))]
         gain[chosen] = -1.0
         pick = int(np.argmax(gain))
         chosen.append(pick)
         at.append(float(relative[pick]))
+        if p is not None:
+            expected = expected + p[pick]
         distance = np.minimum(distance, np.sqrt(((v - v[pick]) ** 2).sum(axis=1)))
     return np.array(chosen, dtype=np.int64), np.array(at)

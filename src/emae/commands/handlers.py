@@ -212,6 +212,7 @@ def suggest(args: argparse.Namespace) -> None:
         n=args.n,
         pool=args.pool,
         seed=args.seed,
+        by_class=args.by_class,
         anomaly=args.anomaly,
         overwrite=args.overwrite,
     )

@@ -1,9 +1,12 @@
 """``emae suggest``: the next patches to label, as a labels CSV to fill in.
 
 Draws a pool of random candidate patches from unlabeled images (any reader), scores them with a
-trained classifier (its uncertainty and its pooled features) and with the anomaly score of the
-autoencoder it was trained from, and picks ``n`` by :mod:`emae.classify.suggest` (uncertainty x
-anomaly x diversity, away from the patches already labeled). Writes, atomically:
+trained classifier (its class probabilities, uncertainty and pooled features), and picks ``n``
+by :mod:`emae.classify.suggest`: each for the class labeled least so far (the classifier's
+training labels, then the picks before it), by that class's probability x uncertainty x
+distance from the patches already labeled or picked. ``anomaly=True`` weighs by the anomaly
+score of the autoencoder the classifier was trained from as well; ``by_class=False`` with it is
+the rule before selection by class. Writes, atomically:
 
 ``OUT``               a labels CSV (``image,x,y[,z],label``) with the label column empty: fill in
                       what you can and pass it to ``emae finetune --labels LABELS OUT`` (rows left
@@ -73,18 +76,22 @@ def _written_here(scores: Path) -> bool:
         return False
 
 
-def _labeled_features(clf: FittedClassifier, labels: Any) -> np.ndarray | None:
-    """Features of the classifier's own training patches, when their CSVs are still there."""
+def _labeled(clf: FittedClassifier, labels: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Features ``(M, D)`` of the classifier's own training patches and their labels per class
+    ``(K,)``, when their CSVs are still there (else None, None)."""
     paths = [labels] if isinstance(labels, str) else list(labels or [])
     if not paths:
-        return None
+        return None, None
     try:
         p, c = clf.model.patch_size, clf.model.context
-        patches, _ = read_labeled_patches(load_label_files(paths, patch_size=p), p, c)
+        table = load_label_files(paths, patch_size=p)
+        patches, y = read_labeled_patches(table, p, c)
     except EmaeError as exc:
         logger.warning("the training labels cannot be read (%s); not avoiding them", exc)
-        return None
-    return clf.features(patches)
+        return None, None
+    names = [table.classes[i] for i in np.asarray(y).tolist()]
+    counts = np.array([names.count(k) for k in clf.classes], dtype=np.int64)
+    return clf.features(patches), counts
 
 
 def _montage(patches: np.ndarray, titles: Sequence[str]) -> bytes:
@@ -115,7 +122,8 @@ def suggest(
     n: int = 50,
     pool: int = 5000,
     seed: int = 0,
-    anomaly: bool = True,
+    by_class: bool = True,
+    anomaly: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the ``n`` patches of ``sources`` most worth labeling next (see the module doc).
@@ -132,6 +140,9 @@ def suggest(
         Suggestions to make, and random candidate patches to choose them from (``n <= pool``).
     seed
         Seed of the candidates' positions.
+    by_class
+        Choose each suggestion for the class labeled least so far (the classifier's training
+        labels, then the suggestions before it, counted by their predicted probabilities).
     anomaly
         Weigh by the anomaly score of the classifier's autoencoder (needs its folder).
     overwrite
@@ -180,9 +191,16 @@ def suggest(
     logger.info("scoring %d candidate patches of %d images", len(patches), len(images))
     proba, vectors = clf.proba_and_features(patches)
     scores = None if detector is None else detector.anomaly_score(patches)
-    labeled = _labeled_features(clf, training.get("labels"))
+    labeled, counts = _labeled(clf, training.get("labels"))
     weights = priority(proba, scores)
-    chosen, distance = select_batch(vectors, weights, n, labeled)
+    chosen, distance = select_batch(
+        vectors,
+        weights,
+        n,
+        labeled,
+        proba=proba if by_class else None,
+        counts=counts if by_class else None,
+    )
     half = size // 2
     samples, rows = [], []
     unc = uncertainty(proba)
@@ -217,6 +235,7 @@ def suggest(
         "scores": str(outputs[1]),
         "montage": str(outputs[2]),
         "anomaly": detector is not None,
+        "by_class": by_class,
         "avoided_labeled": 0 if labeled is None else len(labeled),
         "predicted": {c: predicted.count(c) for c in clf.classes if c in predicted},
     }
