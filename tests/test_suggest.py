@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -87,6 +88,10 @@ def test_by_class_each_pick_goes_to_the_class_labeled_least_so_far():
     assert sum(c >= 30 for c in chosen) == 3
     plain, _ = select_batch(vectors, weights, 6)
     assert sum(c >= 30 for c in plain) < 3
+    # A class that no candidate can be of does not stall the batch: the weight decides.
+    never = np.stack([np.ones(3), np.zeros(3)], axis=1)
+    chosen, _ = select_batch(np.eye(3), [0.1, 0.9, 0.5], 2, proba=never, counts=[5, 0])
+    assert chosen.tolist() == [1, 2]
     with pytest.raises(EmaeError, match="give proba too"):
         select_batch(vectors, weights, 1, counts=[1, 1])
     with pytest.raises(EmaeError, match="proba must be 40 rows"):
@@ -114,10 +119,29 @@ def trained(tmp_path_factory, tiny_settings):
     return root
 
 
-def test_suggest_writes_a_labels_csv_that_finetune_takes_once_filled(tmp_path, trained):
+def test_suggest_writes_a_labels_csv_that_finetune_takes_once_filled(
+    tmp_path, trained, monkeypatch
+):
+    import emae.commands.suggest as command
+
     volume = trained / "data" / "unlabeled" / "volume.tif"
     out = tmp_path / "to_label.csv"
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return select_batch(*args, **kwargs)
+
+    monkeypatch.setattr(command, "select_batch", spy)
     result = suggest(trained / "clf", [volume], out, n=6, pool=40)
+    # By class, from the classifier's own labels counted in its class order.
+    training = json.loads((trained / "clf" / "training.json").read_text())
+    classes = load_labels(trained / "data" / "labels.csv").classes
+    expected = [training["class_counts"][k] for k in classes]
+    assert calls[-1]["counts"].tolist() == expected
+    assert calls[-1]["proba"].shape == (40, len(classes))
+    suggest(trained / "clf", [volume], tmp_path / "plain.csv", n=6, pool=40, by_class=False)
+    assert calls[-1]["proba"] is None and calls[-1]["counts"] is None
     assert result["suggested"] == 6 and result["by_class"] and result["avoided_labeled"] > 0
     assert not result["anomaly"]
     # The anomaly weight, on request, comes from the classifier's autoencoder.
@@ -170,12 +194,10 @@ def test_suggest_refuses_bad_requests(tmp_path, trained):
     moved = tmp_path / "moved"
     shutil.copytree(trained / "clf", moved / "clf")
     shutil.copytree(trained / "ae", moved / "ae")
-    import json
-
     summary = json.loads((moved / "clf" / "training.json").read_text())
     summary["encoder"] = str(tmp_path / "gone")
     (moved / "clf" / "training.json").write_text(json.dumps(summary))
-    with pytest.raises(EmaeError, match=r"is gone.*--no-anomaly"):
+    with pytest.raises(EmaeError, match=r"is gone.*leave out --anomaly"):
         suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10, anomaly=True)
     result = suggest(moved / "clf", [volume], tmp_path / "b.csv", n=2, pool=10, anomaly=False)
     assert not result["anomaly"]

@@ -1,8 +1,9 @@
 """Which patches to label next: uncertainty, class, anomaly and distance in the features.
 
-A few labels go furthest where the classifier is unsure, where the autoencoder sees something
-unusual (artifacts are rare: a random patch is almost always clean tissue), and where nothing
-similar is labeled or suggested yet. For ``N`` candidate patches:
+A few labels go furthest on the classes labeled least (artifacts are rare: a random patch is
+almost always clean tissue), where the classifier is unsure, optionally where the autoencoder
+sees something unusual, and where nothing similar is labeled or suggested yet. For ``N``
+candidate patches:
 
 ``uncertainty``  ``1 - (p_1 - p_2)``, one minus the margin between the two most probable classes
                  (1: a tie, 0: certain);
@@ -25,7 +26,9 @@ Given the class probabilities, it chooses **by class**: each pick is for the cla
 fewest labels so far (the labels, plus the probabilities of the picks already made) and
 weighs the candidates by their probability of that class as well. Random labels follow the
 classes' shares, and a weight alone (``balance``) seldom finds a rare class; picking for one
-class at a time gives the rare classes their turn. ``emae suggest`` chooses by class with the
+class at a time gives the rare classes their turn. Ties between classes go to the first;
+a class that no candidate is likely of keeps its turn until the picks' probabilities add up
+to it, so it draws the candidates most like it. ``emae suggest`` chooses by class with the
 uncertainty as the priority and no anomaly weight (docs/benchmarks.md, "Active learning").
 The selection is deterministic (ties go to the lower index).
 """
@@ -185,7 +188,10 @@ def select_batch(
         relative = np.minimum(distance / scale, 1.0)
         gain = w * relative
         if p is not None:  # for the class labeled least so far, counting the picks made
-            gain = gain * p[:, int(np.argmin(expected))]
+            targeted = gain * p[:, int(np.argmin(expected))]
+            targeted[chosen] = -1.0
+            if targeted.max() > 0:  # else no candidate can be of that class: by weight alone
+                gain = targeted
         gain[chosen] = -1.0
         pick = int(np.argmax(gain))
         chosen.append(pick)

@@ -87,7 +87,11 @@ def _labeled(clf: FittedClassifier, labels: Any) -> tuple[np.ndarray | None, np.
         table = load_label_files(paths, patch_size=p)
         patches, y = read_labeled_patches(table, p, c)
     except EmaeError as exc:
-        logger.warning("the training labels cannot be read (%s); not avoiding them", exc)
+        logger.warning(
+            "the training labels cannot be read (%s); not avoiding them, nor counting them by "
+            "class",
+            exc,
+        )
         return None, None
     names = [table.classes[i] for i in np.asarray(y).tolist()]
     counts = np.array([names.count(k) for k in clf.classes], dtype=np.int64)
@@ -181,7 +185,7 @@ def suggest(
         encoder = trained_from(
             classifier,
             needed_for="the anomaly weight",
-            otherwise="suggest without it (--no-anomaly)",
+            otherwise="suggest without it (leave out --anomaly)",
         )
     detector = None if encoder is None else AutoencoderDetector.from_bundle(encoder)
     size = clf.model.input_size
